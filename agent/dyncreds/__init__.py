@@ -1,0 +1,3 @@
+"""dyncreds: short-lived AWS credentials for the programs on a machine."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from dyncreds.cli import main
+
+sys.exit(main())

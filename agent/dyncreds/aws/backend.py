@@ -1,0 +1,85 @@
+"""The facade the agent drives: issue, extend, delete, identify, rotate.
+
+The agent (agent.py) never sees boto3; tests of its timing drive it with a
+hand-written fake of this interface on trio's mock clock.
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from collections.abc import Callable
+
+from dyncreds.aws import iam_user, naming, root, sts
+from dyncreds.aws.iam_user import Propagation
+from dyncreds.aws.session import AwsSession, BotoHook
+from dyncreds.config import Config, Role
+from dyncreds.journal import Journal
+from dyncreds.leases import Lease
+
+
+class AwsBackend:
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        agent_id: str,
+        event_hooks: list[tuple[str, BotoHook]] | None = None,
+    ):
+        self.journal = journal
+        self.agent_id = agent_id
+        self.event_hooks = event_hooks
+        self.local_user = getpass.getuser()
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """(Re)build from configuration; raises Unavailable if the root is unusable."""
+        agent = config.main.agent
+        self.config = config
+        self.propagation = Propagation(
+            checks=agent.propagation_checks, timeout=float(agent.propagation_timeout))
+        self.aws = AwsSession(
+            config,
+            call_timeout=float(agent.aws_call_timeout),
+            concurrency=agent.aws_concurrency,
+            event_hooks=self.event_hooks,
+        )
+
+    def _name(self, role: Role, limit: int) -> str:
+        return naming.render(
+            self.config.main.root.username_template,
+            user=self.local_user, role=role.name, unix_time=int(time.time()), limit=limit)
+
+    async def issue(self, role: Role, lease_id: str, now: float,
+                    on_step: Callable[[str], None] = lambda step: None) -> Lease:
+        kind = role.credential_type
+        if kind == "iam_user":
+            return await iam_user.create(
+                self.aws, self.journal, role=role, lease_id=lease_id,
+                user_name=self._name(role, naming.USER_NAME_MAX), agent_id=self.agent_id,
+                now=now, propagation=self.propagation, on_step=on_step)
+        on_step(kind)
+        if kind == "assumed_role":
+            return await sts.assume_role(
+                self.aws, role, lease_id, self._name(role, naming.SESSION_NAME_MAX), now)
+        if kind == "federation_token":
+            return await sts.federation_token(
+                self.aws, role, lease_id, self._name(role, naming.FEDERATION_NAME_MAX), now)
+        return await sts.session_token(self.aws, role, lease_id, now)
+
+    async def extend(self, lease: Lease, expires_at: float) -> None:
+        if lease.user_name:
+            await iam_user.extend(self.aws, lease.user_name, expires_at)
+
+    async def delete_user(self, user_name: str) -> bool:
+        return await iam_user.delete(self.aws, user_name)
+
+    async def identity(self) -> str:
+        result = await self.aws.call("sts", "get_caller_identity")
+        return str(result["Arn"])
+
+    async def rotate_root(self) -> str:
+        return await root.rotate(self.aws, self.propagation)
+
+    async def tagged_users(self) -> list[tuple[str, dict[str, str]]]:
+        return await iam_user.list_tagged_users(self.aws, self.agent_id)

@@ -1,0 +1,307 @@
+"""Temporary IAM users: how one is created, proven, extended and deleted.
+
+Creation, in round trips:
+  1. CreateUser, with path, permissions boundary and *all* tags in the one call
+     (Vault tags in a second call; a crash between the two leaves an untagged,
+     unfindable user);
+  2. at once and concurrently: PutUserPolicy, each AttachUserPolicy, each
+     AddUserToGroup and CreateAccessKey - they are independent of each other;
+  3. GetCallerIdentity with the new key until it has worked ``checks`` times in
+     a row: IAM is eventually consistent and a fresh key is often rejected for
+     seconds (hashicorp/vault#3115, #8413); dyncreds never hands out a key that
+     does not work yet.
+
+The journal row is committed before step 1, so a crash at any point leaves a
+record that recovery cleans up. A failure or cancellation cleans up at once.
+
+Deletion removes everything that would block DeleteUser - access keys, managed
+policies, inline policies, group memberships, login profile, MFA devices,
+signing certificates, SSH keys, service-specific credentials - concurrently,
+tolerating "already gone", then the user.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from dyncreds.aws.session import GONE_CODES, AwsSession, aws_code
+from dyncreds.config import Role
+from dyncreds.journal import Journal
+from dyncreds.leases import Lease, Secret
+from dyncreds.protocol import DyncredsError, Upstream, rfc3339
+
+log = logging.getLogger("dyncreds.aws")
+
+CLEANUP_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Propagation:
+    checks: int = 3  # successes in a row
+    timeout: float = 60.0
+    interval: float = 0.25
+
+
+def tags(agent_id: str, lease_id: str, role: Role, expires_at: float) -> list[dict[str, str]]:
+    own = [
+        {"Key": "dyncreds:agent", "Value": agent_id},
+        {"Key": "dyncreds:lease", "Value": lease_id},
+        {"Key": "dyncreds:role", "Value": role.name},
+        {"Key": "dyncreds:expires", "Value": rfc3339(expires_at)},
+    ]
+    return own + [{"Key": key, "Value": value} for key, value in role.iam_tags]
+
+
+async def create(
+    aws: AwsSession,
+    journal: Journal,
+    *,
+    role: Role,
+    lease_id: str,
+    user_name: str,
+    agent_id: str,
+    now: float,
+    propagation: Propagation,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> Lease:
+    """Create the user and its key; return a lease that works. Cleans up on failure."""
+    expires_at = now + role.ttl
+    journal.creating(lease_id, role.name, user_name, now, expires_at)
+    try:
+        on_step("create_user")
+        params: dict[str, Any] = {
+            "UserName": user_name,
+            "Path": role.user_path,
+            "Tags": tags(agent_id, lease_id, role, expires_at),
+        }
+        if role.permissions_boundary_arn:
+            params["PermissionsBoundary"] = role.permissions_boundary_arn
+        created = await aws.call("iam", "create_user", **params)
+        arn = created["User"]["Arn"]
+
+        on_step("grant")
+        key: dict[str, Any] = {}
+
+        async def create_key() -> None:
+            result = await aws.call("iam", "create_access_key", UserName=user_name)
+            key.update(result["AccessKey"])
+            journal.key_created(lease_id, key["AccessKeyId"])
+
+        await _all(
+            [create_key]
+            + [_bind(aws.call, "iam", "put_user_policy", UserName=user_name,
+                     PolicyName=f"dyncreds-{role.name}"[:128],
+                     PolicyDocument=role.policy_document)] * bool(role.policy_document)
+            + [_bind(aws.call, "iam", "attach_user_policy", UserName=user_name, PolicyArn=arn_)
+               for arn_ in role.policy_arns]
+            + [_bind(aws.call, "iam", "add_user_to_group", UserName=user_name, GroupName=group)
+               for group in role.iam_groups]
+        )
+        secret = Secret(key.pop("SecretAccessKey"))
+        on_step("propagate")
+        await wait_until_usable(aws, key["AccessKeyId"], secret, propagation)
+        on_step("activate")
+        journal.activate(lease_id, expires_at)
+    except BaseException as exc:
+        await _cleanup_after_failure(aws, journal, lease_id, user_name, exc)
+        raise
+    return Lease(
+        id=lease_id,
+        role=role.name,
+        credential_type="iam_user",
+        access_key_id=key["AccessKeyId"],
+        secret_access_key=secret,
+        session_token=None,
+        issued_at=now,
+        expires_at=expires_at,
+        hard_expires_at=now + role.max_ttl,
+        user_name=user_name,
+        arn=arn,
+    )
+
+
+async def _cleanup_after_failure(
+    aws: AwsSession, journal: Journal, lease_id: str, user_name: str, exc: BaseException
+) -> None:
+    # Shielded: this also runs when the issuance was cancelled (timeout, shutdown).
+    with trio.CancelScope(shield=True):
+        try:
+            with trio.fail_after(CLEANUP_TIMEOUT):
+                await delete(aws, user_name)
+            journal.forget(lease_id)
+            log.info("event=issue_cleanup lease=%s user=%s outcome=deleted", lease_id, user_name)
+        except (DyncredsError, trio.TooSlowError) as cleanup_error:
+            # Left for the reaper, which retries with backoff.
+            journal.revoke_now(lease_id, 0.0)
+            log.warning("event=issue_cleanup lease=%s user=%s outcome=deferred error=%s",
+                        lease_id, user_name, cleanup_error)
+
+
+async def wait_until_usable(
+    aws: AwsSession, access_key_id: str, secret: Secret, propagation: Propagation,
+    session_token: Secret | None = None,
+) -> None:
+    """Until the key has worked ``checks`` times in a row, within ``timeout``."""
+    if propagation.checks <= 0:
+        return
+    client = aws.client_for_keys("sts", access_key_id, secret, session_token)
+    streak = 0
+    attempts = 0
+    last_code = "none"
+    try:
+        with trio.fail_after(propagation.timeout):
+            while streak < propagation.checks:
+                attempts += 1
+                try:
+                    await aws.call_client(client, "get_caller_identity")
+                    streak += 1
+                except Upstream as exc:
+                    streak = 0
+                    last_code = exc.aws_code
+                if streak < propagation.checks:
+                    await trio.sleep(propagation.interval if streak == 0 else propagation.interval / 2)
+    except trio.TooSlowError:
+        raise Upstream(
+            f"the new access key {access_key_id} did not start working within "
+            f"{propagation.timeout:g}s ({attempts} checks, last error {last_code})",
+            aws_code="KeyPropagationTimeout",
+            retryable=True,
+        ) from None
+
+
+async def extend(aws: AwsSession, user_name: str, expires_at: float) -> None:
+    """Record the new expiry on the user, for anyone (or any sweep) reading tags."""
+    await aws.call("iam", "tag_user", UserName=user_name,
+                   Tags=[{"Key": "dyncreds:expires", "Value": rfc3339(expires_at)}])
+
+
+async def delete(aws: AwsSession, user_name: str) -> bool:
+    """Delete the user and everything attached to it. False if it was already gone."""
+
+    async def listed(operation: str, key: str, **params: Any) -> list[Any]:
+        try:
+            items: list[Any] = []
+            marker: str | None = None
+            while True:
+                page = await aws.call("iam", operation, UserName=user_name,
+                                      **params, **({"Marker": marker} if marker else {}))
+                items.extend(page.get(key, []))
+                if not page.get("IsTruncated"):
+                    return items
+                marker = page["Marker"]
+        except Upstream as exc:
+            if exc.aws_code in GONE_CODES:
+                return []
+            raise
+
+    async def gone_ok(operation: str, **params: Any) -> None:
+        try:
+            await aws.call("iam", operation, **params)
+        except Upstream as exc:
+            if exc.aws_code not in GONE_CODES:
+                raise
+
+    async def keys() -> None:
+        for item in await listed("list_access_keys", "AccessKeyMetadata"):
+            await gone_ok("delete_access_key", UserName=user_name,
+                          AccessKeyId=item["AccessKeyId"])
+
+    async def managed() -> None:
+        for item in await listed("list_attached_user_policies", "AttachedPolicies"):
+            await gone_ok("detach_user_policy", UserName=user_name, PolicyArn=item["PolicyArn"])
+
+    async def inline() -> None:
+        for name in await listed("list_user_policies", "PolicyNames"):
+            await gone_ok("delete_user_policy", UserName=user_name, PolicyName=name)
+
+    async def groups() -> None:
+        for item in await listed("list_groups_for_user", "Groups"):
+            await gone_ok("remove_user_from_group", UserName=user_name,
+                          GroupName=item["GroupName"])
+
+    async def login_profile() -> None:
+        await gone_ok("delete_login_profile", UserName=user_name)
+
+    async def mfa() -> None:
+        for item in await listed("list_mfa_devices", "MFADevices"):
+            await gone_ok("deactivate_mfa_device", UserName=user_name,
+                          SerialNumber=item["SerialNumber"])
+
+    async def certificates() -> None:
+        for item in await listed("list_signing_certificates", "Certificates"):
+            await gone_ok("delete_signing_certificate", UserName=user_name,
+                          CertificateId=item["CertificateId"])
+
+    async def ssh_keys() -> None:
+        for item in await listed("list_ssh_public_keys", "SSHPublicKeys"):
+            await gone_ok("delete_ssh_public_key", UserName=user_name,
+                          SSHPublicKeyId=item["SSHPublicKeyId"])
+
+    # Keys first and alone: the moment they are gone the credentials stop working,
+    # whatever happens to the rest of the cleanup.
+    await keys()
+    await _all([managed, inline, groups, login_profile, mfa, certificates, ssh_keys])
+    try:
+        await aws.call("iam", "delete_user", UserName=user_name)
+    except Upstream as exc:
+        if exc.aws_code in GONE_CODES:
+            return False
+        raise
+    return True
+
+
+async def list_tagged_users(aws: AwsSession, agent_id: str) -> list[tuple[str, dict[str, str]]]:
+    """Every user tagged with this agent's id, with its tags (for the orphan sweep)."""
+    found: list[tuple[str, dict[str, str]]] = []
+    marker: str | None = None
+    while True:
+        page = await aws.call("iam", "list_users", **({"Marker": marker} if marker else {}))
+        for user in page.get("Users", []):
+            name = user["UserName"]
+            try:
+                tag_page = await aws.call("iam", "list_user_tags", UserName=name)
+            except Upstream as exc:
+                if aws_code(exc) in GONE_CODES:
+                    continue
+                raise
+            user_tags = {t["Key"]: t["Value"] for t in tag_page.get("Tags", [])}
+            if user_tags.get("dyncreds:agent") == agent_id:
+                found.append((name, user_tags))
+        if not page.get("IsTruncated"):
+            return found
+        marker = page["Marker"]
+
+
+def _bind(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+          ) -> Callable[[], Awaitable[Any]]:
+    async def run() -> None:
+        await fn(*args, **kwargs)
+
+    return run
+
+
+async def _all(jobs: list[Callable[[], Awaitable[Any]]]) -> None:
+    """Run jobs concurrently; the first failure cancels the rest and is raised
+    as itself (not as an exception group), so callers see one dyncreds error."""
+    if len(jobs) == 1:
+        await jobs[0]()
+        return
+    failures: list[BaseException] = []
+
+    async def guarded(job: Callable[[], Awaitable[Any]], scope: trio.CancelScope) -> None:
+        try:
+            await job()
+        except Exception as exc:
+            failures.append(exc)
+            scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for job in jobs:
+            nursery.start_soon(guarded, job, nursery.cancel_scope)
+    if failures:
+        raise failures[0]

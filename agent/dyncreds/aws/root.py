@@ -1,0 +1,68 @@
+"""rotate-root: replace the agent's own static access key, Vault's config/rotate-root.
+
+Order matters, so that a failure at any step leaves a working root and at most
+one extra key: create the new key, prove it works, write the credentials file
+atomically, switch the clients, and only then delete the old key.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dyncreds.aws.iam_user import Propagation, wait_until_usable
+from dyncreds.aws.session import AwsSession, StaticKeys, write_credentials_file
+from dyncreds.leases import Secret
+from dyncreds.protocol import BadRequest, DyncredsError, Upstream
+
+log = logging.getLogger("dyncreds.aws")
+
+
+def user_name_from_arn(arn: str) -> str | None:
+    """``arn:aws:iam::123456789012:user/path/name`` -> ``name``."""
+    resource = arn.split(":", 5)[-1]
+    if not resource.startswith("user/"):
+        return None
+    return resource.rsplit("/", 1)[-1]
+
+
+async def rotate(aws: AwsSession, propagation: Propagation) -> str:
+    path = aws.credentials_path
+    old = aws.static_keys
+    if path is None or old is None:
+        raise BadRequest("rotate-root needs a root.credentials_file; profiles and the default "
+                         "credential chain are rotated by whatever manages them")
+    identity = await aws.call("sts", "get_caller_identity")
+    user_name = user_name_from_arn(identity["Arn"])
+    if user_name is None:
+        raise BadRequest(f"the root identity {identity['Arn']} is not an IAM user")
+    keys = (await aws.call("iam", "list_access_keys", UserName=user_name))["AccessKeyMetadata"]
+    if len(keys) >= 2:
+        others = ", ".join(k["AccessKeyId"] for k in keys if k["AccessKeyId"] != old.access_key_id)
+        raise BadRequest(f"IAM user {user_name} already has two access keys; delete the unused "
+                         f"one ({others}) before rotating")
+    created = (await aws.call("iam", "create_access_key", UserName=user_name))["AccessKey"]
+    new = StaticKeys(created["AccessKeyId"], Secret(created["SecretAccessKey"]))
+    log.info("event=rotate_root step=created new_key=%s", new.access_key_id)
+    try:
+        await wait_until_usable(aws, new.access_key_id, new.secret_access_key, propagation)
+        write_credentials_file(path, new)
+    except (DyncredsError, OSError) as exc:
+        # The old key still works and the file still names it: undo the new key.
+        try:
+            await aws.call("iam", "delete_access_key", UserName=user_name,
+                           AccessKeyId=new.access_key_id)
+            extra = ""
+        except DyncredsError:
+            extra = f"; the new key {new.access_key_id} could not be deleted, delete it by hand"
+        raise Upstream(f"rotate-root failed before switching keys, the old key stays in use: "
+                       f"{exc}{extra}", aws_code=getattr(exc, "aws_code", "RotateFailed")) from None
+    aws.build()  # re-reads the file: from here on the agent uses the new key
+    log.info("event=rotate_root step=switched new_key=%s", new.access_key_id)
+    try:
+        await aws.call("iam", "delete_access_key", UserName=user_name,
+                       AccessKeyId=old.access_key_id)
+    except DyncredsError as exc:
+        raise Upstream(f"rotated to {new.access_key_id}, but the old key {old.access_key_id} "
+                       f"could not be deleted: {exc}", aws_code="RotateIncomplete") from None
+    log.info("event=rotate_root step=done old_key_deleted=%s", old.access_key_id)
+    return new.access_key_id

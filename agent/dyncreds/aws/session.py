@@ -1,0 +1,264 @@
+"""The root identity, its boto3 clients, and the one way to call AWS.
+
+boto3 is blocking, so every call runs in a worker thread under one shared
+``CapacityLimiter`` (``aws_concurrency``), with one shared client per service
+(clients are thread-safe; Sessions are not). Every call's time is bounded twice:
+botocore's connect/read timeouts for each HTTP attempt, and a trio deadline for
+the call with all its retries, so a client never hangs on a sick AWS.
+
+Exceptions are mapped to dyncreds errors here and nowhere else (``map_errors``),
+as httpcore maps its backends' exceptions: AWS's error code is kept, the
+message is one line, and nothing from the request (keys, tokens) is echoed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import trio
+
+from dyncreds.config import Config, RootSettings
+from dyncreds.leases import Secret
+from dyncreds.protocol import DyncredsError, Unavailable, Upstream
+
+# AWS error codes worth retrying (besides botocore's own standard-mode retries).
+RETRYABLE_CODES = frozenset({
+    "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+    "ServiceUnavailable", "InternalFailure", "InternalError", "RequestTimeout",
+    "RequestTimeoutException", "ServiceFailure", "IDPCommunicationError", "ConnectionError",
+    "SlowDown", "PriorRequestNotComplete",
+})
+# Codes that mean "the thing is already gone": success, for a cleanup.
+GONE_CODES = frozenset({"NoSuchEntity", "NoSuchEntityException"})
+
+CONNECT_TIMEOUT = 5
+
+
+def aws_code(exc: BaseException) -> str | None:
+    if isinstance(exc, Upstream):
+        return exc.aws_code
+    return None
+
+
+@contextmanager
+def map_errors(operation: str) -> Iterator[None]:
+    """botocore / trio exceptions -> dyncreds errors, in one place."""
+    try:
+        yield
+    except DyncredsError:
+        raise
+    except botocore.exceptions.ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or "Unknown")
+        message = " ".join(str(error.get("Message") or "").split())[:300]
+        raise Upstream(
+            f"AWS {operation} failed: {code}" + (f": {message}" if message else ""),
+            aws_code=code,
+            retryable=code in RETRYABLE_CODES
+            or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500,
+        ) from None
+    except trio.TooSlowError:
+        raise Upstream(
+            f"AWS {operation} did not answer in time", aws_code="RequestTimeout", retryable=True
+        ) from None
+    except (
+        botocore.exceptions.ConnectionError,
+        botocore.exceptions.HTTPClientError,
+    ) as exc:
+        raise Upstream(
+            f"AWS {operation} could not be reached: {type(exc).__name__}",
+            aws_code="ConnectionError",
+            retryable=True,
+        ) from None
+    except botocore.exceptions.NoCredentialsError:
+        raise Unavailable("the root AWS credentials are missing or unusable") from None
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise Unavailable(f"root profile not found: {exc.kwargs.get('profile')}") from None
+    except botocore.exceptions.ParamValidationError as exc:
+        raise Upstream(
+            f"AWS {operation} rejected the request: {' '.join(str(exc).split())[:300]}",
+            aws_code="ValidationError",
+        ) from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise Upstream(
+            f"AWS {operation} failed: {type(exc).__name__}", aws_code=type(exc).__name__
+        ) from None
+
+
+@dataclass(frozen=True)
+class StaticKeys:
+    access_key_id: str
+    secret_access_key: Secret
+
+
+def read_credentials_file(path: Path) -> StaticKeys:
+    """The rotatable root key file: TOML with access_key_id and secret_access_key,
+    readable by its owner only."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise Unavailable(f"{path}: root credentials file not found") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise Unavailable(
+            f"{path}: root credentials file is accessible by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
+        )
+    if info.st_uid != os.getuid():
+        raise Unavailable(f"{path}: root credentials file is owned by another user")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        key_id, secret = data["access_key_id"], data["secret_access_key"]
+    except (OSError, ValueError, KeyError):
+        raise Unavailable(
+            f"{path}: needs access_key_id and secret_access_key (TOML strings)"
+        ) from None
+    if not isinstance(key_id, str) or not isinstance(secret, str):
+        raise Unavailable(f"{path}: access_key_id and secret_access_key must be strings")
+    return StaticKeys(key_id, Secret(secret))
+
+
+def write_credentials_file(path: Path, keys: StaticKeys) -> None:
+    """Atomically: temp file (0600) in the same directory, fsync, rename, fsync dir."""
+    text = (
+        "# dyncreds root credentials; rotated by `dyncreds rotate-root`\n"
+        f'access_key_id = "{keys.access_key_id}"\n'
+        f'secret_access_key = "{keys.secret_access_key.reveal()}"\n'
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def profile_loops(profile: str | None) -> bool:
+    """Would this profile's credential_process run dyncreds-shim (and so ask us)?"""
+    session = boto3.Session()
+    profiles = session._session.full_config.get("profiles", {})
+    name = profile or os.environ.get("AWS_PROFILE") or "default"
+    process = profiles.get(name, {}).get("credential_process", "")
+    return "dyncreds-shim" in process
+
+
+BotoHook = Callable[..., Any]
+
+
+class AwsSession:
+    """The root identity's IAM and STS clients, and ``call`` to use them."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        call_timeout: float,
+        concurrency: int,
+        event_hooks: list[tuple[str, BotoHook]] | None = None,
+    ):
+        self.root: RootSettings = config.main.root
+        self.credentials_path = config.credentials_file()
+        self.call_timeout = call_timeout
+        self.limiter = trio.CapacityLimiter(concurrency)
+        self.event_hooks = list(event_hooks or [])
+        self._lock = threading.Lock()
+        self.static_keys: StaticKeys | None = None
+        self.iam: Any = None
+        self.sts: Any = None
+        self.build()
+
+    def _botocore_config(self) -> botocore.config.Config:
+        return botocore.config.Config(
+            region_name=self.root.region,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=max(1, int(self.call_timeout)),
+            retries={"mode": "standard", "total_max_attempts": self.root.max_retries + 1},
+            max_pool_connections=max(10, int(self.limiter.total_tokens) * 2),
+        )
+
+    def _session(self) -> boto3.Session:
+        if self.credentials_path is not None:
+            self.static_keys = read_credentials_file(self.credentials_path)
+            return boto3.Session(
+                aws_access_key_id=self.static_keys.access_key_id,
+                aws_secret_access_key=self.static_keys.secret_access_key.reveal(),
+                region_name=self.root.region,
+            )
+        if profile_loops(self.root.profile):
+            raise Unavailable(
+                f"root profile {self.root.profile or 'default'!r} uses dyncreds-shim as its "
+                "credential_process; the agent would ask itself for its own keys"
+            )
+        with map_errors("session"):
+            return boto3.Session(profile_name=self.root.profile, region_name=self.root.region)
+
+    def build(self) -> None:
+        """(Re)create the clients from the configured root credentials."""
+        session = self._session()
+        config = self._botocore_config()
+        iam = session.client("iam", endpoint_url=self.root.iam_endpoint, config=config)
+        sts = session.client("sts", endpoint_url=self.root.sts_endpoint, config=config)
+        for client in (iam, sts):
+            for event, hook in self.event_hooks:
+                client.meta.events.register(event, hook)
+        with self._lock:
+            self.iam, self.sts = iam, sts
+
+    def client_for_keys(
+        self, service: str, access_key_id: str, secret: Secret, token: Secret | None = None
+    ) -> Any:
+        """A client acting as some other credentials (a new key being proven)."""
+        endpoint = self.root.sts_endpoint if service == "sts" else self.root.iam_endpoint
+        client = boto3.Session().client(
+            service,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret.reveal(),
+            aws_session_token=token.reveal() if token else None,
+            endpoint_url=endpoint,
+            region_name=self.root.region,
+            # One attempt: the caller decides how to retry a key that is not live yet.
+            config=botocore.config.Config(
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=max(1, int(self.call_timeout)),
+                retries={"mode": "standard", "total_max_attempts": 1},
+            ),
+        )
+        for event, hook in self.event_hooks:
+            client.meta.events.register(event, hook)
+        return client
+
+    async def call(self, service: str, operation: str, /, **params: Any) -> dict[str, Any]:
+        """Run one AWS operation (snake_case name) in a worker thread, bounded."""
+        client = self.iam if service == "iam" else self.sts
+        return await self.call_client(client, operation, **params)
+
+    async def call_client(self, client: Any, operation: str, /, **params: Any) -> dict[str, Any]:
+        method = getattr(client, operation)
+        with map_errors(_camel(operation)):
+            with trio.fail_after(self.call_timeout * (self.root.max_retries + 1)):
+                result: dict[str, Any] = await trio.to_thread.run_sync(
+                    partial(method, **params), limiter=self.limiter, abandon_on_cancel=True
+                )
+        return result
+
+
+def _camel(operation: str) -> str:
+    return "".join(part.title() for part in operation.split("_"))

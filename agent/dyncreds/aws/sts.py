@@ -1,0 +1,68 @@
+"""The three STS credential types: AssumeRole, GetFederationToken, GetSessionToken.
+
+Nothing is created in AWS, so nothing is journaled or revoked: the credentials
+lapse at AWS's ``Expiration``, which is what clients are told.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dyncreds.aws.session import AwsSession
+from dyncreds.config import Role
+from dyncreds.leases import Lease, Secret
+
+
+def _policy_params(role: Role) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if role.policy_document:
+        params["Policy"] = role.policy_document
+    if role.policy_arns:
+        params["PolicyArns"] = [{"arn": arn} for arn in role.policy_arns]
+    return params
+
+
+async def assume_role(aws: AwsSession, role: Role, lease_id: str, session_name: str,
+                      now: float, role_arn: str | None = None) -> Lease:
+    params = {
+        "RoleArn": role_arn or role.role_arns[0],
+        "RoleSessionName": session_name,
+        "DurationSeconds": role.ttl,
+        **_policy_params(role),
+    }
+    if role.external_id:
+        params["ExternalId"] = role.external_id
+    if role.session_tags:
+        params["Tags"] = [{"Key": k, "Value": v} for k, v in role.session_tags]
+    result = await aws.call("sts", "assume_role", **params)
+    return _lease(role, lease_id, now, result, result.get("AssumedRoleUser", {}).get("Arn"))
+
+
+async def federation_token(aws: AwsSession, role: Role, lease_id: str, name: str,
+                           now: float) -> Lease:
+    result = await aws.call("sts", "get_federation_token", Name=name,
+                            DurationSeconds=role.ttl, **_policy_params(role))
+    return _lease(role, lease_id, now, result, result.get("FederatedUser", {}).get("Arn"))
+
+
+async def session_token(aws: AwsSession, role: Role, lease_id: str, now: float) -> Lease:
+    result = await aws.call("sts", "get_session_token", DurationSeconds=role.ttl)
+    return _lease(role, lease_id, now, result, None)
+
+
+def _lease(role: Role, lease_id: str, now: float, result: dict[str, Any],
+           arn: str | None) -> Lease:
+    creds = result["Credentials"]
+    expires_at = creds["Expiration"].timestamp()
+    return Lease(
+        id=lease_id,
+        role=role.name,
+        credential_type=role.credential_type,
+        access_key_id=creds["AccessKeyId"],
+        secret_access_key=Secret(creds["SecretAccessKey"]),
+        session_token=Secret(creds["SessionToken"]),
+        issued_at=now,
+        expires_at=expires_at,
+        hard_expires_at=expires_at,
+        arn=arn,
+    )

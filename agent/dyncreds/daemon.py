@@ -1,0 +1,288 @@
+"""Composition root: process hardening, configuration, journal, socket (bound or
+passed by systemd), signals, sd_notify, and the start/stop order.
+
+Start: harden the process -> load config (exit 2 on problems) -> open the
+journal -> build the AWS backend (exit 2 if the root is unusable, e.g. a
+credentials file readable by others) -> take the socket -> start the agent
+(recovery begins) -> serve -> READY=1.
+
+SIGHUP reloads (RELOADING=1 ... READY=1). SIGTERM/SIGINT: STOPPING=1, stop
+accepting, let requests in flight finish (bounded), stop the agent's tasks,
+close the journal (every write is already durable), exit 0. Leases stay valid
+until their announced expiry; the next start revokes what is then due.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import resource
+import secrets
+import signal
+import socket as stdsocket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from dyncreds import __version__, config, logs, protocol
+from dyncreds.agent import Agent
+from dyncreds.journal import Journal
+from dyncreds.paths import Paths
+from dyncreds.protocol import DyncredsError
+from dyncreds.server import Server, SocketSetupError, bind_unix
+
+log = logging.getLogger("dyncreds.daemon")
+
+DRAIN_TIMEOUT = 25.0
+STATUS_EVERY = 30.0
+SD_LISTEN_FDS_START = 3
+
+
+# --------------------------------------------------------------------------- process
+
+
+def harden() -> None:
+    """No core dumps and no ptrace/proc access to our memory by other processes of
+    the same user that are not our parent (ssh-agent's PR_SET_DUMPABLE 0)."""
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError):
+        pass
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_dumpable = 4
+        libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
+
+
+def sd_notify(message: str, env: dict[str, str] | os._Environ[str] | None = None) -> bool:
+    """Send a state line to systemd's NOTIFY_SOCKET (no libsystemd needed)."""
+    env = os.environ if env is None else env
+    address = env.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError as exc:
+        log.warning("event=sd_notify_failed error=%s", exc.strerror or exc)
+        return False
+
+
+def watchdog_interval(env: dict[str, str] | os._Environ[str] | None = None) -> float | None:
+    """Half of WATCHDOG_USEC, if the watchdog is meant for us."""
+    env = os.environ if env is None else env
+    usec = env.get("WATCHDOG_USEC")
+    pid = env.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(int(usec) / 2e6, 0.01)
+    except ValueError:
+        return None
+
+
+def systemd_socket(env: dict[str, str] | os._Environ[str] | None = None) -> stdsocket.socket | None:
+    """The listening socket passed by systemd socket activation, if any."""
+    env = os.environ if env is None else env
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    names = (env.get("LISTEN_FDNAMES") or "").split(":")
+    chosen: stdsocket.socket | None = None
+    for index in range(count):
+        fd = SD_LISTEN_FDS_START + index
+        sock = stdsocket.socket(fileno=fd)
+        name = names[index] if index < len(names) else ""
+        if sock.family == stdsocket.AF_UNIX and sock.type == stdsocket.SOCK_STREAM and (
+            chosen is None or name == "agent"
+        ):
+            chosen = sock
+        else:
+            sock.detach()
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(key, None)  # not for our children
+    if chosen is not None:
+        chosen.setblocking(False)
+    return chosen
+
+
+def agent_id(paths: Paths) -> str:
+    """A stable id for this agent, tagged on every user it creates."""
+    path = paths.agent_id_file
+    try:
+        value = path.read_text().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    value = secrets.token_hex(8)
+    path.write_text(value + "\n")
+    return value
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def make_handler(agent: Agent, on_reload: Callable[[], Awaitable[list[str]]]
+                 ) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
+    """The op table: a typed request -> the agent call -> a response line."""
+
+    async def handle(request: protocol.AnyRequest) -> bytes:
+        match request:
+            case protocol.CredentialProcess(role=role):
+                return (await agent.credentials(role)).credential_process_line()
+            case protocol.GetCredentials(role=role):
+                lease = await agent.credentials(role)
+                return protocol.ok({"credentials": lease.credential_process(),
+                                    "lease": lease.summary()})
+            case protocol.Ping():
+                return protocol.ok({"version": __version__, "pid": os.getpid()})
+            case protocol.Status():
+                return protocol.ok(agent.status())
+            case protocol.Roles():
+                return protocol.ok({"roles": agent.roles()})
+            case protocol.Revoke(lease_id=lease_id, role=role, all=everything, force=force):
+                revoked = await agent.revoke(lease_id=lease_id, role=role, everything=everything,
+                                             force=force)
+                return protocol.ok({"revoked": revoked})
+            case protocol.Renew(role=role):
+                return protocol.ok({"lease": (await agent.renew(role)).summary()})
+            case protocol.Reload():
+                return protocol.ok({"roles": await on_reload()})
+            case protocol.RotateRoot():
+                return protocol.ok({"access_key_id": await agent.rotate_root()})
+        raise protocol.UnknownOp(f"unhandled op {type(request).__name__}")
+
+    return handle
+
+
+# --------------------------------------------------------------------------- main
+
+
+class StartupError(Exception):
+    """Printed as one line; exit status 2."""
+
+
+def prepare(paths: Paths) -> tuple[config.Config, Journal, str]:
+    try:
+        cfg = config.load(paths.config_dir)
+    except config.ConfigError as exc:
+        lines = "\n".join(str(p) for p in exc.problems)
+        raise StartupError(f"invalid configuration:\n{lines}") from None
+    paths.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return cfg, Journal(paths.journal), agent_id(paths)
+
+
+def run(paths: Paths, *, log_format: str | None = None, log_level: str | None = None,
+        backend_factory: Callable[..., Any] | None = None) -> int:
+    harden()
+    try:
+        cfg, journal, ident = prepare(paths)
+    except StartupError as exc:
+        print(f"dyncreds agent: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(log_level or cfg.main.agent.log_level, log_format or cfg.main.agent.log_format)
+    if backend_factory is None:
+        from dyncreds.aws.backend import AwsBackend
+
+        backend_factory = AwsBackend
+    try:
+        backend = backend_factory(cfg, journal, ident)
+    except DyncredsError as exc:
+        print(f"dyncreds agent: {exc.message}", file=sys.stderr)
+        return 2
+    sock = systemd_socket()
+    activated = sock is not None
+    if sock is None:
+        try:
+            sock = bind_unix(paths.socket)
+        except SocketSetupError as exc:
+            print(f"dyncreds agent: {exc}", file=sys.stderr)
+            return 2
+    agent = Agent(cfg, journal, backend, ident, load_config=lambda: config.load(paths.config_dir))
+    try:
+        trio.run(_main, agent, sock, paths, activated)
+    finally:
+        journal.close()
+        if not activated:
+            _unlink_own_socket(paths.socket, sock)
+    return 0
+
+
+def _unlink_own_socket(path: Path, sock: stdsocket.socket) -> None:
+    try:
+        if os.stat(path).st_ino == os.fstat(sock.fileno()).st_ino:
+            os.unlink(path)
+    except OSError:
+        pass
+    sock.close()
+
+
+async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: bool) -> None:
+    async def reload() -> list[str]:
+        sd_notify("RELOADING=1\nSTATUS=reloading configuration")
+        try:
+            return agent.reload()
+        finally:
+            sd_notify(f"READY=1\nSTATUS={agent.summary()}")
+
+    server = Server(make_handler(agent, reload))
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as outer:
+            await outer.start(agent.run)
+            async with trio.open_nursery() as connections:
+                accept = trio.CancelScope()
+
+                async def accept_loop(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    with accept:
+                        await server.serve(sock, connections, task_status=task_status)
+
+                await connections.start(accept_loop)
+                log.info("event=ready socket=%s activated=%s pid=%d version=%s", paths.socket,
+                         activated, os.getpid(), __version__)
+                sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={agent.summary()}")
+                outer.start_soon(_status_updates, agent)
+                interval = watchdog_interval()
+                if interval:
+                    outer.start_soon(_watchdog, interval)
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        try:
+                            await reload()
+                        except DyncredsError as exc:
+                            log.error("event=sighup_reload error=%s", exc.message)
+                        continue
+                    break
+                log.info("event=stopping signal=%s", signal.Signals(signum).name)
+                sd_notify("STOPPING=1\nSTATUS=stopping")
+                accept.cancel()
+                server.drain()
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    await server.wait_idle()
+                agent.stopping = True
+                connections.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
+    log.info("event=stopped")
+
+
+async def _status_updates(agent: Agent) -> None:
+    while True:
+        await trio.sleep(STATUS_EVERY)
+        sd_notify(f"STATUS={agent.summary()}")
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        sd_notify("WATCHDOG=1")
+        await trio.sleep(interval)

@@ -1,0 +1,199 @@
+"""The socket protocol: requests, responses, error codes, codec. Pure.
+
+One JSON object per line each way. Requests are a msgspec tagged union on the
+``op`` field, decoded by one typed decoder; every failure the agent can report
+is a ``DyncredsError`` subclass that carries its wire ``code`` (as h11's errors
+carry their HTTP status), so mapping an exception to a response happens here
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import msgspec
+
+MAX_LINE = 64 * 1024
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class DyncredsError(Exception):
+    """An error with a wire code. The message is one line and never holds a secret."""
+
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class BadRequest(DyncredsError):
+    code = "bad_request"
+
+
+class UnknownOp(DyncredsError):
+    code = "unknown_op"
+
+
+class UnknownRole(DyncredsError):
+    code = "unknown_role"
+
+
+class TooLarge(DyncredsError):
+    code = "too_large"
+
+
+class Forbidden(DyncredsError):
+    code = "forbidden"
+
+
+class Upstream(DyncredsError):
+    """AWS said no (or could not be reached). ``aws_code`` is AWS's error code."""
+
+    code = "upstream"
+
+    def __init__(self, message: str, aws_code: str = "Unknown", retryable: bool = False):
+        super().__init__(message)
+        self.aws_code = aws_code
+        self.retryable = retryable
+
+
+class Unavailable(DyncredsError):
+    code = "unavailable"
+
+
+class Internal(DyncredsError):
+    code = "internal"
+
+
+ERROR_CODES = {
+    cls.code: cls
+    for cls in (BadRequest, UnknownOp, UnknownRole, TooLarge, Forbidden, Upstream, Unavailable,
+                Internal)
+}
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class Request(msgspec.Struct, tag_field="op", forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class Ping(Request, tag="ping"):
+    pass
+
+
+class GetCredentials(Request, tag="credentials"):
+    role: str
+
+
+class CredentialProcess(Request, tag="credential_process"):
+    role: str
+
+
+class Status(Request, tag="status"):
+    pass
+
+
+class Roles(Request, tag="roles"):
+    pass
+
+
+class Revoke(Request, tag="revoke"):
+    lease_id: str | None = None
+    role: str | None = None
+    all: bool = False
+    # Forget a lease the agent cannot revoke in AWS (it stays in AWS: the operator
+    # has taken responsibility for it).
+    force: bool = False
+
+
+class Renew(Request, tag="renew"):
+    role: str
+
+
+class Reload(Request, tag="reload"):
+    pass
+
+
+class RotateRoot(Request, tag="rotate_root"):
+    pass
+
+
+AnyRequest = (
+    Ping | GetCredentials | CredentialProcess | Status | Roles | Revoke | Renew | Reload | RotateRoot
+)
+OPS = frozenset(
+    cls.__struct_config__.tag  # type: ignore[attr-defined]
+    for cls in (Ping, GetCredentials, CredentialProcess, Status, Roles, Revoke, Renew, Reload,
+                RotateRoot)
+)
+
+_request_decoder = msgspec.json.Decoder(AnyRequest)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_request(line: bytes) -> AnyRequest:
+    """One request line -> a typed request, or BadRequest / UnknownOp."""
+    try:
+        request = _request_decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        raise _explain_decode_failure(line, exc) from None
+    if isinstance(request, Revoke):
+        chosen = sum((request.lease_id is not None, request.role is not None, request.all))
+        if chosen != 1:
+            raise BadRequest("revoke takes exactly one of lease_id, role or all")
+    return request
+
+
+def _explain_decode_failure(line: bytes, exc: msgspec.DecodeError) -> DyncredsError:
+    try:
+        raw = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return BadRequest("request is not valid JSON")
+    if not isinstance(raw, dict):
+        return BadRequest('request must be a JSON object like {"op": "ping"}')
+    op = raw.get("op")
+    if not isinstance(op, str):
+        return BadRequest('request needs a string "op" field')
+    if op not in OPS:
+        return UnknownOp(f"unknown op {op[:64]!r}")
+    return BadRequest(f"bad {op} request: {exc}")
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def rfc3339(epoch: float) -> str:
+    """Seconds since the epoch -> ``2026-11-29T12:00:00Z``."""
+    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def ok(body: dict[str, Any] | None = None) -> bytes:
+    return _encoder.encode({"ok": True, **(body or {})}) + b"\n"
+
+
+def error(exc: DyncredsError) -> bytes:
+    return _encoder.encode({"ok": False, "error": {"code": exc.code, "message": exc.message}}) + b"\n"
+
+
+def encode_line(obj: Any) -> bytes:
+    return _encoder.encode(obj) + b"\n"
+
+
+def error_from_response(response: dict[str, Any]) -> DyncredsError:
+    """Client side: the error envelope -> the matching exception."""
+    err = response.get("error") or {}
+    cls = ERROR_CODES.get(str(err.get("code")), Internal)
+    return cls(str(err.get("message", "the agent reported an error")))

@@ -1,0 +1,270 @@
+"""The Unix socket server: listener set-up, peer-uid check, per-connection loop,
+limits.
+
+The door to keys that can create IAM users, so it is built like ssh-agent's:
+the socket lives in a directory of mode 0700 owned by the user, the socket is
+0600, and every connection's peer uid (SO_PEERCRED) must be ours even if those
+modes were loosened. Each connection is bounded: 64 KiB per line, an idle
+timeout between requests, a total lifetime, and a cap on connections at once
+(beyond it the accept loop simply stops accepting, so clients queue in the
+kernel's backlog instead of failing).
+
+Anything a client sends ends in an error response or a closed connection of
+its own; nothing it sends can stop the server or reach another connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket as stdsocket
+import stat
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from dyncreds import protocol
+from dyncreds.protocol import (
+    MAX_LINE,
+    BadRequest,
+    DyncredsError,
+    Forbidden,
+    Internal,
+    TooLarge,
+)
+
+log = logging.getLogger("dyncreds.server")
+
+Handler = Callable[[protocol.AnyRequest], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_line: int = MAX_LINE
+    idle_timeout: float = 60.0  # between requests on one connection
+    request_timeout: float = 120.0  # one request, issuance included
+    max_lifetime: float = 3600.0  # one connection, however busy
+    max_connections: int = 512
+    send_timeout: float = 30.0
+
+
+class SocketSetupError(Exception):
+    """The runtime directory or socket cannot be used safely; the agent must not start."""
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create the socket's directory 0700, or refuse one that is not ours and private."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise SocketSetupError(f"{path}: is a symlink; refusing to put the agent socket there")
+    if not stat.S_ISDIR(info.st_mode):
+        raise SocketSetupError(f"{path}: is not a directory")
+    if info.st_uid != os.getuid():
+        raise SocketSetupError(f"{path}: owned by uid {info.st_uid}, not by us ({os.getuid()})")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise SocketSetupError(
+            f"{path}: mode {stat.S_IMODE(info.st_mode):04o} lets others in; expected 0700 "
+            f"(run `chmod 700 {path}`)"
+        )
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """A leftover socket file is replaced only if it is a socket nobody answers on."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise SocketSetupError(f"{path}: exists and is not a socket; refusing to replace it")
+    probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    probe.settimeout(2)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)
+        log.info("event=stale_socket_removed path=%s", path)
+        return
+    except OSError as exc:
+        raise SocketSetupError(f"{path}: cannot probe the existing socket: {exc}") from None
+    finally:
+        probe.close()
+    raise SocketSetupError(f"another dyncreds agent is already listening on {path}")
+
+
+def bind_unix(path: Path, backlog: int = 1024) -> stdsocket.socket:
+    ensure_private_dir(path.parent)
+    _remove_stale_socket(path)
+    sock = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    try:
+        old_umask = os.umask(0o177)  # the socket is born 0600: no window with looser modes
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.ENAMETOOLONG or "too long" in str(exc):
+            raise SocketSetupError(f"{path}: socket path too long (Unix sockets allow ~107 bytes)"
+                                   ) from None
+        raise SocketSetupError(f"{path}: cannot listen: {exc.strerror or exc}") from None
+    return sock
+
+
+def peer_credentials(sock: Any) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end (Linux SO_PEERCRED)."""
+    raw = sock.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+# --------------------------------------------------------------------------- serving
+
+
+class Server:
+    def __init__(self, handle: Handler, limits: Limits = Limits(), uid: int | None = None):
+        self.handle = handle
+        self.limits = limits
+        self.uid = os.getuid() if uid is None else uid
+        self.active = 0
+        self.counters: dict[str, int] = {"connections": 0, "requests": 0, "refused": 0,
+                                         "bad_requests": 0}
+        self._slots = trio.CapacityLimiter(limits.max_connections)
+        self._idle = trio.Event()
+        self._idle.set()
+        self._receiving: set[trio.CancelScope] = set()
+        self.draining = False
+
+    async def serve(self, sock: stdsocket.socket, connections: trio.Nursery, *,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept until cancelled. Connections run in the caller's ``connections``
+        nursery, so cancelling this task stops accepting while requests in flight
+        finish (see ``drain``)."""
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        task_status.started()
+        async with listener:
+            while True:
+                # Back-pressure: at the cap, stop accepting; the kernel queues.
+                token = object()
+                await self._slots.acquire_on_behalf_of(token)
+                try:
+                    stream = await listener.accept()
+                except BaseException:
+                    self._slots.release_on_behalf_of(token)
+                    raise
+                connections.start_soon(self._connection, stream, token)
+
+    def drain(self) -> None:
+        """Shutting down: connections close after the request they are handling;
+        those waiting for a request close now."""
+        self.draining = True
+        for scope in list(self._receiving):
+            scope.cancel()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def _connection(self, stream: trio.SocketStream, token: object) -> None:
+        self.active += 1
+        self._idle = trio.Event() if self.active == 1 else self._idle
+        self.counters["connections"] += 1
+        try:
+            with trio.move_on_after(self.limits.max_lifetime):
+                await self._converse(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the client went away
+        except Exception:
+            # A bug in one request must not take down the server.
+            log.exception("event=connection_error")
+        finally:
+            with trio.move_on_after(1) as cleanup:
+                cleanup.shield = True
+                await stream.aclose()
+            self._slots.release_on_behalf_of(token)
+            self.active -= 1
+            if self.active == 0:
+                self._idle.set()
+
+    async def _send(self, stream: trio.SocketStream, data: bytes) -> None:
+        with trio.fail_after(self.limits.send_timeout):
+            await stream.send_all(data)
+
+    async def _converse(self, stream: trio.SocketStream) -> None:
+        pid, uid, _ = peer_credentials(stream.socket)
+        if uid != self.uid:
+            self.counters["refused"] += 1
+            log.warning("event=peer_refused uid=%d pid=%d", uid, pid)
+            await self._send(stream, protocol.error(Forbidden(
+                f"this agent serves uid {self.uid} only")))
+            return
+        buffer = bytearray()
+        while True:
+            newline = buffer.find(b"\n")
+            if newline < 0:
+                if len(buffer) > self.limits.max_line:
+                    await self._too_large(stream)
+                    return
+                if self.draining:
+                    return
+                with trio.move_on_after(self.limits.idle_timeout) as idle:
+                    self._receiving.add(idle)
+                    try:
+                        chunk = await stream.receive_some(65536)
+                    finally:
+                        self._receiving.discard(idle)
+                if idle.cancelled_caught or not chunk:
+                    return  # idle too long, draining, or the client closed its side
+                buffer += chunk
+                continue
+            if newline > self.limits.max_line:
+                await self._too_large(stream)
+                return
+            line = bytes(buffer[:newline])
+            del buffer[: newline + 1]
+            if not line.strip():
+                continue
+            self.counters["requests"] += 1
+            await self._send(stream, await self._respond(line))
+
+    async def _too_large(self, stream: trio.SocketStream) -> None:
+        self.counters["bad_requests"] += 1
+        await self._send(stream, protocol.error(TooLarge(
+            f"request line longer than {self.limits.max_line} bytes; closing the connection")))
+
+    async def _respond(self, line: bytes) -> bytes:
+        try:
+            request = protocol.decode_request(line)
+        except DyncredsError as exc:
+            self.counters["bad_requests"] += 1
+            return protocol.error(exc)
+        try:
+            with trio.fail_after(self.limits.request_timeout):
+                return await self.handle(request)
+        except DyncredsError as exc:
+            return protocol.error(exc)
+        except trio.TooSlowError:
+            return protocol.error(Internal("the request took too long"))
+        except Exception as exc:
+            log.exception("event=request_bug op=%s", type(request).__name__)
+            return protocol.error(Internal(f"internal error: {type(exc).__name__}"))
+
+
+def validate_role_field(name: str) -> str:
+    from dyncreds.config import ROLE_NAME
+
+    if not ROLE_NAME.fullmatch(name):
+        raise BadRequest(f"invalid role name {name[:64]!r}")
+    return name

@@ -1,0 +1,182 @@
+"""dyncreds-shim ROLE: AWS's ``credential_process`` contract, backed by the dyncreds agent.
+
+Every AWS SDK and CLI runs this program when it needs keys for a profile whose
+``credential_process`` names it, so it sits on the start-up path of every AWS
+program. It is therefore built for start-up time:
+
+* standard library only, and only builtin modules on the hot path (``_socket``
+  instead of ``socket``, which drags in ``selectors`` and ``enum``); ``json`` is
+  imported only to read an error;
+* the agent answers the ``credential_process`` op with the exact bytes the SDK
+  wants, so on success the shim copies one line from the socket to stdout
+  without decoding it.
+
+The contract (botocore, the Go and JavaScript SDKs, AWS CLI v2): stdout holds the
+credential JSON and nothing else; exit 0. On failure: one line on stderr that
+starts with ``dyncreds-shim:``, non-zero exit, and never a prompt or a secret.
+
+This module is also the single home of the socket-path rule: the agent imports
+``socket_path`` from here, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Exit statuses, so scripts (and tests) can tell failures apart.
+EXIT_AGENT_ERROR = 1  # the agent answered with an error (unknown role, AWS refused, ...)
+EXIT_USAGE = 2  # bad command line
+EXIT_NOT_RUNNING = 3  # nothing listens on the socket
+EXIT_TIMEOUT = 4  # the agent did not answer in time
+
+# Well under the Go SDK's one-minute kill, and above a slow cold iam_user issuance
+# (CreateUser + grants + key propagation on real AWS takes 5-15 s).
+DEFAULT_TIMEOUT = 45.0
+MAX_RESPONSE = 1 << 20
+
+START_HINT = (
+    "start it with `systemctl --user start dyncreds-agent.socket` or `dyncreds agent`"
+)
+
+
+def socket_path(env: dict[str, str] | os._Environ[str] | None = None) -> str:
+    """Where the agent listens: ``$DYNCREDS_SOCKET``, else
+    ``$XDG_RUNTIME_DIR/dyncreds/agent.sock``, else platformdirs' runtime fallback.
+
+    platformdirs is imported only in the last case: it costs milliseconds, and the
+    shim runs on every AWS program's start.
+    """
+    env = os.environ if env is None else env
+    explicit = env.get("DYNCREDS_SOCKET")
+    if explicit:
+        return explicit
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return runtime + "/dyncreds/agent.sock"
+    return _fallback_socket_path()
+
+
+def _fallback_socket_path() -> str:
+    import warnings
+
+    try:
+        import platformdirs
+    except ImportError:  # pragma: no cover - only when run with -S outside a venv
+        import site
+
+        site.main()
+        import platformdirs
+    with warnings.catch_warnings():
+        # It warns that XDG_RUNTIME_DIR is unset; we already know.
+        warnings.simplefilter("ignore")
+        return str(platformdirs.user_runtime_path("dyncreds") / "agent.sock")
+
+
+def valid_role_name(name: str) -> bool:
+    """``[A-Za-z0-9][A-Za-z0-9_-]{0,63}`` without importing ``re``."""
+    if not 1 <= len(name) <= 64 or not name.isascii():
+        return False
+    if not name[0].isalnum():
+        return False
+    return all(c.isalnum() or c in "_-" for c in name)
+
+
+def _fail(message: str, status: int) -> int:
+    os.write(2, ("dyncreds-shim: " + message + "\n").encode("utf-8", "replace"))
+    return status
+
+
+def _explain(response: bytes) -> tuple[str, int]:
+    """Turn an agent error envelope into the one line the user sees."""
+    import json
+
+    try:
+        error = json.loads(response)["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return "the agent sent an unreadable answer", EXIT_AGENT_ERROR
+    return f"{message} ({code})", EXIT_AGENT_ERROR
+
+
+def fetch(role: str, path: str, timeout: float) -> tuple[bytes, str, int]:
+    """Ask the agent for ROLE's credential_process object.
+
+    Returns (stdout bytes, error message, exit status).
+    """
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return b"", f"the dyncreds agent is not running (no socket at {path}); " + START_HINT, (
+                EXIT_NOT_RUNNING
+            )
+        except PermissionError:
+            return b"", f"permission denied on the agent socket {path}", EXIT_AGENT_ERROR
+        # The role name was checked, so it needs no JSON escaping.
+        sock.sendall(b'{"op":"credential_process","role":"' + role.encode() + b'"}\n')
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if chunk.endswith(b"\n") or size > MAX_RESPONSE:
+                break
+    except TimeoutError:
+        return b"", f"the dyncreds agent did not answer within {timeout:g}s", EXIT_TIMEOUT
+    except OSError as exc:
+        return b"", f"talking to the dyncreds agent failed: {exc.strerror or exc}", (
+            EXIT_AGENT_ERROR
+        )
+    finally:
+        sock.close()
+    response = b"".join(chunks)
+    if not response.endswith(b"\n"):
+        return b"", "the dyncreds agent closed the connection without answering", (
+            EXIT_AGENT_ERROR
+        )
+    if response.startswith(b'{"Version"'):
+        return response, "", 0
+    message, status = _explain(response)
+    return b"", message, status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0].startswith("-"):
+        if args and args[0] in ("-h", "--help"):
+            os.write(1, b"usage: dyncreds-shim ROLE\n")
+            return 0
+        return _fail("usage: dyncreds-shim ROLE", EXIT_USAGE)
+    role = args[0]
+    if not valid_role_name(role):
+        return _fail(f"invalid role name {role[:80]!r}", EXIT_USAGE)
+    timeout = DEFAULT_TIMEOUT
+    raw_timeout = os.environ.get("DYNCREDS_SHIM_TIMEOUT")
+    if raw_timeout:
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            return _fail(f"DYNCREDS_SHIM_TIMEOUT is not a number: {raw_timeout[:40]!r}", EXIT_USAGE)
+    try:
+        path = socket_path()
+    except Exception as exc:  # platformdirs refused every runtime directory
+        return _fail(f"cannot find the agent socket: {exc}", EXIT_NOT_RUNNING)
+    out, message, status = fetch(role, path, timeout)
+    if status:
+        return _fail(message, status)
+    view = memoryview(out)
+    while view:
+        view = view[os.write(1, view) :]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
