@@ -35,9 +35,7 @@ EXIT_TIMEOUT = 4  # the agent did not answer in time
 DEFAULT_TIMEOUT = 45.0
 MAX_RESPONSE = 1 << 20
 
-START_HINT = (
-    "start it with `systemctl --user start dyncreds-agent.socket` or `dyncreds agent`"
-)
+START_HINT = "start it with `systemctl --user start dyncreds-agent.socket` or `dyncreds agent`"
 
 
 def socket_path(env: dict[str, str] | os._Environ[str] | None = None) -> str:
@@ -112,8 +110,10 @@ def fetch(role: str, path: str, timeout: float) -> tuple[bytes, str, int]:
         try:
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
-            return b"", f"the dyncreds agent is not running (no socket at {path}); " + START_HINT, (
-                EXIT_NOT_RUNNING
+            return (
+                b"",
+                f"the dyncreds agent is not running (no socket at {path}); " + START_HINT,
+                (EXIT_NOT_RUNNING),
             )
         except PermissionError:
             return b"", f"permission denied on the agent socket {path}", EXIT_AGENT_ERROR
@@ -132,16 +132,16 @@ def fetch(role: str, path: str, timeout: float) -> tuple[bytes, str, int]:
     except TimeoutError:
         return b"", f"the dyncreds agent did not answer within {timeout:g}s", EXIT_TIMEOUT
     except OSError as exc:
-        return b"", f"talking to the dyncreds agent failed: {exc.strerror or exc}", (
-            EXIT_AGENT_ERROR
+        return (
+            b"",
+            f"talking to the dyncreds agent failed: {exc.strerror or exc}",
+            (EXIT_AGENT_ERROR),
         )
     finally:
         sock.close()
     response = b"".join(chunks)
     if not response.endswith(b"\n"):
-        return b"", "the dyncreds agent closed the connection without answering", (
-            EXIT_AGENT_ERROR
-        )
+        return b"", "the dyncreds agent closed the connection without answering", (EXIT_AGENT_ERROR)
     if response.startswith(b'{"Version"'):
         return response, "", 0
     message, status = _explain(response)

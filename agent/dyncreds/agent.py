@@ -57,8 +57,9 @@ class Backend(Protocol):
     """What the agent needs from AWS (aws/backend.py; a fake in timing tests)."""
 
     def configure(self, config: Config) -> None: ...
-    async def issue(self, role: Role, lease_id: str, now: float,
-                    on_step: Callable[[str], None] = ...) -> Lease: ...
+    async def issue(
+        self, role: Role, lease_id: str, now: float, on_step: Callable[[str], None] = ...
+    ) -> Lease: ...
     async def extend(self, lease: Lease, expires_at: float) -> None: ...
     async def delete_user(self, user_name: str) -> bool: ...
     async def identity(self) -> str: ...
@@ -119,8 +120,13 @@ class Agent:
             self._nursery = nursery
             recovered = self.journal.recover(self.wall())
             pending = self.journal.count()
-            log.info("event=start agent=%s roles=%d journal=%d recovering=%d", self.agent_id,
-                     len(self.states), pending, recovered)
+            log.info(
+                "event=start agent=%s roles=%d journal=%d recovering=%d",
+                self.agent_id,
+                len(self.states),
+                pending,
+                recovered,
+            )
             nursery.start_soon(self._reaper)
             nursery.start_soon(self._identify)
             for state in self.states.values():
@@ -162,8 +168,9 @@ class Agent:
         for _ in range(REQUEST_ROUNDS):
             now = self.now()
             was_active = leases.is_active(state.last_used, state.role.prefetch, now, self.timing)
-            actions = broker.step(state, broker.classify_request(state, now, self.timing), now,
-                                  self.timing)
+            actions = broker.step(
+                state, broker.classify_request(state, now, self.timing), now, self.timing
+            )
             if Action.SERVE in actions:
                 self.counters["served"] += 1
                 if not was_active:
@@ -210,8 +217,11 @@ class Agent:
 
     def _start(self, state: RoleState, kind: str) -> None:
         name = state.role.name
-        lease_id = leases.new_lease_id(name) if kind == "issue" else (
-            state.lease.id if state.lease else "")
+        lease_id = (
+            leases.new_lease_id(name)
+            if kind == "issue"
+            else (state.lease.id if state.lease else "")
+        )
         inflight = Inflight(kind=kind, lease_id=lease_id, done=trio.Event())
         self.inflight[name] = inflight
         if kind == "issue":
@@ -234,13 +244,16 @@ class Agent:
         except trio.TooSlowError:
             error = Upstream(
                 f"issuing credentials for role {role.name} took longer than "
-                f"{self.config.main.agent.issue_timeout}s", aws_code="RequestTimeout")
+                f"{self.config.main.agent.issue_timeout}s",
+                aws_code="RequestTimeout",
+            )
         except DyncredsError as exc:
             error = exc
         except Exception as exc:
             log.exception("event=issue role=%s lease=%s outcome=bug", role.name, inflight.lease_id)
-            error = Internal(f"issuing credentials for role {role.name} failed: "
-                             f"{type(exc).__name__}")
+            error = Internal(
+                f"issuing credentials for role {role.name} failed: {type(exc).__name__}"
+            )
         now = self.now()
         if self.states.get(role.name) is not state:
             # The role was removed or changed while we worked: nobody wants this lease.
@@ -248,14 +261,24 @@ class Agent:
                 self._retire(lease, now)
         elif lease is not None:
             self._apply(state, Event.ISSUED, now, new_lease=lease)
-            log.info("event=issued role=%s lease=%s type=%s key=%s expires=%s seconds=%.2f",
-                     role.name, lease.id, lease.credential_type, lease.access_key_id,
-                     rfc3339(lease.expires_at), now - started)
+            log.info(
+                "event=issued role=%s lease=%s type=%s key=%s expires=%s seconds=%.2f",
+                role.name,
+                lease.id,
+                lease.credential_type,
+                lease.access_key_id,
+                rfc3339(lease.expires_at),
+                now - started,
+            )
         else:
             assert error is not None
             self._apply(state, Event.FAILED, now, error=error.message)
-            log.warning("event=issue_failed role=%s lease=%s error=%s", role.name,
-                        inflight.lease_id, error.message)
+            log.warning(
+                "event=issue_failed role=%s lease=%s error=%s",
+                role.name,
+                inflight.lease_id,
+                error.message,
+            )
         self._finish(state, inflight, error)
 
     async def _extend(self, state: RoleState, inflight: Inflight) -> None:
@@ -279,14 +302,19 @@ class Agent:
             pass
         elif error is None and state.lease is not None and state.lease.id == lease.id:
             self._apply(state, Event.EXTENDED, now, new_lease=leases.extend(lease, expires_at))
-            log.info("event=renewed role=%s lease=%s expires=%s", lease.role, lease.id,
-                     rfc3339(expires_at))
+            log.info(
+                "event=renewed role=%s lease=%s expires=%s",
+                lease.role,
+                lease.id,
+                rfc3339(expires_at),
+            )
         elif error is None:
             self._apply(state, Event.EXTENDED, now)
         else:
             self._apply(state, Event.FAILED, now, error=error.message)
-            log.warning("event=renew_failed role=%s lease=%s error=%s", lease.role, lease.id,
-                        error.message)
+            log.warning(
+                "event=renew_failed role=%s lease=%s error=%s", lease.role, lease.id, error.message
+            )
         self._finish(state, inflight, error)
 
     def _finish(self, state: RoleState, inflight: Inflight, error: DyncredsError | None) -> None:
@@ -296,17 +324,36 @@ class Agent:
         inflight.done.set()
         self._poke(state.role.name)
 
-    def _apply(self, state: RoleState, event: Event, now: float, *,
-               new_lease: Lease | None = None, error: str | None = None) -> tuple[Action, ...]:
+    def _apply(
+        self,
+        state: RoleState,
+        event: Event,
+        now: float,
+        *,
+        new_lease: Lease | None = None,
+        error: str | None = None,
+    ) -> tuple[Action, ...]:
         old = state.lease
-        actions = broker.step(state, event, now, self.timing, new_lease=new_lease, error=error,
-                              backoff_jitter=self.rng())
+        actions = broker.step(
+            state,
+            event,
+            now,
+            self.timing,
+            new_lease=new_lease,
+            error=error,
+            backoff_jitter=self.rng(),
+        )
         if Action.INSTALL in actions:
             state.jitter = self.rng()
             if old is not None and new_lease is not None and old.id != new_lease.id:
                 # Retired at the expiry it announced: its journal row already says so.
-                log.info("event=replaced role=%s old=%s new=%s old_expires=%s", old.role,
-                         old.id, new_lease.id, rfc3339(old.expires_at))
+                log.info(
+                    "event=replaced role=%s old=%s new=%s old_expires=%s",
+                    old.role,
+                    old.id,
+                    new_lease.id,
+                    rfc3339(old.expires_at),
+                )
         if Action.RETIRE_NOW in actions and old is not None:
             self._retire(old, now)
         return actions
@@ -379,17 +426,30 @@ class Agent:
         except (DyncredsError, trio.TooSlowError) as exc:
             message = exc.message if isinstance(exc, DyncredsError) else "timed out"
             attempts = record.attempts + 1
-            delay = (leases.backoff(attempts, self.rng(), cap=SLOW_RETRY)
-                     if attempts < IRREVOCABLE_AFTER else SLOW_RETRY)
+            delay = (
+                leases.backoff(attempts, self.rng(), cap=SLOW_RETRY)
+                if attempts < IRREVOCABLE_AFTER
+                else SLOW_RETRY
+            )
             self.journal.revoke_failed(record.lease_id, message, self.now() + delay)
             self.counters["revoke_failures"] += 1
-            log.warning("event=revoke_failed lease=%s user=%s attempts=%d retry_in=%.0fs error=%s",
-                        record.lease_id, record.user_name, attempts, delay, message)
+            log.warning(
+                "event=revoke_failed lease=%s user=%s attempts=%d retry_in=%.0fs error=%s",
+                record.lease_id,
+                record.user_name,
+                attempts,
+                delay,
+                message,
+            )
         else:
             self.journal.forget(record.lease_id)
             self.counters["revoked"] += 1
-            log.info("event=revoked lease=%s user=%s existed=%s", record.lease_id,
-                     record.user_name, existed)
+            log.info(
+                "event=revoked lease=%s user=%s existed=%s",
+                record.lease_id,
+                record.user_name,
+                existed,
+            )
         done = self.revocations.pop(record.lease_id, None)
         if done is not None:
             done.set()
@@ -402,13 +462,22 @@ class Agent:
             await done.wait()
         record = self.journal.get(lease_id)
         if record is not None:
-            raise Upstream(f"lease {lease_id} could not be revoked yet (will retry): "
-                           f"{record.last_error or 'pending'}", aws_code="RevokeFailed")
+            raise Upstream(
+                f"lease {lease_id} could not be revoked yet (will retry): "
+                f"{record.last_error or 'pending'}",
+                aws_code="RevokeFailed",
+            )
 
     # ------------------------------------------------------------------ revoke
 
-    async def revoke(self, *, lease_id: str | None = None, role: str | None = None,
-                     everything: bool = False, force: bool = False) -> list[str]:
+    async def revoke(
+        self,
+        *,
+        lease_id: str | None = None,
+        role: str | None = None,
+        everything: bool = False,
+        force: bool = False,
+    ) -> list[str]:
         now = self.now()
         targets: list[str] = []
         if everything:
@@ -451,8 +520,10 @@ class Agent:
             for target in targets:
                 nursery.start_soon(one, target)
         if failures:
-            raise Upstream(f"{len(failures)} of {len(targets)} revocations failed: {failures[0]}",
-                           aws_code="RevokeFailed")
+            raise Upstream(
+                f"{len(failures)} of {len(targets)} revocations failed: {failures[0]}",
+                aws_code="RevokeFailed",
+            )
         self.counters["revoke_requests"] += 1
         return sorted(revoked)
 
@@ -465,19 +536,24 @@ class Agent:
         try:
             new = self.load_config()
         except ConfigError as exc:
-            more = f" (+{len(exc.problems) - 1} more; run `dyncreds check`)" if len(
-                exc.problems) > 1 else ""
+            more = (
+                f" (+{len(exc.problems) - 1} more; run `dyncreds check`)"
+                if len(exc.problems) > 1
+                else ""
+            )
             self.reload_error = f"{exc}{more}"
             log.error("event=reload outcome=rejected error=%s", self.reload_error)
-            raise BadRequest(f"configuration not reloaded, the previous one stays: "
-                             f"{self.reload_error}") from None
+            raise BadRequest(
+                f"configuration not reloaded, the previous one stays: {self.reload_error}"
+            ) from None
         if new.main.root != self.config.main.root or new.main.agent != self.config.main.agent:
             try:
                 self.backend.configure(new)
             except DyncredsError as exc:
                 self.reload_error = exc.message
-                raise BadRequest(f"configuration not reloaded, the previous one stays: "
-                                 f"{exc.message}") from None
+                raise BadRequest(
+                    f"configuration not reloaded, the previous one stays: {exc.message}"
+                ) from None
             self._spawn(self._identify)
         self.reload_error = None
         now = self.now()
@@ -493,14 +569,22 @@ class Agent:
             self.pokes.pop(name, None)
             if state.lease is not None:
                 # Retired per its rules: an iam_user lives to its announced expiry.
-                log.info("event=role_%s role=%s lease=%s", "removed" if name in removed else
-                         "changed", name, state.lease.id)
+                log.info(
+                    "event=role_%s role=%s lease=%s",
+                    "removed" if name in removed else "changed",
+                    name,
+                    state.lease.id,
+                )
         for name in added + changed:
             state = RoleState(role=new.roles[name], jitter=self.rng())
             self.states[name] = state
             self._start_refresher(state)
-        log.info("event=reload outcome=ok added=%s removed=%s changed=%s",
-                 ",".join(added) or "-", ",".join(removed) or "-", ",".join(changed) or "-")
+        log.info(
+            "event=reload outcome=ok added=%s removed=%s changed=%s",
+            ",".join(added) or "-",
+            ",".join(removed) or "-",
+            ",".join(changed) or "-",
+        )
         del now
         return sorted(self.states)
 
@@ -514,8 +598,14 @@ class Agent:
 
     def roles(self) -> list[dict[str, Any]]:
         return [
-            {"name": s.role.name, "type": s.role.credential_type, "ttl": s.role.ttl,
-             "max_ttl": s.role.max_ttl, "region": s.role.region, "prefetch": s.role.prefetch}
+            {
+                "name": s.role.name,
+                "type": s.role.credential_type,
+                "ttl": s.role.ttl,
+                "max_ttl": s.role.max_ttl,
+                "region": s.role.region,
+                "prefetch": s.role.prefetch,
+            }
             for s in sorted(self.states.values(), key=lambda s: s.role.name)
         ]
 
@@ -526,40 +616,62 @@ class Agent:
             state = self.states[name]
             lease = state.lease
             inflight = self.inflight.get(name)
-            roles.append({
-                "name": name,
-                "type": state.role.credential_type,
-                "state": state.phase.value,
-                "lease_id": lease.id if lease else None,
-                "access_key_id": lease.access_key_id if lease else None,
-                "user_name": lease.user_name if lease else None,
-                "issued_at": rfc3339(lease.issued_at) if lease else None,
-                "expires_at": rfc3339(lease.expires_at) if lease else None,
-                "remaining": max(0, int(lease.expires_at - now)) if lease else None,
-                "next_action": broker.describe_next(state, now, self.timing)
-                + (f" ({inflight.step})" if inflight else ""),
-                "last_used": rfc3339(state.last_used) if state.last_used else None,
-                "last_error": state.last_error,
-                "counters": dict(state.counters),
-            })
+            roles.append(
+                {
+                    "name": name,
+                    "type": state.role.credential_type,
+                    "state": state.phase.value,
+                    "lease_id": lease.id if lease else None,
+                    "access_key_id": lease.access_key_id if lease else None,
+                    "user_name": lease.user_name if lease else None,
+                    "issued_at": rfc3339(lease.issued_at) if lease else None,
+                    "expires_at": rfc3339(lease.expires_at) if lease else None,
+                    "remaining": max(0, int(lease.expires_at - now)) if lease else None,
+                    "next_action": broker.describe_next(state, now, self.timing)
+                    + (f" ({inflight.step})" if inflight else ""),
+                    "last_used": rfc3339(state.last_used) if state.last_used else None,
+                    "last_error": state.last_error,
+                    "counters": dict(state.counters),
+                }
+            )
         current = {s.lease.id for s in self.states.values() if s.lease}
         retiring = [
-            {"lease_id": r.lease_id, "role": r.role, "user_name": r.user_name,
-             "access_key_id": r.access_key_id, "state": r.state,
-             "revoke_at": rfc3339(r.revoke_at), "attempts": r.attempts,
-             "last_error": r.last_error, "irrevocable": r.attempts >= IRREVOCABLE_AFTER}
-            for r in self.journal.all() if r.lease_id not in current
+            {
+                "lease_id": r.lease_id,
+                "role": r.role,
+                "user_name": r.user_name,
+                "access_key_id": r.access_key_id,
+                "state": r.state,
+                "revoke_at": rfc3339(r.revoke_at),
+                "attempts": r.attempts,
+                "last_error": r.last_error,
+                "irrevocable": r.attempts >= IRREVOCABLE_AFTER,
+            }
+            for r in self.journal.all()
+            if r.lease_id not in current
         ]
         return {
-            "agent": {"id": self.agent_id, "pid": os.getpid(), "version": __version__,
-                      "started_at": rfc3339(self.started_at),
-                      "uptime": int(now - self.started_at), "reload_error": self.reload_error,
-                      "stopping": self.stopping},
-            "root": {"arn": self.root_arn, "error": self.root_error,
-                     "region": self.config.main.root.region,
-                     "source": ("credentials_file" if self.config.main.root.credentials_file
-                                else "profile" if self.config.main.root.profile else
-                                "default chain")},
+            "agent": {
+                "id": self.agent_id,
+                "pid": os.getpid(),
+                "version": __version__,
+                "started_at": rfc3339(self.started_at),
+                "uptime": int(now - self.started_at),
+                "reload_error": self.reload_error,
+                "stopping": self.stopping,
+            },
+            "root": {
+                "arn": self.root_arn,
+                "error": self.root_error,
+                "region": self.config.main.root.region,
+                "source": (
+                    "credentials_file"
+                    if self.config.main.root.credentials_file
+                    else "profile"
+                    if self.config.main.root.profile
+                    else "default chain"
+                ),
+            },
             "roles": roles,
             "retiring": retiring,
             "counters": dict(self.counters),
@@ -576,5 +688,7 @@ class Agent:
 
 
 def _timing(config: Config) -> Timing:
-    return Timing(min_remaining=float(config.main.agent.min_remaining),
-                  idle_after=float(config.main.agent.idle_after))
+    return Timing(
+        min_remaining=float(config.main.agent.min_remaining),
+        idle_after=float(config.main.agent.idle_after),
+    )

@@ -63,7 +63,6 @@ class Action(StrEnum):
     BACKOFF = "backoff"  # schedule a retry after a failure
 
 
-
 # (phase, event) -> (next phase, actions). "Rest" phases are written as READY and
 # become IDLE when no lease is held (see _rest).
 TRANSITIONS: dict[tuple[Phase, Event], tuple[Phase, tuple[Action, ...]]] = {
@@ -77,12 +76,12 @@ TRANSITIONS: dict[tuple[Phase, Event], tuple[Phase, tuple[Action, ...]]] = {
     (Phase.READY, Event.DUE_REPLACE): (Phase.REFRESHING, (Action.ISSUE,)),
     (Phase.IDLE, Event.PREFETCH): (Phase.ISSUING, (Action.ISSUE,)),
     (Phase.READY, Event.EXPIRED): (Phase.IDLE, (Action.RETIRE_NOW, Action.SCHEDULE)),
-    (Phase.ISSUING, Event.ISSUED): (
-        Phase.READY, (Action.INSTALL, Action.WAKE, Action.SCHEDULE)),
-    (Phase.REFRESHING, Event.ISSUED): (
-        Phase.READY, (Action.INSTALL, Action.WAKE, Action.SCHEDULE)),
+    (Phase.ISSUING, Event.ISSUED): (Phase.READY, (Action.INSTALL, Action.WAKE, Action.SCHEDULE)),
+    (Phase.REFRESHING, Event.ISSUED): (Phase.READY, (Action.INSTALL, Action.WAKE, Action.SCHEDULE)),
     (Phase.REFRESHING, Event.EXTENDED): (
-        Phase.READY, (Action.INSTALL, Action.WAKE, Action.SCHEDULE)),
+        Phase.READY,
+        (Action.INSTALL, Action.WAKE, Action.SCHEDULE),
+    ),
     (Phase.ISSUING, Event.FAILED): (Phase.READY, (Action.FAIL_WAITERS, Action.BACKOFF)),
     (Phase.REFRESHING, Event.FAILED): (Phase.READY, (Action.WAKE, Action.BACKOFF)),
     (Phase.READY, Event.REVOKE): (Phase.IDLE, (Action.RETIRE_NOW, Action.SCHEDULE)),

@@ -57,12 +57,15 @@ class Client:
                 sock.connect(str(self.path))
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
-                raise CliError(f"the dyncreds agent is not running (no socket at {self.path}); "
-                               f"{START_HINT}", EXIT_NOT_RUNNING) from None
+                raise CliError(
+                    f"the dyncreds agent is not running (no socket at {self.path}); {START_HINT}",
+                    EXIT_NOT_RUNNING,
+                ) from None
             except OSError as exc:
                 sock.close()
-                raise CliError(f"cannot connect to {self.path}: {exc.strerror or exc}",
-                               EXIT_NOT_RUNNING) from None
+                raise CliError(
+                    f"cannot connect to {self.path}: {exc.strerror or exc}", EXIT_NOT_RUNNING
+                ) from None
             self._sock = sock
         return self._sock
 
@@ -124,12 +127,18 @@ def render_status(status: dict[str, Any], now: float | None = None, color: bool 
     headers = ["ROLE", "TYPE", "STATE", "LEASE", "KEY", "AGE", "LEFT", "NEXT"]
     rows = []
     for role in status["roles"]:
-        rows.append([
-            role["name"], role["type"], role["state"], role["lease_id"] or "-",
-            role["access_key_id"] or "-",
-            _ago(now, role["issued_at"]).replace(" ago", ""), _left(now, role["expires_at"]),
-            role["next_action"],
-        ])
+        rows.append(
+            [
+                role["name"],
+                role["type"],
+                role["state"],
+                role["lease_id"] or "-",
+                role["access_key_id"] or "-",
+                _ago(now, role["issued_at"]).replace(" ago", ""),
+                _left(now, role["expires_at"]),
+                role["next_action"],
+            ]
+        )
     if rows:
         widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=False)]
         lines.append("  ".join(bold(h.ljust(w)) for h, w in zip(headers, widths, strict=True)))
@@ -146,8 +155,10 @@ def render_status(status: dict[str, Any], now: float | None = None, color: bool 
         for item in status["retiring"]:
             flag = red(" IRREVOCABLE") if item["irrevocable"] else ""
             error = f"  last error: {item['last_error']}" if item["last_error"] else ""
-            lines.append(f"  {item['lease_id']}  {item['user_name']}  revoke in "
-                         f"{_left(now, item['revoke_at'])}{flag}{error}")
+            lines.append(
+                f"  {item['lease_id']}  {item['user_name']}  revoke in "
+                f"{_left(now, item['revoke_at'])}{flag}{error}"
+            )
     counters = status.get("counters") or {}
     if counters:
         lines.append("")
@@ -161,8 +172,10 @@ def format_credentials(body: dict[str, Any], fmt: str, region: str | None, profi
         return json.dumps({"credentials": creds, "lease": body["lease"]}, indent=2)
     if fmt == "credential-process":
         return json.dumps(creds)
-    pairs = [("AWS_ACCESS_KEY_ID", creds["AccessKeyId"]),
-             ("AWS_SECRET_ACCESS_KEY", creds["SecretAccessKey"])]
+    pairs = [
+        ("AWS_ACCESS_KEY_ID", creds["AccessKeyId"]),
+        ("AWS_SECRET_ACCESS_KEY", creds["SecretAccessKey"]),
+    ]
     if creds.get("SessionToken"):
         pairs.append(("AWS_SESSION_TOKEN", creds["SessionToken"]))
     pairs.append(("AWS_CREDENTIAL_EXPIRATION", creds["Expiration"]))
@@ -171,9 +184,11 @@ def format_credentials(body: dict[str, Any], fmt: str, region: str | None, profi
             pairs += [("AWS_REGION", region), ("AWS_DEFAULT_REGION", region)]
         return "\n".join(f"export {k}={_shell_quote(v)}" for k, v in pairs)
     # ini: a ~/.aws/credentials section
-    keys = {"AWS_ACCESS_KEY_ID": "aws_access_key_id",
-            "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
-            "AWS_SESSION_TOKEN": "aws_session_token"}
+    keys = {
+        "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+        "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+        "AWS_SESSION_TOKEN": "aws_session_token",
+    }
     lines = [f"[{profile}]"] + [f"{keys[k]} = {v}" for k, v in pairs if k in keys]
     lines.append(f"# expires {creds['Expiration']}")
     if region:
@@ -200,8 +215,10 @@ def aws_config_sections(roles: Sequence[tuple[str, str | None]], default_region:
     shim = shim_path()
     sections = []
     for name, region in roles:
-        sections.append(f"[profile {name}]\ncredential_process = {shim} {name}\n"
-                        f"region = {region or default_region}\n")
+        sections.append(
+            f"[profile {name}]\ncredential_process = {shim} {name}\n"
+            f"region = {region or default_region}\n"
+        )
     return "\n".join(sections)
 
 
@@ -363,7 +380,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.json:
             _print_json({"ok": False, "problems": [str(x) for x in exc.problems]})
         return EXIT_USAGE
-    problems = []
+    root_problems: list[str] = []
     creds_file = cfg.credentials_file()
     if creds_file is not None:
         from dyncreds.aws.session import read_credentials_file
@@ -372,16 +389,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             read_credentials_file(creds_file)
         except DyncredsError as exc:
-            problems.append(exc.message)
-    if problems:
-        for problem in problems:
-            print(problem, file=sys.stderr)
+            root_problems.append(exc.message)
+    if root_problems:
+        for message in root_problems:
+            print(message, file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         _print_json({"ok": True, "roles": sorted(cfg.roles)})
     else:
-        print(f"{p.config_dir}: ok, {len(cfg.roles)} roles"
-              + (f" ({', '.join(sorted(cfg.roles))})" if cfg.roles else ""))
+        print(
+            f"{p.config_dir}: ok, {len(cfg.roles)} roles"
+            + (f" ({', '.join(sorted(cfg.roles))})" if cfg.roles else "")
+        )
     return EXIT_OK
 
 
@@ -391,8 +410,9 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
     for name in args.roles or sorted(cfg.roles):
         role = cfg.roles.get(name)
         if role is None:
-            raise CliError(f"unknown role {name!r} (known: {', '.join(sorted(cfg.roles))})",
-                           EXIT_USAGE)
+            raise CliError(
+                f"unknown role {name!r} (known: {', '.join(sorted(cfg.roles))})", EXIT_USAGE
+            )
         wanted.append((name, role.region))
     print(aws_config_sections(wanted, cfg.main.root.region), end="")
     return EXIT_OK
@@ -420,8 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
     parser = argparse.ArgumentParser(
-        prog="dyncreds", parents=[common],
-        description="Short-lived AWS credentials for the programs on this machine.")
+        prog="dyncreds",
+        parents=[common],
+        description="Short-lived AWS credentials for the programs on this machine.",
+    )
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     sub.required = True
 
@@ -439,8 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("roles", cmd_roles, "configured roles and their types")
     p = add("creds", cmd_creds, "print credentials of the role's current lease ('Generate')")
     p.add_argument("role")
-    p.add_argument("--format", choices=["json", "env", "ini", "credential-process"],
-                   default="json")
+    p.add_argument("--format", choices=["json", "env", "ini", "credential-process"], default="json")
     p = add("exec", cmd_exec, "run a command with the role's credentials in its environment")
     p.add_argument("role")
     p.add_argument("command", nargs=argparse.REMAINDER)
@@ -448,8 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("lease_id", nargs="?")
     p.add_argument("--role")
     p.add_argument("--all", action="store_true")
-    p.add_argument("--force", action="store_true",
-                   help="forget leases that cannot be revoked in AWS (they stay in AWS)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="forget leases that cannot be revoked in AWS (they stay in AWS)",
+    )
     p = add("renew", cmd_renew, "replace the role's lease now")
     p.add_argument("role")
     add("rotate-root", cmd_rotate_root, "rotate the agent's own static access key")
@@ -478,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "exec" in argv and "--" in argv:
         split = argv.index("--")
         args = parser.parse_args(argv[:split])
-        args.command = argv[split + 1:]
+        args.command = argv[split + 1 :]
     else:
         args = parser.parse_args(argv)
     try:

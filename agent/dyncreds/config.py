@@ -61,7 +61,7 @@ _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 def parse_duration(value: object) -> int:
     """``"90s"``, ``"15m"``, ``"1h30m"``, ``"2d"`` or integer seconds -> seconds."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration like \"15m\" or integer seconds, got a boolean")
+        raise ValueError('expected a duration like "15m" or integer seconds, got a boolean')
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"duration must not be negative, got {value}")
@@ -103,7 +103,7 @@ def _dec_hook(kind: type, value: Any) -> Any:
 # --------------------------------------------------------------------------- schema
 
 
-class _Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+class _Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
@@ -139,9 +139,9 @@ class LeaseDefaults(_Table):
 
 
 class MainConfig(_Table):
-    agent: AgentSettings = AgentSettings()
-    root: RootSettings = RootSettings()
-    lease: LeaseDefaults = LeaseDefaults()
+    agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
+    root: RootSettings = msgspec.field(default_factory=RootSettings)
+    lease: LeaseDefaults = msgspec.field(default_factory=LeaseDefaults)
 
 
 class RoleFile(_Table):
@@ -279,7 +279,9 @@ def _decode_table(
         if spec is None:
             known = ", ".join(sorted(fields))
             problems.append(
-                Problem(path, line_of(text, table, key), f"unknown key {prefix}{key} (known: {known})")
+                Problem(
+                    path, line_of(text, table, key), f"unknown key {prefix}{key} (known: {known})"
+                )
             )
             ok = False
             continue
@@ -311,8 +313,11 @@ def load_main(path: Path, problems: list[Problem]) -> MainConfig | None:
         cls = {"agent": AgentSettings, "root": RootSettings, "lease": LeaseDefaults}.get(name)
         if cls is None:
             problems.append(
-                Problem(path, line_of(text, name, "") or line_of(text, None, name),
-                        f"unknown table [{name}] (known: agent, root, lease)")
+                Problem(
+                    path,
+                    line_of(text, name, "") or line_of(text, None, name),
+                    f"unknown table [{name}] (known: agent, root, lease)",
+                )
             )
             continue
         tables[name] = _decode_table(value, cls, path, text, name, problems)
@@ -341,7 +346,9 @@ def _check_main(main: MainConfig, path: Path, text: str, problems: list[Problem]
     if agent.issue_timeout < agent.aws_call_timeout:
         bad("agent", "issue_timeout", "must be at least aws_call_timeout")
     if root.profile and root.credentials_file:
-        bad("root", "credentials_file", "set either root.profile or root.credentials_file, not both")
+        bad(
+            "root", "credentials_file", "set either root.profile or root.credentials_file, not both"
+        )
     if not REGION.fullmatch(root.region):
         bad("root", "region", f"{root.region!r} is not an AWS region name")
     for key in ("iam_endpoint", "sts_endpoint"):
@@ -379,9 +386,7 @@ def check_username_template(template: str) -> str | None:
 # --------------------------------------------------------------------------- roles
 
 
-def load_role(
-    path: Path, defaults: LeaseDefaults, problems: list[Problem]
-) -> Role | None:
+def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> Role | None:
     name = path.stem
     before = len(problems)
     if not ROLE_NAME.fullmatch(name):
@@ -403,8 +408,12 @@ def load_role(
     kind = spec.credential_type
     if kind is None:
         problems.append(
-            Problem(path, None, "credential_type is required (iam_user, assumed_role, "
-                    "federation_token or session_token)")
+            Problem(
+                path,
+                None,
+                "credential_type is required (iam_user, assumed_role, "
+                "federation_token or session_token)",
+            )
         )
         return None
 
@@ -429,11 +438,23 @@ def load_role(
             bad(key, f"not allowed for credential_type {kind} (only {allowed})")
 
     if kind == "iam_user" and not (policy or spec.policy_arns or spec.iam_groups):
-        problems.append(Problem(path, None, "an iam_user role needs at least one of "
-                                "policy_document, policy_file, policy_arns or iam_groups"))
+        problems.append(
+            Problem(
+                path,
+                None,
+                "an iam_user role needs at least one of "
+                "policy_document, policy_file, policy_arns or iam_groups",
+            )
+        )
     if kind == "federation_token" and not (policy or spec.policy_arns):
-        problems.append(Problem(path, None, "a federation_token role needs policy_document, "
-                                "policy_file or policy_arns (without one the token can do nothing)"))
+        problems.append(
+            Problem(
+                path,
+                None,
+                "a federation_token role needs policy_document, "
+                "policy_file or policy_arns (without one the token can do nothing)",
+            )
+        )
     if kind == "assumed_role" and not spec.role_arns:
         problems.append(Problem(path, None, "an assumed_role role needs role_arns"))
 
@@ -502,7 +523,10 @@ def _role_policy(spec: RoleFile, path: Path, bad: Any) -> str | None:
         try:
             text = policy_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            bad(key, f"cannot read {policy_path}: {exc.strerror if isinstance(exc, OSError) else exc}")
+            bad(
+                key,
+                f"cannot read {policy_path}: {exc.strerror if isinstance(exc, OSError) else exc}",
+            )
             return None
     if text is None:
         return None
@@ -516,8 +540,11 @@ def _role_policy(spec: RoleFile, path: Path, bad: Any) -> str | None:
         return None
     compact = json.dumps(document, separators=(",", ":"), sort_keys=False)
     if len(compact) > INLINE_POLICY_MAX:
-        bad(key, f"policy is {len(compact)} characters without whitespace; AWS allows "
-            f"{INLINE_POLICY_MAX} for inline and session policies")
+        bad(
+            key,
+            f"policy is {len(compact)} characters without whitespace; AWS allows "
+            f"{INLINE_POLICY_MAX} for inline and session policies",
+        )
         return None
     return compact
 
@@ -597,5 +624,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
     raise TypeError(f"cannot write {type(value).__name__} to TOML")

@@ -104,8 +104,10 @@ def systemd_socket(env: dict[str, str] | os._Environ[str] | None = None) -> stds
         fd = SD_LISTEN_FDS_START + index
         sock = stdsocket.socket(fileno=fd)
         name = names[index] if index < len(names) else ""
-        if sock.family == stdsocket.AF_UNIX and sock.type == stdsocket.SOCK_STREAM and (
-            chosen is None or name == "agent"
+        if (
+            sock.family == stdsocket.AF_UNIX
+            and sock.type == stdsocket.SOCK_STREAM
+            and (chosen is None or name == "agent")
         ):
             chosen = sock
         else:
@@ -134,8 +136,9 @@ def agent_id(paths: Paths) -> str:
 # --------------------------------------------------------------------------- requests
 
 
-def make_handler(agent: Agent, on_reload: Callable[[], Awaitable[list[str]]]
-                 ) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
+def make_handler(
+    agent: Agent, on_reload: Callable[[], Awaitable[list[str]]]
+) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
     """The op table: a typed request -> the agent call -> a response line."""
 
     async def handle(request: protocol.AnyRequest) -> bytes:
@@ -144,8 +147,9 @@ def make_handler(agent: Agent, on_reload: Callable[[], Awaitable[list[str]]]
                 return (await agent.credentials(role)).credential_process_line()
             case protocol.GetCredentials(role=role):
                 lease = await agent.credentials(role)
-                return protocol.ok({"credentials": lease.credential_process(),
-                                    "lease": lease.summary()})
+                return protocol.ok(
+                    {"credentials": lease.credential_process(), "lease": lease.summary()}
+                )
             case protocol.Ping():
                 return protocol.ok({"version": __version__, "pid": os.getpid()})
             case protocol.Status():
@@ -153,8 +157,9 @@ def make_handler(agent: Agent, on_reload: Callable[[], Awaitable[list[str]]]
             case protocol.Roles():
                 return protocol.ok({"roles": agent.roles()})
             case protocol.Revoke(lease_id=lease_id, role=role, all=everything, force=force):
-                revoked = await agent.revoke(lease_id=lease_id, role=role, everything=everything,
-                                             force=force)
+                revoked = await agent.revoke(
+                    lease_id=lease_id, role=role, everything=everything, force=force
+                )
                 return protocol.ok({"revoked": revoked})
             case protocol.Renew(role=role):
                 return protocol.ok({"lease": (await agent.renew(role)).summary()})
@@ -184,8 +189,13 @@ def prepare(paths: Paths) -> tuple[config.Config, Journal, str]:
     return cfg, Journal(paths.journal), agent_id(paths)
 
 
-def run(paths: Paths, *, log_format: str | None = None, log_level: str | None = None,
-        backend_factory: Callable[..., Any] | None = None) -> int:
+def run(
+    paths: Paths,
+    *,
+    log_format: str | None = None,
+    log_level: str | None = None,
+    backend_factory: Callable[..., Any] | None = None,
+) -> int:
     harden()
     try:
         cfg, journal, ident = prepare(paths)
@@ -249,8 +259,13 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
                         await server.serve(sock, connections, task_status=task_status)
 
                 await connections.start(accept_loop)
-                log.info("event=ready socket=%s activated=%s pid=%d version=%s", paths.socket,
-                         activated, os.getpid(), __version__)
+                log.info(
+                    "event=ready socket=%s activated=%s pid=%d version=%s",
+                    paths.socket,
+                    activated,
+                    os.getpid(),
+                    __version__,
+                )
                 sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={agent.summary()}")
                 outer.start_soon(_status_updates, agent)
                 interval = watchdog_interval()

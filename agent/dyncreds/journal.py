@@ -79,8 +79,9 @@ class Journal:
 
     # ---------------------------------------------------------------- writes
 
-    def creating(self, lease_id: str, role: str, user_name: str, now: float,
-                 revoke_at: float) -> None:
+    def creating(
+        self, lease_id: str, role: str, user_name: str, now: float, revoke_at: float
+    ) -> None:
         """Before CreateUser. ``revoke_at`` is the planned expiry; recovery treats a
         row still in 'creating' as due at once."""
         self._db.execute(
@@ -109,8 +110,7 @@ class Journal:
 
     def revoke_now(self, lease_id: str, now: float) -> bool:
         cursor = self._db.execute(
-            "UPDATE leases SET revoke_at = MIN(revoke_at, ?), next_attempt = 0 "
-            "WHERE lease_id = ?",
+            "UPDATE leases SET revoke_at = MIN(revoke_at, ?), next_attempt = 0 WHERE lease_id = ?",
             (now, lease_id),
         )
         return cursor.rowcount > 0
@@ -148,13 +148,20 @@ class Journal:
         return Record(*row) if row else None
 
     def all(self) -> list[Record]:
-        return [Record(*row) for row in self._db.execute(
-            f"SELECT {_COLUMNS} FROM leases ORDER BY revoke_at")]
+        return [
+            Record(*row)
+            for row in self._db.execute(f"SELECT {_COLUMNS} FROM leases ORDER BY revoke_at")
+        ]
 
     def due(self, now: float, limit: int = 100) -> list[Record]:
-        return [Record(*row) for row in self._db.execute(
-            f"SELECT {_COLUMNS} FROM leases WHERE revoke_at <= ? AND next_attempt <= ? "
-            "ORDER BY revoke_at LIMIT ?", (now, now, limit))]
+        return [
+            Record(*row)
+            for row in self._db.execute(
+                f"SELECT {_COLUMNS} FROM leases WHERE revoke_at <= ? AND next_attempt <= ? "
+                "ORDER BY revoke_at LIMIT ?",
+                (now, now, limit),
+            )
+        ]
 
     def next_due(self) -> float | None:
         row = self._db.execute("SELECT MIN(MAX(revoke_at, next_attempt)) FROM leases").fetchone()
@@ -175,13 +182,29 @@ class Journal:
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def bulk_insert(self, records: Iterable[Record]) -> None:
         """For benchmarks and tests that need a large journal quickly."""
         self._db.execute("BEGIN")
         self._db.executemany(
             f"INSERT INTO leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.lease_id, r.role, r.user_name, r.access_key_id, r.state, r.created_at,
-              r.revoke_at, r.attempts, r.next_attempt, r.last_error) for r in records])
+            [
+                (
+                    r.lease_id,
+                    r.role,
+                    r.user_name,
+                    r.access_key_id,
+                    r.state,
+                    r.created_at,
+                    r.revoke_at,
+                    r.attempts,
+                    r.next_attempt,
+                    r.last_error,
+                )
+                for r in records
+            ],
+        )
         self._db.execute("COMMIT")

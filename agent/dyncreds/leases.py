@@ -184,5 +184,5 @@ def is_active(last_used: float | None, prefetch: bool, now: float, timing: Timin
 
 def backoff(failures: int, jitter: float, base: float = 2.0, cap: float = 300.0) -> float:
     """Full-jitter-ish exponential backoff: the n-th retry waits up to base*2**n."""
-    ceiling = min(cap, base * (2 ** max(failures - 1, 0)))
+    ceiling = min(cap, base * 2.0 ** max(failures - 1, 0))
     return ceiling * (0.5 + jitter / 2)

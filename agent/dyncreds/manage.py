@@ -88,8 +88,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         return 2
     _write_private(p.config_file, STARTER_CONFIG, 0o644)
     p.roles_dir.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {p.config_file}; next: `dyncreds configure root`, then "
-          f"`dyncreds role create NAME --type iam_user --policy-file policy.json`")
+    print(
+        f"wrote {p.config_file}; next: `dyncreds configure root`, then "
+        f"`dyncreds role create NAME --type iam_user --policy-file policy.json`"
+    )
     return 0
 
 
@@ -117,8 +119,11 @@ def cmd_configure_root(args: argparse.Namespace) -> int:
             secret = sys.stdin.readline().strip()
         else:
             if not sys.stdin.isatty():
-                print("dyncreds: no terminal to prompt on; pass --access-key-id and pipe the "
-                      "secret with --secret-stdin", file=sys.stderr)
+                print(
+                    "dyncreds: no terminal to prompt on; pass --access-key-id and pipe the "
+                    "secret with --secret-stdin",
+                    file=sys.stderr,
+                )
                 return 2
             key_id = key_id or input("AWS access key id: ").strip()
             secret = getpass.getpass("AWS secret access key (not echoed): ").strip()
@@ -177,13 +182,16 @@ def cmd_role_create(args: argparse.Namespace) -> int:
     p = _paths(args)
     name = args.name
     if not config.ROLE_NAME.fullmatch(name):
-        print(f"dyncreds: role name {name!r} must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}",
-              file=sys.stderr)
+        print(
+            f"dyncreds: role name {name!r} must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}",
+            file=sys.stderr,
+        )
         return 2
     target = p.role_file(name)
     if target.exists() and not args.force:
-        print(f"dyncreds: role {name} exists ({target}); use --force to replace it",
-              file=sys.stderr)
+        print(
+            f"dyncreds: role {name} exists ({target}); use --force to replace it", file=sys.stderr
+        )
         return 2
     spec: dict[str, Any] = {"credential_type": args.type}
     if args.policy_file == "-":
@@ -206,8 +214,7 @@ def cmd_role_create(args: argparse.Namespace) -> int:
     spec["policy_arns"] = args.policy_arn or []
     spec["iam_groups"] = args.iam_group or []
     spec["role_arns"] = args.role_arn or []
-    for key in ("ttl", "max_ttl", "external_id", "user_path", "permissions_boundary_arn",
-                "region"):
+    for key in ("ttl", "max_ttl", "external_id", "user_path", "permissions_boundary_arn", "region"):
         value = getattr(args, key)
         if value is not None:
             spec[key] = value
@@ -252,8 +259,13 @@ def cmd_role_list(args: argparse.Namespace) -> int:
     problems: list[config.Problem] = []
     for path in sorted(p.roles_dir.glob("*.toml")) if p.roles_dir.is_dir() else []:
         role = config.load_role(path, config.LeaseDefaults(), problems)
-        rows.append({"name": path.stem, "type": role.credential_type if role else "invalid",
-                     "file": str(path)})
+        rows.append(
+            {
+                "name": path.stem,
+                "type": role.credential_type if role else "invalid",
+                "file": str(path),
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -293,13 +305,19 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("configure", parents=[common], help="configure the root identity")
     configure = p.add_subparsers(dest="what", metavar="WHAT")
     configure.required = True
-    p = configure.add_parser("root", parents=[common],
-                             help="root AWS identity: a profile, or an access key whose secret "
-                                  "is read from a prompt or stdin (never from the command line)")
+    p = configure.add_parser(
+        "root",
+        parents=[common],
+        help="root AWS identity: a profile, or an access key whose secret "
+        "is read from a prompt or stdin (never from the command line)",
+    )
     p.add_argument("--profile")
     p.add_argument("--access-key-id")
-    p.add_argument("--secret-stdin", action="store_true",
-                   help="read the secret access key from the first line of stdin")
+    p.add_argument(
+        "--secret-stdin",
+        action="store_true",
+        help="read the secret access key from the first line of stdin",
+    )
     p.add_argument("--region")
     p.add_argument("--iam-endpoint", dest="iam_endpoint")
     p.add_argument("--sts-endpoint", dest="sts_endpoint")

@@ -74,15 +74,23 @@ class Internal(DyncredsError):
 
 ERROR_CODES = {
     cls.code: cls
-    for cls in (BadRequest, UnknownOp, UnknownRole, TooLarge, Forbidden, Upstream, Unavailable,
-                Internal)
+    for cls in (
+        BadRequest,
+        UnknownOp,
+        UnknownRole,
+        TooLarge,
+        Forbidden,
+        Upstream,
+        Unavailable,
+        Internal,
+    )
 }
 
 
 # --------------------------------------------------------------------------- requests
 
 
-class Request(msgspec.Struct, tag_field="op", forbid_unknown_fields=True, frozen=True):
+class Request(msgspec.Struct, tag_field="op", forbid_unknown_fields=True):
     pass
 
 
@@ -128,12 +136,29 @@ class RotateRoot(Request, tag="rotate_root"):
 
 
 AnyRequest = (
-    Ping | GetCredentials | CredentialProcess | Status | Roles | Revoke | Renew | Reload | RotateRoot
+    Ping
+    | GetCredentials
+    | CredentialProcess
+    | Status
+    | Roles
+    | Revoke
+    | Renew
+    | Reload
+    | RotateRoot
 )
 OPS = frozenset(
-    cls.__struct_config__.tag  # type: ignore[attr-defined]
-    for cls in (Ping, GetCredentials, CredentialProcess, Status, Roles, Revoke, Renew, Reload,
-                RotateRoot)
+    str(cls.__struct_config__.tag)
+    for cls in (
+        Ping,
+        GetCredentials,
+        CredentialProcess,
+        Status,
+        Roles,
+        Revoke,
+        Renew,
+        Reload,
+        RotateRoot,
+    )
 )
 
 _request_decoder = msgspec.json.Decoder(AnyRequest)
@@ -143,7 +168,7 @@ _encoder = msgspec.json.Encoder()
 def decode_request(line: bytes) -> AnyRequest:
     """One request line -> a typed request, or BadRequest / UnknownOp."""
     try:
-        request = _request_decoder.decode(line)
+        request: AnyRequest = _request_decoder.decode(line)
     except msgspec.DecodeError as exc:
         raise _explain_decode_failure(line, exc) from None
     if isinstance(request, Revoke):
@@ -185,7 +210,9 @@ def ok(body: dict[str, Any] | None = None) -> bytes:
 
 
 def error(exc: DyncredsError) -> bytes:
-    return _encoder.encode({"ok": False, "error": {"code": exc.code, "message": exc.message}}) + b"\n"
+    return (
+        _encoder.encode({"ok": False, "error": {"code": exc.code, "message": exc.message}}) + b"\n"
+    )
 
 
 def encode_line(obj: Any) -> bytes:

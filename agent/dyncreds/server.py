@@ -118,8 +118,9 @@ def bind_unix(path: Path, backlog: int = 1024) -> stdsocket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.ENAMETOOLONG or "too long" in str(exc):
-            raise SocketSetupError(f"{path}: socket path too long (Unix sockets allow ~107 bytes)"
-                                   ) from None
+            raise SocketSetupError(
+                f"{path}: socket path too long (Unix sockets allow ~107 bytes)"
+            ) from None
         raise SocketSetupError(f"{path}: cannot listen: {exc.strerror or exc}") from None
     return sock
 
@@ -140,16 +141,25 @@ class Server:
         self.limits = limits
         self.uid = os.getuid() if uid is None else uid
         self.active = 0
-        self.counters: dict[str, int] = {"connections": 0, "requests": 0, "refused": 0,
-                                         "bad_requests": 0}
+        self.counters: dict[str, int] = {
+            "connections": 0,
+            "requests": 0,
+            "refused": 0,
+            "bad_requests": 0,
+        }
         self._slots = trio.CapacityLimiter(limits.max_connections)
         self._idle = trio.Event()
         self._idle.set()
         self._receiving: set[trio.CancelScope] = set()
         self.draining = False
 
-    async def serve(self, sock: stdsocket.socket, connections: trio.Nursery, *,
-                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self,
+        sock: stdsocket.socket,
+        connections: trio.Nursery,
+        *,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Accept until cancelled. Connections run in the caller's ``connections``
         nursery, so cancelling this task stops accepting while requests in flight
         finish (see ``drain``)."""
@@ -207,8 +217,9 @@ class Server:
         if uid != self.uid:
             self.counters["refused"] += 1
             log.warning("event=peer_refused uid=%d pid=%d", uid, pid)
-            await self._send(stream, protocol.error(Forbidden(
-                f"this agent serves uid {self.uid} only")))
+            await self._send(
+                stream, protocol.error(Forbidden(f"this agent serves uid {self.uid} only"))
+            )
             return
         buffer = bytearray()
         while True:
@@ -241,8 +252,14 @@ class Server:
 
     async def _too_large(self, stream: trio.SocketStream) -> None:
         self.counters["bad_requests"] += 1
-        await self._send(stream, protocol.error(TooLarge(
-            f"request line longer than {self.limits.max_line} bytes; closing the connection")))
+        await self._send(
+            stream,
+            protocol.error(
+                TooLarge(
+                    f"request line longer than {self.limits.max_line} bytes; closing the connection"
+                )
+            ),
+        )
 
     async def _respond(self, line: bytes) -> bytes:
         try:

@@ -37,7 +37,8 @@ class AwsBackend:
         agent = config.main.agent
         self.config = config
         self.propagation = Propagation(
-            checks=agent.propagation_checks, timeout=float(agent.propagation_timeout))
+            checks=agent.propagation_checks, timeout=float(agent.propagation_timeout)
+        )
         self.aws = AwsSession(
             config,
             call_timeout=float(agent.aws_call_timeout),
@@ -48,23 +49,41 @@ class AwsBackend:
     def _name(self, role: Role, limit: int) -> str:
         return naming.render(
             self.config.main.root.username_template,
-            user=self.local_user, role=role.name, unix_time=int(time.time()), limit=limit)
+            user=self.local_user,
+            role=role.name,
+            unix_time=int(time.time()),
+            limit=limit,
+        )
 
-    async def issue(self, role: Role, lease_id: str, now: float,
-                    on_step: Callable[[str], None] = lambda step: None) -> Lease:
+    async def issue(
+        self,
+        role: Role,
+        lease_id: str,
+        now: float,
+        on_step: Callable[[str], None] = lambda step: None,
+    ) -> Lease:
         kind = role.credential_type
         if kind == "iam_user":
             return await iam_user.create(
-                self.aws, self.journal, role=role, lease_id=lease_id,
-                user_name=self._name(role, naming.USER_NAME_MAX), agent_id=self.agent_id,
-                now=now, propagation=self.propagation, on_step=on_step)
+                self.aws,
+                self.journal,
+                role=role,
+                lease_id=lease_id,
+                user_name=self._name(role, naming.USER_NAME_MAX),
+                agent_id=self.agent_id,
+                now=now,
+                propagation=self.propagation,
+                on_step=on_step,
+            )
         on_step(kind)
         if kind == "assumed_role":
             return await sts.assume_role(
-                self.aws, role, lease_id, self._name(role, naming.SESSION_NAME_MAX), now)
+                self.aws, role, lease_id, self._name(role, naming.SESSION_NAME_MAX), now
+            )
         if kind == "federation_token":
             return await sts.federation_token(
-                self.aws, role, lease_id, self._name(role, naming.FEDERATION_NAME_MAX), now)
+                self.aws, role, lease_id, self._name(role, naming.FEDERATION_NAME_MAX), now
+            )
         return await sts.session_token(self.aws, role, lease_id, now)
 
     async def extend(self, lease: Lease, expires_at: float) -> None:

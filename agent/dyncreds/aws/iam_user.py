@@ -94,13 +94,25 @@ async def create(
 
         await _all(
             [create_key]
-            + [_bind(aws.call, "iam", "put_user_policy", UserName=user_name,
-                     PolicyName=f"dyncreds-{role.name}"[:128],
-                     PolicyDocument=role.policy_document)] * bool(role.policy_document)
-            + [_bind(aws.call, "iam", "attach_user_policy", UserName=user_name, PolicyArn=arn_)
-               for arn_ in role.policy_arns]
-            + [_bind(aws.call, "iam", "add_user_to_group", UserName=user_name, GroupName=group)
-               for group in role.iam_groups]
+            + [
+                _bind(
+                    aws.call,
+                    "iam",
+                    "put_user_policy",
+                    UserName=user_name,
+                    PolicyName=f"dyncreds-{role.name}"[:128],
+                    PolicyDocument=role.policy_document,
+                )
+            ]
+            * bool(role.policy_document)
+            + [
+                _bind(aws.call, "iam", "attach_user_policy", UserName=user_name, PolicyArn=arn_)
+                for arn_ in role.policy_arns
+            ]
+            + [
+                _bind(aws.call, "iam", "add_user_to_group", UserName=user_name, GroupName=group)
+                for group in role.iam_groups
+            ]
         )
         secret = Secret(key.pop("SecretAccessKey"))
         on_step("propagate")
@@ -138,12 +150,19 @@ async def _cleanup_after_failure(
         except (DyncredsError, trio.TooSlowError) as cleanup_error:
             # Left for the reaper, which retries with backoff.
             journal.revoke_now(lease_id, 0.0)
-            log.warning("event=issue_cleanup lease=%s user=%s outcome=deferred error=%s",
-                        lease_id, user_name, cleanup_error)
+            log.warning(
+                "event=issue_cleanup lease=%s user=%s outcome=deferred error=%s",
+                lease_id,
+                user_name,
+                cleanup_error,
+            )
 
 
 async def wait_until_usable(
-    aws: AwsSession, access_key_id: str, secret: Secret, propagation: Propagation,
+    aws: AwsSession,
+    access_key_id: str,
+    secret: Secret,
+    propagation: Propagation,
     session_token: Secret | None = None,
 ) -> None:
     """Until the key has worked ``checks`` times in a row, within ``timeout``."""
@@ -164,7 +183,9 @@ async def wait_until_usable(
                     streak = 0
                     last_code = exc.aws_code
                 if streak < propagation.checks:
-                    await trio.sleep(propagation.interval if streak == 0 else propagation.interval / 2)
+                    await trio.sleep(
+                        propagation.interval if streak == 0 else propagation.interval / 2
+                    )
     except trio.TooSlowError:
         raise Upstream(
             f"the new access key {access_key_id} did not start working within "
@@ -176,8 +197,12 @@ async def wait_until_usable(
 
 async def extend(aws: AwsSession, user_name: str, expires_at: float) -> None:
     """Record the new expiry on the user, for anyone (or any sweep) reading tags."""
-    await aws.call("iam", "tag_user", UserName=user_name,
-                   Tags=[{"Key": "dyncreds:expires", "Value": rfc3339(expires_at)}])
+    await aws.call(
+        "iam",
+        "tag_user",
+        UserName=user_name,
+        Tags=[{"Key": "dyncreds:expires", "Value": rfc3339(expires_at)}],
+    )
 
 
 async def delete(aws: AwsSession, user_name: str) -> bool:
@@ -188,8 +213,13 @@ async def delete(aws: AwsSession, user_name: str) -> bool:
             items: list[Any] = []
             marker: str | None = None
             while True:
-                page = await aws.call("iam", operation, UserName=user_name,
-                                      **params, **({"Marker": marker} if marker else {}))
+                page = await aws.call(
+                    "iam",
+                    operation,
+                    UserName=user_name,
+                    **params,
+                    **({"Marker": marker} if marker else {}),
+                )
                 items.extend(page.get(key, []))
                 if not page.get("IsTruncated"):
                     return items
@@ -208,8 +238,7 @@ async def delete(aws: AwsSession, user_name: str) -> bool:
 
     async def keys() -> None:
         for item in await listed("list_access_keys", "AccessKeyMetadata"):
-            await gone_ok("delete_access_key", UserName=user_name,
-                          AccessKeyId=item["AccessKeyId"])
+            await gone_ok("delete_access_key", UserName=user_name, AccessKeyId=item["AccessKeyId"])
 
     async def managed() -> None:
         for item in await listed("list_attached_user_policies", "AttachedPolicies"):
@@ -221,26 +250,30 @@ async def delete(aws: AwsSession, user_name: str) -> bool:
 
     async def groups() -> None:
         for item in await listed("list_groups_for_user", "Groups"):
-            await gone_ok("remove_user_from_group", UserName=user_name,
-                          GroupName=item["GroupName"])
+            await gone_ok("remove_user_from_group", UserName=user_name, GroupName=item["GroupName"])
 
     async def login_profile() -> None:
         await gone_ok("delete_login_profile", UserName=user_name)
 
     async def mfa() -> None:
         for item in await listed("list_mfa_devices", "MFADevices"):
-            await gone_ok("deactivate_mfa_device", UserName=user_name,
-                          SerialNumber=item["SerialNumber"])
+            await gone_ok(
+                "deactivate_mfa_device", UserName=user_name, SerialNumber=item["SerialNumber"]
+            )
 
     async def certificates() -> None:
         for item in await listed("list_signing_certificates", "Certificates"):
-            await gone_ok("delete_signing_certificate", UserName=user_name,
-                          CertificateId=item["CertificateId"])
+            await gone_ok(
+                "delete_signing_certificate",
+                UserName=user_name,
+                CertificateId=item["CertificateId"],
+            )
 
     async def ssh_keys() -> None:
         for item in await listed("list_ssh_public_keys", "SSHPublicKeys"):
-            await gone_ok("delete_ssh_public_key", UserName=user_name,
-                          SSHPublicKeyId=item["SSHPublicKeyId"])
+            await gone_ok(
+                "delete_ssh_public_key", UserName=user_name, SSHPublicKeyId=item["SSHPublicKeyId"]
+            )
 
     # Keys first and alone: the moment they are gone the credentials stop working,
     # whatever happens to the rest of the cleanup.
@@ -277,8 +310,9 @@ async def list_tagged_users(aws: AwsSession, agent_id: str) -> list[tuple[str, d
         marker = page["Marker"]
 
 
-def _bind(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
-          ) -> Callable[[], Awaitable[Any]]:
+def _bind(
+    fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+) -> Callable[[], Awaitable[Any]]:
     async def run() -> None:
         await fn(*args, **kwargs)
 

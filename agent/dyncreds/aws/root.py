@@ -29,8 +29,10 @@ async def rotate(aws: AwsSession, propagation: Propagation) -> str:
     path = aws.credentials_path
     old = aws.static_keys
     if path is None or old is None:
-        raise BadRequest("rotate-root needs a root.credentials_file; profiles and the default "
-                         "credential chain are rotated by whatever manages them")
+        raise BadRequest(
+            "rotate-root needs a root.credentials_file; profiles and the default "
+            "credential chain are rotated by whatever manages them"
+        )
     identity = await aws.call("sts", "get_caller_identity")
     user_name = user_name_from_arn(identity["Arn"])
     if user_name is None:
@@ -38,8 +40,10 @@ async def rotate(aws: AwsSession, propagation: Propagation) -> str:
     keys = (await aws.call("iam", "list_access_keys", UserName=user_name))["AccessKeyMetadata"]
     if len(keys) >= 2:
         others = ", ".join(k["AccessKeyId"] for k in keys if k["AccessKeyId"] != old.access_key_id)
-        raise BadRequest(f"IAM user {user_name} already has two access keys; delete the unused "
-                         f"one ({others}) before rotating")
+        raise BadRequest(
+            f"IAM user {user_name} already has two access keys; delete the unused "
+            f"one ({others}) before rotating"
+        )
     created = (await aws.call("iam", "create_access_key", UserName=user_name))["AccessKey"]
     new = StaticKeys(created["AccessKeyId"], Secret(created["SecretAccessKey"]))
     log.info("event=rotate_root step=created new_key=%s", new.access_key_id)
@@ -49,20 +53,27 @@ async def rotate(aws: AwsSession, propagation: Propagation) -> str:
     except (DyncredsError, OSError) as exc:
         # The old key still works and the file still names it: undo the new key.
         try:
-            await aws.call("iam", "delete_access_key", UserName=user_name,
-                           AccessKeyId=new.access_key_id)
+            await aws.call(
+                "iam", "delete_access_key", UserName=user_name, AccessKeyId=new.access_key_id
+            )
             extra = ""
         except DyncredsError:
             extra = f"; the new key {new.access_key_id} could not be deleted, delete it by hand"
-        raise Upstream(f"rotate-root failed before switching keys, the old key stays in use: "
-                       f"{exc}{extra}", aws_code=getattr(exc, "aws_code", "RotateFailed")) from None
+        raise Upstream(
+            f"rotate-root failed before switching keys, the old key stays in use: {exc}{extra}",
+            aws_code=getattr(exc, "aws_code", "RotateFailed"),
+        ) from None
     aws.build()  # re-reads the file: from here on the agent uses the new key
     log.info("event=rotate_root step=switched new_key=%s", new.access_key_id)
     try:
-        await aws.call("iam", "delete_access_key", UserName=user_name,
-                       AccessKeyId=old.access_key_id)
+        await aws.call(
+            "iam", "delete_access_key", UserName=user_name, AccessKeyId=old.access_key_id
+        )
     except DyncredsError as exc:
-        raise Upstream(f"rotated to {new.access_key_id}, but the old key {old.access_key_id} "
-                       f"could not be deleted: {exc}", aws_code="RotateIncomplete") from None
+        raise Upstream(
+            f"rotated to {new.access_key_id}, but the old key {old.access_key_id} "
+            f"could not be deleted: {exc}",
+            aws_code="RotateIncomplete",
+        ) from None
     log.info("event=rotate_root step=done old_key_deleted=%s", old.access_key_id)
     return new.access_key_id

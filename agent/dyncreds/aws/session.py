@@ -34,12 +34,24 @@ from dyncreds.leases import Secret
 from dyncreds.protocol import DyncredsError, Unavailable, Upstream
 
 # AWS error codes worth retrying (besides botocore's own standard-mode retries).
-RETRYABLE_CODES = frozenset({
-    "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
-    "ServiceUnavailable", "InternalFailure", "InternalError", "RequestTimeout",
-    "RequestTimeoutException", "ServiceFailure", "IDPCommunicationError", "ConnectionError",
-    "SlowDown", "PriorRequestNotComplete",
-})
+RETRYABLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ServiceFailure",
+        "IDPCommunicationError",
+        "ConnectionError",
+        "SlowDown",
+        "PriorRequestNotComplete",
+    }
+)
 # Codes that mean "the thing is already gone": success, for a cleanup.
 GONE_CODES = frozenset({"NoSuchEntity", "NoSuchEntityException"})
 
@@ -228,7 +240,7 @@ class AwsSession:
         """A client acting as some other credentials (a new key being proven)."""
         endpoint = self.root.sts_endpoint if service == "sts" else self.root.iam_endpoint
         client = boto3.Session().client(
-            service,
+            service,  # type: ignore[call-overload]
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret.reveal(),
             aws_session_token=token.reveal() if token else None,

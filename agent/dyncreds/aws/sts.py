@@ -22,8 +22,14 @@ def _policy_params(role: Role) -> dict[str, Any]:
     return params
 
 
-async def assume_role(aws: AwsSession, role: Role, lease_id: str, session_name: str,
-                      now: float, role_arn: str | None = None) -> Lease:
+async def assume_role(
+    aws: AwsSession,
+    role: Role,
+    lease_id: str,
+    session_name: str,
+    now: float,
+    role_arn: str | None = None,
+) -> Lease:
     params = {
         "RoleArn": role_arn or role.role_arns[0],
         "RoleSessionName": session_name,
@@ -38,10 +44,12 @@ async def assume_role(aws: AwsSession, role: Role, lease_id: str, session_name: 
     return _lease(role, lease_id, now, result, result.get("AssumedRoleUser", {}).get("Arn"))
 
 
-async def federation_token(aws: AwsSession, role: Role, lease_id: str, name: str,
-                           now: float) -> Lease:
-    result = await aws.call("sts", "get_federation_token", Name=name,
-                            DurationSeconds=role.ttl, **_policy_params(role))
+async def federation_token(
+    aws: AwsSession, role: Role, lease_id: str, name: str, now: float
+) -> Lease:
+    result = await aws.call(
+        "sts", "get_federation_token", Name=name, DurationSeconds=role.ttl, **_policy_params(role)
+    )
     return _lease(role, lease_id, now, result, result.get("FederatedUser", {}).get("Arn"))
 
 
@@ -50,8 +58,7 @@ async def session_token(aws: AwsSession, role: Role, lease_id: str, now: float) 
     return _lease(role, lease_id, now, result, None)
 
 
-def _lease(role: Role, lease_id: str, now: float, result: dict[str, Any],
-           arn: str | None) -> Lease:
+def _lease(role: Role, lease_id: str, now: float, result: dict[str, Any], arn: str | None) -> Lease:
     creds = result["Credentials"]
     expires_at = creds["Expiration"].timestamp()
     return Lease(

@@ -1,0 +1,255 @@
+"""Shared fixtures: an isolated environment, moto's server with IAM enforcement,
+and real agent processes.
+
+Nothing here replaces dyncreds code: AWS is moto's server over HTTP, the agent
+is ``python -m dyncreds agent`` in a child process, clients talk to it over its
+real Unix socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dyncreds.demo import ACCOUNT, StandIn
+
+VENV_BIN = Path(sys.executable).parent
+SHIM = str(VENV_BIN / "dyncreds-shim")
+EC2_ONLY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}],
+}
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02,
+             message: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's AWS or dyncreds configuration."""
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "DYNCREDS_")) or key in ("NOTIFY_SOCKET", "LISTEN_FDS",
+                                                             "LISTEN_PID", "WATCHDOG_USEC"):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """Unix socket paths are limited to ~107 bytes: pytest's tmp_path is too long."""
+    path = Path(tempfile.mkdtemp(prefix="dc-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- AWS
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[StandIn]:
+    server = StandIn()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: StandIn) -> StandIn:
+    """A fresh account: reset, the admin user 'vaultuser', IAM enforcement on."""
+    moto_server.reset()
+    moto_server.bootstrap()
+    return moto_server
+
+
+def temp_users(aws: StandIn) -> list[str]:
+    users = aws.client("iam").list_users()["Users"]
+    return sorted(u["UserName"] for u in users if u["UserName"] != "vaultuser")
+
+
+def make_assumable_role(aws: StandIn, name: str = "deploy") -> str:
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/vaultuser"},
+        "Action": "sts:AssumeRole"}]}
+    arn: str = aws.client("iam").create_role(
+        RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    return arn
+
+
+# --------------------------------------------------------------------------- agent
+
+
+class AgentProcess:
+    """A real agent in a child process, configured in a temp dir."""
+
+    def __init__(self, base: Path, aws: StandIn, roles: dict[str, str], agent: str = "",
+                 tables: str = ""):
+        self.base = base
+        self.aws = aws
+        self.config_dir = base / "config"
+        self.state_dir = base / "state"
+        self.socket = base / "agent.sock"
+        self.log_path = base / "agent.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        (self.config_dir / "roles").mkdir(parents=True, exist_ok=True)
+        creds = self.config_dir / "root-credentials.toml"
+        if not creds.exists():
+            fd = os.open(creds, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, (f'access_key_id = "{aws.admin_keys["AccessKeyId"]}"\n'
+                          f'secret_access_key = "{aws.admin_keys["SecretAccessKey"]}"\n'
+                          ).encode())
+            os.close(fd)
+        self.write_main(agent, tables)
+        for name, text in roles.items():
+            self.write_role(name, text)
+
+    def write_main(self, agent: str = "", tables: str = "") -> None:
+        """config.toml: ``agent`` lines go in [agent]; ``tables`` are appended."""
+        (self.config_dir / "config.toml").write_text(textwrap.dedent(f"""\
+            [agent]
+            propagation_checks = 1
+            log_level = "debug"
+            """) + textwrap.dedent(agent) + textwrap.dedent(f"""
+
+            [root]
+            credentials_file = "root-credentials.toml"
+            region = "us-east-1"
+            iam_endpoint = "{self.aws.endpoint}"
+            sts_endpoint = "{self.aws.endpoint}"
+            """) + textwrap.dedent(tables))
+
+    def write_role(self, name: str, text: str) -> None:
+        (self.config_dir / "roles" / f"{name}.toml").write_text(textwrap.dedent(text))
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"DYNCREDS_CONFIG_DIR": str(self.config_dir),
+                    "DYNCREDS_STATE_DIR": str(self.state_dir),
+                    "DYNCREDS_SOCKET": str(self.socket)})
+        return env
+
+    def start(self, extra_env: dict[str, str] | None = None) -> AgentProcess:
+        env = dict(self.env, **(extra_env or {}))
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dyncreds", "agent"], env=env, stdout=self._log,
+            stderr=self._log)
+        wait_for(self._ready, message=f"agent ready (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"agent exited with {self.process.returncode}: "
+                                 f"{self.log_path.read_text()[-3000:]}")
+        try:
+            return bool(self.request("ping")["ok"])
+        except OSError:
+            return False
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        return raw_request(self.socket, {"op": op, **fields})
+
+    def cli(self, *args: str, check: bool = True, input: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "dyncreds", *args], env=self.env,
+                                capture_output=True, text=True, timeout=timeout, input=input)
+        if check and result.returncode != 0:
+            raise AssertionError(f"dyncreds {' '.join(args)} exited {result.returncode}: "
+                                 f"{result.stderr}")
+        return result
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def raw_request(path: Path, request: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    result: dict[str, Any] = json.loads(data)
+    return result
+
+
+@pytest.fixture
+def start_agent(short_dir: Path, aws: StandIn) -> Iterator[Callable[..., AgentProcess]]:
+    agents: list[AgentProcess] = []
+
+    def start(roles: dict[str, str], agent_settings: str = "", tables: str = "",
+              extra_env: dict[str, str] | None = None, base: Path | None = None
+              ) -> AgentProcess:
+        agent = AgentProcess(base or short_dir, aws, roles, agent_settings, tables)
+        agents.append(agent)
+        return agent.start(extra_env)
+
+    yield start
+    for agent in agents:
+        if agent.process and agent.process.poll() is None:
+            agent.stop()
+
+
+def iam_user_role(policy: dict[str, Any] | None = None, extra: str = "") -> str:
+    return f"""\
+credential_type = "iam_user"
+policy_document = '''{json.dumps(policy or EC2_ONLY)}'''
+{extra}
+"""
+
+
+def write_aws_config(path: Path, roles: list[str], shim: str = SHIM) -> None:
+    path.write_text("".join(
+        f"[profile {role}]\ncredential_process = {shim} {role}\nregion = us-east-1\n\n"
+        for role in roles))
