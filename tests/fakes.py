@@ -1,0 +1,91 @@
+"""Hand-written fakes for the edges (as trio's own tests use a MemoryListener):
+a fake AWS backend that mints leases in memory, and a wall clock tied to trio's
+(mock) clock that a test can also jump forward, as a laptop's does after sleep.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from dyncreds.config import Config, Role
+from dyncreds.journal import Journal
+from dyncreds.leases import Lease, Secret
+from dyncreds.protocol import Upstream
+
+
+class WallClock:
+    """Wall time = a base + trio's clock + any jumps the test makes."""
+
+    def __init__(self, base: float = 1_800_000_000.0):
+        self.base = base
+        self.jumped = 0.0
+
+    def __call__(self) -> float:
+        return self.base + trio.current_time() + self.jumped
+
+    def jump(self, seconds: float) -> None:
+        """The machine slept: wall time moves, trio's monotonic clock does not."""
+        self.jumped += seconds
+
+
+@dataclass
+class FakeBackend:
+    """Issues leases in memory after ``latency`` (on trio's clock)."""
+
+    latency: float = 0.5
+    fail_with: Upstream | None = None
+    issued: list[Lease] = field(default_factory=list)
+    extended: list[tuple[str, float]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    on_issue: Callable[[Role], None] | None = None
+    # The real iam_user code journals what it creates; so does the fake, so the
+    # agent's reaper has the same rows to work from.
+    journal: Journal | None = None
+
+    def configure(self, config: Config) -> None:
+        pass
+
+    async def issue(self, role: Role, lease_id: str, now: float,
+                    on_step: Callable[[str], None] = lambda step: None) -> Lease:
+        await trio.sleep(self.latency)
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self.on_issue:
+            self.on_issue(role)
+        iam = role.credential_type == "iam_user"
+        lease = Lease(
+            id=lease_id, role=role.name, credential_type=role.credential_type,
+            access_key_id="AKIA" + secrets.token_hex(8).upper(),
+            secret_access_key=Secret(secrets.token_hex(20)),
+            session_token=None if iam else Secret(secrets.token_hex(40)),
+            issued_at=now, expires_at=now + role.ttl,
+            hard_expires_at=now + (role.max_ttl if iam else role.ttl),
+            user_name=f"user-{lease_id}" if iam else None)
+        if iam and self.journal is not None:
+            self.journal.creating(lease_id, role.name, str(lease.user_name), now, lease.expires_at)
+            self.journal.activate(lease_id, lease.expires_at)
+        self.issued.append(lease)
+        return lease
+
+    async def extend(self, lease: Lease, expires_at: float) -> None:
+        await trio.sleep(self.latency / 5)
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.extended.append((lease.id, expires_at))
+
+    async def delete_user(self, user_name: str) -> bool:
+        await trio.sleep(self.latency / 5)
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.deleted.append(user_name)
+        return True
+
+    async def identity(self) -> str:
+        return "arn:aws:iam::123456789012:user/fake-root"
+
+    async def rotate_root(self) -> str:
+        return "AKIAROTATED"

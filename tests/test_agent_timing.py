@@ -1,0 +1,238 @@
+"""The agent's timing on trio's mock clock, with injected wall time and a fake
+AWS backend: background renewal and replacement, min_remaining, idle_after,
+max_ttl, revocation at the announced expiry, and wall-clock jumps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from dyncreds import config
+from dyncreds.agent import Agent
+from dyncreds.journal import Journal
+from dyncreds.protocol import Upstream
+from tests.fakes import FakeBackend, WallClock
+
+MIN_REMAINING = 20 * 60
+
+
+def make_config(tmp_path: Path, roles: dict[str, str], agent: str = "") -> config.Config:
+    (tmp_path / "roles").mkdir(exist_ok=True)
+    (tmp_path / "config.toml").write_text(f'[agent]\nmin_remaining = "20m"\n{agent}\n')
+    for name, text in roles.items():
+        (tmp_path / "roles" / f"{name}.toml").write_text(text)
+    return config.load(tmp_path)
+
+
+POLICY = json.dumps({"Version": "2012-10-17", "Statement": []})
+IAM = f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\n"
+STS = 'credential_type = "session_token"\n'
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, autojump_clock: trio.testing.MockClock
+                  ) -> AsyncIterator[Callable[..., Agent]]:
+    async with trio.open_nursery() as nursery:
+        made: list[Agent] = []
+
+        async def start(roles: dict[str, str], agent_settings: str = "",
+                        backend: FakeBackend | None = None) -> Agent:
+            cfg = make_config(tmp_path, roles, agent_settings)
+            journal = Journal(tmp_path / "journal.sqlite3")
+            backend = backend or FakeBackend()
+            backend.journal = journal
+            agent = Agent(cfg, journal, backend, "test-agent", wall=WallClock(),
+                          load_config=lambda: config.load(tmp_path), rng=lambda: 0.5)
+            await nursery.start(agent.run)
+            made.append(agent)
+            return agent
+
+        yield start  # type: ignore[misc]
+        nursery.cancel_scope.cancel()
+
+
+async def use_for(agent: Agent, role: str, seconds: float, every: float = 60) -> list[float]:
+    """Ask for credentials every ``every`` seconds; return each served lease's
+    remaining lifetime. Asserts requests after the first are served from memory."""
+    remaining = []
+    end = trio.current_time() + seconds
+    first = True
+    while trio.current_time() < end:
+        before = trio.current_time()
+        lease = await agent.credentials(role)
+        if not first:
+            assert trio.current_time() == before, "request waited for AWS"
+        first = False
+        remaining.append(lease.expires_at - agent.now())
+        await trio.sleep(every)
+    return remaining
+
+
+async def test_iam_user_is_renewed_in_background_before_min_remaining(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    agent = await harness({"r": IAM + 'ttl = "1h"\nmax_ttl = "12h"\n'}, backend=backend)
+    remaining = await use_for(agent, "r", 3 * 3600)
+    assert min(remaining) >= MIN_REMAINING
+    assert len(backend.issued) == 1  # renewed (same keys), never replaced
+    assert len(backend.extended) >= 3
+
+
+async def test_sts_lease_is_replaced_in_background(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    agent = await harness({"s": STS + 'ttl = "1h"\n'}, backend=backend)
+    remaining = await use_for(agent, "s", 3 * 3600)
+    assert min(remaining) >= MIN_REMAINING
+    assert 3 <= len(backend.issued) <= 6
+    assert backend.extended == []
+
+
+async def test_max_ttl_forces_new_user_and_old_is_revoked_at_announced_expiry(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    agent = await harness({"r": IAM + 'ttl = "1h"\nmax_ttl = "2h"\n'}, backend=backend)
+    first = await agent.credentials("r")
+    remaining = await use_for(agent, "r", 2.5 * 3600)
+    assert min(remaining) >= MIN_REMAINING
+    assert len(backend.issued) >= 2
+    old = backend.issued[0]
+    assert old.id == first.id
+    # Revoked, but not before the expiry it last announced.
+    assert old.user_name in backend.deleted
+    final_expiry = max([first.expires_at] + [at for lid, at in backend.extended if lid == old.id])
+    assert final_expiry <= old.hard_expires_at
+
+
+async def test_revocation_waits_for_announced_expiry(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    agent = await harness({"r": IAM + 'ttl = "1h"\nmax_ttl = "1h"\n'}, backend=backend)
+    lease = await agent.credentials("r")
+    await use_for(agent, "r", lease.expires_at - agent.now() - 60)
+    assert lease.user_name not in backend.deleted  # still inside its promise
+    await trio.sleep(120)
+    assert lease.user_name in backend.deleted
+
+
+async def test_idle_role_is_not_refreshed_and_is_revoked_at_expiry(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    agent = await harness({"r": IAM + 'ttl = "2h"\n'}, agent_settings='idle_after = "10m"',
+                          backend=backend)
+    lease = await agent.credentials("r")
+    await trio.sleep(3 * 3600)
+    assert len(backend.issued) == 1
+    assert backend.extended == []
+    assert backend.deleted == [lease.user_name]
+    assert agent.status()["roles"][0]["state"] == "idle"
+
+
+async def test_prefetch_role_is_warm_without_requests(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    agent = await harness({"p": STS + "prefetch = true\n"}, backend=backend)
+    await trio.sleep(5)
+    assert len(backend.issued) == 1
+    before = trio.current_time()
+    await agent.credentials("p")
+    assert trio.current_time() == before
+
+
+async def test_wall_clock_jump_past_expiry_never_serves_expired_keys(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend(latency=2)
+    agent = await harness({"s": STS + 'ttl = "1h"\n'}, backend=backend)
+    first = await agent.credentials("s")
+    wall = agent.wall
+    assert isinstance(wall, WallClock)
+    wall.jump(2 * 3600)  # the laptop slept; no timer fired
+    second = await agent.credentials("s")
+    assert second.id != first.id
+    assert second.expires_at - agent.now() >= MIN_REMAINING
+
+
+async def test_wall_clock_jump_into_the_refresh_window_replaces(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    agent = await harness({"s": STS + 'ttl = "1h"\n'}, backend=backend)
+    first = await agent.credentials("s")
+    agent.wall.jump(50 * 60)  # type: ignore[attr-defined]
+    second = await agent.credentials("s")
+    assert second.id != first.id
+    assert second.expires_at - agent.now() >= MIN_REMAINING
+
+
+async def test_short_ttl_role_is_served_and_replaced(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    agent = await harness({"s": STS + 'ttl = "15m"\n'}, backend=backend)
+    remaining = await use_for(agent, "s", 3600, every=30)
+    # The role's own TTL is shorter than min_remaining: at least half of it.
+    assert min(remaining) >= 7.5 * 60
+    assert len(backend.issued) >= 4
+
+
+async def test_failed_issuance_fails_all_waiters_with_upstream_and_recovers(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend(fail_with=Upstream("AWS CreateUser failed: Throttling",
+                                             aws_code="Throttling"))
+    agent = await harness({"r": IAM}, backend=backend)
+    errors: list[str] = []
+
+    async def ask() -> None:
+        try:
+            await agent.credentials("r")
+        except Upstream as exc:
+            errors.append(exc.aws_code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(ask)
+    assert errors == ["Throttling"] * 20
+    assert "Throttling" in agent.status()["roles"][0]["last_error"]
+    backend.fail_with = None
+    lease = await agent.credentials("r")
+    assert lease.access_key_id.startswith("AKIA")
+    assert agent.status()["roles"][0]["last_error"] is None
+
+
+async def test_failed_renewal_keeps_serving_valid_lease_and_retries(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    agent = await harness({"s": STS + 'ttl = "1h"\n'}, backend=backend)
+    first = await agent.credentials("s")
+    backend.fail_with = Upstream("AWS down", aws_code="ServiceUnavailable")
+    # Into the refresh window: renewals fail, the still-valid lease is served.
+    for _ in range(45):
+        await trio.sleep(60)
+        if agent.now() < first.expires_at - MIN_REMAINING:
+            lease = await agent.credentials("s")
+            assert lease.id == first.id
+    assert agent.states["s"].failures >= 1
+    backend.fail_with = None
+    await trio.sleep(600)
+    lease = await agent.credentials("s")
+    assert lease.id != first.id
+
+
+async def test_concurrent_requests_share_one_issuance(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend(latency=3)
+    agent = await harness({"r": IAM}, backend=backend)
+    keys = set()
+
+    async def ask() -> None:
+        keys.add((await agent.credentials("r")).access_key_id)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(500):
+            nursery.start_soon(ask)
+    assert len(backend.issued) == 1
+    assert len(keys) == 1
+
+
+async def test_explicit_revoke_and_renew(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    agent = await harness({"r": IAM}, backend=backend)
+    first = await agent.credentials("r")
+    renewed = await agent.renew("r")
+    assert renewed.id != first.id
+    assert first.user_name not in backend.deleted  # renew retires per its rules
+    revoked = await agent.revoke(role="r")
+    assert sorted(revoked) == sorted([first.id, renewed.id])
+    assert set(backend.deleted) == {first.user_name, renewed.user_name}
+    assert agent.status()["roles"][0]["lease_id"] is None
