@@ -433,11 +433,17 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Global flags may stand before or after the command. SUPPRESS keeps a
+    # subcommand's parser from resetting a flag given before it; main() fills in
+    # the defaults afterwards.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config-dir", help="configuration directory (DYNCREDS_CONFIG_DIR)")
-    common.add_argument("--state-dir", help="state directory (DYNCREDS_STATE_DIR)")
-    common.add_argument("--socket", help="agent socket path (DYNCREDS_SOCKET)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    hide = argparse.SUPPRESS
+    common.add_argument("--config-dir", default=hide,
+                        help="configuration directory (DYNCREDS_CONFIG_DIR)")
+    common.add_argument("--state-dir", default=hide, help="state directory (DYNCREDS_STATE_DIR)")
+    common.add_argument("--socket", default=hide, help="agent socket path (DYNCREDS_SOCKET)")
+    common.add_argument("--json", action="store_true", default=hide,
+                        help="machine-readable output")
 
     parser = argparse.ArgumentParser(
         prog="dyncreds",
@@ -490,6 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GLOBAL_DEFAULTS: dict[str, Any] = {
+    "config_dir": None, "state_dir": None, "socket": None, "json": False}
+
+
 def fail(message: str, status: int) -> NoReturn:
     print(f"dyncreds: {message}", file=sys.stderr)
     sys.exit(status)
@@ -505,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command = argv[split + 1 :]
     else:
         args = parser.parse_args(argv)
+    for flag, default in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, flag):
+            setattr(args, flag, default)
     try:
         status: int = args.fn(args)
         return status

@@ -1,0 +1,158 @@
+"""config.toml and roles/*.toml: every problem, with file and line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dyncreds import config
+from dyncreds.config import ConfigError, format_duration, parse_duration
+
+POLICY = json.dumps({"Version": "2012-10-17",
+                     "Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}]})
+
+
+def write(tmp_path: Path, main: str = "", **roles: str) -> Path:
+    (tmp_path / "roles").mkdir(exist_ok=True)
+    if main:
+        (tmp_path / "config.toml").write_text(main)
+    for name, text in roles.items():
+        (tmp_path / "roles" / f"{name.replace('_', '-')}.toml").write_text(text)
+    return tmp_path
+
+
+def problems(tmp_path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        config.load(tmp_path)
+    return [str(p) for p in err.value.problems]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90s", 90), ("15m", 900), ("1h", 3600), ("1h30m", 5400), ("2d", 172800), (600, 600),
+    ("600", 600),
+])
+def test_durations(text: str | int, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "1x", "m", "-5", -5, True, "1.5h", None])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def test_format_duration() -> None:
+    assert format_duration(5400) == "1h30m"
+    assert format_duration(0) == "0s"
+
+
+def test_absent_config_means_defaults(tmp_path: Path) -> None:
+    cfg = config.load(tmp_path)
+    assert cfg.main.agent.min_remaining == 1200
+    assert cfg.main.lease.max_ttl == 12 * 3600
+    assert cfg.roles == {}
+
+
+def test_every_problem_is_listed_with_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path, main='[agent]\nmin_remaining = "20m"\nbogus = 1\n[root]\nmax_retries = "x"\n'
+          '[leese]\nttl = 1\n',
+          web='credential_type = "session_token"\npolicy_arns = ["nope"]\nttl = "5m"\n')
+    found = problems(tmp_path)
+    main = tmp_path / "config.toml"
+    role = tmp_path / "roles" / "web.toml"
+    assert f"{main}:3: unknown key agent.bogus" in found[0]
+    assert any(p.startswith(f"{main}:5: root.max_retries") for p in found)
+    assert any(p.startswith(f"{main}:6: unknown table [leese]") for p in found)
+    assert any(p.startswith(f"{role}:2: policy_arns: not allowed") for p in found)
+    assert any(p.startswith(f"{role}:3: ttl: session_token durations") for p in found)
+
+
+def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
+    write(tmp_path, main="[agent\n")
+    (found,) = problems(tmp_path)
+    assert found.startswith(f"{tmp_path / 'config.toml'}:1: invalid TOML")
+
+
+@pytest.mark.parametrize(("role", "message"), [
+    ('credential_type = "iam_user"\n', "needs at least one of"),
+    ('credential_type = "federation_token"\n', "needs policy_document"),
+    ('credential_type = "assumed_role"\n', "needs role_arns"),
+    ('credential_type = "session_token"\niam_groups = ["g"]\n', "iam_groups: not allowed"),
+    (f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\nrole_arns = "
+     '["arn:aws:iam::123456789012:role/x"]\n', "role_arns: not allowed"),
+    ('credential_type = "iam_user"\npolicy_document = "{not json"\n', "not valid JSON"),
+    ('credential_type = "iam_user"\npolicy_document = \'{"Statement": ['
+     + ",".join(['{"Effect":"Allow","Action":"ec2:DescribeInstances","Resource":"*"}'] * 40)
+     + "]}'\n", "AWS allows 2048"),
+    ('credential_type = "assumed_role"\nrole_arns = ["arn:aws:iam::123:role/x"]\n',
+     "is not an IAM role ARN"),
+    ('credential_type = "assumed_role"\nrole_arns = ["arn:aws:iam::123456789012:role/x"]\n'
+     'ttl = "13h"\n', "between 15m and 12h"),
+    (f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\niam_tags = "
+     '{ "dyncreds:x" = "y" }\n', "reserved"),
+    (f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\nuser_path = \"x\"\n",
+     "must start and end with /"),
+    (f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\nttl = \"2h\"\n"
+     'max_ttl = "1h"\n', "max_ttl: must be at least ttl"),
+    ("credential_type = \"iam_user\"\npolicy_file = \"missing.json\"\n", "cannot read"),
+    ('credential_type = "nope"\n', "credential_type"),
+    ('credential_typo = "iam_user"\n', "unknown key credential_typo"),
+])
+def test_role_checks(tmp_path: Path, role: str, message: str) -> None:
+    write(tmp_path, r=role)
+    found = problems(tmp_path)
+    assert any(message in p for p in found), found
+
+
+def test_valid_roles_resolve_defaults(tmp_path: Path) -> None:
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "roles" / "ec2.json").write_text(POLICY)
+    write(tmp_path, main='[lease]\nttl = "30m"\nmax_ttl = "2h"\n',
+          ec2='credential_type = "iam_user"\npolicy_file = "ec2.json"\n',
+          deploy='credential_type = "assumed_role"\nrole_arns = '
+                 '["arn:aws:iam::123456789012:role/deploy"]\n')
+    cfg = config.load(tmp_path)
+    ec2, deploy = cfg.roles["ec2"], cfg.roles["deploy"]
+    assert (ec2.ttl, ec2.max_ttl) == (1800, 7200)
+    assert json.loads(ec2.policy_document or "") == json.loads(POLICY)
+    assert (deploy.ttl, deploy.max_ttl) == (3600, 43200)
+
+
+def test_bad_role_file_name(tmp_path: Path) -> None:
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "roles" / "-bad.toml").write_text('credential_type = "session_token"\n')
+    assert "role name" in problems(tmp_path)[0]
+
+
+def test_username_template_checked(tmp_path: Path) -> None:
+    write(tmp_path, main='[root]\nusername_template = "x-{nope}"\n')
+    assert "unknown field {nope}" in problems(tmp_path)[0]
+    write(tmp_path, main='[root]\nusername_template = "x-{user}"\n')
+    assert "{random} or {unix_time}" in problems(tmp_path)[0]
+
+
+def test_check_command_exit_codes(tmp_path: Path) -> None:
+    write(tmp_path, r='credential_type = "session_token"\nttl = "1m"\n')
+    run = [sys.executable, "-m", "dyncreds", "--config-dir", str(tmp_path), "check"]
+    bad = subprocess.run(run, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert f"{tmp_path / 'roles' / 'r.toml'}:2: ttl:" in bad.stderr
+    (tmp_path / "roles" / "r.toml").write_text('credential_type = "session_token"\n')
+    good = subprocess.run(run, capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert "1 roles" in good.stdout
+
+
+def test_credentials_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, main='[root]\ncredentials_file = "root.toml"\n')
+    creds = tmp_path / "root.toml"
+    creds.write_text('access_key_id = "AKIA"\nsecret_access_key = "s"\n')
+    creds.chmod(0o644)
+    result = subprocess.run([sys.executable, "-m", "dyncreds", "--config-dir", str(tmp_path),
+                             "check"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "accessible by group or others" in result.stderr

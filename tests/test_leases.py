@@ -1,0 +1,139 @@
+"""Pure timing rules and the broker's table, driven synchronously."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from dyncreds import broker, leases
+from dyncreds.broker import Action, Event, Phase, RoleState
+from dyncreds.config import Role
+from dyncreds.leases import Lease, Secret, Timing
+
+T = Timing(min_remaining=1200, idle_after=3600)
+
+
+def role(kind: str = "iam_user", ttl: int = 3600, max_ttl: int = 43200,
+         prefetch: bool = False) -> Role:
+    return Role(name="r", credential_type=kind, policy_document="{}", policy_arns=(),  # type: ignore[arg-type]
+                iam_groups=(), iam_tags=(), user_path="/", permissions_boundary_arn=None,
+                ttl=ttl, max_ttl=max_ttl, role_arns=(), external_id=None, session_tags=(),
+                region=None, prefetch=prefetch)
+
+
+def lease(issued: float = 0, ttl: float = 3600, hard: float | None = None,
+          kind: str = "iam_user", lease_id: str = "r/00000001") -> Lease:
+    return Lease(id=lease_id, role="r", credential_type=kind, access_key_id="AKIA",
+                 secret_access_key=Secret("s3cr3t"), session_token=None, issued_at=issued,
+                 expires_at=issued + ttl, hard_expires_at=hard or issued + 43200)
+
+
+def test_secret_never_shows_itself() -> None:
+    secret = Secret("very-secret-value")
+    assert "very-secret" not in repr(secret) + str(secret) + f"{secret}" + repr(lease())
+    assert secret.reveal() == "very-secret-value"
+    with pytest.raises(TypeError):
+        pickle.dumps(secret)
+
+
+def test_servable_needs_min_remaining() -> None:
+    current = lease()
+    assert leases.servable(current, 3600 - 1200, T, 3600)
+    assert not leases.servable(current, 3600 - 1199, T, 3600)
+    assert not leases.servable(None, 0, T, 3600)
+
+
+def test_short_ttl_needs_half_its_lifetime() -> None:
+    short = lease(ttl=900)
+    assert leases.required_remaining(short, T, 900) == 450
+    assert leases.servable(short, 449, T, 900)
+    assert not leases.servable(short, 451, T, 900)
+
+
+def test_refresh_before_the_deadline_with_jitter() -> None:
+    current = lease()
+    early = leases.refresh_at(current, T, 3600, 0.99)
+    late = leases.refresh_at(current, T, 3600, 0.0)
+    assert early < late <= 3600 - 1200
+    assert late - early > 200
+
+
+def test_extend_until_max_ttl_then_replace() -> None:
+    current = lease(hard=7200)
+    assert leases.refresh_kind(current, 2000, T, 3600) == "extend"
+    assert leases.extended_expiry(current, 2000, 3600) == 5600
+    assert leases.extended_expiry(current, 5000, 3600) == 7200
+    assert leases.refresh_kind(lease(issued=0, ttl=6000, hard=7200), 4500, T, 3600) == "extend"
+    assert leases.refresh_kind(lease(issued=0, ttl=6000, hard=7200), 5500, T, 3600) == "replace"
+    assert leases.refresh_kind(lease(kind="session_token"), 2000, T, 3600) == "replace"
+
+
+def test_activity() -> None:
+    assert leases.is_active(100, False, 3000, T)
+    assert not leases.is_active(100, False, 3800, T)
+    assert not leases.is_active(None, False, 0, T)
+    assert leases.is_active(None, True, 0, T)
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    waits = [leases.backoff(n, 1.0) for n in range(1, 12)]
+    assert waits == sorted(waits)
+    assert waits[-1] == 300
+    assert leases.backoff(1, 0.0) == 1.0
+
+
+def test_credential_process_body_order_and_no_empty_token() -> None:
+    body = lease().credential_process()
+    assert list(body) == ["Version", "AccessKeyId", "SecretAccessKey", "Expiration"]
+    assert lease().credential_process_line().startswith(b'{"Version":1,')
+
+
+# --------------------------------------------------------------------------- broker
+
+
+def test_cold_request_issues_and_burst_waits() -> None:
+    state = RoleState(role=role())
+    assert broker.step(state, Event.REQUEST_STALE, 0, T) == (Action.ISSUE, Action.WAIT)
+    assert state.phase == Phase.ISSUING
+    assert broker.step(state, Event.REQUEST_STALE, 0, T) == (Action.WAIT,)
+    actions = broker.step(state, Event.ISSUED, 1, T, new_lease=lease(issued=1))
+    assert Action.INSTALL in actions and Action.WAKE in actions
+    assert state.phase == Phase.READY
+    assert broker.classify_request(state, 2, T) == Event.REQUEST_SERVABLE
+
+
+def test_failure_backs_off_then_clears() -> None:
+    state = RoleState(role=role())
+    broker.step(state, Event.REQUEST_STALE, 0, T)
+    actions = broker.step(state, Event.FAILED, 1, T, error="Throttling", backoff_jitter=0)
+    assert Action.FAIL_WAITERS in actions
+    assert state.phase == Phase.IDLE and state.failures == 1 and state.last_error == "Throttling"
+    assert state.backoff_until == 2.0
+
+
+def test_timer_events() -> None:
+    state = RoleState(role=role(), jitter=0.0)
+    broker.step(state, Event.REQUEST_STALE, 0, T)
+    broker.step(state, Event.ISSUED, 0, T, new_lease=lease())
+    refresh = leases.refresh_at(lease(), T, 3600, 0.0)
+    assert broker.classify_timer(state, refresh - 1, T) is None
+    assert broker.plan_wake(state, refresh - 1, T) == refresh
+    assert broker.classify_timer(state, refresh, T) == Event.DUE_EXTEND
+    state.last_used = -10000  # idle: no refresh, only expiry
+    assert broker.classify_timer(state, refresh, T) is None
+    assert broker.plan_wake(state, refresh, T) == 3600
+    assert broker.classify_timer(state, 3600, T) == Event.EXPIRED
+    assert Action.RETIRE_NOW in broker.step(state, Event.EXPIRED, 3600, T)
+    assert state.phase == Phase.IDLE and state.lease is None
+
+
+def test_prefetch_issues_without_requests() -> None:
+    state = RoleState(role=role(prefetch=True))
+    assert broker.classify_timer(state, 0, T) == Event.PREFETCH
+
+
+def test_every_transition_is_in_the_table() -> None:
+    state = RoleState(role=role())
+    with pytest.raises(broker.InvalidTransition):
+        broker.step(state, Event.EXTENDED, 0, T)
