@@ -135,7 +135,7 @@ class AgentProcess:
 
     def write_main(self, agent: str = "", tables: str = "") -> None:
         """config.toml: ``agent`` lines go in [agent]; ``tables`` are appended."""
-        (self.config_dir / "config.toml").write_text(textwrap.dedent(f"""\
+        (self.config_dir / "config.toml").write_text(textwrap.dedent("""\
             [agent]
             propagation_checks = 1
             log_level = "debug"

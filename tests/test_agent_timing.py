@@ -5,7 +5,7 @@ max_ttl, revocation at the announced expiry, and wall-clock jumps."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from dyncreds.protocol import Upstream
 from tests.fakes import FakeBackend, WallClock
 
 MIN_REMAINING = 20 * 60
+Harness = Callable[..., Awaitable[Agent]]
 
 
 def make_config(tmp_path: Path, roles: dict[str, str], agent: str = "") -> config.Config:
@@ -36,7 +37,7 @@ STS = 'credential_type = "session_token"\n'
 
 @pytest.fixture
 async def harness(tmp_path: Path, autojump_clock: trio.testing.MockClock
-                  ) -> AsyncIterator[Callable[..., Agent]]:
+                  ) -> AsyncIterator[Harness]:
     async with trio.open_nursery() as nursery:
         made: list[Agent] = []
 
@@ -52,7 +53,7 @@ async def harness(tmp_path: Path, autojump_clock: trio.testing.MockClock
             made.append(agent)
             return agent
 
-        yield start  # type: ignore[misc]
+        yield start
         nursery.cancel_scope.cancel()
 
 
@@ -73,7 +74,9 @@ async def use_for(agent: Agent, role: str, seconds: float, every: float = 60) ->
     return remaining
 
 
-async def test_iam_user_is_renewed_in_background_before_min_remaining(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_iam_user_is_renewed_in_background_before_min_remaining(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend()
     agent = await harness({"r": IAM + 'ttl = "1h"\nmax_ttl = "12h"\n'}, backend=backend)
     remaining = await use_for(agent, "r", 3 * 3600)
@@ -82,7 +85,9 @@ async def test_iam_user_is_renewed_in_background_before_min_remaining(harness, a
     assert len(backend.extended) >= 3
 
 
-async def test_sts_lease_is_replaced_in_background(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_sts_lease_is_replaced_in_background(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend()
     agent = await harness({"s": STS + 'ttl = "1h"\n'}, backend=backend)
     remaining = await use_for(agent, "s", 3 * 3600)
@@ -91,7 +96,9 @@ async def test_sts_lease_is_replaced_in_background(harness, autojump_clock) -> N
     assert backend.extended == []
 
 
-async def test_max_ttl_forces_new_user_and_old_is_revoked_at_announced_expiry(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_max_ttl_forces_new_user_and_old_is_revoked_at_announced_expiry(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend()
     agent = await harness({"r": IAM + 'ttl = "1h"\nmax_ttl = "2h"\n'}, backend=backend)
     first = await agent.credentials("r")
@@ -106,7 +113,9 @@ async def test_max_ttl_forces_new_user_and_old_is_revoked_at_announced_expiry(ha
     assert final_expiry <= old.hard_expires_at
 
 
-async def test_revocation_waits_for_announced_expiry(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_revocation_waits_for_announced_expiry(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend()
     agent = await harness({"r": IAM + 'ttl = "1h"\nmax_ttl = "1h"\n'}, backend=backend)
     lease = await agent.credentials("r")
@@ -116,7 +125,9 @@ async def test_revocation_waits_for_announced_expiry(harness, autojump_clock) ->
     assert lease.user_name in backend.deleted
 
 
-async def test_idle_role_is_not_refreshed_and_is_revoked_at_expiry(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_idle_role_is_not_refreshed_and_is_revoked_at_expiry(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend()
     agent = await harness({"r": IAM + 'ttl = "2h"\n'}, agent_settings='idle_after = "10m"',
                           backend=backend)
@@ -128,7 +139,9 @@ async def test_idle_role_is_not_refreshed_and_is_revoked_at_expiry(harness, auto
     assert agent.status()["roles"][0]["state"] == "idle"
 
 
-async def test_prefetch_role_is_warm_without_requests(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_prefetch_role_is_warm_without_requests(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend()
     agent = await harness({"p": STS + "prefetch = true\n"}, backend=backend)
     await trio.sleep(5)
@@ -138,7 +151,9 @@ async def test_prefetch_role_is_warm_without_requests(harness, autojump_clock) -
     assert trio.current_time() == before
 
 
-async def test_wall_clock_jump_past_expiry_never_serves_expired_keys(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_wall_clock_jump_past_expiry_never_serves_expired_keys(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend(latency=2)
     agent = await harness({"s": STS + 'ttl = "1h"\n'}, backend=backend)
     first = await agent.credentials("s")
@@ -150,17 +165,23 @@ async def test_wall_clock_jump_past_expiry_never_serves_expired_keys(harness, au
     assert second.expires_at - agent.now() >= MIN_REMAINING
 
 
-async def test_wall_clock_jump_into_the_refresh_window_replaces(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_wall_clock_jump_into_the_refresh_window_replaces(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend()
     agent = await harness({"s": STS + 'ttl = "1h"\n'}, backend=backend)
     first = await agent.credentials("s")
-    agent.wall.jump(50 * 60)  # type: ignore[attr-defined]
+    wall = agent.wall
+    assert isinstance(wall, WallClock)
+    wall.jump(50 * 60)
     second = await agent.credentials("s")
     assert second.id != first.id
     assert second.expires_at - agent.now() >= MIN_REMAINING
 
 
-async def test_short_ttl_role_is_served_and_replaced(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_short_ttl_role_is_served_and_replaced(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend()
     agent = await harness({"s": STS + 'ttl = "15m"\n'}, backend=backend)
     remaining = await use_for(agent, "s", 3600, every=30)
@@ -169,7 +190,9 @@ async def test_short_ttl_role_is_served_and_replaced(harness, autojump_clock) ->
     assert len(backend.issued) >= 4
 
 
-async def test_failed_issuance_fails_all_waiters_with_upstream_and_recovers(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_failed_issuance_fails_all_waiters_with_upstream_and_recovers(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend(fail_with=Upstream("AWS CreateUser failed: Throttling",
                                              aws_code="Throttling"))
     agent = await harness({"r": IAM}, backend=backend)
@@ -192,7 +215,9 @@ async def test_failed_issuance_fails_all_waiters_with_upstream_and_recovers(harn
     assert agent.status()["roles"][0]["last_error"] is None
 
 
-async def test_failed_renewal_keeps_serving_valid_lease_and_retries(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_failed_renewal_keeps_serving_valid_lease_and_retries(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend()
     agent = await harness({"s": STS + 'ttl = "1h"\n'}, backend=backend)
     first = await agent.credentials("s")
@@ -210,7 +235,9 @@ async def test_failed_renewal_keeps_serving_valid_lease_and_retries(harness, aut
     assert lease.id != first.id
 
 
-async def test_concurrent_requests_share_one_issuance(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_requests_share_one_issuance(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend(latency=3)
     agent = await harness({"r": IAM}, backend=backend)
     keys = set()
@@ -225,7 +252,9 @@ async def test_concurrent_requests_share_one_issuance(harness, autojump_clock) -
     assert len(keys) == 1
 
 
-async def test_explicit_revoke_and_renew(harness, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_explicit_revoke_and_renew(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     backend = FakeBackend()
     agent = await harness({"r": IAM}, backend=backend)
     first = await agent.credentials("r")

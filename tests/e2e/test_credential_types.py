@@ -192,5 +192,5 @@ def test_status_never_shows_secrets(
             secrets.append(creds["SessionToken"])
     text = json.dumps(agent.request("status")) + agent.cli("status").stdout
     text += agent.log()
-    for secret in secrets + [aws.admin_keys["SecretAccessKey"]]:
+    for secret in [*secrets, aws.admin_keys["SecretAccessKey"]]:
         assert secret not in text
