@@ -135,12 +135,11 @@ class AgentProcess:
 
     def write_main(self, agent: str = "", tables: str = "") -> None:
         """config.toml: ``agent`` lines go in [agent]; ``tables`` are appended."""
-        (self.config_dir / "config.toml").write_text(textwrap.dedent("""\
-            [agent]
-            propagation_checks = 1
-            log_level = "debug"
-            """) + textwrap.dedent(agent) + textwrap.dedent(f"""
-
+        agent = textwrap.dedent(agent)
+        defaults = {"propagation_checks": "1", "log_level": '"debug"'}
+        lines = [f"{k} = {v}" for k, v in defaults.items() if f"{k} =" not in agent]
+        (self.config_dir / "config.toml").write_text(
+            "[agent]\n" + "\n".join(lines) + "\n" + agent + textwrap.dedent(f"""
             [root]
             credentials_file = "root-credentials.toml"
             region = "us-east-1"

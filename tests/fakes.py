@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from dyncreds.aws.iam_user import TaggedUser
 from dyncreds.config import Config, Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease, Secret
@@ -89,3 +90,6 @@ class FakeBackend:
 
     async def rotate_root(self) -> str:
         return "AKIAROTATED"
+
+    async def tagged_users(self) -> list[TaggedUser]:
+        return []

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -44,13 +44,17 @@ from dyncreds.protocol import (
     rfc3339,
 )
 
+if TYPE_CHECKING:  # the agent itself never imports boto3
+    from dyncreds.aws.iam_user import TaggedUser
+
 log = logging.getLogger("dyncreds.agent")
 
 MAX_SLEEP = 30.0  # re-read the wall clock at least this often
 REVOKE_TIMEOUT = 120.0
 IRREVOCABLE_AFTER = 6  # failed revocations before a lease is shown as irrevocable
 SLOW_RETRY = 15 * 60.0  # how often an irrevocable lease is retried
-REQUEST_ROUNDS = 3  # a request re-evaluates at most this often after waiting
+REQUEST_ROUNDS = 3
+SWEEP_FIRST_AFTER = 5.0  # let start-up recovery go first  # a request re-evaluates at most this often after waiting
 
 
 class Backend(Protocol):
@@ -64,6 +68,7 @@ class Backend(Protocol):
     async def delete_user(self, user_name: str) -> bool: ...
     async def identity(self) -> str: ...
     async def rotate_root(self) -> str: ...
+    async def tagged_users(self) -> list[TaggedUser]: ...
 
 
 @dataclass
@@ -129,6 +134,7 @@ class Agent:
             )
             nursery.start_soon(self._reaper)
             nursery.start_soon(self._identify)
+            nursery.start_soon(self._sweeper)
             for state in self.states.values():
                 self._start_refresher(state)
             task_status.started()
@@ -467,6 +473,41 @@ class Agent:
                 f"{record.last_error or 'pending'}",
                 aws_code="RevokeFailed",
             )
+
+    # ------------------------------------------------------------------ orphans
+
+    async def _sweeper(self) -> None:
+        await trio.sleep(SWEEP_FIRST_AFTER)
+        while True:
+            try:
+                await self.sweep_orphans()
+            except DyncredsError as exc:
+                log.warning("event=orphan_sweep error=%s", exc.message)
+            await trio.sleep(float(self.config.main.agent.orphan_sweep_every))
+
+    async def sweep_orphans(self) -> list[str]:
+        """Users carrying this agent's tag that the journal does not know - the
+        journal was lost or restored from an old copy - are handed to the reaper
+        once older than ``orphan_min_age`` (younger ones may be issuing right now).
+        Users of other agents are never touched: the tag must be ours."""
+        now = self.now()
+        known = self.journal.user_names()
+        min_age = float(self.config.main.agent.orphan_min_age)
+        found = []
+        for user in await self.backend.tagged_users():
+            if user.name in known or now - user.created_at < min_age:
+                continue
+            lease_id = user.tags.get("dyncreds:lease") or f"orphan/{user.name}"
+            if self.journal.get(lease_id) is not None:
+                lease_id = f"orphan/{user.name}"
+            self.journal.creating(lease_id, user.tags.get("dyncreds:role", "?"), user.name,
+                                  user.created_at, now)
+            found.append(user.name)
+            log.warning("event=orphan_found user=%s lease=%s", user.name, lease_id)
+        if found:
+            self.counters["orphans"] += len(found)
+            self.reaper_poke.set()
+        return found
 
     # ------------------------------------------------------------------ revoke
 

@@ -121,6 +121,10 @@ class AgentSettings(_Table):
     # never hangs on a sick AWS.
     aws_call_timeout: Seconds = Seconds(20)
     issue_timeout: Seconds = Seconds(40)
+    # Users tagged with this agent's id that the journal does not know (it was
+    # lost) are deleted once older than orphan_min_age; looked for this often.
+    orphan_sweep_every: Seconds = Seconds(3600)
+    orphan_min_age: Seconds = Seconds(300)
 
 
 class RootSettings(_Table):
@@ -341,6 +345,8 @@ def _check_main(main: MainConfig, path: Path, text: str, problems: list[Problem]
         bad("agent", "idle_after", "must be at least 1m")
     if not 0 <= agent.propagation_checks <= 20:
         bad("agent", "propagation_checks", "must be between 0 and 20")
+    if agent.orphan_sweep_every < 60:
+        bad("agent", "orphan_sweep_every", "must be at least 1m")
     if agent.aws_call_timeout < 1:
         bad("agent", "aws_call_timeout", "must be at least 1s")
     if agent.issue_timeout < agent.aws_call_timeout:

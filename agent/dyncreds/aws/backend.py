@@ -100,5 +100,5 @@ class AwsBackend:
     async def rotate_root(self) -> str:
         return await root.rotate(self.aws, self.propagation)
 
-    async def tagged_users(self) -> list[tuple[str, dict[str, str]]]:
+    async def tagged_users(self) -> list[iam_user.TaggedUser]:
         return await iam_user.list_tagged_users(self.aws, self.agent_id)

@@ -41,6 +41,13 @@ CLEANUP_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
+class TaggedUser:
+    name: str
+    tags: dict[str, str]
+    created_at: float
+
+
+@dataclass(frozen=True)
 class Propagation:
     checks: int = 3  # successes in a row
     timeout: float = 60.0
@@ -288,9 +295,9 @@ async def delete(aws: AwsSession, user_name: str) -> bool:
     return True
 
 
-async def list_tagged_users(aws: AwsSession, agent_id: str) -> list[tuple[str, dict[str, str]]]:
-    """Every user tagged with this agent's id, with its tags (for the orphan sweep)."""
-    found: list[tuple[str, dict[str, str]]] = []
+async def list_tagged_users(aws: AwsSession, agent_id: str) -> list[TaggedUser]:
+    """Every user tagged with this agent's id (for the orphan sweep)."""
+    found: list[TaggedUser] = []
     marker: str | None = None
     while True:
         page = await aws.call("iam", "list_users", **({"Marker": marker} if marker else {}))
@@ -304,7 +311,7 @@ async def list_tagged_users(aws: AwsSession, agent_id: str) -> list[tuple[str, d
                 raise
             user_tags = {t["Key"]: t["Value"] for t in tag_page.get("Tags", [])}
             if user_tags.get("dyncreds:agent") == agent_id:
-                found.append((name, user_tags))
+                found.append(TaggedUser(name, user_tags, user["CreateDate"].timestamp()))
         if not page.get("IsTruncated"):
             return found
         marker = page["Marker"]

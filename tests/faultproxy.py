@@ -1,0 +1,156 @@
+"""A small HTTP proxy between the agent and moto's server that injects faults at
+the edge: AWS errors (throttling, 5xx), keys that do not work yet (IAM
+propagation), and SIGKILL of the agent just before or just after a chosen AWS
+operation. dyncreds' own code runs unchanged.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import threading
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+KEY_RE = re.compile(r"Credential=([A-Z0-9]+)/")
+
+
+@dataclass
+class Call:
+    action: str
+    key_id: str | None
+    status: int = 0
+
+
+@dataclass
+class Fault:
+    """What to do with a matching request.
+
+    ``error``: answer with this AWS error code (and ``status``) instead of forwarding.
+    ``kill``: "before" (the request never reaches AWS) or "after" (AWS did it, the
+    agent never hears back); the callback kills the agent.
+    """
+
+    actions: frozenset[str] | None = None  # None: every action
+    error: str | None = None
+    status: int = 400
+    kill: str | None = None
+    times: int | None = None  # apply this many times, then stop
+    only_key: Callable[[str | None], bool] | None = None
+    hits: int = 0
+
+    def matches(self, call: Call) -> bool:
+        if self.actions is not None and call.action not in self.actions:
+            return False
+        if self.only_key is not None and not self.only_key(call.key_id):
+            return False
+        return self.times is None or self.hits < self.times
+
+
+@dataclass
+class FaultProxy:
+    upstream: str  # http://host:port of moto
+    on_kill: Callable[[], None] = lambda: None
+    faults: list[Fault] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    rejected_per_key: Counter[str] = field(default_factory=Counter)
+
+    def start(self) -> FaultProxy:
+        proxy = self
+        target = urllib.parse.urlparse(self.upstream)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self._handle()
+
+            def do_GET(self) -> None:
+                self._handle()
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                params = urllib.parse.parse_qs(body.decode(errors="replace"))
+                action = (params.get("Action") or ["?"])[0]
+                match = KEY_RE.search(self.headers.get("Authorization", ""))
+                call = Call(action, match.group(1) if match else None)
+                with proxy._lock:
+                    proxy.calls.append(call)
+                    fault = next((f for f in proxy.faults if f.matches(call)), None)
+                    if fault is not None:
+                        fault.hits += 1
+                if fault is not None and fault.kill == "before":
+                    proxy.on_kill()
+                    self.close_connection = True
+                    return
+                if fault is not None and fault.error:
+                    if call.key_id:
+                        proxy.rejected_per_key[call.key_id] += 1
+                    call.status = fault.status
+                    self._reply(fault.status, error_xml(fault.error))
+                    return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() != "connection"}  # Host is signed: keep it
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                call.status = response.status
+                conn.close()
+                if fault is not None and fault.kill == "after":
+                    proxy.on_kill()
+                    self.close_connection = True
+                    return
+                self._reply(response.status, data, response.getheader("Content-Type"))
+
+            def _reply(self, status: int, data: bytes, content_type: str | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type or "text/xml")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    def actions(self) -> list[str]:
+        with self._lock:
+            return [c.action for c in self.calls]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def error_xml(code: str) -> bytes:
+    return (
+        '<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error>'
+        f"<Type>Sender</Type><Code>{code}</Code><Message>injected {code}</Message>"
+        "</Error><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+    ).encode()
