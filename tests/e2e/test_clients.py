@@ -319,3 +319,66 @@ def test_aws_config_output_accepted_by_aws_cli_v2(
     assert json.loads(result.stdout)["AccessKeyId"].startswith("AKIA")
 
 
+
+
+# --------------------------------------------------------------------------- long-lived
+
+LONG_LIVED = """
+import json, os, sys, time
+import boto3, botocore.credentials, botocore.exceptions
+
+# botocore's refresh windows (15 min advisory, 10 min mandatory) scaled down 60x,
+# like the leases in this test: 1 h becomes 60 s.
+botocore.credentials.RefreshableCredentials._advisory_refresh_timeout = 15
+botocore.credentials.RefreshableCredentials._mandatory_refresh_timeout = 10
+
+session = boto3.Session(profile_name="ec2")
+ep = os.environ["EP"]
+sts = session.client("sts", endpoint_url=ep)
+ec2 = session.client("ec2", endpoint_url=ep, region_name="us-east-1")
+calls = failures = 0
+identities = set()
+errors = []
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    try:
+        identities.add(sts.get_caller_identity()["Arn"])
+        ec2.describe_regions()
+        calls += 2
+    except botocore.exceptions.ClientError as exc:
+        failures += 1
+        errors.append(exc.response["Error"]["Code"])
+    time.sleep(0.25)
+print(json.dumps({"calls": calls, "failures": failures, "identities": sorted(identities),
+                  "errors": errors[:5]}))
+"""
+
+
+def test_long_lived_client_across_lease_replacements(
+    aws: StandIn, start_agent: Callable[..., AgentProcess], tmp_path: Path,
+) -> None:
+    """One boto3 session calls AWS for 110 s while its role's lease (60 s, no
+    extension) is replaced at least twice: no failed call, and the shim runs only
+    when botocore's (scaled) refresh window asks for it."""
+    agent = start_agent({"ec2": iam_user_role(extra='ttl = "60s"\nmax_ttl = "60s"\n')})
+    runs = tmp_path / "shim-runs"
+    counting_shim = tmp_path / "counting-shim"
+    counting_shim.write_text(f'#!/bin/sh\necho run >> "{runs}"\nexec "{SHIM}" "$@"\n')
+    counting_shim.chmod(0o755)
+    config = tmp_path / "aws-config"
+    write_aws_config(config, ["ec2"], shim=str(counting_shim))
+    duration = 110.0
+    env = dict(agent.env, AWS_CONFIG_FILE=str(config), EP=aws.endpoint)
+    result = subprocess.run([sys.executable, "-c", LONG_LIVED, str(duration)], env=env,
+                            capture_output=True, text=True, timeout=duration + 60)
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert stats["failures"] == 0, stats
+    assert stats["calls"] > 200
+    # At least two replacements: three or more distinct temporary users.
+    assert len(stats["identities"]) >= 3, stats
+    shim_runs = len(runs.read_text().splitlines())
+    # Every served lease has >= 30 s left and botocore refreshes below 15 s:
+    # at most one shim run per 15 s, plus the first.
+    assert shim_runs <= duration / 15 + 1, shim_runs
+    assert shim_runs >= len(stats["identities"])
