@@ -53,8 +53,8 @@ MAX_SLEEP = 30.0  # re-read the wall clock at least this often
 REVOKE_TIMEOUT = 120.0
 IRREVOCABLE_AFTER = 6  # failed revocations before a lease is shown as irrevocable
 SLOW_RETRY = 15 * 60.0  # how often an irrevocable lease is retried
-REQUEST_ROUNDS = 3
-SWEEP_FIRST_AFTER = 5.0  # let start-up recovery go first  # a request re-evaluates at most this often after waiting
+REQUEST_ROUNDS = 3  # a request re-evaluates at most this often after waiting
+SWEEP_FIRST_AFTER = 5.0  # let start-up recovery go first
 
 
 class Backend(Protocol):

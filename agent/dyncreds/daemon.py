@@ -58,6 +58,15 @@ def harden() -> None:
         libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
 
 
+def dumpable() -> bool | None:
+    """PR_GET_DUMPABLE for this process (None where prctl is unavailable)."""
+    if sys.platform != "linux":
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_get_dumpable = 3
+    return bool(libc.prctl(pr_get_dumpable, 0, 0, 0, 0))
+
+
 def sd_notify(message: str, env: dict[str, str] | os._Environ[str] | None = None) -> bool:
     """Send a state line to systemd's NOTIFY_SOCKET (no libsystemd needed)."""
     env = os.environ if env is None else env
@@ -153,7 +162,9 @@ def make_handler(
             case protocol.Ping():
                 return protocol.ok({"version": __version__, "pid": os.getpid()})
             case protocol.Status():
-                return protocol.ok(agent.status())
+                status = agent.status()
+                status["agent"]["dumpable"] = dumpable()
+                return protocol.ok(status)
             case protocol.Roles():
                 return protocol.ok({"roles": agent.roles()})
             case protocol.Revoke(lease_id=lease_id, role=role, all=everything, force=force):

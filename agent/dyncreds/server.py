@@ -267,10 +267,14 @@ class Server:
         except DyncredsError as exc:
             self.counters["bad_requests"] += 1
             return protocol.error(exc)
+        op = type(request).__name__
         try:
             with trio.fail_after(self.limits.request_timeout):
-                return await self.handle(request)
+                response = await self.handle(request)
+            log.debug("event=request op=%s outcome=ok", op)
+            return response
         except DyncredsError as exc:
+            log.debug("event=request op=%s outcome=%s", op, exc.code)
             return protocol.error(exc)
         except trio.TooSlowError:
             return protocol.error(Internal("the request took too long"))

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +81,7 @@ const { STSClient, GetCallerIdentityCommand } = require("@aws-sdk/client-sts");
 const { fromIni } = require("@aws-sdk/credential-providers");
 (async () => {
   const client = new STSClient({ region: "us-east-1", endpoint: process.env.EP,
-                                 credentials: fromIni({ profile: process.argv[process.argv.length - 1] }) });
+  credentials: fromIni({ profile: process.argv[process.argv.length - 1] }) });
   const out = await client.send(new GetCallerIdentityCommand({}));
   console.log(out.Arn);
 })().catch((err) => { console.error(String(err)); process.exit(1); });
@@ -91,7 +90,8 @@ const { fromIni } = require("@aws-sdk/credential-providers");
 BOTO3_PROGRAM = """
 import sys, boto3
 session = boto3.Session(profile_name=sys.argv[1])
-print(session.client("sts", endpoint_url=__import__("os").environ["EP"]).get_caller_identity()["Arn"])
+sts = session.client("sts", endpoint_url=__import__("os").environ["EP"])
+print(sts.get_caller_identity()["Arn"])
 """
 
 

@@ -13,9 +13,11 @@ message is one line, and nothing from the request (keys, tokens) is echoed.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +34,8 @@ import trio
 from dyncreds.config import Config, RootSettings
 from dyncreds.leases import Secret
 from dyncreds.protocol import DyncredsError, Unavailable, Upstream
+
+log = logging.getLogger("dyncreds.aws")
 
 # AWS error codes worth retrying (besides botocore's own standard-mode retries).
 RETRYABLE_CODES = frozenset(
@@ -264,11 +268,23 @@ class AwsSession:
 
     async def call_client(self, client: Any, operation: str, /, **params: Any) -> dict[str, Any]:
         method = getattr(client, operation)
-        with map_errors(_camel(operation)):
-            with trio.fail_after(self.call_timeout * (self.root.max_retries + 1)):
-                result: dict[str, Any] = await trio.to_thread.run_sync(
-                    partial(method, **params), limiter=self.limiter, abandon_on_cancel=True
-                )
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            with map_errors(_camel(operation)):
+                with trio.fail_after(self.call_timeout * (self.root.max_retries + 1)):
+                    result: dict[str, Any] = await trio.to_thread.run_sync(
+                        partial(method, **params), limiter=self.limiter, abandon_on_cancel=True
+                    )
+            outcome = "ok"
+        except Upstream as exc:
+            outcome = exc.aws_code
+            raise
+        finally:
+            # Operation names and outcomes only: parameters and responses can hold
+            # secrets (CreateAccessKey), so they are never logged.
+            log.debug("event=aws_call op=%s outcome=%s seconds=%.3f", _camel(operation),
+                      outcome, time.monotonic() - started)
         return result
 
 
