@@ -1,0 +1,121 @@
+"""A load generator that is not the bottleneck: several processes, each an
+asyncio loop with many concurrent clients on a Unix socket. Also the ceiling: a
+Unix socket server (trio, like the agent) that answers a fixed line and does
+nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import sys
+import time
+from typing import Any
+
+REQUEST = b'{"op":"credentials","role":"r"}\n'
+FIXED = b'{"ok":true,"credentials":{"Version":1},"lease":{"id":"r/00000000"}}\n'
+
+
+async def _client(path: str, persistent: bool, stop_at: float, latencies: list[float],
+                  counters: dict[str, int]) -> None:
+    reader = writer = None
+    while time.perf_counter() < stop_at:
+        start = time.perf_counter()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_unix_connection(path)
+            assert reader is not None
+            writer.write(REQUEST)
+            line = await reader.readline()
+            if not line.startswith(b'{"ok":true'):
+                counters["errors"] += 1
+            else:
+                counters["ok"] += 1
+                latencies.append(time.perf_counter() - start)
+            if not persistent:
+                writer.close()
+                writer = None
+        except OSError:
+            counters["errors"] += 1
+            writer = None
+    if writer is not None:
+        writer.close()
+
+
+def _worker(path: str, clients: int, persistent: bool, start_at: float, seconds: float,
+            out: Any) -> None:
+    async def main() -> None:
+        await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
+        latencies: list[float] = []
+        counters = {"ok": 0, "errors": 0}
+        stop_at = time.perf_counter() + seconds
+        await asyncio.gather(*(_client(path, persistent, stop_at, latencies, counters)
+                               for _ in range(clients)))
+        out.put((counters, latencies))
+
+    asyncio.run(main())
+
+
+def run_load(path: str, clients: int, persistent: bool, seconds: float = 3.0,
+             processes: int | None = None) -> dict[str, Any]:
+    processes = processes or min(clients, max(2, (os.cpu_count() or 2)))
+    per = [clients // processes + (1 if i < clients % processes else 0)
+           for i in range(processes)]
+    per = [n for n in per if n]
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    start_at = time.perf_counter() + 0.5
+    workers = [ctx.Process(target=_worker, args=(path, n, persistent, start_at, seconds, out))
+               for n in per]
+    for worker in workers:
+        worker.start()
+    ok = errors = 0
+    latencies: list[float] = []
+    for _ in workers:
+        counters, samples = out.get(timeout=seconds + 60)
+        ok += counters["ok"]
+        errors += counters["errors"]
+        latencies += samples
+    for worker in workers:
+        worker.join()
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000, 2) \
+            if latencies else 0.0
+
+    return {"clients": clients, "mode": "persistent" if persistent else "new-connection",
+            "req_per_s": round(ok / seconds), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "errors": errors}
+
+
+def serve_fixed(path: str) -> None:
+    """The ceiling: read a line, answer FIXED, repeat."""
+    import trio
+
+    async def handle(stream: trio.SocketStream) -> None:
+        buffer = b""
+        try:
+            while True:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+                while b"\n" in buffer:
+                    _, _, buffer = buffer.partition(b"\n")
+                    await stream.send_all(FIXED)
+        except trio.BrokenResourceError:
+            pass
+
+    async def main() -> None:
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        await sock.bind(path)
+        sock.listen(1024)
+        await trio.serve_listeners(handle, [trio.SocketListener(sock)])
+
+    trio.run(main)
+
+
+if __name__ == "__main__":
+    serve_fixed(sys.argv[1])
