@@ -31,6 +31,7 @@ import trio
 from dyncreds import __version__, config, logs, protocol
 from dyncreds.agent import Agent
 from dyncreds.journal import Journal
+from dyncreds.leases import Lease
 from dyncreds.paths import Paths
 from dyncreds.protocol import DyncredsError
 from dyncreds.server import Server, SocketSetupError, bind_unix
@@ -145,20 +146,53 @@ def agent_id(paths: Paths) -> str:
 # --------------------------------------------------------------------------- requests
 
 
+class ResponseCache:
+    """The two credentials answers of a lease, encoded once.
+
+    A warm role answers thousands of requests from one lease; encoding its body
+    (two RFC 3339 times, a JSON object) dominated the cost of each. A lease is
+    immutable (an extension is a new Lease object), so its identity is the key.
+    Only the current few leases are kept: the bytes hold secrets, which then live
+    no longer than the Lease objects that hold them anyway.
+    """
+
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._process: dict[int, tuple[Lease, bytes]] = {}
+        self._credentials: dict[int, tuple[Lease, bytes]] = {}
+
+    def _get(self, table: dict[int, tuple[Lease, bytes]], lease: Lease,
+             encode: Callable[[Lease], bytes]) -> bytes:
+        hit = table.get(id(lease))
+        if hit is not None and hit[0] is lease:
+            return hit[1]
+        if len(table) >= self.MAX:
+            table.clear()
+        data = encode(lease)
+        table[id(lease)] = (lease, data)
+        return data
+
+    def credential_process(self, lease: Lease) -> bytes:
+        return self._get(self._process, lease, Lease.credential_process_line)
+
+    def credentials(self, lease: Lease) -> bytes:
+        return self._get(self._credentials, lease, lambda lease: protocol.ok(
+            {"credentials": lease.credential_process(), "lease": lease.summary()}))
+
+
 def make_handler(
     agent: Agent, on_reload: Callable[[], Awaitable[list[str]]]
 ) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
     """The op table: a typed request -> the agent call -> a response line."""
+    cache = ResponseCache()
 
     async def handle(request: protocol.AnyRequest) -> bytes:
         match request:
             case protocol.CredentialProcess(role=role):
-                return (await agent.credentials(role)).credential_process_line()
+                return cache.credential_process(await agent.credentials(role))
             case protocol.GetCredentials(role=role):
-                lease = await agent.credentials(role)
-                return protocol.ok(
-                    {"credentials": lease.credential_process(), "lease": lease.summary()}
-                )
+                return cache.credentials(await agent.credentials(role))
             case protocol.Ping():
                 return protocol.ok({"version": __version__, "pid": os.getpid()})
             case protocol.Status():
