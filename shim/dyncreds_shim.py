@@ -1,3 +1,11 @@
+#!/bin/sh
+# This file is both the dyncreds_shim module and the dyncreds-shim command. As a
+# command it is run by /bin/sh first: the next line (a string to Python) re-execs
+# it under the Python beside it, or python3 on PATH, with -I -S: no site, no
+# user paths, no .pth files. The shim needs only the standard library, so it
+# starts as fast as an interpreter can (console-script wrappers import `re`,
+# which alone costs more than the shim's whole work).
+''''[ -x "${0%/*}/python3" ] && exec "${0%/*}/python3" -I -S "$0" "$@"; exec python3 -I -S "$0" "$@" #'''
 """dyncreds-shim ROLE: AWS's ``credential_process`` contract, backed by the dyncreds agent.
 
 Every AWS SDK and CLI runs this program when it needs keys for a profile whose
@@ -18,8 +26,6 @@ starts with ``dyncreds-shim:``, non-zero exit, and never a prompt or a secret.
 This module is also the single home of the socket-path rule: the agent imports
 ``socket_path`` from here, so the two can never disagree.
 """
-
-from __future__ import annotations
 
 import os
 import sys
