@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dyncreds import config, paths
+from dyncreds.files import atomic_write
 
 STARTER_CONFIG = """\
 # dyncreds configuration. Every key is optional; these are the defaults.
@@ -68,14 +69,7 @@ def _reload_agent(p: paths.Paths) -> str:
 
 def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    atomic_write(path, text, mode)
 
 
 # --------------------------------------------------------------------------- init

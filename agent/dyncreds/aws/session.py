@@ -32,6 +32,7 @@ import botocore.exceptions
 import trio
 
 from dyncreds.config import Config, RootSettings
+from dyncreds.files import atomic_write
 from dyncreds.leases import Secret
 from dyncreds.protocol import DyncredsError, Unavailable, Upstream
 
@@ -152,19 +153,7 @@ def write_credentials_file(path: Path, keys: StaticKeys) -> None:
         f'access_key_id = "{keys.access_key_id}"\n'
         f'secret_access_key = "{keys.secret_access_key.reveal()}"\n'
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, text, 0o600)
 
 
 def profile_loops(profile: str | None) -> bool:

@@ -1,0 +1,26 @@
+"""Atomic file writes: the one way dyncreds replaces a file it owns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
+    """Temp file created with ``mode`` in the same directory, fsync, rename over
+    ``path``, fsync the directory: a reader sees the old file or the new one,
+    never a torn or briefly world-readable one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
