@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,16 @@ def test_socket_activation(aws: StandIn, short_dir: Path) -> None:
     assert process.returncode == 0
 
 
+
+
+def test_json_logs_one_event_per_line(aws: StandIn, start_agent: Callable[..., AgentProcess]
+                                      ) -> None:
+    agent = start_agent({"ec2": iam_user_role()}, agent_settings='log_format = "json"\n')
+    assert agent.request("credentials", role="ec2")["ok"]
+    agent.stop()
+    lines = [json.loads(line) for line in agent.log().splitlines() if line.strip()]
+    issued = [entry for entry in lines if entry.get("event") == "issued"]
+    assert len(issued) == 1
+    assert issued[0]["role"] == "ec2" and issued[0]["level"] == "info"
+    assert issued[0]["key"].startswith("AKIA")
+    assert {entry["event"] for entry in lines} >= {"start", "ready", "stopping", "stopped"}
