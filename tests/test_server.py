@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from dyncreds import protocol
 from dyncreds.server import Limits, Server, SocketSetupError, bind_unix, ensure_private_dir
@@ -153,7 +154,7 @@ async def test_drain_finishes_in_flight_request(serve: ServerFactory) -> None:
     busy = await connect(path)
     idle = await connect(path)
     await busy.send_all(b'{"op":"credentials","role":"slow"}\n')
-    await trio.sleep(0.1)
+    await trio.testing.wait_all_tasks_blocked()  # the slow request is in its handler
     server.drain()
     assert json.loads(await read_line(busy))["ok"] is True
     assert await idle.receive_some(10) == b""

@@ -597,7 +597,6 @@ class Agent:
                 ) from None
             self._spawn(self._identify)
         self.reload_error = None
-        now = self.now()
         old_roles = self.config.roles
         self.config = new
         self.timing = _timing(new)
@@ -626,7 +625,6 @@ class Agent:
             ",".join(removed) or "-",
             ",".join(changed) or "-",
         )
-        del now
         return sorted(self.states)
 
     async def rotate_root(self) -> str:

@@ -28,6 +28,7 @@ from enum import StrEnum
 from dyncreds import leases
 from dyncreds.config import Role
 from dyncreds.leases import Lease, Timing
+from dyncreds.protocol import rfc3339
 
 
 class Phase(StrEnum):
@@ -225,6 +226,4 @@ def describe_next(state: RoleState, now: float, timing: Timing) -> str:
 
 
 def _clock(epoch: float) -> str:
-    from dyncreds.protocol import rfc3339
-
     return rfc3339(epoch)

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from dyncreds import __version__, config, paths
 from dyncreds.config import format_duration
@@ -498,11 +498,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 GLOBAL_DEFAULTS: dict[str, Any] = {
     "config_dir": None, "state_dir": None, "socket": None, "json": False}
-
-
-def fail(message: str, status: int) -> NoReturn:
-    print(f"dyncreds: {message}", file=sys.stderr)
-    sys.exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

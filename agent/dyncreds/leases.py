@@ -94,8 +94,8 @@ class Lease:
         return body
 
     def credential_process_line(self) -> bytes:
-        # Built by hand in this key order so the shim can recognise success by its
-        # first bytes (b'{"Version"') without decoding.
+        # "Version" first (dicts keep their order): the shim recognises success
+        # by the first bytes, b'{"Version"', without decoding.
         return msgspec.json.encode(self.credential_process()) + b"\n"
 
     def summary(self) -> dict[str, object]:
