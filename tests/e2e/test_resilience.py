@@ -401,3 +401,34 @@ def test_rotate_root_failure_leaves_working_root(
     else:
         assert keys == [old] and old in creds_file(made).read_text()
     assert agent.request("credentials", role="r")["ok"]  # root still works
+
+
+def test_sigterm_finishes_in_flight_request_and_restart_keeps_promises(
+    aws: StandIn, rig: Callable[..., Rig],
+) -> None:
+    import signal
+    import threading
+
+    made = rig({"r": iam_user_role()})
+    root_key = aws.admin_keys["AccessKeyId"]
+    # The new key "propagates" slowly, so the request is in flight for a while.
+    made.proxy.add(Fault(actions=frozenset({"GetCallerIdentity"}), error="InvalidClientTokenId",
+                         status=403, times=6, only_key=lambda key: key != root_key))
+    agent = made.start()
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(
+        raw_request(agent.socket, {"op": "credentials", "role": "r"})))
+    thread.start()
+    wait_for(lambda: made.proxy.rejected_per_key, message="issuance under way")
+    assert agent.process is not None
+    agent.process.send_signal(signal.SIGTERM)
+    thread.join(timeout=60)
+    assert result.get("ok"), result  # the request in flight was answered
+    assert agent.process.wait(timeout=30) == 0
+    agent.stop()
+    expires = result["lease"]["expires_at"]
+    made.start()  # serves again at once, and keeps the old agent's promise
+    retiring = agent.request("status")["retiring"]
+    assert [(r["lease_id"], r["revoke_at"]) for r in retiring] == [
+        (result["lease"]["id"], expires)]
+    assert agent.request("credentials", role="r")["ok"]
