@@ -27,6 +27,7 @@ from bench.harness import (
     rss_mib,
     summary,
     time_command,
+    time_interleaved,
 )
 from bench.load import run_load
 
@@ -54,9 +55,9 @@ def bench_shim() -> None:
             shim = str(venv / "bin" / "dyncreds-shim")
             run_env = dict(env.env)
             runs = 200
-            shim_times = time_command([shim, "r"], runs, run_env)
-            floor = time_command([str(venv / "bin" / "python"), "-I", "-S", "-c", "pass"], runs,
-                                 run_env)
+            shim_times, floor = time_interleaved(
+                [[shim, "r"], [str(venv / "bin" / "python"), "-I", "-S", "-c", "pass"]], runs,
+                run_env)
             result = {"shim": summary(shim_times), "python_floor": summary(floor)}
             result["ratio_to_floor"] = round(
                 result["shim"]["median_ms"] / result["python_floor"]["median_ms"], 2)

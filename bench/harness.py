@@ -100,6 +100,22 @@ def time_command(argv: list[str], runs: int, env: dict[str, str] | None = None,
     return times
 
 
+def time_interleaved(commands: list[list[str]], runs: int, env: dict[str, str] | None = None
+                     ) -> list[list[float]]:
+    """Like time_command for several commands, alternating them run by run, so
+    that a noisy neighbour slows all of them alike and their ratio holds."""
+    for argv in commands:
+        time_command(argv, 0, env, warmup=3)
+    samples: list[list[float]] = [[] for _ in commands]
+    for _ in range(runs):
+        for argv, times in zip(commands, samples, strict=True):
+            start = time.perf_counter()
+            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           check=True)
+            times.append(time.perf_counter() - start)
+    return samples
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {

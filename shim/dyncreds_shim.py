@@ -1,11 +1,13 @@
 #!/bin/sh
 # This file is both the dyncreds_shim module and the dyncreds-shim command. As a
 # command it is run by /bin/sh first: the next line (a string to Python) re-execs
-# it under the Python beside it, or python3 on PATH, with -I -S: no site, no
-# user paths, no .pth files. The shim needs only the standard library, so it
-# starts as fast as an interpreter can (console-script wrappers import `re`,
+# the Python beside it with -I -S (no site, no user paths, no .pth files) and
+# imports this module from its site-packages, where pip left a compiled .pyc;
+# failing that (editable or --user installs) it runs this file under that Python
+# or python3 on PATH. The shim needs only the standard library, so it starts
+# about as fast as an interpreter can (console-script wrappers import `re`,
 # which alone costs more than the shim's whole work).
-''''[ -x "${0%/*}/python3" ] && exec "${0%/*}/python3" -I -S "$0" "$@"; exec python3 -I -S "$0" "$@" #'''
+''''true; d="${0%/*}"; for s in "$d"/../lib/python3*/site-packages; do [ -f "$s/dyncreds_shim.py" ] && [ -x "$d/python3" ] && exec "$d/python3" -I -S -c "import sys;sys.path.insert(0,sys.argv.pop(1));import dyncreds_shim as m;sys.exit(m.main())" "$s" "$@"; done; [ -x "$d/python3" ] && exec "$d/python3" -I -S "$0" "$@"; exec python3 -I -S "$0" "$@" #'''
 """dyncreds-shim ROLE: AWS's ``credential_process`` contract, backed by the dyncreds agent.
 
 Every AWS SDK and CLI runs this program when it needs keys for a profile whose
