@@ -28,9 +28,9 @@ def test_creds_in_every_format(aws: StandIn, start_agent: Callable[..., AgentPro
     key = body["credentials"]["AccessKeyId"]
     assert body["lease"]["id"].startswith("ec2/")
     env = agent.cli("creds", "ec2", "--format", "env").stdout
-    assert f"export AWS_ACCESS_KEY_ID={key}" in env
-    assert "export AWS_REGION=eu-west-1" in env
-    assert "AWS_SESSION_TOKEN" not in env  # iam_user keys have none
+    # Compared as booleans: a failing assertion must not print the secret key.
+    assert (f"export AWS_ACCESS_KEY_ID={key}" in env, "export AWS_REGION=eu-west-1" in env,
+            "AWS_SESSION_TOKEN" in env) == (True, True, False)  # iam_user keys have no token
     ini = configparser.ConfigParser()
     ini.read_string(agent.cli("creds", "ec2", "--format", "ini").stdout)
     assert ini["ec2"]["aws_access_key_id"] == key

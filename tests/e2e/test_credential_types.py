@@ -192,5 +192,7 @@ def test_status_never_shows_secrets(
             secrets.append(creds["SessionToken"])
     text = json.dumps(agent.request("status")) + agent.cli("status").stdout
     text += agent.log()
-    for secret in [*secrets, aws.admin_keys["SecretAccessKey"]]:
-        assert secret not in text
+    # Indexes only: a failing assertion must not print the secrets it found.
+    secrets.append(aws.admin_keys["SecretAccessKey"])
+    leaked = [i for i, secret in enumerate(secrets) if secret in text]
+    assert leaked == []

@@ -42,7 +42,8 @@ def test_seed_flow(aws: StandIn, short_dir: Path, tmp_path: Path) -> None:
     assert "agent not running" in configured.stdout
     creds = config_dir / "root-credentials.toml"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
-    assert aws.admin_keys["SecretAccessKey"] not in configured.stdout + configured.stderr
+    leaked = aws.admin_keys["SecretAccessKey"] in configured.stdout + configured.stderr
+    assert not leaked  # a bool, so a failure does not print the secret
     # 2. A role from a pasted policy (a file here), validated before it is written.
     policy = tmp_path / "ec2.json"
     policy.write_text(json.dumps(EC2_ONLY, indent=2))
