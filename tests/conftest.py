@@ -24,7 +24,9 @@ from typing import Any
 
 import pytest
 
+from dyncreds.aws.session import StaticKeys, write_credentials_file
 from dyncreds.demo import ACCOUNT, StandIn
+from dyncreds.leases import Secret
 
 VENV_BIN = Path(sys.executable).parent
 SHIM = str(VENV_BIN / "dyncreds-shim")
@@ -124,11 +126,8 @@ class AgentProcess:
         (self.config_dir / "roles").mkdir(parents=True, exist_ok=True)
         creds = self.config_dir / "root-credentials.toml"
         if not creds.exists():
-            fd = os.open(creds, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.write(fd, (f'access_key_id = "{aws.admin_keys["AccessKeyId"]}"\n'
-                          f'secret_access_key = "{aws.admin_keys["SecretAccessKey"]}"\n'
-                          ).encode())
-            os.close(fd)
+            write_credentials_file(creds, StaticKeys(aws.admin_keys["AccessKeyId"],
+                                                     Secret(aws.admin_keys["SecretAccessKey"])))
         self.write_main(agent, tables)
         for name, text in roles.items():
             self.write_role(name, text)

@@ -75,7 +75,6 @@ class Backend(Protocol):
 class Inflight:
     """The one issuance or extension in flight for a role, and its outcome."""
 
-    kind: str
     lease_id: str
     done: trio.Event
     step: str = "starting"
@@ -194,30 +193,24 @@ class Agent:
         raise Unavailable(f"role {name}: no usable lease after {REQUEST_ROUNDS} attempts")
 
     async def renew(self, name: str) -> Lease:
-        """Replace the role's lease now; the old one is retired per its rules."""
-        state = self._state(name)
-        old = state.lease
-        for _ in range(REQUEST_ROUNDS):
-            if name in self.inflight:
-                await self.inflight[name].done.wait()
-            now = self.now()
-            if state.lease is not None and old is not None and state.lease.id != old.id:
-                return state.lease
-            if state.phase == Phase.READY:
-                broker.step(state, Event.DUE_REPLACE, now, self.timing)
-                self._start(state, "issue")
-            elif state.phase == Phase.IDLE:
-                broker.step(state, Event.REQUEST_STALE, now, self.timing)
-                self._start(state, "issue")
-            inflight = self.inflight.get(name)
-            if inflight is not None:
-                await inflight.done.wait()
-                if inflight.error is not None:
-                    raise inflight.error
-            if state.lease is not None and (old is None or state.lease.id != old.id):
-                return state.lease
-            state = self._state(name)
-        raise Unavailable(f"role {name}: renewal did not produce a new lease")
+        """Replace the role's lease now (new keys); the old one is retired per its rules."""
+        old = self._state(name).lease
+        while name in self.inflight:  # let what is under way finish first
+            await self.inflight[name].done.wait()
+        state = self._state(name)  # a reload may have replaced it meanwhile
+        if state.lease is None or (old is not None and state.lease.id == old.id):
+            # Nothing is in flight, so the phase is READY or IDLE, and no await
+            # separates this step from the issuance it starts.
+            event = Event.DUE_REPLACE if state.phase == Phase.READY else Event.REQUEST_STALE
+            broker.step(state, event, self.now(), self.timing)
+            self._start(state, "issue")
+            inflight = self.inflight[name]
+            await inflight.done.wait()
+            if inflight.error is not None:
+                raise inflight.error
+        if state.lease is None:
+            raise Unavailable(f"role {name}: renewal did not produce a lease")
+        return state.lease
 
     # ------------------------------------------------------------------ issuance
 
@@ -228,7 +221,7 @@ class Agent:
             if kind == "issue"
             else (state.lease.id if state.lease else "")
         )
-        inflight = Inflight(kind=kind, lease_id=lease_id, done=trio.Event())
+        inflight = Inflight(lease_id=lease_id, done=trio.Event())
         self.inflight[name] = inflight
         if kind == "issue":
             self._spawn(self._issue, state, inflight)

@@ -15,6 +15,7 @@ until their announced expiry; the next start revokes what is then due.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import resource
@@ -59,6 +60,7 @@ def harden() -> None:
         libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
 
 
+@functools.cache  # fixed once harden() has run; no dlopen per status request
 def dumpable() -> bool | None:
     """PR_GET_DUMPABLE for this process (None where prctl is unavailable)."""
     if sys.platform != "linux":

@@ -132,17 +132,14 @@ class StandIn:
 
 
 def write_config(config_dir: Path, endpoint: str, keys: dict[str, str]) -> None:
+    from dyncreds.aws.session import StaticKeys, write_credentials_file
+    from dyncreds.leases import Secret
+
     (config_dir / "roles").mkdir(parents=True)
-    creds = config_dir / "root-credentials.toml"
-    fd = os.open(creds, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(
-        fd,
-        (
-            f'access_key_id = "{keys["AccessKeyId"]}"\n'
-            f'secret_access_key = "{keys["SecretAccessKey"]}"\n'
-        ).encode(),
+    write_credentials_file(
+        config_dir / "root-credentials.toml",
+        StaticKeys(keys["AccessKeyId"], Secret(keys["SecretAccessKey"])),
     )
-    os.close(fd)
     (config_dir / "config.toml").write_text(
         textwrap.dedent(f"""\
         [agent]
