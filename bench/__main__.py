@@ -42,8 +42,11 @@ def fresh_install() -> Path:
     in a fresh venv."""
     venv = Path(tempfile.mkdtemp(prefix="dcb-venv-", dir="/tmp"))
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return venv
 
 
@@ -56,19 +59,27 @@ def bench_shim() -> None:
             run_env = dict(env.env)
             runs = 200
             shim_times, floor = time_interleaved(
-                [[shim, "r"], [str(venv / "bin" / "python"), "-I", "-S", "-c", "pass"]], runs,
-                run_env)
+                [[shim, "r"], [str(venv / "bin" / "python"), "-I", "-S", "-c", "pass"]],
+                runs,
+                run_env,
+            )
             result = {"shim": summary(shim_times), "python_floor": summary(floor)}
             result["ratio_to_floor"] = round(
-                result["shim"]["median_ms"] / result["python_floor"]["median_ms"], 2)
+                result["shim"]["median_ms"] / result["python_floor"]["median_ms"], 2
+            )
             aws_v2 = Path("/usr/bin/aws")
             if aws_v2.exists():
                 config = env.base / "aws-config"
-                config.write_text(f"[profile r]\ncredential_process = {shim} r\n"
-                                  "region = us-east-1\n")
+                config.write_text(
+                    f"[profile r]\ncredential_process = {shim} r\nregion = us-east-1\n"
+                )
                 cli_env = dict(run_env, AWS_CONFIG_FILE=str(config))
-                cli = time_command([str(aws_v2), "configure", "export-credentials", "--profile",
-                                    "r"], 15, cli_env, warmup=1)
+                cli = time_command(
+                    [str(aws_v2), "configure", "export-credentials", "--profile", "r"],
+                    15,
+                    cli_env,
+                    warmup=1,
+                )
                 result["aws_cli_v2_export_credentials"] = summary(cli)
             emit("shim", target_ratio=1.3, machine=cpu_note(), **result)
     finally:
@@ -80,13 +91,15 @@ def bench_shim() -> None:
 
 def bench_throughput() -> None:
     results = []
-    with agent({"r": SESSION_ROLE}, agent_settings='propagation_checks = 1\nlog_level = "warning"\n'
-               ) as env:
+    with agent(
+        {"r": SESSION_ROLE}, agent_settings='propagation_checks = 1\nlog_level = "warning"\n'
+    ) as env:
         assert env.request("credentials", role="r")["ok"]
         for persistent in (False, True):
             for clients in (1, 16, 64, 256):
-                results.append({"server": "dyncreds",
-                                **run_load(str(env.socket), clients, persistent)})
+                results.append(
+                    {"server": "dyncreds", **run_load(str(env.socket), clients, persistent)}
+                )
         rss = rss_mib(env.pid)
     ceiling_dir = Path(tempfile.mkdtemp(prefix="dcb-", dir="/tmp"))
     path = ceiling_dir / "fixed.sock"
@@ -96,8 +109,7 @@ def bench_throughput() -> None:
             time.sleep(0.05)
         for persistent in (False, True):
             for clients in (1, 16, 64, 256):
-                results.append({"server": "ceiling",
-                                **run_load(str(path), clients, persistent)})
+                results.append({"server": "ceiling", **run_load(str(path), clients, persistent)})
     finally:
         server.terminate()
         server.wait()
@@ -106,14 +118,29 @@ def bench_throughput() -> None:
     for row in results:
         if row["server"] != "dyncreds":
             continue
-        ceiling = next(r for r in results if r["server"] == "ceiling"
-                       and r["mode"] == row["mode"] and r["clients"] == row["clients"])
+        ceiling = next(
+            r
+            for r in results
+            if r["server"] == "ceiling"
+            and r["mode"] == row["mode"]
+            and r["clients"] == row["clients"]
+        )
         ratios[f"{row['mode']}@{row['clients']}"] = round(
-            row["req_per_s"] / max(ceiling["req_per_s"], 1), 2)
-    emit("throughput", machine=cpu_note(), agent_rss_mib=rss, results=results,
-         ratio_to_ceiling=ratios,
-         targets={"new-connection@64": ">= 5000 req/s", "persistent@64": ">= 10000 req/s",
-                  "p99": "<= 20 ms", "ratio": ">= 0.5"})
+            row["req_per_s"] / max(ceiling["req_per_s"], 1), 2
+        )
+    emit(
+        "throughput",
+        machine=cpu_note(),
+        agent_rss_mib=rss,
+        results=results,
+        ratio_to_ceiling=ratios,
+        targets={
+            "new-connection@64": ">= 5000 req/s",
+            "persistent@64": ">= 10000 req/s",
+            "p99": "<= 20 ms",
+            "ratio": ">= 0.5",
+        },
+    )
 
 
 # --------------------------------------------------------------------------- herd
@@ -123,8 +150,12 @@ def bench_herd() -> None:
     with agent({"cold": IAM_ROLE}) as env:
         shim = str(Path(sys.executable).parent / "dyncreds-shim")
         start = time.perf_counter()
-        processes = [subprocess.Popen([shim, "cold"], env=env.env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE) for _ in range(500)]
+        processes = [
+            subprocess.Popen(
+                [shim, "cold"], env=env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            for _ in range(500)
+        ]
         spawned = time.perf_counter() - start
         failures = 0
         keys = set()
@@ -137,10 +168,18 @@ def bench_herd() -> None:
         elapsed = time.perf_counter() - start
         status = env.request("status")
         issued = status["roles"][0]["counters"].get("issued", 0)
-        emit("herd", processes=500, failures=failures, distinct_credentials=len(keys),
-             aws_issuances=issued, iam_users_created=env.temp_users(), target_issuances=1,
-             seconds_to_spawn=round(spawned, 2), seconds_until_all_have_keys=round(elapsed, 2),
-             machine=cpu_note())
+        emit(
+            "herd",
+            processes=500,
+            failures=failures,
+            distinct_credentials=len(keys),
+            aws_issuances=issued,
+            iam_users_created=env.temp_users(),
+            target_issuances=1,
+            seconds_to_spawn=round(spawned, 2),
+            seconds_until_all_have_keys=round(elapsed, 2),
+            machine=cpu_note(),
+        )
 
 
 # --------------------------------------------------------------------------- issuance
@@ -150,10 +189,14 @@ def _issuance_role(env: Env) -> str:
     """An iam_user role with an inline policy, two managed policies and a group."""
     iam = env.aws.client("iam")
     iam.create_group(GroupName="developers")
-    document = ('{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
-                '"Action":"ec2:Describe*","Resource":"*"}]}')
-    arns = [iam.create_policy(PolicyName=name, PolicyDocument=document)["Policy"]["Arn"]
-            for name in ("one", "two")]
+    document = (
+        '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+        '"Action":"ec2:Describe*","Resource":"*"}]}'
+    )
+    arns = [
+        iam.create_policy(PolicyName=name, PolicyDocument=document)["Policy"]["Arn"]
+        for name in ("one", "two")
+    ]
     quoted = ", ".join(f'"{arn}"' for arn in arns)
     return IAM_ROLE + f'policy_arns = [{quoted}]\niam_groups = ["developers"]\n'
 
@@ -178,19 +221,31 @@ def bench_issuance() -> None:
             assert body["ok"], body
             root_key = env.aws.admin_keys["AccessKeyId"]
             # The agent's own identity check (after the reload) is not part of it.
-            actions = [c.action for c in proxy.calls
-                       if not (c.action == "GetCallerIdentity" and c.key_id == root_key)]
+            actions = [
+                c.action
+                for c in proxy.calls
+                if not (c.action == "GetCallerIdentity" and c.key_id == root_key)
+            ]
             proxy.stop()
-    grants = sum(1 for a in actions if a in ("PutUserPolicy", "AttachUserPolicy",
-                                             "AddUserToGroup", "CreateAccessKey"))
+    grants = sum(
+        1
+        for a in actions
+        if a in ("PutUserPolicy", "AttachUserPolicy", "AddUserToGroup", "CreateAccessKey")
+    )
     checks = actions.count("GetCallerIdentity")
     # dyncreds: CreateUser, then every grant and the key at once, then the key
     # checks. Vault: CreateUser, each grant in turn, TagUser, CreateAccessKey.
-    emit("issuance", seconds=summary(samples), aws_calls=len(actions), calls=actions,
-         sequential_round_trips=2 + checks, sequential_round_trips_without_key_checks=2,
-         vault_sequential_round_trips=1 + grants + 1,
-         note="propagation_checks=1 against moto; real IAM adds seconds of propagation",
-         machine=cpu_note())
+    emit(
+        "issuance",
+        seconds=summary(samples),
+        aws_calls=len(actions),
+        calls=actions,
+        sequential_round_trips=2 + checks,
+        sequential_round_trips_without_key_checks=2,
+        vault_sequential_round_trips=1 + grants + 1,
+        note="propagation_checks=1 against moto; real IAM adds seconds of propagation",
+        machine=cpu_note(),
+    )
 
 
 # --------------------------------------------------------------------------- scale
@@ -201,8 +256,9 @@ def bench_scale() -> None:
     with agent(roles, agent_settings='propagation_checks = 1\nlog_level = "warning"\n') as env:
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=32) as pool:
-            results = list(pool.map(lambda name: env.request("credentials", role=name)["ok"],
-                                    roles))
+            results = list(
+                pool.map(lambda name: env.request("credentials", role=name)["ok"], roles)
+            )
         warmed = time.perf_counter() - start
         assert all(results)
         status_times = []
@@ -219,8 +275,21 @@ def bench_scale() -> None:
         (base / "state").mkdir(mode=0o700)
         journal = Journal(base / "state" / "journal.sqlite3")
         far = time.time() + 86400
-        journal.bulk_insert(Record(f"r/{i:08x}", "r", f"user-{i}", f"AKIA{i:016d}", "active",
-                                   time.time(), far, 0, 0, None) for i in range(10_000))
+        journal.bulk_insert(
+            Record(
+                f"r/{i:08x}",
+                "r",
+                f"user-{i}",
+                f"AKIA{i:016d}",
+                "active",
+                time.time(),
+                far,
+                0,
+                0,
+                None,
+            )
+            for i in range(10_000)
+        )
         journal.close()
 
     start = time.perf_counter()
@@ -231,12 +300,20 @@ def bench_scale() -> None:
             t0 = time.perf_counter()
             env2.request("status")
             status_with_journal.append(time.perf_counter() - t0)
-    emit("scale", roles=1000, seconds_to_warm_all=round(warmed, 2), agent_rss_mib=rss,
-         status=summary(status_times), target_rss_mib=150, target_status_ms=100,
-         startup_with_10k_journal_seconds=round(recovery, 2),
-         startup_includes="moto start + agent start + first ping",
-         status_with_10k_journal=summary(status_with_journal), target_recovery_s=2,
-         machine=cpu_note())
+    emit(
+        "scale",
+        roles=1000,
+        seconds_to_warm_all=round(warmed, 2),
+        agent_rss_mib=rss,
+        status=summary(status_times),
+        target_rss_mib=150,
+        target_status_ms=100,
+        startup_with_10k_journal_seconds=round(recovery, 2),
+        startup_includes="moto start + agent start + first ping",
+        status_with_10k_journal=summary(status_with_journal),
+        target_recovery_s=2,
+        machine=cpu_note(),
+    )
 
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
@@ -252,8 +329,10 @@ def main(argv: list[str]) -> int:
     names = argv or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
-        print(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}",
-              file=sys.stderr)
+        print(
+            f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}",
+            file=sys.stderr,
+        )
         return 2
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="dcb-run-", dir="/tmp"))
     for name in names:
@@ -263,4 +342,3 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-

@@ -58,8 +58,9 @@ class Env:
 
 
 @contextmanager
-def agent(roles: dict[str, str], agent_settings: str = "propagation_checks = 1\n",
-          prepare: Any = None) -> Iterator[Env]:
+def agent(
+    roles: dict[str, str], agent_settings: str = "propagation_checks = 1\n", prepare: Any = None
+) -> Iterator[Env]:
     """moto + an agent process with these roles; everything stopped afterwards."""
     aws = StandIn()
     base = Path(tempfile.mkdtemp(prefix="dcb-", dir="/tmp"))
@@ -70,8 +71,7 @@ def agent(roles: dict[str, str], agent_settings: str = "propagation_checks = 1\n
         for old in (base / "config" / "roles").glob("*.toml"):
             old.unlink()
         config = base / "config" / "config.toml"
-        config.write_text(config.read_text().replace("propagation_checks = 2\n",
-                                                     agent_settings))
+        config.write_text(config.read_text().replace("propagation_checks = 2\n", agent_settings))
         for name, text in roles.items():
             (base / "config" / "roles" / f"{name}.toml").write_text(text)
         sock = base / "agent.sock"
@@ -85,23 +85,27 @@ def agent(roles: dict[str, str], agent_settings: str = "propagation_checks = 1\n
         shutil.rmtree(base, ignore_errors=True)
 
 
-def time_command(argv: list[str], runs: int, env: dict[str, str] | None = None,
-                 warmup: int = 3) -> list[float]:
+def time_command(
+    argv: list[str], runs: int, env: dict[str, str] | None = None, warmup: int = 3
+) -> list[float]:
     """Wall time of each run of a command, in seconds."""
     for _ in range(warmup):
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=True)
+        subprocess.run(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        )
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=True)
+        subprocess.run(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        )
         times.append(time.perf_counter() - start)
     return times
 
 
-def time_interleaved(commands: list[list[str]], runs: int, env: dict[str, str] | None = None
-                     ) -> list[list[float]]:
+def time_interleaved(
+    commands: list[list[str]], runs: int, env: dict[str, str] | None = None
+) -> list[list[float]]:
     """Like time_command for several commands, alternating them run by run, so
     that a noisy neighbour slows all of them alike and their ratio holds."""
     for argv in commands:
@@ -110,8 +114,9 @@ def time_interleaved(commands: list[list[str]], runs: int, env: dict[str, str] |
     for _ in range(runs):
         for argv, times in zip(commands, samples, strict=True):
             start = time.perf_counter()
-            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           check=True)
+            subprocess.run(
+                argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+            )
             times.append(time.perf_counter() - start)
     return samples
 

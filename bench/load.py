@@ -17,8 +17,9 @@ REQUEST = b'{"op":"credentials","role":"r"}\n'
 FIXED = b'{"ok":true,"credentials":{"Version":1},"lease":{"id":"r/00000000"}}\n'
 
 
-async def _client(path: str, persistent: bool, stop_at: float, latencies: list[float],
-                  counters: dict[str, int]) -> None:
+async def _client(
+    path: str, persistent: bool, stop_at: float, latencies: list[float], counters: dict[str, int]
+) -> None:
     reader = writer = None
     while time.perf_counter() < stop_at:
         start = time.perf_counter()
@@ -43,31 +44,34 @@ async def _client(path: str, persistent: bool, stop_at: float, latencies: list[f
         writer.close()
 
 
-def _worker(path: str, clients: int, persistent: bool, start_at: float, seconds: float,
-            out: Any) -> None:
+def _worker(
+    path: str, clients: int, persistent: bool, start_at: float, seconds: float, out: Any
+) -> None:
     async def main() -> None:
         await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
         latencies: list[float] = []
         counters = {"ok": 0, "errors": 0}
         stop_at = time.perf_counter() + seconds
-        await asyncio.gather(*(_client(path, persistent, stop_at, latencies, counters)
-                               for _ in range(clients)))
+        await asyncio.gather(
+            *(_client(path, persistent, stop_at, latencies, counters) for _ in range(clients))
+        )
         out.put((counters, latencies))
 
     asyncio.run(main())
 
 
-def run_load(path: str, clients: int, persistent: bool, seconds: float = 3.0,
-             processes: int | None = None) -> dict[str, Any]:
+def run_load(
+    path: str, clients: int, persistent: bool, seconds: float = 3.0, processes: int | None = None
+) -> dict[str, Any]:
     processes = processes or min(clients, max(2, (os.cpu_count() or 2)))
-    per = [clients // processes + (1 if i < clients % processes else 0)
-           for i in range(processes)]
+    per = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
     per = [n for n in per if n]
     ctx = mp.get_context("fork")
     out = ctx.Queue()
     start_at = time.perf_counter() + 0.5
-    workers = [ctx.Process(target=_worker, args=(path, n, persistent, start_at, seconds, out))
-               for n in per]
+    workers = [
+        ctx.Process(target=_worker, args=(path, n, persistent, start_at, seconds, out)) for n in per
+    ]
     for worker in workers:
         worker.start()
     ok = errors = 0
@@ -82,12 +86,20 @@ def run_load(path: str, clients: int, persistent: bool, seconds: float = 3.0,
     latencies.sort()
 
     def pct(p: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000, 2) \
-            if latencies else 0.0
+        return (
+            round(latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000, 2)
+            if latencies
+            else 0.0
+        )
 
-    return {"clients": clients, "mode": "persistent" if persistent else "new-connection",
-            "req_per_s": round(ok / seconds), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-            "errors": errors}
+    return {
+        "clients": clients,
+        "mode": "persistent" if persistent else "new-connection",
+        "req_per_s": round(ok / seconds),
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "errors": errors,
+    }
 
 
 def serve_fixed(path: str) -> None:

@@ -36,8 +36,12 @@ EC2_ONLY = {
 }
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02,
-             message: str = "condition") -> Any:
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 20.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> Any:
     """Poll ``condition`` until it returns something truthy, or fail at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -53,8 +57,12 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's AWS or dyncreds configuration."""
     for key in list(os.environ):
-        if key.startswith(("AWS_", "DYNCREDS_")) or key in ("NOTIFY_SOCKET", "LISTEN_FDS",
-                                                             "LISTEN_PID", "WATCHDOG_USEC"):
+        if key.startswith(("AWS_", "DYNCREDS_")) or key in (
+            "NOTIFY_SOCKET",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "WATCHDOG_USEC",
+        ):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
@@ -100,11 +108,19 @@ def temp_users(aws: StandIn) -> list[str]:
 
 
 def make_assumable_role(aws: StandIn, name: str = "deploy") -> str:
-    trust = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/vaultuser"},
-        "Action": "sts:AssumeRole"}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/vaultuser"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
     arn: str = aws.client("iam").create_role(
-        RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        RoleName=name, AssumeRolePolicyDocument=json.dumps(trust)
+    )["Role"]["Arn"]
     return arn
 
 
@@ -114,8 +130,9 @@ def make_assumable_role(aws: StandIn, name: str = "deploy") -> str:
 class AgentProcess:
     """A real agent in a child process, configured in a temp dir."""
 
-    def __init__(self, base: Path, aws: StandIn, roles: dict[str, str], agent: str = "",
-                 tables: str = ""):
+    def __init__(
+        self, base: Path, aws: StandIn, roles: dict[str, str], agent: str = "", tables: str = ""
+    ):
         self.base = base
         self.aws = aws
         self.config_dir = base / "config"
@@ -126,8 +143,12 @@ class AgentProcess:
         (self.config_dir / "roles").mkdir(parents=True, exist_ok=True)
         creds = self.config_dir / "root-credentials.toml"
         if not creds.exists():
-            write_credentials_file(creds, StaticKeys(aws.admin_keys["AccessKeyId"],
-                                                     Secret(aws.admin_keys["SecretAccessKey"])))
+            write_credentials_file(
+                creds,
+                StaticKeys(
+                    aws.admin_keys["AccessKeyId"], Secret(aws.admin_keys["SecretAccessKey"])
+                ),
+            )
         self.write_main(agent, tables)
         for name, text in roles.items():
             self.write_role(name, text)
@@ -138,13 +159,19 @@ class AgentProcess:
         defaults = {"propagation_checks": "1", "log_level": '"debug"'}
         lines = [f"{k} = {v}" for k, v in defaults.items() if f"{k} =" not in agent]
         (self.config_dir / "config.toml").write_text(
-            "[agent]\n" + "\n".join(lines) + "\n" + agent + textwrap.dedent(f"""
+            "[agent]\n"
+            + "\n".join(lines)
+            + "\n"
+            + agent
+            + textwrap.dedent(f"""
             [root]
             credentials_file = "root-credentials.toml"
             region = "us-east-1"
             iam_endpoint = "{self.aws.endpoint}"
             sts_endpoint = "{self.aws.endpoint}"
-            """) + textwrap.dedent(tables))
+            """)
+            + textwrap.dedent(tables)
+        )
 
     def write_role(self, name: str, text: str) -> None:
         (self.config_dir / "roles" / f"{name}.toml").write_text(textwrap.dedent(text))
@@ -152,25 +179,30 @@ class AgentProcess:
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({"DYNCREDS_CONFIG_DIR": str(self.config_dir),
-                    "DYNCREDS_STATE_DIR": str(self.state_dir),
-                    "DYNCREDS_SOCKET": str(self.socket)})
+        env.update(
+            {
+                "DYNCREDS_CONFIG_DIR": str(self.config_dir),
+                "DYNCREDS_STATE_DIR": str(self.state_dir),
+                "DYNCREDS_SOCKET": str(self.socket),
+            }
+        )
         return env
 
     def start(self, extra_env: dict[str, str] | None = None) -> AgentProcess:
         env = dict(self.env, **(extra_env or {}))
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dyncreds", "agent"], env=env, stdout=self._log,
-            stderr=self._log)
+            [sys.executable, "-m", "dyncreds", "agent"], env=env, stdout=self._log, stderr=self._log
+        )
         wait_for(self._ready, message=f"agent ready (log: {self.log_path})")
         return self
 
     def _ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise AssertionError(f"agent exited with {self.process.returncode}: "
-                                 f"{self.log_path.read_text()[-3000:]}")
+            raise AssertionError(
+                f"agent exited with {self.process.returncode}: {self.log_path.read_text()[-3000:]}"
+            )
         try:
             return bool(self.request("ping")["ok"])
         except OSError:
@@ -179,13 +211,21 @@ class AgentProcess:
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         return raw_request(self.socket, {"op": op, **fields})
 
-    def cli(self, *args: str, check: bool = True, input: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "dyncreds", *args], env=self.env,
-                                capture_output=True, text=True, timeout=timeout, input=input)
+    def cli(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "dyncreds", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"dyncreds {' '.join(args)} exited {result.returncode}: "
-                                 f"{result.stderr}")
+            raise AssertionError(
+                f"dyncreds {' '.join(args)} exited {result.returncode}: {result.stderr}"
+            )
         return result
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -226,9 +266,13 @@ def raw_request(path: Path, request: dict[str, Any], timeout: float = 60) -> dic
 def start_agent(short_dir: Path, aws: StandIn) -> Iterator[Callable[..., AgentProcess]]:
     agents: list[AgentProcess] = []
 
-    def start(roles: dict[str, str], agent_settings: str = "", tables: str = "",
-              extra_env: dict[str, str] | None = None, base: Path | None = None
-              ) -> AgentProcess:
+    def start(
+        roles: dict[str, str],
+        agent_settings: str = "",
+        tables: str = "",
+        extra_env: dict[str, str] | None = None,
+        base: Path | None = None,
+    ) -> AgentProcess:
         agent = AgentProcess(base or short_dir, aws, roles, agent_settings, tables)
         agents.append(agent)
         return agent.start(extra_env)
@@ -248,6 +292,9 @@ policy_document = '''{json.dumps(policy or EC2_ONLY)}'''
 
 
 def write_aws_config(path: Path, roles: list[str], shim: str = SHIM) -> None:
-    path.write_text("".join(
-        f"[profile {role}]\ncredential_process = {shim} {role}\nregion = us-east-1\n\n"
-        for role in roles))
+    path.write_text(
+        "".join(
+            f"[profile {role}]\ncredential_process = {shim} {role}\nregion = us-east-1\n\n"
+            for role in roles
+        )
+    )

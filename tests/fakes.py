@@ -50,8 +50,13 @@ class FakeBackend:
     def configure(self, config: Config) -> None:
         pass
 
-    async def issue(self, role: Role, lease_id: str, now: float,
-                    on_step: Callable[[str], None] = lambda step: None) -> Lease:
+    async def issue(
+        self,
+        role: Role,
+        lease_id: str,
+        now: float,
+        on_step: Callable[[str], None] = lambda step: None,
+    ) -> Lease:
         await trio.sleep(self.latency)
         if self.fail_with is not None:
             raise self.fail_with
@@ -59,13 +64,17 @@ class FakeBackend:
             self.on_issue(role)
         iam = role.credential_type == "iam_user"
         lease = Lease(
-            id=lease_id, role=role.name, credential_type=role.credential_type,
+            id=lease_id,
+            role=role.name,
+            credential_type=role.credential_type,
             access_key_id="AKIA" + secrets.token_hex(8).upper(),
             secret_access_key=Secret(secrets.token_hex(20)),
             session_token=None if iam else Secret(secrets.token_hex(40)),
-            issued_at=now, expires_at=now + role.ttl,
+            issued_at=now,
+            expires_at=now + role.ttl,
             hard_expires_at=now + (role.max_ttl if iam else role.ttl),
-            user_name=f"user-{lease_id}" if iam else None)
+            user_name=f"user-{lease_id}" if iam else None,
+        )
         if iam and self.journal is not None:
             self.journal.creating(lease_id, role.name, str(lease.user_name), now, lease.expires_at)
             self.journal.activate(lease_id, lease.expires_at)

@@ -98,8 +98,9 @@ class FaultProxy:
                     self._reply(fault.status, error_xml(fault.error))
                     return
                 conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() != "connection"}  # Host is signed: keep it
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() != "connection"
+                }  # Host is signed: keep it
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()

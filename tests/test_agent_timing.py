@@ -36,19 +36,26 @@ STS = 'credential_type = "session_token"\n'
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, autojump_clock: trio.testing.MockClock
-                  ) -> AsyncIterator[Harness]:
+async def harness(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> AsyncIterator[Harness]:
     async with trio.open_nursery() as nursery:
         made: list[Agent] = []
 
-        async def start(roles: dict[str, str], agent_settings: str = "",
-                        backend: FakeBackend | None = None) -> Agent:
+        async def start(
+            roles: dict[str, str], agent_settings: str = "", backend: FakeBackend | None = None
+        ) -> Agent:
             cfg = make_config(tmp_path, roles, agent_settings)
             journal = Journal(tmp_path / "journal.sqlite3")
             backend = backend or FakeBackend()
             backend.journal = journal
-            agent = Agent(cfg, journal, backend, "test-agent", wall=WallClock(),
-                          load_config=lambda: config.load(tmp_path), rng=lambda: 0.5)
+            agent = Agent(
+                cfg,
+                journal,
+                backend,
+                "test-agent",
+                wall=WallClock(),
+                load_config=lambda: config.load(tmp_path),
+                rng=lambda: 0.5,
+            )
             await nursery.start(agent.run)
             made.append(agent)
             return agent
@@ -129,8 +136,9 @@ async def test_idle_role_is_not_refreshed_and_is_revoked_at_expiry(
     harness: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
     backend = FakeBackend()
-    agent = await harness({"r": IAM + 'ttl = "2h"\n'}, agent_settings='idle_after = "10m"',
-                          backend=backend)
+    agent = await harness(
+        {"r": IAM + 'ttl = "2h"\n'}, agent_settings='idle_after = "10m"', backend=backend
+    )
     lease = await agent.credentials("r")
     await trio.sleep(3 * 3600)
     assert len(backend.issued) == 1
@@ -193,8 +201,9 @@ async def test_short_ttl_role_is_served_and_replaced(
 async def test_failed_issuance_fails_all_waiters_with_upstream_and_recovers(
     harness: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
-    backend = FakeBackend(fail_with=Upstream("AWS CreateUser failed: Throttling",
-                                             aws_code="Throttling"))
+    backend = FakeBackend(
+        fail_with=Upstream("AWS CreateUser failed: Throttling", aws_code="Throttling")
+    )
     agent = await harness({"r": IAM}, backend=backend)
     errors: list[str] = []
 

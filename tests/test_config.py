@@ -12,8 +12,12 @@ import pytest
 from dyncreds import config
 from dyncreds.config import ConfigError, format_duration, parse_duration
 
-POLICY = json.dumps({"Version": "2012-10-17",
-                     "Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}]})
+POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}],
+    }
+)
 
 
 def write(tmp_path: Path, main: str = "", **roles: str) -> Path:
@@ -31,10 +35,18 @@ def problems(tmp_path: Path) -> list[str]:
     return [str(p) for p in err.value.problems]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90), ("15m", 900), ("1h", 3600), ("1h30m", 5400), ("2d", 172800), (600, 600),
-    ("600", 600),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        (600, 600),
+        ("600", 600),
+    ],
+)
 def test_durations(text: str | int, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
@@ -58,9 +70,12 @@ def test_absent_config_means_defaults(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_listed_with_file_and_line(tmp_path: Path) -> None:
-    write(tmp_path, main='[agent]\nmin_remaining = "20m"\nbogus = 1\n[root]\nmax_retries = "x"\n'
-          '[leese]\nttl = 1\n',
-          web='credential_type = "session_token"\npolicy_arns = ["nope"]\nttl = "5m"\n')
+    write(
+        tmp_path,
+        main='[agent]\nmin_remaining = "20m"\nbogus = 1\n[root]\nmax_retries = "x"\n'
+        "[leese]\nttl = 1\n",
+        web='credential_type = "session_token"\npolicy_arns = ["nope"]\nttl = "5m"\n',
+    )
     found = problems(tmp_path)
     main = tmp_path / "config.toml"
     role = tmp_path / "roles" / "web.toml"
@@ -77,31 +92,53 @@ def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
     assert found.startswith(f"{tmp_path / 'config.toml'}:1: invalid TOML")
 
 
-@pytest.mark.parametrize(("role", "message"), [
-    ('credential_type = "iam_user"\n', "needs at least one of"),
-    ('credential_type = "federation_token"\n', "needs policy_document"),
-    ('credential_type = "assumed_role"\n', "needs role_arns"),
-    ('credential_type = "session_token"\niam_groups = ["g"]\n', "iam_groups: not allowed"),
-    (f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\nrole_arns = "
-     '["arn:aws:iam::123456789012:role/x"]\n', "role_arns: not allowed"),
-    ('credential_type = "iam_user"\npolicy_document = "{not json"\n', "not valid JSON"),
-    ('credential_type = "iam_user"\npolicy_document = \'{"Statement": ['
-     + ",".join(['{"Effect":"Allow","Action":"ec2:DescribeInstances","Resource":"*"}'] * 40)
-     + "]}'\n", "AWS allows 2048"),
-    ('credential_type = "assumed_role"\nrole_arns = ["arn:aws:iam::123:role/x"]\n',
-     "is not an IAM role ARN"),
-    ('credential_type = "assumed_role"\nrole_arns = ["arn:aws:iam::123456789012:role/x"]\n'
-     'ttl = "13h"\n', "between 15m and 12h"),
-    (f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\niam_tags = "
-     '{ "dyncreds:x" = "y" }\n', "reserved"),
-    (f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\nuser_path = \"x\"\n",
-     "must start and end with /"),
-    (f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\nttl = \"2h\"\n"
-     'max_ttl = "1h"\n', "max_ttl: must be at least ttl"),
-    ("credential_type = \"iam_user\"\npolicy_file = \"missing.json\"\n", "cannot read"),
-    ('credential_type = "nope"\n', "credential_type"),
-    ('credential_typo = "iam_user"\n', "unknown key credential_typo"),
-])
+@pytest.mark.parametrize(
+    ("role", "message"),
+    [
+        ('credential_type = "iam_user"\n', "needs at least one of"),
+        ('credential_type = "federation_token"\n', "needs policy_document"),
+        ('credential_type = "assumed_role"\n', "needs role_arns"),
+        ('credential_type = "session_token"\niam_groups = ["g"]\n', "iam_groups: not allowed"),
+        (
+            f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\nrole_arns = "
+            '["arn:aws:iam::123456789012:role/x"]\n',
+            "role_arns: not allowed",
+        ),
+        ('credential_type = "iam_user"\npolicy_document = "{not json"\n', "not valid JSON"),
+        (
+            'credential_type = "iam_user"\npolicy_document = \'{"Statement": ['
+            + ",".join(['{"Effect":"Allow","Action":"ec2:DescribeInstances","Resource":"*"}'] * 40)
+            + "]}'\n",
+            "AWS allows 2048",
+        ),
+        (
+            'credential_type = "assumed_role"\nrole_arns = ["arn:aws:iam::123:role/x"]\n',
+            "is not an IAM role ARN",
+        ),
+        (
+            'credential_type = "assumed_role"\nrole_arns = ["arn:aws:iam::123456789012:role/x"]\n'
+            'ttl = "13h"\n',
+            "between 15m and 12h",
+        ),
+        (
+            f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\niam_tags = "
+            '{ "dyncreds:x" = "y" }\n',
+            "reserved",
+        ),
+        (
+            f'credential_type = "iam_user"\npolicy_document = \'{POLICY}\'\nuser_path = "x"\n',
+            "must start and end with /",
+        ),
+        (
+            f'credential_type = "iam_user"\npolicy_document = \'{POLICY}\'\nttl = "2h"\n'
+            'max_ttl = "1h"\n',
+            "max_ttl: must be at least ttl",
+        ),
+        ('credential_type = "iam_user"\npolicy_file = "missing.json"\n', "cannot read"),
+        ('credential_type = "nope"\n', "credential_type"),
+        ('credential_typo = "iam_user"\n', "unknown key credential_typo"),
+    ],
+)
 def test_role_checks(tmp_path: Path, role: str, message: str) -> None:
     write(tmp_path, r=role)
     found = problems(tmp_path)
@@ -111,10 +148,13 @@ def test_role_checks(tmp_path: Path, role: str, message: str) -> None:
 def test_valid_roles_resolve_defaults(tmp_path: Path) -> None:
     (tmp_path / "roles").mkdir()
     (tmp_path / "roles" / "ec2.json").write_text(POLICY)
-    write(tmp_path, main='[lease]\nttl = "30m"\nmax_ttl = "2h"\n',
-          ec2='credential_type = "iam_user"\npolicy_file = "ec2.json"\n',
-          deploy='credential_type = "assumed_role"\nrole_arns = '
-                 '["arn:aws:iam::123456789012:role/deploy"]\n')
+    write(
+        tmp_path,
+        main='[lease]\nttl = "30m"\nmax_ttl = "2h"\n',
+        ec2='credential_type = "iam_user"\npolicy_file = "ec2.json"\n',
+        deploy='credential_type = "assumed_role"\nrole_arns = '
+        '["arn:aws:iam::123456789012:role/deploy"]\n',
+    )
     cfg = config.load(tmp_path)
     ec2, deploy = cfg.roles["ec2"], cfg.roles["deploy"]
     assert (ec2.ttl, ec2.max_ttl) == (1800, 7200)
@@ -152,7 +192,10 @@ def test_credentials_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     creds = tmp_path / "root.toml"
     creds.write_text('access_key_id = "AKIA"\nsecret_access_key = "s"\n')
     creds.chmod(0o644)
-    result = subprocess.run([sys.executable, "-m", "dyncreds", "--config-dir", str(tmp_path),
-                             "check"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "dyncreds", "--config-dir", str(tmp_path), "check"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "accessible by group or others" in result.stderr

@@ -14,19 +14,46 @@ from dyncreds.leases import Lease, Secret, Timing
 T = Timing(min_remaining=1200, idle_after=3600)
 
 
-def role(kind: str = "iam_user", ttl: int = 3600, max_ttl: int = 43200,
-         prefetch: bool = False) -> Role:
-    return Role(name="r", credential_type=kind, policy_document="{}", policy_arns=(),  # type: ignore[arg-type]
-                iam_groups=(), iam_tags=(), user_path="/", permissions_boundary_arn=None,
-                ttl=ttl, max_ttl=max_ttl, role_arns=(), external_id=None, session_tags=(),
-                region=None, prefetch=prefetch)
+def role(
+    kind: str = "iam_user", ttl: int = 3600, max_ttl: int = 43200, prefetch: bool = False
+) -> Role:
+    return Role(
+        name="r",
+        credential_type=kind,
+        policy_document="{}",
+        policy_arns=(),  # type: ignore[arg-type]
+        iam_groups=(),
+        iam_tags=(),
+        user_path="/",
+        permissions_boundary_arn=None,
+        ttl=ttl,
+        max_ttl=max_ttl,
+        role_arns=(),
+        external_id=None,
+        session_tags=(),
+        region=None,
+        prefetch=prefetch,
+    )
 
 
-def lease(issued: float = 0, ttl: float = 3600, hard: float | None = None,
-          kind: str = "iam_user", lease_id: str = "r/00000001") -> Lease:
-    return Lease(id=lease_id, role="r", credential_type=kind, access_key_id="AKIA",
-                 secret_access_key=Secret("s3cr3t"), session_token=None, issued_at=issued,
-                 expires_at=issued + ttl, hard_expires_at=hard or issued + 43200)
+def lease(
+    issued: float = 0,
+    ttl: float = 3600,
+    hard: float | None = None,
+    kind: str = "iam_user",
+    lease_id: str = "r/00000001",
+) -> Lease:
+    return Lease(
+        id=lease_id,
+        role="r",
+        credential_type=kind,
+        access_key_id="AKIA",
+        secret_access_key=Secret("s3cr3t"),
+        session_token=None,
+        issued_at=issued,
+        expires_at=issued + ttl,
+        hard_expires_at=hard or issued + 43200,
+    )
 
 
 def test_secret_never_shows_itself() -> None:

@@ -13,14 +13,17 @@ TEMPLATE = "dyncreds-{user}-{role}-{unix_time}-{random}"
 
 
 def test_fits_and_keeps_unique_parts() -> None:
-    name = naming.render(TEMPLATE, user="alice", role="ec2", unix_time=1800000000, limit=64,
-                         random="abcdef0123")
+    name = naming.render(
+        TEMPLATE, user="alice", role="ec2", unix_time=1800000000, limit=64, random="abcdef0123"
+    )
     assert name == "dyncreds-alice-ec2-1800000000-abcdef0123"
 
 
-@given(user=st.text(max_size=80), role=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}",
-                                                      fullmatch=True),
-       limit=st.sampled_from([32, 64]))
+@given(
+    user=st.text(max_size=80),
+    role=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", fullmatch=True),
+    limit=st.sampled_from([32, 64]),
+)
 def test_always_valid_and_within_limit(user: str, role: str, limit: int) -> None:
     name = naming.render(TEMPLATE, user=user, role=role, unix_time=1800000000, limit=limit)
     assert len(name) <= limit

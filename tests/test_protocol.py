@@ -18,17 +18,20 @@ def test_decodes_each_op() -> None:
     assert isinstance(revoke, protocol.Revoke) and revoke.all
 
 
-@pytest.mark.parametrize(("line", "error", "text"), [
-    (b"not json", BadRequest, "not valid JSON"),
-    (b"[1,2]", BadRequest, "JSON object"),
-    (b'{"role":"x"}', BadRequest, '"op"'),
-    (b'{"op":"fly"}', UnknownOp, "unknown op"),
-    (b'{"op":"credentials"}', BadRequest, "role"),
-    (b'{"op":"credentials","role":5}', BadRequest, "Expected `str`"),
-    (b'{"op":"ping","extra":1}', BadRequest, "extra"),
-    (b'{"op":"revoke"}', BadRequest, "exactly one"),
-    (b'{"op":"revoke","role":"a","all":true}', BadRequest, "exactly one"),
-])
+@pytest.mark.parametrize(
+    ("line", "error", "text"),
+    [
+        (b"not json", BadRequest, "not valid JSON"),
+        (b"[1,2]", BadRequest, "JSON object"),
+        (b'{"role":"x"}', BadRequest, '"op"'),
+        (b'{"op":"fly"}', UnknownOp, "unknown op"),
+        (b'{"op":"credentials"}', BadRequest, "role"),
+        (b'{"op":"credentials","role":5}', BadRequest, "Expected `str`"),
+        (b'{"op":"ping","extra":1}', BadRequest, "extra"),
+        (b'{"op":"revoke"}', BadRequest, "exactly one"),
+        (b'{"op":"revoke","role":"a","all":true}', BadRequest, "exactly one"),
+    ],
+)
 def test_bad_requests(line: bytes, error: type, text: str) -> None:
     with pytest.raises(error) as caught:
         protocol.decode_request(line)
@@ -38,8 +41,10 @@ def test_bad_requests(line: bytes, error: type, text: str) -> None:
 
 def test_error_envelope() -> None:
     body = json.loads(protocol.error(UnknownOp("unknown op 'x'\nsecond line")))
-    assert body == {"ok": False, "error": {"code": "unknown_op",
-                                           "message": "unknown op 'x' second line"}}
+    assert body == {
+        "ok": False,
+        "error": {"code": "unknown_op", "message": "unknown op 'x' second line"},
+    }
 
 
 def test_rfc3339_is_utc_with_z() -> None:

@@ -30,9 +30,12 @@ ServerFactory = Callable[..., Awaitable[tuple[Server, Path]]]
 @pytest.fixture
 async def serve(short_dir: Path) -> AsyncIterator[ServerFactory]:
     async with trio.open_nursery() as nursery:
-        async def start(limits: Limits | None = None, uid: int | None = None,
-                        handler: Callable[..., Awaitable[bytes]] = echo_handler
-                        ) -> tuple[Server, Path]:
+
+        async def start(
+            limits: Limits | None = None,
+            uid: int | None = None,
+            handler: Callable[..., Awaitable[bytes]] = echo_handler,
+        ) -> tuple[Server, Path]:
             path = short_dir / "run" / "s.sock"
             server = Server(handler, limits or Limits(), uid=uid)
             sock = bind_unix(path)
@@ -89,8 +92,11 @@ async def test_bad_lines_get_errors_and_connection_survives(serve: ServerFactory
     _, path = await serve()
     stream = await connect(path)
     async with stream:
-        for line, code in [(b"garbage", "bad_request"), (b'{"op":"zap"}', "unknown_op"),
-                           (b'{"op":"credentials","role":"boom"}', "internal")]:
+        for line, code in [
+            (b"garbage", "bad_request"),
+            (b'{"op":"zap"}', "unknown_op"),
+            (b'{"op":"credentials","role":"boom"}', "internal"),
+        ]:
             await stream.send_all(line + b"\n")
             body = json.loads(await read_line(stream))
             assert body["error"]["code"] == code
@@ -121,8 +127,9 @@ async def test_other_uid_is_forbidden(serve: ServerFactory) -> None:
     assert server.counters["refused"] == 1
 
 
-async def test_idle_connection_is_closed(serve: ServerFactory,
-                                         autojump_clock: trio.testing.MockClock) -> None:
+async def test_idle_connection_is_closed(
+    serve: ServerFactory, autojump_clock: trio.testing.MockClock
+) -> None:
     _, path = await serve(Limits(idle_timeout=5))
     stream = await connect(path)
     async with stream:

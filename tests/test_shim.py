@@ -22,22 +22,31 @@ def run_shim(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 def test_socket_path_rule_is_shared_with_the_agent(tmp_path: Path) -> None:
     assert dyncreds_shim.socket_path({"DYNCREDS_SOCKET": "/x/a.sock"}) == "/x/a.sock"
-    assert dyncreds_shim.socket_path({"XDG_RUNTIME_DIR": "/run/user/7"}) == \
-        "/run/user/7/dyncreds/agent.sock"
+    assert (
+        dyncreds_shim.socket_path({"XDG_RUNTIME_DIR": "/run/user/7"})
+        == "/run/user/7/dyncreds/agent.sock"
+    )
     for env in ({"DYNCREDS_SOCKET": "/x/a.sock"}, {"XDG_RUNTIME_DIR": str(tmp_path)}, {}):
         assert str(paths.resolve(env=env).socket) == dyncreds_shim.socket_path(env)
 
 
 def test_hot_path_imports_stdlib_builtins_only() -> None:
     tree = ast.parse(Path(dyncreds_shim.__file__).read_text())
-    top_level = {alias.name for node in tree.body if isinstance(node, ast.Import)
-                 for alias in node.names}
+    top_level = {
+        alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names
+    }
     assert top_level <= {"os", "sys"}
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, os; os.environ['DYNCREDS_SOCKET']='/nonexistent';"
-         "before = set(sys.modules); import dyncreds_shim; dyncreds_shim.main(['r']);"
-         "print(sorted(set(sys.modules) - before - {'dyncreds_shim', '_socket'}))"],
-        capture_output=True, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, os; os.environ['DYNCREDS_SOCKET']='/nonexistent';"
+            "before = set(sys.modules); import dyncreds_shim; dyncreds_shim.main(['r']);"
+            "print(sorted(set(sys.modules) - before - {'dyncreds_shim', '_socket'}))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert probe.stdout.strip() == "[]"
 
 
@@ -96,8 +105,10 @@ def fake_agent(path: Path, reply: bytes | None) -> threading.Thread:
 
 def test_agent_error_is_one_line_on_stderr(short_dir: Path) -> None:
     path = short_dir / "a.sock"
-    fake_agent(path, b'{"ok":false,"error":{"code":"unknown_role","message":"unknown role '
-                     b"'x' (known: a)\"}}\n")
+    fake_agent(
+        path,
+        b'{"ok":false,"error":{"code":"unknown_role","message":"unknown role \'x\' (known: a)"}}\n',
+    )
     result = run_shim("x", env={"DYNCREDS_SOCKET": str(path)})
     assert result.returncode == 1
     assert result.stdout == b""
@@ -118,8 +129,10 @@ def test_default_timeout_is_well_under_go_sdk_minute() -> None:
 
 def test_success_bytes_pass_through_unchanged(short_dir: Path) -> None:
     path = short_dir / "a.sock"
-    line = (b'{"Version":1,"AccessKeyId":"AKIA","SecretAccessKey":"s",'
-            b'"Expiration":"2030-01-01T00:00:00Z"}\n')
+    line = (
+        b'{"Version":1,"AccessKeyId":"AKIA","SecretAccessKey":"s",'
+        b'"Expiration":"2030-01-01T00:00:00Z"}\n'
+    )
     fake_agent(path, line)
     result = run_shim("x", env={"DYNCREDS_SOCKET": str(path)})
     assert result.returncode == 0

@@ -493,8 +493,9 @@ class Agent:
             lease_id = user.tags.get("dyncreds:lease") or f"orphan/{user.name}"
             if self.journal.get(lease_id) is not None:
                 lease_id = f"orphan/{user.name}"
-            self.journal.creating(lease_id, user.tags.get("dyncreds:role", "?"), user.name,
-                                  user.created_at, now)
+            self.journal.creating(
+                lease_id, user.tags.get("dyncreds:role", "?"), user.name, user.created_at, now
+            )
             found.append(user.name)
             log.warning("event=orphan_found user=%s lease=%s", user.name, lease_id)
         if found:

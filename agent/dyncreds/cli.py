@@ -438,12 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     # the defaults afterwards.
     common = argparse.ArgumentParser(add_help=False)
     hide = argparse.SUPPRESS
-    common.add_argument("--config-dir", default=hide,
-                        help="configuration directory (DYNCREDS_CONFIG_DIR)")
+    common.add_argument(
+        "--config-dir", default=hide, help="configuration directory (DYNCREDS_CONFIG_DIR)"
+    )
     common.add_argument("--state-dir", default=hide, help="state directory (DYNCREDS_STATE_DIR)")
     common.add_argument("--socket", default=hide, help="agent socket path (DYNCREDS_SOCKET)")
-    common.add_argument("--json", action="store_true", default=hide,
-                        help="machine-readable output")
+    common.add_argument("--json", action="store_true", default=hide, help="machine-readable output")
 
     parser = argparse.ArgumentParser(
         prog="dyncreds",
@@ -497,7 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 GLOBAL_DEFAULTS: dict[str, Any] = {
-    "config_dir": None, "state_dir": None, "socket": None, "json": False}
+    "config_dir": None,
+    "state_dir": None,
+    "socket": None,
+    "json": False,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -164,8 +164,9 @@ class ResponseCache:
         self._process: dict[int, tuple[Lease, bytes]] = {}
         self._credentials: dict[int, tuple[Lease, bytes]] = {}
 
-    def _get(self, table: dict[int, tuple[Lease, bytes]], lease: Lease,
-             encode: Callable[[Lease], bytes]) -> bytes:
+    def _get(
+        self, table: dict[int, tuple[Lease, bytes]], lease: Lease, encode: Callable[[Lease], bytes]
+    ) -> bytes:
         hit = table.get(id(lease))
         if hit is not None and hit[0] is lease:
             return hit[1]
@@ -179,8 +180,13 @@ class ResponseCache:
         return self._get(self._process, lease, Lease.credential_process_line)
 
     def credentials(self, lease: Lease) -> bytes:
-        return self._get(self._credentials, lease, lambda lease: protocol.ok(
-            {"credentials": lease.credential_process(), "lease": lease.summary()}))
+        return self._get(
+            self._credentials,
+            lease,
+            lambda lease: protocol.ok(
+                {"credentials": lease.credential_process(), "lease": lease.summary()}
+            ),
+        )
 
 
 def make_handler(

@@ -212,8 +212,7 @@ class Server:
             if self.active == 0:
                 self._idle.set()
 
-    async def _send(self, stream: trio.SocketStream, timer: trio.CancelScope, data: bytes
-                    ) -> None:
+    async def _send(self, stream: trio.SocketStream, timer: trio.CancelScope, data: bytes) -> None:
         timer.deadline = trio.current_time() + self.limits.send_timeout
         await stream.send_all(data)
 
@@ -222,8 +221,9 @@ class Server:
         if uid != self.uid:
             self.counters["refused"] += 1
             log.warning("event=peer_refused uid=%d pid=%d", uid, pid)
-            await self._send(stream, timer, protocol.error(
-                Forbidden(f"this agent serves uid {self.uid} only")))
+            await self._send(
+                stream, timer, protocol.error(Forbidden(f"this agent serves uid {self.uid} only"))
+            )
             return
         buffer = bytearray()
         limits = self.limits
@@ -258,8 +258,15 @@ class Server:
 
     async def _too_large(self, stream: trio.SocketStream, timer: trio.CancelScope) -> None:
         self.counters["bad_requests"] += 1
-        await self._send(stream, timer, protocol.error(TooLarge(
-            f"request line longer than {self.limits.max_line} bytes; closing the connection")))
+        await self._send(
+            stream,
+            timer,
+            protocol.error(
+                TooLarge(
+                    f"request line longer than {self.limits.max_line} bytes; closing the connection"
+                )
+            ),
+        )
 
     async def _respond(self, line: bytes) -> bytes:
         try:

@@ -29,8 +29,11 @@ def test_creds_in_every_format(aws: StandIn, start_agent: Callable[..., AgentPro
     assert body["lease"]["id"].startswith("ec2/")
     env = agent.cli("creds", "ec2", "--format", "env").stdout
     # Compared as booleans: a failing assertion must not print the secret key.
-    assert (f"export AWS_ACCESS_KEY_ID={key}" in env, "export AWS_REGION=eu-west-1" in env,
-            "AWS_SESSION_TOKEN" in env) == (True, True, False)  # iam_user keys have no token
+    assert (
+        f"export AWS_ACCESS_KEY_ID={key}" in env,
+        "export AWS_REGION=eu-west-1" in env,
+        "AWS_SESSION_TOKEN" in env,
+    ) == (True, True, False)  # iam_user keys have no token
     ini = configparser.ConfigParser()
     ini.read_string(agent.cli("creds", "ec2", "--format", "ini").stdout)
     assert ini["ec2"]["aws_access_key_id"] == key
@@ -39,25 +42,55 @@ def test_creds_in_every_format(aws: StandIn, start_agent: Callable[..., AgentPro
 
 
 def test_exec_runs_command_with_credentials_and_its_status(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({"ec2": iam_user_role()})
     env = dict(agent.env, EP=aws.endpoint)
     result = subprocess.run(
-        [sys.executable, "-m", "dyncreds", "exec", "ec2", "--", sys.executable, "-c",
-         PRINT_IDENTITY], env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "dyncreds",
+            "exec",
+            "ec2",
+            "--",
+            sys.executable,
+            "-c",
+            PRINT_IDENTITY,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     (user,) = temp_users(aws)
     assert result.stdout.strip().endswith(f":user/{user}")
     status = subprocess.run(
-        [sys.executable, "-m", "dyncreds", "exec", "ec2", "--", sys.executable, "-c",
-         "import os, sys; assert os.environ['AWS_CREDENTIAL_EXPIRATION'].endswith('Z'); "
-         "sys.exit(7)"], env=env, capture_output=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "dyncreds",
+            "exec",
+            "ec2",
+            "--",
+            sys.executable,
+            "-c",
+            "import os, sys; assert os.environ['AWS_CREDENTIAL_EXPIRATION'].endswith('Z'); "
+            "sys.exit(7)",
+        ],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert status.returncode == 7
 
 
 def test_aws_config_output_is_usable_as_is(
-    aws: StandIn, start_agent: Callable[..., AgentProcess], tmp_path: Path,
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
+    tmp_path: Path,
 ) -> None:
     agent = start_agent({"ec2": iam_user_role()})
     text = agent.cli("aws-config", "ec2").stdout
@@ -65,14 +98,16 @@ def test_aws_config_output_is_usable_as_is(
     config = tmp_path / "cfg"
     config.write_text(text)
     env = dict(agent.env, AWS_CONFIG_FILE=str(config), AWS_PROFILE="ec2", EP=aws.endpoint)
-    result = subprocess.run([sys.executable, "-c", PRINT_IDENTITY], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", PRINT_IDENTITY], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert ":user/dyncreds-" in result.stdout
 
 
-def test_exit_codes(aws: StandIn, start_agent: Callable[..., AgentProcess],
-                    short_dir: Path) -> None:
+def test_exit_codes(
+    aws: StandIn, start_agent: Callable[..., AgentProcess], short_dir: Path
+) -> None:
     agent = start_agent({"ec2": iam_user_role()})
     unknown = agent.cli("creds", "nope", check=False)
     assert unknown.returncode == 1
@@ -97,17 +132,28 @@ def test_status_table_and_json(aws: StandIn, start_agent: Callable[..., AgentPro
 
 
 def test_role_create_validates_writes_and_reloads(
-    aws: StandIn, start_agent: Callable[..., AgentProcess], tmp_path: Path,
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
+    tmp_path: Path,
 ) -> None:
     agent = start_agent({})
     policy = tmp_path / "ec2.json"
     policy.write_text(json.dumps(EC2_ONLY))
-    bad = agent.cli("role", "create", "web", "--type", "session_token", "--policy-file",
-                    str(policy), check=False)
+    bad = agent.cli(
+        "role",
+        "create",
+        "web",
+        "--type",
+        "session_token",
+        "--policy-file",
+        str(policy),
+        check=False,
+    )
     assert bad.returncode == 2 and "not allowed" in bad.stderr
     assert not (agent.config_dir / "roles" / "web.toml").exists()
-    made = agent.cli("role", "create", "web", "--type", "iam_user", "--policy-file", str(policy),
-                     "--ttl", "30m")
+    made = agent.cli(
+        "role", "create", "web", "--type", "iam_user", "--policy-file", str(policy), "--ttl", "30m"
+    )
     assert "agent reloaded" in made.stdout
     assert "web" in agent.cli("role", "list").stdout
     assert "iam_user" in agent.cli("role", "show", "web").stdout
@@ -117,7 +163,8 @@ def test_role_create_validates_writes_and_reloads(
 
 
 def test_broken_reload_keeps_previous_configuration(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({"ec2": iam_user_role()})
     agent.write_role("broken", 'credential_type = "iam_user"\nttl = "forever"\n')

@@ -108,11 +108,21 @@ def go_binary(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     src = tmp_path_factory.mktemp("gosrc")
     (src / "main.go").write_text(GO_PROGRAM)
     binary = src / "whoami"
-    env = dict(os.environ, GO111MODULE="off", GOPATH=GO_PATH, GOFLAGS="-mod=mod",
-               GOCACHE=str(tmp_path_factory.mktemp("gocache")))
+    env = dict(
+        os.environ,
+        GO111MODULE="off",
+        GOPATH=GO_PATH,
+        GOFLAGS="-mod=mod",
+        GOCACHE=str(tmp_path_factory.mktemp("gocache")),
+    )
     env.pop("GOFLAGS")
-    result = subprocess.run(["go", "build", "-o", str(binary), str(src / "main.go")], env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["go", "build", "-o", str(binary), str(src / "main.go")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     return binary
 
@@ -121,12 +131,38 @@ def clients(go_binary: Path | None) -> dict[str, Client]:
     aws_v1 = Path(sys.executable).parent / "aws"
     return {
         "boto3": Client("boto3", lambda p: [sys.executable, "-c", BOTO3_PROGRAM, p]),
-        "awscli-v1": Client("awscli-v1", lambda p: [
-            str(aws_v1), "sts", "get-caller-identity", "--profile", p, "--endpoint-url",
-            os.environ["EP"], "--query", "Arn", "--output", "text"]),
-        "awscli-v2": Client("awscli-v2", lambda p: [
-            "/usr/bin/aws", "sts", "get-caller-identity", "--profile", p, "--endpoint-url",
-            os.environ["EP"], "--query", "Arn", "--output", "text"]),
+        "awscli-v1": Client(
+            "awscli-v1",
+            lambda p: [
+                str(aws_v1),
+                "sts",
+                "get-caller-identity",
+                "--profile",
+                p,
+                "--endpoint-url",
+                os.environ["EP"],
+                "--query",
+                "Arn",
+                "--output",
+                "text",
+            ],
+        ),
+        "awscli-v2": Client(
+            "awscli-v2",
+            lambda p: [
+                "/usr/bin/aws",
+                "sts",
+                "get-caller-identity",
+                "--profile",
+                p,
+                "--endpoint-url",
+                os.environ["EP"],
+                "--query",
+                "Arn",
+                "--output",
+                "text",
+            ],
+        ),
         "js-sdk-v3": Client("js-sdk-v3", lambda p: ["node", "-e", JS_PROGRAM, p]),
         "go-sdk-v2": Client("go-sdk-v2", lambda p: [str(go_binary), p]),
     }
@@ -136,12 +172,17 @@ def available(name: str, go_binary: Path | None) -> tuple[bool, str]:
     if name == "awscli-v1":
         return (Path(sys.executable).parent / "aws").exists(), "AWS CLI v1 (PyPI awscli) missing"
     if name == "awscli-v2":
-        ok = Path("/usr/bin/aws").exists() and "aws-cli/2" in subprocess.run(
-            ["/usr/bin/aws", "--version"], capture_output=True, text=True).stdout
+        ok = (
+            Path("/usr/bin/aws").exists()
+            and "aws-cli/2"
+            in subprocess.run(["/usr/bin/aws", "--version"], capture_output=True, text=True).stdout
+        )
         return ok, "AWS CLI v2 (Debian awscli) not installed"
     if name == "js-sdk-v3":
-        ok = shutil.which("node") is not None and (
-            NODE_DIR / "node_modules/@aws-sdk/credential-providers").is_dir()
+        ok = (
+            shutil.which("node") is not None
+            and (NODE_DIR / "node_modules/@aws-sdk/credential-providers").is_dir()
+        )
         return ok, f"node or @aws-sdk/credential-providers missing in {NODE_DIR}"
     if name == "go-sdk-v2":
         return go_binary is not None, "go or golang-github-aws-aws-sdk-go-v2-dev not installed"
@@ -149,11 +190,19 @@ def available(name: str, go_binary: Path | None) -> tuple[bool, str]:
 
 
 @pytest.fixture
-def matrix_agent(aws: StandIn, start_agent: Callable[..., AgentProcess], tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentProcess]:
+def matrix_agent(
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[AgentProcess]:
     arn = make_assumable_role(aws)
-    agent = start_agent({"ec2": iam_user_role(),
-                         "deploy": f'credential_type = "assumed_role"\nrole_arns = ["{arn}"]\n'})
+    agent = start_agent(
+        {
+            "ec2": iam_user_role(),
+            "deploy": f'credential_type = "assumed_role"\nrole_arns = ["{arn}"]\n',
+        }
+    )
     config = tmp_path / "aws-config"
     write_aws_config(config, ["ec2", "deploy"])
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
@@ -169,14 +218,22 @@ CLIENTS = ["boto3", "awscli-v1", "awscli-v2", "js-sdk-v3", "go-sdk-v2"]
 @pytest.mark.parametrize("role", ["ec2", "deploy"])
 @pytest.mark.parametrize("name", CLIENTS)
 def test_client_sees_the_lease_identity(
-    name: str, role: str, aws: StandIn, matrix_agent: AgentProcess,
+    name: str,
+    role: str,
+    aws: StandIn,
+    matrix_agent: AgentProcess,
     go_binary: Path | None,
 ) -> None:
     ok, reason = available(name, go_binary)
     need(ok, reason)
     client = clients(go_binary)[name]
-    result = subprocess.run(client.command(role), capture_output=True, text=True, timeout=120,
-                            cwd=NODE_DIR if NODE_DIR.is_dir() else None)
+    result = subprocess.run(
+        client.command(role),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=NODE_DIR if NODE_DIR.is_dir() else None,
+    )
     assert result.returncode == 0, result.stderr
     arn = result.stdout.strip()
     if role == "ec2":
@@ -201,33 +258,59 @@ ERRORS = {  # case -> the start of the shim line the user must see
 @pytest.mark.parametrize("name", ["boto3", "awscli-v1", "awscli-v2"])
 @pytest.mark.parametrize("case", sorted(ERRORS))
 def test_shim_errors_reach_the_user(
-    name: str, case: str, aws: StandIn, start_agent: Callable[..., AgentProcess],
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, go_binary: Path | None, short_dir: Path,
+    name: str,
+    case: str,
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    go_binary: Path | None,
+    short_dir: Path,
 ) -> None:
     ok, reason = available(name, go_binary)
     need(ok, reason)
     # A role whose trust policy does not name the root user: AWS says AccessDenied.
-    aws.client("iam").create_role(RoleName="locked", AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::210987654321:root"},
-            "Action": "sts:AssumeRole"}]}))
-    agent = start_agent({"denied": 'credential_type = "assumed_role"\n'
-                         'role_arns = ["arn:aws:iam::123456789012:role/locked"]\n'})
+    aws.client("iam").create_role(
+        RoleName="locked",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "arn:aws:iam::210987654321:root"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
+    agent = start_agent(
+        {
+            "denied": 'credential_type = "assumed_role"\n'
+            'role_arns = ["arn:aws:iam::123456789012:role/locked"]\n'
+        }
+    )
     profile = {"not_running": "denied", "unknown_role": "nope", "aws_refused": "denied"}[case]
     config = tmp_path / "aws-config"
     write_aws_config(config, [profile])
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
     monkeypatch.setenv("EP", aws.endpoint)
-    monkeypatch.setenv("DYNCREDS_SOCKET", str(short_dir / "none.sock") if case == "not_running"
-                       else str(agent.socket))
-    result = subprocess.run(clients(go_binary)[name].command(profile), capture_output=True,
-                            text=True, timeout=120)
+    monkeypatch.setenv(
+        "DYNCREDS_SOCKET",
+        str(short_dir / "none.sock") if case == "not_running" else str(agent.socket),
+    )
+    result = subprocess.run(
+        clients(go_binary)[name].command(profile), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0
     assert ERRORS[case] in result.stderr, result.stderr
 
 
 def test_shim_timeout_is_bounded_and_reported_by_boto3(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, short_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    short_dir: Path,
 ) -> None:
     import socket
     import threading
@@ -240,17 +323,28 @@ def test_shim_timeout_is_bounded_and_reported_by_boto3(
     threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
     config = tmp_path / "aws-config"
     write_aws_config(config, ["slow"])
-    env = dict(os.environ, AWS_CONFIG_FILE=str(config), DYNCREDS_SOCKET=str(path),
-               DYNCREDS_SHIM_TIMEOUT="1", EP="http://127.0.0.1:9")
-    result = subprocess.run([sys.executable, "-c", BOTO3_PROGRAM, "slow"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    env = dict(
+        os.environ,
+        AWS_CONFIG_FILE=str(config),
+        DYNCREDS_SOCKET=str(path),
+        DYNCREDS_SHIM_TIMEOUT="1",
+        EP="http://127.0.0.1:9",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", BOTO3_PROGRAM, "slow"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "dyncreds-shim: the dyncreds agent did not answer within 1s" in result.stderr
     server.close()
 
 
 def test_agent_shutting_down_is_unavailable(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({"ec2": iam_user_role()})
     import socket
@@ -278,32 +372,57 @@ def test_agent_shutting_down_is_unavailable(
 
 
 def test_exec_and_creds_formats_with_the_aws_cli(
-    aws: StandIn, start_agent: Callable[..., AgentProcess], tmp_path: Path,
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
+    tmp_path: Path,
     go_binary: Path | None,
 ) -> None:
     need(*available("awscli-v2", go_binary))
     agent = start_agent({"ec2": iam_user_role()})
-    cli = ["/usr/bin/aws", "sts", "get-caller-identity", "--endpoint-url", aws.endpoint,
-           "--query", "Arn", "--output", "text"]
+    cli = [
+        "/usr/bin/aws",
+        "sts",
+        "get-caller-identity",
+        "--endpoint-url",
+        aws.endpoint,
+        "--query",
+        "Arn",
+        "--output",
+        "text",
+    ]
     result = agent.cli("exec", "ec2", "--", *cli)
     (user,) = temp_users(aws)
     assert result.stdout.strip().endswith(f":user/{user}")
     env_text = agent.cli("creds", "ec2", "--format", "env").stdout
-    shell = subprocess.run(["sh", "-c", env_text + "\n" + " ".join(cli)], capture_output=True,
-                           text=True, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
-                           timeout=120)
+    shell = subprocess.run(
+        ["sh", "-c", env_text + "\n" + " ".join(cli)],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        timeout=120,
+    )
     assert shell.stdout.strip().endswith(f":user/{user}"), shell.stderr
     ini = tmp_path / "credentials"
     ini.write_text(agent.cli("creds", "ec2", "--format", "ini").stdout)
-    from_ini = subprocess.run([*cli, "--profile", "ec2"], capture_output=True, text=True,
-                              env={"PATH": os.environ["PATH"], "HOME": str(tmp_path),
-                                   "AWS_SHARED_CREDENTIALS_FILE": str(ini),
-                                   "AWS_CONFIG_FILE": str(tmp_path / "none")}, timeout=120)
+    from_ini = subprocess.run(
+        [*cli, "--profile", "ec2"],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "AWS_SHARED_CREDENTIALS_FILE": str(ini),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        },
+        timeout=120,
+    )
     assert from_ini.stdout.strip().endswith(f":user/{user}"), from_ini.stderr
 
 
 def test_aws_config_output_accepted_by_aws_cli_v2(
-    aws: StandIn, start_agent: Callable[..., AgentProcess], tmp_path: Path,
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
+    tmp_path: Path,
     go_binary: Path | None,
 ) -> None:
     need(*available("awscli-v2", go_binary))
@@ -312,12 +431,13 @@ def test_aws_config_output_accepted_by_aws_cli_v2(
     config.write_text(agent.cli("aws-config", "ec2").stdout)
     result = subprocess.run(
         ["/usr/bin/aws", "configure", "export-credentials", "--profile", "ec2"],
-        env=dict(agent.env, AWS_CONFIG_FILE=str(config)), capture_output=True, text=True,
-        timeout=120)
+        env=dict(agent.env, AWS_CONFIG_FILE=str(config)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["AccessKeyId"].startswith("AKIA")
-
-
 
 
 # --------------------------------------------------------------------------- long-lived
@@ -354,7 +474,9 @@ print(json.dumps({"calls": calls, "failures": failures, "identities": sorted(ide
 
 
 def test_long_lived_client_across_lease_replacements(
-    aws: StandIn, start_agent: Callable[..., AgentProcess], tmp_path: Path,
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
+    tmp_path: Path,
 ) -> None:
     """One boto3 session calls AWS for 110 s while its role's lease (60 s, no
     extension) is replaced at least twice: no failed call, and the shim runs only
@@ -368,8 +490,13 @@ def test_long_lived_client_across_lease_replacements(
     write_aws_config(config, ["ec2"], shim=str(counting_shim))
     duration = 110.0
     env = dict(agent.env, AWS_CONFIG_FILE=str(config), EP=aws.endpoint)
-    result = subprocess.run([sys.executable, "-c", LONG_LIVED, str(duration)], env=env,
-                            capture_output=True, text=True, timeout=duration + 60)
+    result = subprocess.run(
+        [sys.executable, "-c", LONG_LIVED, str(duration)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    )
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
     assert stats["failures"] == 0, stats

@@ -31,8 +31,9 @@ from tests.conftest import (
 pytestmark = pytest.mark.e2e
 
 
-def boto3_via_shim(aws: StandIn, agent: AgentProcess, profile: str, tmp_path: Path
-                   ) -> boto3.Session:
+def boto3_via_shim(
+    aws: StandIn, agent: AgentProcess, profile: str, tmp_path: Path
+) -> boto3.Session:
     config = tmp_path / "aws-config"
     write_aws_config(config, [profile])
     os.environ["AWS_CONFIG_FILE"] = str(config)
@@ -41,12 +42,17 @@ def boto3_via_shim(aws: StandIn, agent: AgentProcess, profile: str, tmp_path: Pa
 
 
 def client(session: boto3.Session, service: str, aws: StandIn) -> Any:
-    return session.client(service, endpoint_url=aws.endpoint,  # type: ignore[call-overload]
-                          region_name="us-east-1")
+    return session.client(
+        service,
+        endpoint_url=aws.endpoint,  # type: ignore[call-overload]
+        region_name="us-east-1",
+    )
 
 
 def test_iam_user_allows_policy_denies_rest_and_dies_on_revoke(
-    aws: StandIn, start_agent: Callable[..., AgentProcess], tmp_path: Path,
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     agent = start_agent({"ec2-full": iam_user_role(extra='iam_tags = { team = "platform" }')})
@@ -65,8 +71,9 @@ def test_iam_user_allows_policy_denies_rest_and_dies_on_revoke(
     assert denied.value.response["Error"]["Code"] == "AccessDenied"
 
     # All tags at CreateUser.
-    tags = {t["Key"]: t["Value"] for t in
-            aws.client("iam").list_user_tags(UserName=users[0])["Tags"]}
+    tags = {
+        t["Key"]: t["Value"] for t in aws.client("iam").list_user_tags(UserName=users[0])["Tags"]
+    }
     assert tags["team"] == "platform"
     assert tags["dyncreds:role"] == "ec2-full"
     assert tags["dyncreds:lease"].startswith("ec2-full/")
@@ -77,35 +84,50 @@ def test_iam_user_allows_policy_denies_rest_and_dies_on_revoke(
     assert revoked["ok"] and revoked["revoked"] == [tags["dyncreds:lease"]]
 
     assert temp_users(aws) == []
-    old = aws.client("sts", aws_access_key_id=frozen.access_key,
-                     aws_secret_access_key=frozen.secret_key)
+    old = aws.client(
+        "sts", aws_access_key_id=frozen.access_key, aws_secret_access_key=frozen.secret_key
+    )
     with pytest.raises(botocore.exceptions.ClientError) as rejected:
         old.get_caller_identity()
     assert rejected.value.response["Error"]["Code"] == "InvalidClientTokenId"
 
 
 def test_iam_user_revocation_removes_everything_attached(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     iam = aws.client("iam")
     iam.create_group(GroupName="developers")
-    policy_arn = iam.create_policy(PolicyName="read-ec2", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}],
-    }))["Policy"]["Arn"]
-    agent = start_agent({"full": iam_user_role(extra=f"""
+    policy_arn = iam.create_policy(
+        PolicyName="read-ec2",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}],
+            }
+        ),
+    )["Policy"]["Arn"]
+    agent = start_agent(
+        {
+            "full": iam_user_role(
+                extra=f"""
 policy_arns = ["{policy_arn}"]
 iam_groups = ["developers"]
 user_path = "/dyncreds/"
-""")})
+"""
+            )
+        }
+    )
     body = agent.request("credentials", role="full")
     assert body["ok"], body
     (user,) = temp_users(aws)
     assert iam.get_user(UserName=user)["User"]["Path"] == "/dyncreds/"
-    assert [p["PolicyArn"] for p in iam.list_attached_user_policies(UserName=user)[
-        "AttachedPolicies"]] == [policy_arn]
+    assert [
+        p["PolicyArn"] for p in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]
+    ] == [policy_arn]
     assert [g["GroupName"] for g in iam.list_groups_for_user(UserName=user)["Groups"]] == [
-        "developers"]
+        "developers"
+    ]
     # Something dyncreds did not create: a login profile added by hand.
     iam.create_login_profile(UserName=user, Password="Hunter2-Hunter2!")
 
@@ -115,11 +137,14 @@ user_path = "/dyncreds/"
 
 
 def test_assumed_role_yields_assumed_role_identity(
-    aws: StandIn, start_agent: Callable[..., AgentProcess], tmp_path: Path,
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
+    tmp_path: Path,
 ) -> None:
     arn = make_assumable_role(aws)
-    agent = start_agent({"deploy": f'credential_type = "assumed_role"\nrole_arns = ["{arn}"]\n'
-                                   'ttl = "15m"\n'})
+    agent = start_agent(
+        {"deploy": f'credential_type = "assumed_role"\nrole_arns = ["{arn}"]\nttl = "15m"\n'}
+    )
     session = boto3_via_shim(aws, agent, "deploy", tmp_path)
     identity = client(session, "sts", aws).get_caller_identity()
     assert ":assumed-role/deploy/" in identity["Arn"]
@@ -131,7 +156,9 @@ def test_assumed_role_yields_assumed_role_identity(
 
 @pytest.mark.parametrize("kind", ["federation_token", "session_token"])
 def test_sts_tokens_report_aws_expiration(
-    kind: str, aws: StandIn, start_agent: Callable[..., AgentProcess],
+    kind: str,
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     policy = iam_user_role().split("\n", 1)[1] if kind == "federation_token" else ""
     agent = start_agent({"t": f'credential_type = "{kind}"\nttl = "20m"\n{policy}'})
@@ -146,7 +173,8 @@ def test_sts_tokens_report_aws_expiration(
 
 
 def test_herd_of_200_creates_exactly_one_user(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({"cold": iam_user_role()})
 
@@ -165,11 +193,16 @@ def test_herd_of_200_creates_exactly_one_user(
 
 
 def test_shim_prints_credential_json_and_nothing_else(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({"ec2": iam_user_role()})
-    result = subprocess.run([str(Path(sys.executable).parent / "dyncreds-shim"), "ec2"],
-                            env=agent.env, capture_output=True, timeout=60)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dyncreds-shim"), "ec2"],
+        env=agent.env,
+        capture_output=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == b""
     body = json.loads(result.stdout)
@@ -179,11 +212,16 @@ def test_shim_prints_credential_json_and_nothing_else(
 
 
 def test_status_never_shows_secrets(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     arn = make_assumable_role(aws)
-    agent = start_agent({"ec2": iam_user_role(),
-                         "deploy": f'credential_type = "assumed_role"\nrole_arns = ["{arn}"]\n'})
+    agent = start_agent(
+        {
+            "ec2": iam_user_role(),
+            "deploy": f'credential_type = "assumed_role"\nrole_arns = ["{arn}"]\n',
+        }
+    )
     secrets = []
     for role in ("ec2", "deploy"):
         creds = agent.request("credentials", role=role)["credentials"]

@@ -11,8 +11,9 @@ pytestmark = pytest.mark.e2e
 
 
 def test_demo_runs_to_the_end() -> None:
-    result = subprocess.run([sys.executable, "-m", "dyncreds", "demo"], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "dyncreds", "demo"], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "s3:ListBuckets -> AccessDenied" in out

@@ -13,8 +13,9 @@ from tests.conftest import AgentProcess, iam_user_role, temp_users, wait_for
 pytestmark = pytest.mark.e2e
 
 
-def test_added_role_appears_on_sighup(aws: StandIn,
-                                      start_agent: Callable[..., AgentProcess]) -> None:
+def test_added_role_appears_on_sighup(
+    aws: StandIn, start_agent: Callable[..., AgentProcess]
+) -> None:
     agent = start_agent({"a": iam_user_role()})
     agent.write_role("b", 'credential_type = "session_token"\n')
     assert agent.process is not None
@@ -23,7 +24,8 @@ def test_added_role_appears_on_sighup(aws: StandIn,
 
 
 def test_removed_role_stops_being_served_and_lease_retires(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({"a": iam_user_role(), "keep": 'credential_type = "session_token"\n'})
     lease = agent.request("credentials", role="a")["lease"]
@@ -40,7 +42,8 @@ def test_removed_role_stops_being_served_and_lease_retires(
 
 
 def test_changed_role_gets_new_lease_on_next_use(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({"a": iam_user_role()})
     first = agent.request("credentials", role="a")["lease"]["id"]
@@ -52,7 +55,8 @@ def test_changed_role_gets_new_lease_on_next_use(
 
 
 def test_broken_file_keeps_last_good_config_and_is_shown(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({"a": iam_user_role()})
     agent.write_role("a", 'credential_type = "iam_user"\nbogus = 1\n')

@@ -22,11 +22,26 @@ from tests.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.e2e
 
-ISSUE_STEPS = ["CreateUser", "PutUserPolicy", "AttachUserPolicy", "AddUserToGroup",
-               "CreateAccessKey", "GetCallerIdentity"]
-REVOKE_STEPS = ["ListAccessKeys", "DeleteAccessKey", "ListAttachedUserPolicies",
-                "DetachUserPolicy", "ListUserPolicies", "DeleteUserPolicy",
-                "ListGroupsForUser", "RemoveUserFromGroup", "DeleteLoginProfile", "DeleteUser"]
+ISSUE_STEPS = [
+    "CreateUser",
+    "PutUserPolicy",
+    "AttachUserPolicy",
+    "AddUserToGroup",
+    "CreateAccessKey",
+    "GetCallerIdentity",
+]
+REVOKE_STEPS = [
+    "ListAccessKeys",
+    "DeleteAccessKey",
+    "ListAttachedUserPolicies",
+    "DetachUserPolicy",
+    "ListUserPolicies",
+    "DeleteUserPolicy",
+    "ListGroupsForUser",
+    "RemoveUserFromGroup",
+    "DeleteLoginProfile",
+    "DeleteUser",
+]
 
 
 class Rig:
@@ -80,10 +95,15 @@ def rig(aws: StandIn, short_dir: Path) -> Iterator[Callable[..., Rig]]:
 def group_and_policy(aws: StandIn) -> str:
     iam = aws.client("iam")
     iam.create_group(GroupName="developers")
-    arn: str = iam.create_policy(PolicyName="describe", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}],
-    }))["Policy"]["Arn"]
+    arn: str = iam.create_policy(
+        PolicyName="describe",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}],
+            }
+        ),
+    )["Policy"]["Arn"]
     return iam_user_role(extra=f'policy_arns = ["{arn}"]\niam_groups = ["developers"]\n')
 
 
@@ -99,8 +119,12 @@ def kill_fault(aws: StandIn, step: str, when: str) -> Fault:
     """Kill the agent around ``step`` - of an issuance or revocation, not the
     agent's own identity check, which also calls GetCallerIdentity."""
     root = aws.admin_keys["AccessKeyId"]
-    return Fault(actions=frozenset({step}), kill=when, times=1,
-                 only_key=(lambda key: key != root) if step == "GetCallerIdentity" else None)
+    return Fault(
+        actions=frozenset({step}),
+        kill=when,
+        times=1,
+        only_key=(lambda key: key != root) if step == "GetCallerIdentity" else None,
+    )
 
 
 def ask_and_expect_death(made: Rig, role: str = "r") -> None:
@@ -114,7 +138,10 @@ def ask_and_expect_death(made: Rig, role: str = "r") -> None:
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("step", ISSUE_STEPS)
 def test_kill_during_issuance_leaves_nothing_after_restart(
-    aws: StandIn, rig: Callable[..., Rig], step: str, when: str,
+    aws: StandIn,
+    rig: Callable[..., Rig],
+    step: str,
+    when: str,
 ) -> None:
     made = rig({"r": group_and_policy(aws)})
     made.proxy.add(kill_fault(aws, step, when))
@@ -130,7 +157,10 @@ def test_kill_during_issuance_leaves_nothing_after_restart(
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("step", REVOKE_STEPS)
 def test_kill_during_revocation_finishes_after_restart(
-    aws: StandIn, rig: Callable[..., Rig], step: str, when: str,
+    aws: StandIn,
+    rig: Callable[..., Rig],
+    step: str,
+    when: str,
 ) -> None:
     made = rig({"r": group_and_policy(aws)})
     agent = made.start()
@@ -150,7 +180,8 @@ def test_kill_during_revocation_finishes_after_restart(
 
 
 def test_served_lease_outlives_a_kill_until_its_announced_expiry(
-    aws: StandIn, rig: Callable[..., Rig],
+    aws: StandIn,
+    rig: Callable[..., Rig],
 ) -> None:
     made = rig({"r": iam_user_role(extra='ttl = "60s"\nmax_ttl = "60s"\n')})
     agent = made.start()
@@ -162,11 +193,18 @@ def test_served_lease_outlives_a_kill_until_its_announced_expiry(
     status = agent.request("status")
     assert [r["revoke_at"] for r in status["retiring"]] == [expires]
     assert len(temp_users(aws)) == 1  # the promise holds after restart
-    key = aws.client("sts", aws_access_key_id=body["credentials"]["AccessKeyId"],
-                     aws_secret_access_key=body["credentials"]["SecretAccessKey"])
+    key = aws.client(
+        "sts",
+        aws_access_key_id=body["credentials"]["AccessKeyId"],
+        aws_secret_access_key=body["credentials"]["SecretAccessKey"],
+    )
     key.get_caller_identity()
-    wait_for(lambda: temp_users(aws) == [], timeout=90, interval=0.5,
-             message="revoked at announced expiry")
+    wait_for(
+        lambda: temp_users(aws) == [],
+        timeout=90,
+        interval=0.5,
+        message="revoked at announced expiry",
+    )
     from dyncreds.protocol import parse_rfc3339
 
     assert time.time() >= parse_rfc3339(expires)
@@ -209,13 +247,17 @@ def test_randomized_kills(aws: StandIn, rig: Callable[..., Rig]) -> None:
 
 
 def test_throttling_keeps_valid_leases_fails_new_issuance_fast_and_recovers(
-    aws: StandIn, rig: Callable[..., Rig],
+    aws: StandIn,
+    rig: Callable[..., Rig],
 ) -> None:
-    made = rig({"warm": iam_user_role(), "cold": iam_user_role()},
-               agent='issue_timeout = "20s"\naws_call_timeout = "5s"\n')
+    made = rig(
+        {"warm": iam_user_role(), "cold": iam_user_role()},
+        agent='issue_timeout = "20s"\naws_call_timeout = "5s"\n',
+    )
     config = made.agent.config_dir / "config.toml"
-    config.write_text(config.read_text().replace('region = "us-east-1"',
-                                                 'region = "us-east-1"\nmax_retries = 2'))
+    config.write_text(
+        config.read_text().replace('region = "us-east-1"', 'region = "us-east-1"\nmax_retries = 2')
+    )
     agent = made.start()
     warm = agent.request("credentials", role="warm")
     assert warm["ok"]
@@ -237,13 +279,13 @@ def test_throttling_keeps_valid_leases_fails_new_issuance_fast_and_recovers(
 
 
 def test_5xx_and_failed_revocation_are_retried_and_shown(
-    aws: StandIn, rig: Callable[..., Rig],
+    aws: StandIn,
+    rig: Callable[..., Rig],
 ) -> None:
     made = rig({"r": iam_user_role()})
     agent = made.start()
     lease = agent.request("credentials", role="r")["lease"]["id"]
-    made.proxy.add(Fault(actions=frozenset({"DeleteUser"}), error="ServiceFailure",
-                         status=500))
+    made.proxy.add(Fault(actions=frozenset({"DeleteUser"}), error="ServiceFailure", status=500))
     reply = agent.request("revoke", lease_id=lease)
     assert reply["ok"] is False and reply["error"]["code"] == "upstream"
     retiring = agent.request("status")["retiring"]
@@ -268,9 +310,15 @@ def test_revoke_force_forgets_an_irrevocable_lease(aws: StandIn, rig: Callable[.
 def test_new_key_is_not_served_before_it_works(aws: StandIn, rig: Callable[..., Rig]) -> None:
     made = rig({"r": iam_user_role()}, agent="propagation_checks = 2\n")
     root_key = aws.admin_keys["AccessKeyId"]
-    fault = made.proxy.add(Fault(actions=frozenset({"GetCallerIdentity"}),
-                                 error="InvalidClientTokenId", status=403, times=4,
-                                 only_key=lambda key: key != root_key))
+    fault = made.proxy.add(
+        Fault(
+            actions=frozenset({"GetCallerIdentity"}),
+            error="InvalidClientTokenId",
+            status=403,
+            times=4,
+            only_key=lambda key: key != root_key,
+        )
+    )
     agent = made.start()
     body = agent.request("credentials", role="r")
     assert body["ok"], body
@@ -279,32 +327,40 @@ def test_new_key_is_not_served_before_it_works(aws: StandIn, rig: Callable[..., 
     checks = [c for c in made.proxy.calls if c.key_id == key]
     # Rejected four times, then worked twice in a row before being handed out.
     assert [c.status for c in checks] == [403] * 4 + [200, 200]
-    aws.client("sts", aws_access_key_id=key,
-               aws_secret_access_key=body["credentials"]["SecretAccessKey"]
-               ).get_caller_identity()
+    aws.client(
+        "sts", aws_access_key_id=key, aws_secret_access_key=body["credentials"]["SecretAccessKey"]
+    ).get_caller_identity()
 
 
 def test_propagation_wait_is_visible_in_status(aws: StandIn, rig: Callable[..., Rig]) -> None:
     made = rig({"r": iam_user_role()}, agent='propagation_timeout = "30s"\n')
     root_key = aws.admin_keys["AccessKeyId"]
-    made.proxy.add(Fault(actions=frozenset({"GetCallerIdentity"}), error="InvalidClientTokenId",
-                         status=403, only_key=lambda key: key != root_key))
+    made.proxy.add(
+        Fault(
+            actions=frozenset({"GetCallerIdentity"}),
+            error="InvalidClientTokenId",
+            status=403,
+            only_key=lambda key: key != root_key,
+        )
+    )
     agent = made.start()
     import threading
 
     result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.update(
-        agent.request("credentials", role="r")))
+    thread = threading.Thread(target=lambda: result.update(agent.request("credentials", role="r")))
     thread.start()
-    wait_for(lambda: "propagate" in agent.request("status")["roles"][0]["next_action"],
-             message="status shows the propagation wait")
+    wait_for(
+        lambda: "propagate" in agent.request("status")["roles"][0]["next_action"],
+        message="status shows the propagation wait",
+    )
     made.proxy.clear()
     thread.join(timeout=30)
     assert result["ok"]
 
 
 def test_orphan_sweep_removes_own_untracked_users_only(
-    aws: StandIn, rig: Callable[..., Rig],
+    aws: StandIn,
+    rig: Callable[..., Rig],
 ) -> None:
     made = rig({"r": iam_user_role()}, agent='orphan_min_age = "0s"\n')
     agent = made.start()
@@ -314,19 +370,25 @@ def test_orphan_sweep_removes_own_untracked_users_only(
     for extra in ("-wal", "-shm"):
         (agent.state_dir / f"journal.sqlite3{extra}").unlink(missing_ok=True)
     iam = aws.client("iam")
-    iam.create_user(UserName="someone-elses", Tags=[{"Key": "dyncreds:agent",
-                                                    "Value": "another-agent"}])
+    iam.create_user(
+        UserName="someone-elses", Tags=[{"Key": "dyncreds:agent", "Value": "another-agent"}]
+    )
     made.start()
-    wait_for(lambda: temp_users(aws) == ["someone-elses"], timeout=30,
-             message="own orphan swept, the other agent's user kept")
+    wait_for(
+        lambda: temp_users(aws) == ["someone-elses"],
+        timeout=30,
+        message="own orphan swept, the other agent's user kept",
+    )
 
 
 # --------------------------------------------------------------------------- rotate-root
 
 
 def root_keys(aws: StandIn) -> list[str]:
-    return [k["AccessKeyId"] for k in
-            aws.client("iam").list_access_keys(UserName="vaultuser")["AccessKeyMetadata"]]
+    return [
+        k["AccessKeyId"]
+        for k in aws.client("iam").list_access_keys(UserName="vaultuser")["AccessKeyMetadata"]
+    ]
 
 
 def creds_file(made: Rig) -> Path:
@@ -346,8 +408,10 @@ def follow_rotation(aws: StandIn, made: Rig) -> None:
     import tomllib
 
     data = tomllib.loads(creds_file(made).read_text())
-    aws.admin_keys = {"AccessKeyId": data["access_key_id"],
-                      "SecretAccessKey": data["secret_access_key"]}
+    aws.admin_keys = {
+        "AccessKeyId": data["access_key_id"],
+        "SecretAccessKey": data["secret_access_key"],
+    }
 
 
 def test_rotate_root_end_to_end(aws: StandIn, rig: Callable[..., Rig]) -> None:
@@ -381,7 +445,9 @@ def test_rotate_root_refuses_when_two_keys_exist(aws: StandIn, rig: Callable[...
 
 @pytest.mark.parametrize("failure", ["create", "prove", "delete_old"])
 def test_rotate_root_failure_leaves_working_root(
-    aws: StandIn, rig: Callable[..., Rig], failure: str,
+    aws: StandIn,
+    rig: Callable[..., Rig],
+    failure: str,
 ) -> None:
     made = rig({"r": iam_user_role()}, agent='propagation_timeout = "3s"\n')
     agent = made.start()
@@ -389,12 +455,18 @@ def test_rotate_root_failure_leaves_working_root(
     if failure == "create":
         made.proxy.add(Fault(actions=frozenset({"CreateAccessKey"}), error="LimitExceeded"))
     elif failure == "prove":
-        made.proxy.add(Fault(actions=frozenset({"GetCallerIdentity"}),
-                             error="InvalidClientTokenId", status=403,
-                             only_key=lambda key: key != old))
+        made.proxy.add(
+            Fault(
+                actions=frozenset({"GetCallerIdentity"}),
+                error="InvalidClientTokenId",
+                status=403,
+                only_key=lambda key: key != old,
+            )
+        )
     else:
-        made.proxy.add(Fault(actions=frozenset({"DeleteAccessKey"}), error="ServiceFailure",
-                             status=500))
+        made.proxy.add(
+            Fault(actions=frozenset({"DeleteAccessKey"}), error="ServiceFailure", status=500)
+        )
     reply = agent.request("rotate_root")
     assert reply["ok"] is False
     assert reply["error"]["code"] == "upstream"
@@ -412,7 +484,8 @@ def test_rotate_root_failure_leaves_working_root(
 
 
 def test_sigterm_finishes_in_flight_request_and_restart_keeps_promises(
-    aws: StandIn, rig: Callable[..., Rig],
+    aws: StandIn,
+    rig: Callable[..., Rig],
 ) -> None:
     import signal
     import threading
@@ -420,12 +493,20 @@ def test_sigterm_finishes_in_flight_request_and_restart_keeps_promises(
     made = rig({"r": iam_user_role()})
     root_key = aws.admin_keys["AccessKeyId"]
     # The new key "propagates" slowly, so the request is in flight for a while.
-    made.proxy.add(Fault(actions=frozenset({"GetCallerIdentity"}), error="InvalidClientTokenId",
-                         status=403, times=6, only_key=lambda key: key != root_key))
+    made.proxy.add(
+        Fault(
+            actions=frozenset({"GetCallerIdentity"}),
+            error="InvalidClientTokenId",
+            status=403,
+            times=6,
+            only_key=lambda key: key != root_key,
+        )
+    )
     agent = made.start()
     result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.update(
-        raw_request(agent.socket, {"op": "credentials", "role": "r"})))
+    thread = threading.Thread(
+        target=lambda: result.update(raw_request(agent.socket, {"op": "credentials", "role": "r"}))
+    )
     thread.start()
     wait_for(lambda: made.proxy.rejected_per_key, message="issuance under way")
     assert agent.process is not None
@@ -437,6 +518,5 @@ def test_sigterm_finishes_in_flight_request_and_restart_keeps_promises(
     expires = result["lease"]["expires_at"]
     made.start()  # serves again at once, and keeps the old agent's promise
     retiring = agent.request("status")["retiring"]
-    assert [(r["lease_id"], r["revoke_at"]) for r in retiring] == [
-        (result["lease"]["id"], expires)]
+    assert [(r["lease_id"], r["revoke_at"]) for r in retiring] == [(result["lease"]["id"], expires)]
     assert agent.request("credentials", role="r")["ok"]

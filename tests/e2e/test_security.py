@@ -28,7 +28,8 @@ NOBODY = 65534
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
 def test_other_uid_is_refused_even_with_loosened_modes(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({"ec2": iam_user_role()})
     # Loosen everything on the way to the socket, as a careless admin might.
@@ -40,13 +41,14 @@ def test_other_uid_is_refused_even_with_loosened_modes(
         "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
         f"s.connect({str(agent.socket)!r})\n"
         "try:\n"
-        "    s.sendall(b'{\"op\":\"credentials\",\"role\":\"ec2\"}\\n')\n"
+        '    s.sendall(b\'{"op":"credentials","role":"ec2"}\\n\')\n'
         "except BrokenPipeError:\n"
         "    pass  # refused before the request was read\n"
         "print(s.recv(65536).decode())\n"
     )
-    result = subprocess.run([sys.executable, "-c", client], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", client], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["ok"] is False and body["error"]["code"] == "forbidden"
@@ -57,7 +59,8 @@ def test_other_uid_is_refused_even_with_loosened_modes(
 
 
 def test_process_is_not_dumpable_and_has_no_core(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({})
     assert agent.request("status")["agent"]["dumpable"] is False
@@ -92,28 +95,52 @@ class GoodClient(threading.Thread):
 
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["op", "role", "lease_id", "all", "force", "x"]) | st.text(max_size=8),
-        children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["op", "role", "lease_id", "all", "force", "x"]) | st.text(max_size=8),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=10,
 )
-OPS = st.sampled_from(["ping", "credentials", "credential_process", "status", "roles", "revoke",
-                       "renew", "reload", "rotate_root", "nope", ""])
+OPS = st.sampled_from(
+    [
+        "ping",
+        "credentials",
+        "credential_process",
+        "status",
+        "roles",
+        "revoke",
+        "renew",
+        "reload",
+        "rotate_root",
+        "nope",
+        "",
+    ]
+)
 HOSTILE = st.one_of(
     st.binary(max_size=300),
     JSONISH.map(lambda v: json.dumps(v).encode()),
-    st.builds(lambda op, extra: json.dumps({"op": op, **extra}).encode(), OPS,
-              st.dictionaries(st.sampled_from(["role", "lease_id", "all", "x"]), JSONISH,
-                              max_size=2)),
-    st.builds(lambda op, cut: json.dumps({"op": op, "role": "ec2"}).encode()[:cut], OPS,
-              st.integers(0, 30)),
+    st.builds(
+        lambda op, extra: json.dumps({"op": op, **extra}).encode(),
+        OPS,
+        st.dictionaries(st.sampled_from(["role", "lease_id", "all", "x"]), JSONISH, max_size=2),
+    ),
+    st.builds(
+        lambda op, cut: json.dumps({"op": op, "role": "ec2"}).encode()[:cut],
+        OPS,
+        st.integers(0, 30),
+    ),
     st.just(b"x" * (70 * 1024)),
     st.just(b'{"op":"ping"}' + b" " * (65 * 1024)),
 )
 
 
 def test_hostile_input_never_hurts_the_agent(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({"ec2": iam_user_role()})
     assert agent.request("credentials", role="ec2")["ok"]
@@ -123,12 +150,17 @@ def test_hostile_input_never_hurts_the_agent(
 
     # Revoke and reload would change the state the good client relies on;
     # they are exercised elsewhere. Everything else goes.
-    @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck),
-              database=None)
+    @settings(
+        max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
     @given(payload=HOSTILE, newline=st.booleans(), half_close=st.booleans())
     def attack(payload: bytes, newline: bool, half_close: bool) -> None:
-        if b"revoke" in payload or b"reload" in payload or b"rotate" in payload or \
-                b"renew" in payload:
+        if (
+            b"revoke" in payload
+            or b"reload" in payload
+            or b"rotate" in payload
+            or b"renew" in payload
+        ):
             return
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(10)
@@ -150,7 +182,12 @@ def test_hostile_input_never_hurts_the_agent(
                 body = json.loads(line)
                 assert isinstance(body, dict)
                 assert body.get("ok") is True or body["error"]["code"] in {
-                    "bad_request", "unknown_op", "unknown_role", "too_large", "upstream"}, body
+                    "bad_request",
+                    "unknown_op",
+                    "unknown_role",
+                    "too_large",
+                    "upstream",
+                }, body
                 seen["answered"] += 1
             else:
                 seen["closed"] += 1
@@ -168,7 +205,8 @@ def test_hostile_input_never_hurts_the_agent(
 
 
 def test_slow_clients_and_floods_do_not_block_others(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     agent = start_agent({"ec2": iam_user_role()})
     assert agent.request("credentials", role="ec2")["ok"]
@@ -213,17 +251,20 @@ def test_slow_clients_and_floods_do_not_block_others(
 
 
 def test_no_secret_in_debug_logs_status_or_errors(
-    aws: StandIn, start_agent: Callable[..., AgentProcess],
+    aws: StandIn,
+    start_agent: Callable[..., AgentProcess],
 ) -> None:
     """Everything minted in a busy run, then every place a secret must not be."""
     arn = make_assumable_role(aws)
-    agent = start_agent({
-        "ec2": iam_user_role(),
-        "deploy": f'credential_type = "assumed_role"\nrole_arns = ["{arn}"]\n',
-        "fed": 'credential_type = "federation_token"\npolicy_arns = '
-               '["arn:aws:iam::aws:policy/ReadOnlyAccess"]\n',
-        "sess": 'credential_type = "session_token"\n',
-    })
+    agent = start_agent(
+        {
+            "ec2": iam_user_role(),
+            "deploy": f'credential_type = "assumed_role"\nrole_arns = ["{arn}"]\n',
+            "fed": 'credential_type = "federation_token"\npolicy_arns = '
+            '["arn:aws:iam::aws:policy/ReadOnlyAccess"]\n',
+            "sess": 'credential_type = "session_token"\n',
+        }
+    )
     secrets = [aws.admin_keys["SecretAccessKey"]]
     outputs = []
     for role in ("ec2", "deploy", "fed", "sess"):

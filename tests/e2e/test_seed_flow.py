@@ -21,23 +21,44 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def dyncreds(env: dict[str, str], *args: str, stdin: str | None = None
-             ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dyncreds", *args], env=env, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+def dyncreds(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dyncreds", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_seed_flow(aws: StandIn, short_dir: Path, tmp_path: Path) -> None:
     config_dir = short_dir / "config"
-    env = dict(os.environ, DYNCREDS_CONFIG_DIR=str(config_dir),
-               DYNCREDS_STATE_DIR=str(short_dir / "state"),
-               DYNCREDS_SOCKET=str(short_dir / "agent.sock"))
+    env = dict(
+        os.environ,
+        DYNCREDS_CONFIG_DIR=str(config_dir),
+        DYNCREDS_STATE_DIR=str(short_dir / "state"),
+        DYNCREDS_SOCKET=str(short_dir / "agent.sock"),
+    )
     # 1. A starter config, then the root user's keys (the secret from stdin, never argv).
     assert dyncreds(env, "init").returncode == 0
-    configured = dyncreds(env, "configure", "root", "--access-key-id",
-                          aws.admin_keys["AccessKeyId"], "--secret-stdin", "--region",
-                          "us-east-1", "--iam-endpoint", aws.endpoint, "--sts-endpoint",
-                          aws.endpoint, stdin=aws.admin_keys["SecretAccessKey"] + "\n")
+    configured = dyncreds(
+        env,
+        "configure",
+        "root",
+        "--access-key-id",
+        aws.admin_keys["AccessKeyId"],
+        "--secret-stdin",
+        "--region",
+        "us-east-1",
+        "--iam-endpoint",
+        aws.endpoint,
+        "--sts-endpoint",
+        aws.endpoint,
+        stdin=aws.admin_keys["SecretAccessKey"] + "\n",
+    )
     assert configured.returncode == 0, configured.stderr
     assert "agent not running" in configured.stdout
     creds = config_dir / "root-credentials.toml"
@@ -47,22 +68,35 @@ def test_seed_flow(aws: StandIn, short_dir: Path, tmp_path: Path) -> None:
     # 2. A role from a pasted policy (a file here), validated before it is written.
     policy = tmp_path / "ec2.json"
     policy.write_text(json.dumps(EC2_ONLY, indent=2))
-    created = dyncreds(env, "role", "create", "ec2-full", "--type", "iam_user",
-                       "--policy-file", str(policy), "--ttl", "1h")
+    created = dyncreds(
+        env,
+        "role",
+        "create",
+        "ec2-full",
+        "--type",
+        "iam_user",
+        "--policy-file",
+        str(policy),
+        "--ttl",
+        "1h",
+    )
     assert created.returncode == 0, created.stderr
     assert dyncreds(env, "check").returncode == 0
     # 3. The agent, then "Generate".
     log = open(short_dir / "agent.log", "ab")  # noqa: SIM115
-    process = subprocess.Popen([sys.executable, "-m", "dyncreds", "agent"], env=env,
-                               stdout=log, stderr=log)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dyncreds", "agent"], env=env, stdout=log, stderr=log
+    )
     try:
         wait_for(lambda: dyncreds(env, "status").returncode == 0, message="agent up")
         generated = dyncreds(env, "creds", "ec2-full")
         assert generated.returncode == 0, generated.stderr
         keys = json.loads(generated.stdout)["credentials"]
         # 4. Use them: EC2 allowed, S3 denied, and they are the new user's.
-        client = {"aws_access_key_id": keys["AccessKeyId"],
-                  "aws_secret_access_key": keys["SecretAccessKey"]}
+        client = {
+            "aws_access_key_id": keys["AccessKeyId"],
+            "aws_secret_access_key": keys["SecretAccessKey"],
+        }
         (user,) = temp_users(aws)
         assert aws.client("sts", **client).get_caller_identity()["Arn"].endswith(user)
         aws.client("ec2", **client).describe_instances()
@@ -87,9 +121,10 @@ def test_configure_root_refuses_to_prompt_without_a_terminal(short_dir: Path) ->
     assert "--secret-stdin" in result.stderr
 
 
-@pytest.mark.skipif(shutil.which("jq") is None or (shutil.which("socat") is None
-                                                   and shutil.which("nc") is None),
-                    reason="jq and socat (or nc) not installed")
+@pytest.mark.skipif(
+    shutil.which("jq") is None or (shutil.which("socat") is None and shutil.which("nc") is None),
+    reason="jq and socat (or nc) not installed",
+)
 def test_contrib_status_script(aws: StandIn, short_dir: Path) -> None:
     from tests.conftest import iam_user_role
 
@@ -97,11 +132,13 @@ def test_contrib_status_script(aws: StandIn, short_dir: Path) -> None:
     try:
         agent.request("credentials", role="ec2")
         script = ROOT / "contrib" / "dyncreds-status"
-        line = subprocess.run([str(script)], env=agent.env, capture_output=True, text=True,
-                              timeout=30)
+        line = subprocess.run(
+            [str(script)], env=agent.env, capture_output=True, text=True, timeout=30
+        )
         assert line.stdout.startswith("dyncreds: 1 roles, 1 leases"), line.stderr
-        role = subprocess.run([str(script), "ec2"], env=agent.env, capture_output=True,
-                              text=True, timeout=30)
+        role = subprocess.run(
+            [str(script), "ec2"], env=agent.env, capture_output=True, text=True, timeout=30
+        )
         assert role.stdout.startswith("ec2 ready ")
     finally:
         agent.stop()

@@ -36,10 +36,18 @@ def test_units_verify(short_dir: Path) -> None:
     runtime = short_dir / "run"
     runtime.mkdir(mode=0o700)
     result = subprocess.run(
-        ["systemd-analyze", "--user", "verify", str(units / "dyncreds-agent.socket"),
-         str(units / "dyncreds-agent.service")],
+        [
+            "systemd-analyze",
+            "--user",
+            "verify",
+            str(units / "dyncreds-agent.socket"),
+            str(units / "dyncreds-agent.service"),
+        ],
         env=dict(os.environ, HOME=str(home), XDG_RUNTIME_DIR=str(runtime)),
-        capture_output=True, text=True, timeout=60)
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr.strip() == ""
     service = (UNITS / "dyncreds-agent.service").read_text()
@@ -72,7 +80,8 @@ class NotifySocket:
 
 
 def test_notify_ready_status_reload_stopping_and_watchdog(
-    aws: StandIn, short_dir: Path,
+    aws: StandIn,
+    short_dir: Path,
 ) -> None:
     notify = NotifySocket(short_dir / "notify")
     agent = AgentProcess(short_dir, aws, {"ec2": iam_user_role()})
@@ -82,8 +91,11 @@ def test_notify_ready_status_reload_stopping_and_watchdog(
     assert f"MAINPID={agent.process.pid}" in ready
     assert "STATUS=1 roles" in ready
     start = time.monotonic()
-    wait_for(lambda: len([m for m in notify.drain() if m == "WATCHDOG=1"]) >= 8, timeout=10,
-             message="watchdog pings")
+    wait_for(
+        lambda: len([m for m in notify.drain() if m == "WATCHDOG=1"]) >= 8,
+        timeout=10,
+        message="watchdog pings",
+    )
     pings = [t for t, m in notify.messages if m == "WATCHDOG=1"]
     # Half the watchdog interval: ~10 pings a second, not a flood.
     assert len(pings) / (time.monotonic() - start + 0.2) < 25
@@ -101,18 +113,41 @@ def test_socket_activation(aws: StandIn, short_dir: Path) -> None:
     path.parent.mkdir(mode=0o700)
     env = dict(agent.env, DYNCREDS_SOCKET=str(short_dir / "elsewhere.sock"))
     # systemd-socket-activate passes only the variables named with -E.
-    passed = [f"-E{key}" for key in ("DYNCREDS_CONFIG_DIR", "DYNCREDS_STATE_DIR",
-                                     "DYNCREDS_SOCKET", "XDG_RUNTIME_DIR", "AWS_CONFIG_FILE",
-                                     "AWS_SHARED_CREDENTIALS_FILE", "PATH")]
+    passed = [
+        f"-E{key}"
+        for key in (
+            "DYNCREDS_CONFIG_DIR",
+            "DYNCREDS_STATE_DIR",
+            "DYNCREDS_SOCKET",
+            "XDG_RUNTIME_DIR",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "PATH",
+        )
+    ]
     with open(agent.log_path, "ab") as log:
         process = subprocess.Popen(
-            ["systemd-socket-activate", "-l", str(path), "--fdname=agent", *passed,
-             sys.executable, "-m", "dyncreds", "agent"], env=env, stdout=log, stderr=log)
+            [
+                "systemd-socket-activate",
+                "-l",
+                str(path),
+                "--fdname=agent",
+                *passed,
+                sys.executable,
+                "-m",
+                "dyncreds",
+                "agent",
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
     try:
         wait_for(path.exists, message="activation socket")
         # The shim connects to the passed socket; the agent starts on that request.
-        result = subprocess.run([SHIM, "ec2"], env=dict(env, DYNCREDS_SOCKET=str(path)),
-                                capture_output=True, timeout=60)
+        result = subprocess.run(
+            [SHIM, "ec2"], env=dict(env, DYNCREDS_SOCKET=str(path)), capture_output=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr + agent.log_path.read_bytes()[-2000:]
         assert b'"AccessKeyId"' in result.stdout
         assert not (short_dir / "elsewhere.sock").exists()  # it did not bind its own
@@ -122,10 +157,9 @@ def test_socket_activation(aws: StandIn, short_dir: Path) -> None:
     assert process.returncode == 0
 
 
-
-
-def test_json_logs_one_event_per_line(aws: StandIn, start_agent: Callable[..., AgentProcess]
-                                      ) -> None:
+def test_json_logs_one_event_per_line(
+    aws: StandIn, start_agent: Callable[..., AgentProcess]
+) -> None:
     agent = start_agent({"ec2": iam_user_role()}, agent_settings='log_format = "json"\n')
     assert agent.request("credentials", role="ec2")["ok"]
     agent.stop()

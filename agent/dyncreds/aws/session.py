@@ -272,8 +272,12 @@ class AwsSession:
         finally:
             # Operation names and outcomes only: parameters and responses can hold
             # secrets (CreateAccessKey), so they are never logged.
-            log.debug("event=aws_call op=%s outcome=%s seconds=%.3f", _camel(operation),
-                      outcome, time.monotonic() - started)
+            log.debug(
+                "event=aws_call op=%s outcome=%s seconds=%.3f",
+                _camel(operation),
+                outcome,
+                time.monotonic() - started,
+            )
         return result
 
 
