@@ -270,10 +270,11 @@ def bench_scale() -> None:
         rss = rss_mib(env.pid)
 
     def big_journal(base: Path, _: dict[str, str]) -> None:
-        from dyncreds.journal import Journal, Record
+        from dyncreds.journal import Record
+        from dyncreds.journal.sqlite import SqliteJournal
 
         (base / "state").mkdir(mode=0o700)
-        journal = Journal(base / "state" / "journal.sqlite3")
+        journal = SqliteJournal(base / "state" / "journal.sqlite3")
         far = time.time() + 86400
         journal.bulk_insert(
             Record(
@@ -290,7 +291,7 @@ def bench_scale() -> None:
             )
             for i in range(10_000)
         )
-        journal.close()
+        journal.close_now()
 
     start = time.perf_counter()
     with agent({"r": SESSION_ROLE}, prepare=big_journal) as env2:

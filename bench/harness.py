@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -16,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dyncreds.demo import EC2_ONLY, StandIn, agent_env, running_agent, write_config
+from dyncreds import client
+from dyncreds.standin import EC2_ONLY, StandIn, agent_env, running_agent, write_config
 
 IAM_ROLE = f"credential_type = \"iam_user\"\npolicy_document = '''{json.dumps(EC2_ONLY)}'''\n"
 SESSION_ROLE = 'credential_type = "session_token"\n'
@@ -31,18 +31,7 @@ class Env:
     pid: int
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(120)
-            sock.connect(str(self.socket))
-            sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(1 << 20)
-                if not chunk:
-                    break
-                data += chunk
-        result: dict[str, Any] = json.loads(data)
-        return result
+        return client.request(self.socket, op, timeout=120, **fields)
 
     def temp_users(self) -> int:
         iam = self.aws.client("iam")

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,9 +23,10 @@ from typing import Any
 
 import pytest
 
-from dyncreds.aws.session import StaticKeys, write_credentials_file
-from dyncreds.demo import ACCOUNT, StandIn
+from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file
+from dyncreds.client import Client, ClientError
 from dyncreds.leases import Secret
+from dyncreds.standin import ACCOUNT, StandIn
 
 VENV_BIN = Path(sys.executable).parent
 SHIM = str(VENV_BIN / "dyncreds-shim")
@@ -248,18 +248,14 @@ class AgentProcess:
 
 
 def raw_request(path: Path, request: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    result: dict[str, Any] = json.loads(data)
-    return result
+    """One request on its own connection, through the project's one client. An
+    agent that is not there, or went away, raises ConnectionError (an OSError),
+    as a bare socket would: the kill tests expect exactly that."""
+    try:
+        with Client(path, timeout) as client:
+            return client.call(**request)
+    except ClientError as exc:
+        raise ConnectionError(str(exc)) from None
 
 
 @pytest.fixture

@@ -76,8 +76,10 @@ class FakeBackend:
             user_name=f"user-{lease_id}" if iam else None,
         )
         if iam and self.journal is not None:
-            self.journal.creating(lease_id, role.name, str(lease.user_name), now, lease.expires_at)
-            self.journal.activate(lease_id, lease.expires_at)
+            await self.journal.creating(
+                lease_id, role.name, str(lease.user_name), now, lease.expires_at
+            )
+            await self.journal.activate(lease_id, lease.expires_at)
         self.issued.append(lease)
         return lease
 

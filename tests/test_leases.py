@@ -6,8 +6,7 @@ import pickle
 
 import pytest
 
-from dyncreds import broker, leases
-from dyncreds.broker import Action, Event, Phase, RoleState
+from dyncreds import leases
 from dyncreds.config import Role
 from dyncreds.leases import Lease, Secret, Timing
 
@@ -114,53 +113,3 @@ def test_credential_process_body_order_and_no_empty_token() -> None:
     body = lease().credential_process()
     assert list(body) == ["Version", "AccessKeyId", "SecretAccessKey", "Expiration"]
     assert lease().credential_process_line().startswith(b'{"Version":1,')
-
-
-# --------------------------------------------------------------------------- broker
-
-
-def test_cold_request_issues_and_burst_waits() -> None:
-    state = RoleState(role=role())
-    assert broker.step(state, Event.REQUEST_STALE, 0, T) == (Action.ISSUE, Action.WAIT)
-    assert state.phase == Phase.ISSUING
-    assert broker.step(state, Event.REQUEST_STALE, 0, T) == (Action.WAIT,)
-    actions = broker.step(state, Event.ISSUED, 1, T, new_lease=lease(issued=1))
-    assert Action.INSTALL in actions and Action.WAKE in actions
-    assert state.phase == Phase.READY
-    assert broker.classify_request(state, 2, T) == Event.REQUEST_SERVABLE
-
-
-def test_failure_backs_off_then_clears() -> None:
-    state = RoleState(role=role())
-    broker.step(state, Event.REQUEST_STALE, 0, T)
-    actions = broker.step(state, Event.FAILED, 1, T, error="Throttling", backoff_jitter=0)
-    assert Action.FAIL_WAITERS in actions
-    assert state.phase == Phase.IDLE and state.failures == 1 and state.last_error == "Throttling"
-    assert state.backoff_until == 2.0
-
-
-def test_timer_events() -> None:
-    state = RoleState(role=role(), jitter=0.0)
-    broker.step(state, Event.REQUEST_STALE, 0, T)
-    broker.step(state, Event.ISSUED, 0, T, new_lease=lease())
-    refresh = leases.refresh_at(lease(), T, 3600, 0.0)
-    assert broker.classify_timer(state, refresh - 1, T) is None
-    assert broker.plan_wake(state, refresh - 1, T) == refresh
-    assert broker.classify_timer(state, refresh, T) == Event.DUE_EXTEND
-    state.last_used = -10000  # idle: no refresh, only expiry
-    assert broker.classify_timer(state, refresh, T) is None
-    assert broker.plan_wake(state, refresh, T) == 3600
-    assert broker.classify_timer(state, 3600, T) == Event.EXPIRED
-    assert Action.RETIRE_NOW in broker.step(state, Event.EXPIRED, 3600, T)
-    assert state.phase == Phase.IDLE and state.lease is None
-
-
-def test_prefetch_issues_without_requests() -> None:
-    state = RoleState(role=role(prefetch=True))
-    assert broker.classify_timer(state, 0, T) == Event.PREFETCH
-
-
-def test_every_transition_is_in_the_table() -> None:
-    state = RoleState(role=role())
-    with pytest.raises(broker.InvalidTransition):
-        broker.step(state, Event.EXTENDED, 0, T)

@@ -1,5 +1,5 @@
 import sys
 
-from dyncreds.cli import main
+from dyncreds.commands import main
 
 sys.exit(main())

@@ -8,16 +8,22 @@ The rules, in words:
 * A request is served from a servable lease at once. Otherwise it joins the one
   issuance in flight, or starts it: one issuance per role however many clients
   ask at once.
-* The refresher wakes at ``refresh_at``; an active role's iam_user lease is
-  extended while max_ttl allows, anything else is replaced. An idle role is left
-  alone until its lease expires, then the lease is retired.
+* The refresher wakes at ``refresh_at``; an active role's extendable lease is
+  *extended* (same keys, later expiry) while max_ttl allows, anything else is
+  *replaced* (new keys). An idle role is left alone until its lease expires, then
+  the lease is retired.
+* ``renew`` (the CLI's "new keys now") is a replacement that waits for whatever
+  is in flight first.
 * A replaced lease is retired at the expiry it announced (an iam_user is revoked
   then; STS credentials just lapse): clients that got it keep their promise.
+  ``revoke`` retires the current lease now.
 * A failed issuance fails the requests waiting for it and backs off; a failed
   refresh keeps serving the current lease and retries with backoff.
 
-``step(state, event, now)`` applies the table and returns the actions for the
-I/O shell (agent.py) to perform; it never performs any itself.
+``step(state, event, now, ...)`` is the only function that changes a
+``RoleState``. It applies the table and returns the actions, in order, for the
+shell (worker.py) to carry out; it performs none itself. A (phase, event) pair
+missing from the table raises ``InvalidTransition`` and changes nothing.
 """
 
 from __future__ import annotations
@@ -41,62 +47,76 @@ class Phase(StrEnum):
 class Event(StrEnum):
     REQUEST_SERVABLE = "request_servable"  # a request, and the lease may be served
     REQUEST_STALE = "request_stale"  # a request, and there is no servable lease
-    DUE_EXTEND = "due_extend"  # refresh time: move the iam_user expiry forward
+    RENEW = "renew"  # replace the lease now (after whatever is in flight)
+    DUE_EXTEND = "due_extend"  # refresh time: move the expiry forward
     DUE_REPLACE = "due_replace"  # refresh time: issue a new lease
     EXPIRED = "expired"  # the lease reached its expiry and nobody refreshed it
     PREFETCH = "prefetch"  # a prefetch role has no lease: make one
     ISSUED = "issued"  # a new lease is ready
     EXTENDED = "extended"  # the current lease's expiry moved
     FAILED = "failed"  # issuing or extending failed
-    REVOKE = "revoke"  # revoke the current lease now (CLI, reload)
+    REVOKE = "revoke"  # retire the current lease now (CLI, reload)
 
 
 class Action(StrEnum):
-    SERVE = "serve"  # hand the current lease to the requester
-    WAIT = "wait"  # requester waits for the issuance in flight
+    SERVE = "serve"  # the requester gets the current lease
+    WAIT = "wait"  # the requester waits for the work in flight, then asks again
     ISSUE = "issue"  # start an issuance
     EXTEND = "extend"  # start an extension of the current lease
-    INSTALL = "install"  # make the new lease current; retire the old at its announced expiry
-    RETIRE_NOW = "retire_now"  # retire the current lease now
-    WAKE = "wake"  # wake waiters: they re-run their request
+    INSTALL = "install"  # the new lease is current; the old one retires at its expiry
+    RETIRE_NOW = "retire_now"  # the previous lease is retired now
+    WAKE = "wake"  # the work in flight is over: waiters ask again
     FAIL_WAITERS = "fail_waiters"  # waiters get the issuance's error
-    SCHEDULE = "schedule"  # compute the next refresh time
-    BACKOFF = "backoff"  # schedule a retry after a failure
+    SCHEDULE = "schedule"  # the refresher plans its next wake-up
+    BACKOFF = "backoff"  # the refresher retries after ``backoff_until``
 
 
-# (phase, event) -> (next phase, actions). "Rest" phases are written as READY and
-# become IDLE when no lease is held (see _rest).
+R = Phase.READY  # "rest": becomes IDLE when no lease is held (see step)
+_serve, _wait = (Action.SERVE,), (Action.WAIT,)
+_start_and_wait = (Action.ISSUE, Action.WAIT)
+_installed = (Action.INSTALL, Action.WAKE, Action.SCHEDULE)
+
+# (phase, event) -> (next phase, actions).
 TRANSITIONS: dict[tuple[Phase, Event], tuple[Phase, tuple[Action, ...]]] = {
-    (Phase.IDLE, Event.REQUEST_STALE): (Phase.ISSUING, (Action.ISSUE, Action.WAIT)),
-    (Phase.ISSUING, Event.REQUEST_STALE): (Phase.ISSUING, (Action.WAIT,)),
-    (Phase.READY, Event.REQUEST_SERVABLE): (Phase.READY, (Action.SERVE,)),
-    (Phase.READY, Event.REQUEST_STALE): (Phase.ISSUING, (Action.ISSUE, Action.WAIT)),
-    (Phase.REFRESHING, Event.REQUEST_SERVABLE): (Phase.REFRESHING, (Action.SERVE,)),
-    (Phase.REFRESHING, Event.REQUEST_STALE): (Phase.REFRESHING, (Action.WAIT,)),
+    # requests
+    (Phase.IDLE, Event.REQUEST_STALE): (Phase.ISSUING, _start_and_wait),
+    (Phase.ISSUING, Event.REQUEST_STALE): (Phase.ISSUING, _wait),
+    (Phase.READY, Event.REQUEST_SERVABLE): (R, _serve),
+    (Phase.READY, Event.REQUEST_STALE): (Phase.ISSUING, _start_and_wait),
+    (Phase.REFRESHING, Event.REQUEST_SERVABLE): (Phase.REFRESHING, _serve),
+    (Phase.REFRESHING, Event.REQUEST_STALE): (Phase.REFRESHING, _wait),
+    # renew: one replacement, after whatever is in flight
+    (Phase.IDLE, Event.RENEW): (Phase.ISSUING, _start_and_wait),
+    (Phase.READY, Event.RENEW): (Phase.REFRESHING, _start_and_wait),
+    (Phase.ISSUING, Event.RENEW): (Phase.ISSUING, _wait),
+    (Phase.REFRESHING, Event.RENEW): (Phase.REFRESHING, _wait),
+    # the refresher
     (Phase.READY, Event.DUE_EXTEND): (Phase.REFRESHING, (Action.EXTEND,)),
     (Phase.READY, Event.DUE_REPLACE): (Phase.REFRESHING, (Action.ISSUE,)),
     (Phase.IDLE, Event.PREFETCH): (Phase.ISSUING, (Action.ISSUE,)),
-    (Phase.READY, Event.EXPIRED): (Phase.IDLE, (Action.RETIRE_NOW, Action.SCHEDULE)),
-    (Phase.ISSUING, Event.ISSUED): (Phase.READY, (Action.INSTALL, Action.WAKE, Action.SCHEDULE)),
-    (Phase.REFRESHING, Event.ISSUED): (Phase.READY, (Action.INSTALL, Action.WAKE, Action.SCHEDULE)),
-    (Phase.REFRESHING, Event.EXTENDED): (
-        Phase.READY,
-        (Action.INSTALL, Action.WAKE, Action.SCHEDULE),
-    ),
-    (Phase.ISSUING, Event.FAILED): (Phase.READY, (Action.FAIL_WAITERS, Action.BACKOFF)),
-    (Phase.REFRESHING, Event.FAILED): (Phase.READY, (Action.WAKE, Action.BACKOFF)),
-    (Phase.READY, Event.REVOKE): (Phase.IDLE, (Action.RETIRE_NOW, Action.SCHEDULE)),
-    (Phase.REFRESHING, Event.REVOKE): (Phase.ISSUING, (Action.RETIRE_NOW,)),
-    # An issuance started before a revoke still completes: it is a fresh lease.
-    (Phase.ISSUING, Event.REVOKE): (Phase.ISSUING, (Action.RETIRE_NOW,)),
+    (Phase.READY, Event.EXPIRED): (R, (Action.RETIRE_NOW, Action.SCHEDULE)),
+    # work in flight ends
+    (Phase.ISSUING, Event.ISSUED): (R, _installed),
+    (Phase.REFRESHING, Event.ISSUED): (R, _installed),
+    (Phase.REFRESHING, Event.EXTENDED): (R, _installed),
     # The extension of a lease revoked meanwhile: nothing to install.
-    (Phase.ISSUING, Event.EXTENDED): (Phase.READY, (Action.WAKE, Action.SCHEDULE)),
+    (Phase.ISSUING, Event.EXTENDED): (R, (Action.WAKE, Action.SCHEDULE)),
+    (Phase.ISSUING, Event.FAILED): (R, (Action.FAIL_WAITERS, Action.BACKOFF)),
+    (Phase.REFRESHING, Event.FAILED): (R, (Action.WAKE, Action.BACKOFF)),
+    # revoke
+    (Phase.IDLE, Event.REVOKE): (Phase.IDLE, ()),
+    (Phase.READY, Event.REVOKE): (R, (Action.RETIRE_NOW, Action.SCHEDULE)),
+    # What is in flight completes: an issuance started before a revoke is a fresh lease.
+    (Phase.REFRESHING, Event.REVOKE): (Phase.ISSUING, (Action.RETIRE_NOW,)),
+    (Phase.ISSUING, Event.REVOKE): (Phase.ISSUING, (Action.RETIRE_NOW,)),
 }
+
+REQUESTS = frozenset({Event.REQUEST_SERVABLE, Event.REQUEST_STALE, Event.RENEW})
 
 
 @dataclass
 class RoleState:
-    """Everything the broker knows about one role. Mutated only by ``step``."""
+    """Everything the broker knows about one role. Changed only by ``step``."""
 
     role: Role
     phase: Phase = Phase.IDLE
@@ -105,7 +125,7 @@ class RoleState:
     last_error: str | None = None
     failures: int = 0
     backoff_until: float | None = None  # no refresh attempt before this, after a failure
-    jitter: float = 0.5  # drawn once per lease by the shell
+    jitter: float = 0.5  # drawn once per lease, so roles issued together refresh apart
     counters: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -151,34 +171,40 @@ def step(
     state: RoleState,
     event: Event,
     now: float,
-    timing: Timing,
     *,
     new_lease: Lease | None = None,
     error: str | None = None,
-    backoff_jitter: float = 0.5,
+    draw: float = 0.5,
 ) -> tuple[Action, ...]:
-    """Apply one event; return the actions the shell must perform, in order."""
+    """Apply one event; return the actions the shell must perform, in order.
+
+    ``new_lease`` comes with ISSUED and EXTENDED, ``error`` with FAILED; ``draw``
+    is a random number in [0, 1) from the shell, for jitter and backoff.
+    """
     try:
         phase, actions = TRANSITIONS[(state.phase, event)]
     except KeyError:
         raise InvalidTransition(f"{state.role.name}: {event} in phase {state.phase}") from None
-    if event in (Event.REQUEST_SERVABLE, Event.REQUEST_STALE):
+    if event in REQUESTS:
         state.last_used = now
         state.count("requests")
     if Action.INSTALL in actions:
-        assert new_lease is not None, "INSTALL needs the new lease"
+        if new_lease is None:
+            raise InvalidTransition(f"{state.role.name}: {event} without the new lease")
         state.lease = new_lease
+        state.jitter = draw
         state.failures = 0
         state.last_error = None
         state.count("extended" if event == Event.EXTENDED else "issued")
     if Action.RETIRE_NOW in actions:
         state.lease = None
+        state.count("retired")
     if event == Event.FAILED:
         state.failures += 1
         state.last_error = error
         state.count("failures")
     if Action.BACKOFF in actions:
-        state.backoff_until = now + leases.backoff(state.failures, backoff_jitter)
+        state.backoff_until = now + leases.backoff(state.failures, draw)
     if Action.SCHEDULE in actions:
         state.backoff_until = None
     if phase == Phase.READY and state.lease is None:
@@ -195,7 +221,7 @@ def plan_wake(state: RoleState, now: float, timing: Timing) -> float | None:
     """
     lease = state.lease
     if state.phase in (Phase.ISSUING, Phase.REFRESHING):
-        return None  # the task in flight pokes the refresher when it ends
+        return None  # the work in flight pokes the refresher when it ends
     if lease is None:
         return state.backoff_until if state.role.prefetch else None
     wake = lease.expires_at
@@ -216,14 +242,10 @@ def describe_next(state: RoleState, now: float, timing: Timing) -> str:
     if lease is None:
         return "issue on first request" if not state.role.prefetch else "issue (prefetch)"
     if state.failures and state.backoff_until:
-        return f"retry at {_clock(state.backoff_until)}"
+        return f"retry at {rfc3339(state.backoff_until)}"
     if leases.is_active(state.last_used, state.role.prefetch, now, timing):
         kind = leases.refresh_kind(lease, now, timing, state.ttl)
         at = leases.refresh_at(lease, timing, state.ttl, state.jitter)
-        return f"{'renew' if kind == 'extend' else 'replace'} at {_clock(at)}"
-    verb = "revoke" if lease.credential_type == "iam_user" else "expire"
-    return f"idle; {verb} at {_clock(lease.expires_at)}"
-
-
-def _clock(epoch: float) -> str:
-    return rfc3339(epoch)
+        return f"{kind} at {rfc3339(at)}"
+    verb = "revoke" if state.role.kind.revocable else "expire"
+    return f"idle; {verb} at {rfc3339(lease.expires_at)}"

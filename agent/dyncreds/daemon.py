@@ -16,28 +16,27 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 import os
 import resource
 import secrets
 import signal
 import socket as stdsocket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from dyncreds import __version__, config, logs, protocol
+from dyncreds import __version__, config, logs
 from dyncreds.agent import Agent
-from dyncreds.journal import Journal
-from dyncreds.leases import Lease
+from dyncreds.journal.sqlite import SqliteJournal
 from dyncreds.paths import Paths
 from dyncreds.protocol import DyncredsError
 from dyncreds.server import Server, SocketSetupError, bind_unix
+from dyncreds.service import make_handler
 
-log = logging.getLogger("dyncreds.daemon")
+log = logs.get("daemon")
 
 DRAIN_TIMEOUT = 25.0
 STATUS_EVERY = 30.0
@@ -84,7 +83,7 @@ def sd_notify(message: str, env: dict[str, str] | os._Environ[str] | None = None
             sock.sendall(message.encode())
         return True
     except OSError as exc:
-        log.warning("event=sd_notify_failed error=%s", exc.strerror or exc)
+        log.warning("agent.sd_notify_failed", error=exc.strerror or str(exc))
         return False
 
 
@@ -145,86 +144,6 @@ def agent_id(paths: Paths) -> str:
     return value
 
 
-# --------------------------------------------------------------------------- requests
-
-
-class ResponseCache:
-    """The two credentials answers of a lease, encoded once.
-
-    A warm role answers thousands of requests from one lease; encoding its body
-    (two RFC 3339 times, a JSON object) dominated the cost of each. A lease is
-    immutable (an extension is a new Lease object), so its identity is the key.
-    Only the current few leases are kept: the bytes hold secrets, which then live
-    no longer than the Lease objects that hold them anyway.
-    """
-
-    MAX = 4096
-
-    def __init__(self) -> None:
-        self._process: dict[int, tuple[Lease, bytes]] = {}
-        self._credentials: dict[int, tuple[Lease, bytes]] = {}
-
-    def _get(
-        self, table: dict[int, tuple[Lease, bytes]], lease: Lease, encode: Callable[[Lease], bytes]
-    ) -> bytes:
-        hit = table.get(id(lease))
-        if hit is not None and hit[0] is lease:
-            return hit[1]
-        if len(table) >= self.MAX:
-            table.clear()
-        data = encode(lease)
-        table[id(lease)] = (lease, data)
-        return data
-
-    def credential_process(self, lease: Lease) -> bytes:
-        return self._get(self._process, lease, Lease.credential_process_line)
-
-    def credentials(self, lease: Lease) -> bytes:
-        return self._get(
-            self._credentials,
-            lease,
-            lambda lease: protocol.ok(
-                {"credentials": lease.credential_process(), "lease": lease.summary()}
-            ),
-        )
-
-
-def make_handler(
-    agent: Agent, on_reload: Callable[[], Awaitable[list[str]]]
-) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
-    """The op table: a typed request -> the agent call -> a response line."""
-    cache = ResponseCache()
-
-    async def handle(request: protocol.AnyRequest) -> bytes:
-        match request:
-            case protocol.CredentialProcess(role=role):
-                return cache.credential_process(await agent.credentials(role))
-            case protocol.GetCredentials(role=role):
-                return cache.credentials(await agent.credentials(role))
-            case protocol.Ping():
-                return protocol.ok({"version": __version__, "pid": os.getpid()})
-            case protocol.Status():
-                status = agent.status()
-                status["agent"]["dumpable"] = dumpable()
-                return protocol.ok(status)
-            case protocol.Roles():
-                return protocol.ok({"roles": agent.roles()})
-            case protocol.Revoke(lease_id=lease_id, role=role, all=everything, force=force):
-                revoked = await agent.revoke(
-                    lease_id=lease_id, role=role, everything=everything, force=force
-                )
-                return protocol.ok({"revoked": revoked})
-            case protocol.Renew(role=role):
-                return protocol.ok({"lease": (await agent.renew(role)).summary()})
-            case protocol.Reload():
-                return protocol.ok({"roles": await on_reload()})
-            case protocol.RotateRoot():
-                return protocol.ok({"access_key_id": await agent.rotate_root()})
-        raise protocol.UnknownOp(f"unhandled op {type(request).__name__}")
-
-    return handle
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -232,14 +151,14 @@ class StartupError(Exception):
     """Printed as one line; exit status 2."""
 
 
-def prepare(paths: Paths) -> tuple[config.Config, Journal, str]:
+def prepare(paths: Paths) -> tuple[config.Config, SqliteJournal, str]:
     try:
         cfg = config.load(paths.config_dir)
     except config.ConfigError as exc:
         lines = "\n".join(str(p) for p in exc.problems)
         raise StartupError(f"invalid configuration:\n{lines}") from None
     paths.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return cfg, Journal(paths.journal), agent_id(paths)
+    return cfg, SqliteJournal(paths.journal), agent_id(paths)
 
 
 def run(
@@ -277,7 +196,7 @@ def run(
     try:
         trio.run(_main, agent, sock, paths, activated)
     finally:
-        journal.close()
+        journal.close_now()
         if not activated:
             _unlink_own_socket(paths.socket, sock)
     return 0
@@ -300,7 +219,7 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
         finally:
             sd_notify(f"READY=1\nSTATUS={agent.summary()}")
 
-    server = Server(make_handler(agent, reload))
+    server = Server(make_handler(agent, reload, lambda: {"dumpable": dumpable()}))
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
             await outer.start(agent.run)
@@ -313,11 +232,11 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
 
                 await connections.start(accept_loop)
                 log.info(
-                    "event=ready socket=%s activated=%s pid=%d version=%s",
-                    paths.socket,
-                    activated,
-                    os.getpid(),
-                    __version__,
+                    "agent.ready",
+                    socket=str(paths.socket),
+                    activated=activated,
+                    pid=os.getpid(),
+                    version=__version__,
                 )
                 sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={agent.summary()}")
                 outer.start_soon(_status_updates, agent)
@@ -329,10 +248,10 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
                         try:
                             await reload()
                         except DyncredsError as exc:
-                            log.error("event=sighup_reload error=%s", exc.message)
+                            log.error("config.sighup_reload_failed", error=exc.message)
                         continue
                     break
-                log.info("event=stopping signal=%s", signal.Signals(signum).name)
+                log.info("agent.stopping", signal=signal.Signals(signum).name)
                 sd_notify("STOPPING=1\nSTATUS=stopping")
                 accept.cancel()
                 server.drain()
@@ -341,7 +260,7 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
                 agent.stopping = True
                 connections.cancel_scope.cancel()
             outer.cancel_scope.cancel()
-    log.info("event=stopped")
+    log.info("agent.stopped")
 
 
 async def _status_updates(agent: Agent) -> None:

@@ -11,39 +11,15 @@ proof that the old key is dead and the user gone. Nothing is left running.
 from __future__ import annotations
 
 import json
-import logging
-import os
-import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-ACCOUNT = "123456789012"
-EC2_ONLY = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}],
-}
-ADMIN = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
-}
-TRUST_VAULTUSER = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/vaultuser"},
-            "Action": "sts:AssumeRole",
-        }
-    ],
-}
+from dyncreds.client import Client
+from dyncreds.standin import TRUST_VAULTUSER, StandIn, agent_env, running_agent, write_config
 
 PROGRAM = """
 import boto3, botocore.exceptions
@@ -64,167 +40,6 @@ import boto3
 session = boto3.Session(profile_name="{profile}")
 print("  identity:", session.client("sts").get_caller_identity()["Arn"])
 """
-
-
-# --------------------------------------------------------------------------- the stand-in
-
-
-class StandIn:
-    """moto's server on 127.0.0.1 with IAM enforcement, and an admin client."""
-
-    def __init__(self) -> None:
-        try:
-            from moto.server import ThreadedMotoServer
-        except ImportError:
-            raise SystemExit(
-                "dyncreds demo needs the AWS stand-in: pip install 'dyncreds[demo]'"
-            ) from None
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
-        self.admin_keys: dict[str, str] = {}
-
-    def client(self, service: str, **keys: Any) -> Any:
-        import boto3
-
-        keys = keys or {
-            "aws_access_key_id": self.admin_keys["AccessKeyId"],
-            "aws_secret_access_key": self.admin_keys["SecretAccessKey"],
-        }
-        return boto3.client(  # type: ignore[call-overload]
-            service, endpoint_url=self.endpoint, region_name="us-east-1", **keys
-        )
-
-    def bootstrap(self, admin_user: str = "vaultuser") -> dict[str, str]:
-        """Create the service-account user, then turn IAM enforcement on."""
-        iam = self.client("iam", aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-        iam.create_user(UserName=admin_user)
-        iam.put_user_policy(
-            UserName=admin_user, PolicyName="administrator", PolicyDocument=json.dumps(ADMIN)
-        )
-        self.admin_keys = iam.create_access_key(UserName=admin_user)["AccessKey"]
-        self.enforce_iam()
-        return self.admin_keys
-
-    def enforce_iam(self, unauthenticated_requests: int = 0) -> None:
-        """moto checks every request after the first N against IAM policies."""
-        request = urllib.request.Request(
-            f"{self.endpoint}/moto-api/reset-auth",
-            data=str(unauthenticated_requests).encode(),
-            headers={"Content-Type": "text/plain"},
-            method="POST",
-        )
-        urllib.request.urlopen(request, timeout=10).read()
-
-    def reset(self) -> None:
-        """A new, empty account with enforcement off (tests call this between runs)."""
-        self.enforce_iam(unauthenticated_requests=1_000_000_000)
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", data=b"", method="POST")
-        urllib.request.urlopen(request, timeout=10).read()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def write_config(config_dir: Path, endpoint: str, keys: dict[str, str]) -> None:
-    from dyncreds.aws.session import StaticKeys, write_credentials_file
-    from dyncreds.leases import Secret
-
-    (config_dir / "roles").mkdir(parents=True)
-    write_credentials_file(
-        config_dir / "root-credentials.toml",
-        StaticKeys(keys["AccessKeyId"], Secret(keys["SecretAccessKey"])),
-    )
-    (config_dir / "config.toml").write_text(
-        textwrap.dedent(f"""\
-        [agent]
-        propagation_checks = 2
-
-        [root]
-        credentials_file = "root-credentials.toml"
-        region = "us-east-1"
-        iam_endpoint = "{endpoint}"
-        sts_endpoint = "{endpoint}"
-        """)
-    )
-    (config_dir / "roles" / "ec2-only.toml").write_text(
-        textwrap.dedent(f"""\
-        credential_type = "iam_user"
-        policy_document = '''{json.dumps(EC2_ONLY)}'''
-        ttl = "1h"
-        max_ttl = "4h"
-        iam_tags = {{ purpose = "demo" }}
-        region = "us-east-1"
-        """)
-    )
-    (config_dir / "roles" / "deploy.toml").write_text(
-        textwrap.dedent(f"""\
-        credential_type = "assumed_role"
-        role_arns = ["arn:aws:iam::{ACCOUNT}:role/deploy"]
-        ttl = "1h"
-        region = "us-east-1"
-        """)
-    )
-
-
-def agent_env(base: Path, socket_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DYNCREDS_"))}
-    env.update(
-        {
-            "DYNCREDS_CONFIG_DIR": str(base / "config"),
-            "DYNCREDS_STATE_DIR": str(base / "state"),
-            "DYNCREDS_SOCKET": str(socket_path),
-            "AWS_CONFIG_FILE": str(base / "aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(base / "aws-credentials"),
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-    )
-    return env
-
-
-def wait_for_socket(path: Path, process: subprocess.Popen[bytes], deadline: float) -> None:
-    import socket
-
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the agent exited early with status {process.returncode}")
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(2)
-                sock.connect(str(path))
-                sock.sendall(b'{"op":"ping"}\n')
-                if b'"ok":true' in sock.recv(4096):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("the agent did not start listening in time")
-
-
-@contextmanager
-def running_agent(
-    base: Path, env: dict[str, str], log_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dyncreds", "agent"], env=env, stdout=log_file, stderr=log_file
-        )
-        try:
-            wait_for_socket(Path(env["DYNCREDS_SOCKET"]), process, time.monotonic() + 30)
-            yield process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
 
 
 def _python(program: str, env: dict[str, str]) -> str:
@@ -321,14 +136,8 @@ def _walk(aws: StandIn, base: Path, started: float) -> int:
         say("8. `dyncreds status` shows the leases (never a secret):")
         print(textwrap.indent(run_cli(env, "status").rstrip(), "   "))
 
-        from dyncreds.cli import Client
-
         with Client(socket_path) as client:
             creds = client.request("credentials", role="ec2-only")["credentials"]
-        user_keys = {
-            "aws_access_key_id": creds["AccessKeyId"],
-            "aws_secret_access_key": creds["SecretAccessKey"],
-        }
         users_before = [
             u["UserName"]
             for u in aws.client("iam").list_users()["Users"]
@@ -339,17 +148,11 @@ def _walk(aws: StandIn, base: Path, started: float) -> int:
             f"{', '.join(users_before)} are deleted in AWS."
         )
         print(textwrap.indent(run_cli(env, "revoke", "--role", "ec2-only").rstrip(), "   "))
-        import botocore.exceptions
-
-        try:
-            aws.client("sts", **user_keys).get_caller_identity()
+        rejected = aws.key_rejected(creds["AccessKeyId"], creds["SecretAccessKey"])
+        if rejected is None:
             print("   the old key still works (unexpected!)")
             return 1
-        except botocore.exceptions.ClientError as exc:
-            print(
-                f"   the old key {creds['AccessKeyId']} is now rejected: "
-                f"{exc.response['Error']['Code']}"
-            )
+        print(f"   the old key {creds['AccessKeyId']} is now rejected: {rejected}")
         users_after = [
             u["UserName"]
             for u in aws.client("iam").list_users()["Users"]

@@ -1,4 +1,4 @@
-"""Leases and the timing rules: when a lease may be served, renewed, replaced or
+"""Leases and the timing rules: when a lease may be served, extended, replaced or
 revoked. Pure: every function takes ``now`` (wall-clock seconds) and, where it
 randomises, the random draw, so tests drive it without clocks.
 
@@ -17,6 +17,7 @@ from typing import Literal
 
 import msgspec
 
+from dyncreds.kinds import KINDS, CredentialType
 from dyncreds.protocol import rfc3339
 
 # Never refresh later than this before the deadline: leaves room for an issuance
@@ -25,6 +26,8 @@ REFRESH_LEAD_MAX = 5 * 60
 # A lease must stay servable at least this long after it is issued, whatever
 # the role's TTL: shorter leases would be replaced as soon as they are served.
 MIN_SERVE_WINDOW = 60
+# Failed revocations before a lease is shown as irrevocable (and retried slowly).
+IRREVOCABLE_AFTER = 6
 
 
 class Secret:
@@ -69,7 +72,7 @@ class Lease:
 
     id: str
     role: str
-    credential_type: str
+    credential_type: CredentialType
     access_key_id: str
     secret_access_key: Secret
     session_token: Secret | None
@@ -141,7 +144,7 @@ def servable(lease: Lease | None, now: float, timing: Timing, role_ttl: float) -
 
 
 def refresh_at(lease: Lease, timing: Timing, role_ttl: float, jitter: float) -> float:
-    """When the background refresher should renew or replace this lease: before it
+    """When the background refresher should extend or replace this lease: before it
     stops being servable, with a lead for the issuance itself and jitter (``jitter``
     in [0, 1)) so that many roles issued together do not refresh together."""
     deadline = lease.expires_at - required_remaining(lease, timing, role_ttl)
@@ -153,9 +156,9 @@ RefreshKind = Literal["extend", "replace"]
 
 
 def refresh_kind(lease: Lease, now: float, timing: Timing, role_ttl: float) -> RefreshKind:
-    """iam_user leases are extended (same keys) until their max_ttl; then, and for
-    every STS type, a new lease replaces the old one."""
-    if lease.credential_type != "iam_user":
+    """Extendable kinds (iam_user) are extended (same keys) until their max_ttl;
+    then, and for every other kind, a new lease replaces the old one."""
+    if not KINDS[lease.credential_type].extendable:
         return "replace"
     extended = extended_expiry(lease, now, role_ttl)
     window = required_remaining(lease, timing, role_ttl)
@@ -166,7 +169,7 @@ def refresh_kind(lease: Lease, now: float, timing: Timing, role_ttl: float) -> R
 
 
 def extended_expiry(lease: Lease, now: float, role_ttl: float) -> float:
-    """Renewal moves the announced expiry to now + ttl, never past max_ttl."""
+    """Extension moves the announced expiry to now + ttl, never past max_ttl."""
     return max(lease.expires_at, min(now + role_ttl, lease.hard_expires_at))
 
 

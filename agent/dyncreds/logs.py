@@ -1,4 +1,16 @@
-"""Logging: one line per event, ``event=... key=value`` fields, text or JSON.
+"""Logging: one line per event, named from one vocabulary, text or JSON.
+
+Code says what happened and with which fields::
+
+    log = logs.get("agent")
+    log.info("lease.extended", role=name, lease=lease_id, expires=...)
+
+and the formatter writes ``event=lease.extended role=... lease=...`` (text) or
+``{"event": "lease.extended", "role": ..., ...}`` (JSON) from the same fields;
+nothing is formatted into a string and parsed back. Event names are
+``area.what``: ``agent.*``, ``lease.*`` (issued, extended, replaced, retired,
+revoked ...), ``root.*``, ``config.*``, ``orphan.*``, ``request.*``, ``aws.*``.
+*Extend* means same keys with a later expiry, *replace* means new keys.
 
 Secrets never reach a log record: they travel as ``leases.Secret``, whose every
 string form is stars, and AWS errors are mapped to one-line messages that echo
@@ -11,16 +23,66 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from typing import Any
+
+_FIELDS = "dyncreds_fields"
+
+
+class EventLogger:
+    """A ``logging.Logger`` that takes an event name and fields."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+
+    def _log(self, level: int, event: str, fields: dict[str, Any], exc: bool = False) -> None:
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, "%s", event, extra={_FIELDS: fields}, exc_info=exc)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log(logging.ERROR, event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        """An error with the exception's type and message (never its traceback's locals)."""
+        self._log(logging.ERROR, event, fields, exc=True)
+
+
+def get(area: str) -> EventLogger:
+    return EventLogger(logging.getLogger(f"dyncreds.{area}"))
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = getattr(record, _FIELDS, None) or {}
+    return fields
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, float):
+        value = round(value, 3)
+    text = str(value)
+    return json.dumps(text) if (" " in text or not text) else text
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"{stamp}Z {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        fields = _fields(record)
+        message = record.getMessage()
+        if fields or hasattr(record, _FIELDS):
+            message = " ".join(
+                [f"event={message}"] + [f"{k}={_text_value(v)}" for k, v in fields.items()]
+            )
+        line = f"{stamp}Z {record.levelname.lower():7} {record.name}: {message}"
         if record.exc_info and record.levelno >= logging.ERROR:
             line += " exc=" + repr(record.exc_info[1])[:300]
         return line
@@ -33,27 +95,14 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
-        message = record.getMessage()
-        fields = _fields(message)
-        if fields:
-            body.update(fields)
+        if hasattr(record, _FIELDS):
+            body["event"] = record.getMessage()
+            body.update(_fields(record))
         else:
-            body["message"] = message
+            body["message"] = record.getMessage()
         if record.exc_info and record.levelno >= logging.ERROR:
             body["exc"] = repr(record.exc_info[1])[:300]
-        return json.dumps(body)
-
-
-_FIELD_START = re.compile(r"[a-z_]+=")
-# A value runs to the next " key=" so that a trailing error=... may hold spaces.
-_FIELD = re.compile(r"([a-z_]+)=(.*?)(?= [a-z_]+=|$)")
-
-
-def _fields(message: str) -> dict[str, str]:
-    """``event=x role=y`` -> {"event": "x", "role": "y"} (values without spaces)."""
-    if not _FIELD_START.match(message):
-        return {}
-    return {m.group(1): m.group(2) for m in _FIELD.finditer(message)}
+        return json.dumps(body, default=str)
 
 
 def setup(level: str = "info", fmt: str = "text") -> None:

@@ -16,7 +16,6 @@ its own; nothing it sends can stop the server or reach another connection.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import socket as stdsocket
 import stat
@@ -28,7 +27,7 @@ from typing import Any
 
 import trio
 
-from dyncreds import protocol
+from dyncreds import logs, protocol
 from dyncreds.protocol import (
     MAX_LINE,
     DyncredsError,
@@ -37,7 +36,7 @@ from dyncreds.protocol import (
     TooLarge,
 )
 
-log = logging.getLogger("dyncreds.server")
+log = logs.get("server")
 
 Handler = Callable[[protocol.AnyRequest], Awaitable[bytes]]
 
@@ -93,7 +92,7 @@ def _remove_stale_socket(path: Path) -> None:
         probe.connect(str(path))
     except (ConnectionRefusedError, FileNotFoundError):
         os.unlink(path)
-        log.info("event=stale_socket_removed path=%s", path)
+        log.info("agent.stale_socket_removed", path=str(path))
         return
     except OSError as exc:
         raise SocketSetupError(f"{path}: cannot probe the existing socket: {exc}") from None
@@ -202,7 +201,7 @@ class Server:
             pass  # the client went away
         except Exception:
             # A bug in one request must not take down the server.
-            log.exception("event=connection_error")
+            log.exception("request.connection_error")
         finally:
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
@@ -220,7 +219,7 @@ class Server:
         pid, uid, _ = peer_credentials(stream.socket)
         if uid != self.uid:
             self.counters["refused"] += 1
-            log.warning("event=peer_refused uid=%d pid=%d", uid, pid)
+            log.warning("request.peer_refused", uid=uid, pid=pid)
             await self._send(
                 stream, timer, protocol.error(Forbidden(f"this agent serves uid {self.uid} only"))
             )
@@ -277,10 +276,10 @@ class Server:
         try:
             response = await self.handle(request)
         except DyncredsError as exc:
-            log.debug("event=request op=%s outcome=%s", type(request).__name__, exc.code)
+            log.debug("request.done", op=type(request).__name__, outcome=exc.code)
             return protocol.error(exc)
         except Exception as exc:
-            log.exception("event=request_bug op=%s", type(request).__name__)
+            log.exception("request.bug", op=type(request).__name__)
             return protocol.error(Internal(f"internal error: {type(exc).__name__}"))
-        log.debug("event=request op=%s outcome=ok", type(request).__name__)
+        log.debug("request.done", op=type(request).__name__, outcome="ok")
         return response

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from dyncreds.demo import StandIn
+from dyncreds.standin import StandIn
 from tests.conftest import (
     SHIM,
     AgentProcess,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dyncreds.demo import StandIn
+from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, raw_request, temp_users, wait_for
 from tests.faultproxy import Fault, FaultProxy
 

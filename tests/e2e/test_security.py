@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dyncreds.demo import StandIn
+from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, make_assumable_role, raw_request
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,7 @@ def test_other_uid_is_refused_even_with_loosened_modes(
     assert body["ok"] is False and body["error"]["code"] == "forbidden"
     assert "AccessKeyId" not in result.stdout
     log = agent.log()
-    assert re.search(rf"event=peer_refused uid={NOBODY} pid=\d+", log)
+    assert re.search(rf"event=request.peer_refused uid={NOBODY} pid=\d+", log)
     assert agent.request("credentials", role="ec2")["ok"]  # the owner still gets in
 
 
@@ -280,7 +280,7 @@ def test_no_secret_in_debug_logs_status_or_errors(
     agent.stop()
     outputs.append(agent.log())
     text = "\n".join(outputs)
-    assert "debug   dyncreds.aws: event=aws_call op=CreateAccessKey" in text  # debug was on
+    assert "debug   dyncreds.aws: event=aws.call op=CreateAccessKey" in text  # debug was on
     # Indexes only: a failing assertion must not print the secrets it found.
     leaked = [i for i, secret in enumerate(filter(None, secrets)) if secret in text]
     assert leaked == []

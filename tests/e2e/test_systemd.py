@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dyncreds.demo import StandIn
+from dyncreds.standin import StandIn
 from tests.conftest import SHIM, AgentProcess, iam_user_role, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -164,8 +164,13 @@ def test_json_logs_one_event_per_line(
     assert agent.request("credentials", role="ec2")["ok"]
     agent.stop()
     lines = [json.loads(line) for line in agent.log().splitlines() if line.strip()]
-    issued = [entry for entry in lines if entry.get("event") == "issued"]
+    issued = [entry for entry in lines if entry.get("event") == "lease.issued"]
     assert len(issued) == 1
     assert issued[0]["role"] == "ec2" and issued[0]["level"] == "info"
     assert issued[0]["key"].startswith("AKIA")
-    assert {entry["event"] for entry in lines} >= {"start", "ready", "stopping", "stopped"}
+    assert {entry["event"] for entry in lines} >= {
+        "agent.start",
+        "agent.ready",
+        "agent.stopping",
+        "agent.stopped",
+    }

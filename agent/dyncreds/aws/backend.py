@@ -1,14 +1,16 @@
 """The facade the agent drives: issue, extend, delete, identify, rotate.
 
-The agent (agent.py) never sees boto3; tests of its timing drive it with a
-hand-written fake of this interface on trio's mock clock.
+Which function mints which credential type is the ``issuer`` column of
+``kinds.KINDS``, mapped here to the issuer itself. The agent never sees boto3;
+tests of its timing drive it with a hand-written fake of this interface on
+trio's mock clock.
 """
 
 from __future__ import annotations
 
 import getpass
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from dyncreds.aws import iam_user, naming, root, sts
 from dyncreds.aws.iam_user import Propagation
@@ -16,6 +18,9 @@ from dyncreds.aws.session import AwsSession, BotoHook
 from dyncreds.config import Config, Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease
+
+OnStep = Callable[[str], None]
+Issuer = Callable[[Role, str, float, OnStep], Awaitable[Lease]]
 
 
 class AwsBackend:
@@ -30,6 +35,12 @@ class AwsBackend:
         self.agent_id = agent_id
         self.event_hooks = event_hooks
         self.local_user = getpass.getuser()
+        self.issuers: dict[str, Issuer] = {
+            "iam_user": self._iam_user,
+            "assume_role": self._assume_role,
+            "federation_token": self._federation_token,
+            "session_token": self._session_token,
+        }
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -56,34 +67,37 @@ class AwsBackend:
         )
 
     async def issue(
-        self,
-        role: Role,
-        lease_id: str,
-        now: float,
-        on_step: Callable[[str], None] = lambda step: None,
+        self, role: Role, lease_id: str, now: float, on_step: OnStep = lambda step: None
     ) -> Lease:
-        kind = role.credential_type
-        if kind == "iam_user":
-            return await iam_user.create(
-                self.aws,
-                self.journal,
-                role=role,
-                lease_id=lease_id,
-                user_name=self._name(role, naming.USER_NAME_MAX),
-                agent_id=self.agent_id,
-                now=now,
-                propagation=self.propagation,
-                on_step=on_step,
-            )
-        on_step(kind)
-        if kind == "assumed_role":
-            return await sts.assume_role(
-                self.aws, role, lease_id, self._name(role, naming.SESSION_NAME_MAX), now
-            )
-        if kind == "federation_token":
-            return await sts.federation_token(
-                self.aws, role, lease_id, self._name(role, naming.FEDERATION_NAME_MAX), now
-            )
+        return await self.issuers[role.kind.issuer](role, lease_id, now, on_step)
+
+    async def _iam_user(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
+        return await iam_user.create(
+            self.aws,
+            self.journal,
+            role=role,
+            lease_id=lease_id,
+            user_name=self._name(role, naming.USER_NAME_MAX),
+            agent_id=self.agent_id,
+            now=now,
+            propagation=self.propagation,
+            on_step=on_step,
+        )
+
+    async def _assume_role(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
+        on_step("assume_role")
+        name = self._name(role, naming.SESSION_NAME_MAX)
+        return await sts.assume_role(self.aws, role, lease_id, name, now)
+
+    async def _federation_token(
+        self, role: Role, lease_id: str, now: float, on_step: OnStep
+    ) -> Lease:
+        on_step("federation_token")
+        name = self._name(role, naming.FEDERATION_NAME_MAX)
+        return await sts.federation_token(self.aws, role, lease_id, name, now)
+
+    async def _session_token(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
+        on_step("session_token")
         return await sts.session_token(self.aws, role, lease_id, now)
 
     async def extend(self, lease: Lease, expires_at: float) -> None:

@@ -22,20 +22,20 @@ tolerating "already gone", then the user.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
+from dyncreds import logs
 from dyncreds.aws.session import GONE_CODES, AwsSession, aws_code
 from dyncreds.config import Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease, Secret
 from dyncreds.protocol import DyncredsError, Upstream, rfc3339
 
-log = logging.getLogger("dyncreds.aws")
+log = logs.get("aws")
 
 CLEANUP_TIMEOUT = 60.0
 
@@ -78,7 +78,7 @@ async def create(
 ) -> Lease:
     """Create the user and its key; return a lease that works. Cleans up on failure."""
     expires_at = now + role.ttl
-    journal.creating(lease_id, role.name, user_name, now, expires_at)
+    await journal.creating(lease_id, role.name, user_name, now, expires_at)
     try:
         on_step("create_user")
         params: dict[str, Any] = {
@@ -97,7 +97,7 @@ async def create(
         async def create_key() -> None:
             result = await aws.call("iam", "create_access_key", UserName=user_name)
             key.update(result["AccessKey"])
-            journal.key_created(lease_id, key["AccessKeyId"])
+            await journal.key_created(lease_id, key["AccessKeyId"])
 
         await _all(
             [create_key]
@@ -125,7 +125,7 @@ async def create(
         on_step("propagate")
         await wait_until_usable(aws, key["AccessKeyId"], secret, propagation)
         on_step("activate")
-        journal.activate(lease_id, expires_at)
+        await journal.activate(lease_id, expires_at)
     except BaseException as exc:
         await _cleanup_after_failure(aws, journal, lease_id, user_name, exc)
         raise
@@ -152,16 +152,17 @@ async def _cleanup_after_failure(
         try:
             with trio.fail_after(CLEANUP_TIMEOUT):
                 await delete(aws, user_name)
-            journal.forget(lease_id)
-            log.info("event=issue_cleanup lease=%s user=%s outcome=deleted", lease_id, user_name)
+            await journal.forget(lease_id)
+            log.info("lease.issue_cleanup", lease=lease_id, user=user_name, outcome="deleted")
         except (DyncredsError, trio.TooSlowError) as cleanup_error:
             # Left for the reaper, which retries with backoff.
-            journal.revoke_now(lease_id, 0.0)
+            await journal.revoke_now(lease_id, 0.0)
             log.warning(
-                "event=issue_cleanup lease=%s user=%s outcome=deferred error=%s",
-                lease_id,
-                user_name,
-                cleanup_error,
+                "lease.issue_cleanup",
+                lease=lease_id,
+                user=user_name,
+                outcome="deferred",
+                error=str(cleanup_error),
             )
 
 

@@ -7,14 +7,14 @@ atomically, switch the clients, and only then delete the old key.
 
 from __future__ import annotations
 
-import logging
-
+from dyncreds import logs
 from dyncreds.aws.iam_user import Propagation, wait_until_usable
-from dyncreds.aws.session import AwsSession, StaticKeys, write_credentials_file
+from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file
+from dyncreds.aws.session import AwsSession
 from dyncreds.leases import Secret
 from dyncreds.protocol import BadRequest, DyncredsError, Upstream
 
-log = logging.getLogger("dyncreds.aws")
+log = logs.get("aws")
 
 
 def user_name_from_arn(arn: str) -> str | None:
@@ -46,7 +46,7 @@ async def rotate(aws: AwsSession, propagation: Propagation) -> str:
         )
     created = (await aws.call("iam", "create_access_key", UserName=user_name))["AccessKey"]
     new = StaticKeys(created["AccessKeyId"], Secret(created["SecretAccessKey"]))
-    log.info("event=rotate_root step=created new_key=%s", new.access_key_id)
+    log.info("root.rotate", step="created", new_key=new.access_key_id)
     try:
         await wait_until_usable(aws, new.access_key_id, new.secret_access_key, propagation)
         write_credentials_file(path, new)
@@ -64,7 +64,7 @@ async def rotate(aws: AwsSession, propagation: Propagation) -> str:
             aws_code=getattr(exc, "aws_code", "RotateFailed"),
         ) from None
     aws.build()  # re-reads the file: from here on the agent uses the new key
-    log.info("event=rotate_root step=switched new_key=%s", new.access_key_id)
+    log.info("root.rotate", step="switched", new_key=new.access_key_id)
     try:
         await aws.call(
             "iam", "delete_access_key", UserName=user_name, AccessKeyId=old.access_key_id
@@ -75,5 +75,5 @@ async def rotate(aws: AwsSession, propagation: Propagation) -> str:
             f"could not be deleted: {exc}",
             aws_code="RotateIncomplete",
         ) from None
-    log.info("event=rotate_root step=done old_key_deleted=%s", old.access_key_id)
+    log.info("root.rotate", step="done", old_key_deleted=old.access_key_id)
     return new.access_key_id

@@ -13,17 +13,12 @@ message is one line, and nothing from the request (keys, tokens) is echoed.
 
 from __future__ import annotations
 
-import logging
 import os
-import stat
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -31,12 +26,13 @@ import botocore.config
 import botocore.exceptions
 import trio
 
+from dyncreds import logs
+from dyncreds.aws.rootkeys import StaticKeys, read_credentials_file
 from dyncreds.config import Config, RootSettings
-from dyncreds.files import atomic_write
 from dyncreds.leases import Secret
 from dyncreds.protocol import DyncredsError, Unavailable, Upstream
 
-log = logging.getLogger("dyncreds.aws")
+log = logs.get("aws")
 
 # AWS error codes worth retrying (besides botocore's own standard-mode retries).
 RETRYABLE_CODES = frozenset(
@@ -112,48 +108,6 @@ def map_errors(operation: str) -> Iterator[None]:
         raise Upstream(
             f"AWS {operation} failed: {type(exc).__name__}", aws_code=type(exc).__name__
         ) from None
-
-
-@dataclass(frozen=True)
-class StaticKeys:
-    access_key_id: str
-    secret_access_key: Secret
-
-
-def read_credentials_file(path: Path) -> StaticKeys:
-    """The rotatable root key file: TOML with access_key_id and secret_access_key,
-    readable by its owner only."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise Unavailable(f"{path}: root credentials file not found") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise Unavailable(
-            f"{path}: root credentials file is accessible by group or others "
-            f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
-        )
-    if info.st_uid != os.getuid():
-        raise Unavailable(f"{path}: root credentials file is owned by another user")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        key_id, secret = data["access_key_id"], data["secret_access_key"]
-    except (OSError, ValueError, KeyError):
-        raise Unavailable(
-            f"{path}: needs access_key_id and secret_access_key (TOML strings)"
-        ) from None
-    if not isinstance(key_id, str) or not isinstance(secret, str):
-        raise Unavailable(f"{path}: access_key_id and secret_access_key must be strings")
-    return StaticKeys(key_id, Secret(secret))
-
-
-def write_credentials_file(path: Path, keys: StaticKeys) -> None:
-    """Atomically: temp file (0600) in the same directory, fsync, rename, fsync dir."""
-    text = (
-        "# dyncreds root credentials; rotated by `dyncreds rotate-root`\n"
-        f'access_key_id = "{keys.access_key_id}"\n'
-        f'secret_access_key = "{keys.secret_access_key.reveal()}"\n'
-    )
-    atomic_write(path, text, 0o600)
 
 
 def profile_loops(profile: str | None) -> bool:
@@ -273,10 +227,10 @@ class AwsSession:
             # Operation names and outcomes only: parameters and responses can hold
             # secrets (CreateAccessKey), so they are never logged.
             log.debug(
-                "event=aws_call op=%s outcome=%s seconds=%.3f",
-                _camel(operation),
-                outcome,
-                time.monotonic() - started,
+                "aws.call",
+                op=_camel(operation),
+                outcome=outcome,
+                seconds=round(time.monotonic() - started, 3),
             )
         return result
 

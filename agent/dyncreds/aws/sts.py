@@ -28,10 +28,9 @@ async def assume_role(
     lease_id: str,
     session_name: str,
     now: float,
-    role_arn: str | None = None,
 ) -> Lease:
     params = {
-        "RoleArn": role_arn or role.role_arns[0],
+        "RoleArn": role.role_arns[0],
         "RoleSessionName": session_name,
         "DurationSeconds": role.ttl,
         **_policy_params(role),

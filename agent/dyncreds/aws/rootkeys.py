@@ -1,0 +1,58 @@
+"""Where the root's static key lives, read and written without boto3 (the CLI
+uses this module too): the rotatable credentials file, TOML with
+``access_key_id`` and ``secret_access_key``, readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from dyncreds.files import atomic_write
+from dyncreds.leases import Secret
+from dyncreds.protocol import Unavailable
+
+
+@dataclass(frozen=True)
+class StaticKeys:
+    access_key_id: str
+    secret_access_key: Secret
+
+
+def read_credentials_file(path: Path) -> StaticKeys:
+    """The rotatable root key file: TOML with access_key_id and secret_access_key,
+    readable by its owner only."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise Unavailable(f"{path}: root credentials file not found") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise Unavailable(
+            f"{path}: root credentials file is accessible by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
+        )
+    if info.st_uid != os.getuid():
+        raise Unavailable(f"{path}: root credentials file is owned by another user")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        key_id, secret = data["access_key_id"], data["secret_access_key"]
+    except (OSError, ValueError, KeyError):
+        raise Unavailable(
+            f"{path}: needs access_key_id and secret_access_key (TOML strings)"
+        ) from None
+    if not isinstance(key_id, str) or not isinstance(secret, str):
+        raise Unavailable(f"{path}: access_key_id and secret_access_key must be strings")
+    return StaticKeys(key_id, Secret(secret))
+
+
+def write_credentials_file(path: Path, keys: StaticKeys) -> None:
+    """Atomically: temp file (0600) in the same directory, fsync, rename, fsync dir."""
+    text = (
+        "# dyncreds root credentials; rotated by `dyncreds rotate-root`\n"
+        f'access_key_id = "{keys.access_key_id}"\n'
+        f'secret_access_key = "{keys.secret_access_key.reveal()}"\n'
+    )
+    atomic_write(path, text, 0o600)

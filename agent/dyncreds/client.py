@@ -1,0 +1,112 @@
+"""The one blocking client of the agent's socket, with the exit codes and the
+"how to start the agent" hint.
+
+The CLI, the benchmarks and the tests use this; the shim keeps its own
+stdlib-only copy of the wire (it must not import the package), and
+tests/test_client.py checks that the two agree on the hint, the exit codes and
+the request line.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_AGENT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+START_HINT = "start it with `systemctl --user start dyncreds-agent.socket` or `dyncreds agent`"
+
+
+class ClientError(Exception):
+    """Something the user should read; ``status`` is the exit code, ``code`` the
+    agent's error code when the agent answered with one."""
+
+    def __init__(self, message: str, status: int = EXIT_AGENT_ERROR, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class Client:
+    """Newline-delimited JSON over the Unix socket; one connection, many requests."""
+
+    def __init__(self, path: Path | str, timeout: float = 120.0):
+        self.path = Path(path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            self._buffer = b""
+
+    def _connect(self) -> socket.socket:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(str(self.path))
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                raise ClientError(
+                    f"the dyncreds agent is not running (no socket at {self.path}); {START_HINT}",
+                    EXIT_NOT_RUNNING,
+                ) from None
+            except OSError as exc:
+                sock.close()
+                raise ClientError(
+                    f"cannot connect to {self.path}: {exc.strerror or exc}", EXIT_NOT_RUNNING
+                ) from None
+            self._sock = sock
+        return self._sock
+
+    def send_line(self, line: bytes) -> dict[str, Any]:
+        """Send one raw request line; return the decoded response, error or not."""
+        sock = self._connect()
+        try:
+            sock.sendall(line if line.endswith(b"\n") else line + b"\n")
+            while b"\n" not in self._buffer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    self.close()
+                    raise ClientError("the agent closed the connection without answering")
+                self._buffer += chunk
+        except TimeoutError:
+            self.close()
+            raise ClientError(f"the agent did not answer within {self.timeout:g}s") from None
+        except OSError as exc:
+            self.close()
+            raise ClientError(f"talking to the agent failed: {exc.strerror or exc}") from None
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        response: dict[str, Any] = json.loads(line)
+        return response
+
+    def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        """One request; the response as it came, ``{"ok": false, ...}`` included."""
+        return self.send_line(json.dumps({"op": op, **fields}).encode())
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """One request; an error response raises ``ClientError``."""
+        response = self.call(op, **fields)
+        if not response.get("ok", "Version" in response):
+            error = response.get("error") or {}
+            raise ClientError(
+                str(error.get("message", "the agent reported an error")),
+                code=str(error.get("code", "internal")),
+            )
+        return response
+
+
+def request(path: Path | str, op: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
+    """One request on a connection of its own; the raw response."""
+    with Client(path, timeout) as client:
+        return client.call(op, **fields)

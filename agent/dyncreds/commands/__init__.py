@@ -1,0 +1,110 @@
+"""``dyncreds``: the command line. One module per area - ``lease`` (status,
+creds, exec, revoke, renew), ``roles`` (check, reload, aws-config, role ...),
+``root`` (init, configure root, rotate-root) - and this one, which builds the
+parser and runs the chosen command.
+
+Talks to the agent through client.py. Exit codes: 0 success, 1 the agent
+answered with an error, 2 usage or configuration error, 3 the agent is not
+running (the message says how to start it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from dyncreds import __version__
+from dyncreds.client import EXIT_OK
+from dyncreds.commands import lease, roles, root
+from dyncreds.commands.common import CliError, get_paths
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from dyncreds import daemon  # trio and the AWS backend: only for this command
+
+    return daemon.run(get_paths(args), log_format=args.log_format, log_level=args.log_level)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dyncreds import demo
+
+    return demo.main(keep=args.keep)
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"dyncreds {__version__}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Global flags may stand before or after the command. SUPPRESS keeps a
+    # subcommand's parser from resetting a flag given before it; main() fills in
+    # the defaults afterwards.
+    common = argparse.ArgumentParser(add_help=False)
+    hide = argparse.SUPPRESS
+    common.add_argument(
+        "--config-dir", default=hide, help="configuration directory (DYNCREDS_CONFIG_DIR)"
+    )
+    common.add_argument("--state-dir", default=hide, help="state directory (DYNCREDS_STATE_DIR)")
+    common.add_argument("--socket", default=hide, help="agent socket path (DYNCREDS_SOCKET)")
+    common.add_argument("--json", action="store_true", default=hide, help="machine-readable output")
+
+    parser = argparse.ArgumentParser(
+        prog="dyncreds",
+        parents=[common],
+        description="Short-lived AWS credentials for the programs on this machine.",
+    )
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
+    sub.required = True
+
+    def add(name: str, fn: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("agent", cmd_agent, "run the agent in the foreground (systemd runs it this way)")
+    p.add_argument("--log-format", choices=["text", "json"], help="log line format")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
+    lease.add_commands(add)
+    roles.add_commands(add, sub, common)
+    root.add_commands(add, sub, common)
+    p = add("demo", cmd_demo, "the whole flow, offline, on an embedded AWS stand-in")
+    p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    add("version", cmd_version, "print the version")
+    return parser
+
+
+GLOBAL_DEFAULTS: dict[str, Any] = {
+    "config_dir": None,
+    "state_dir": None,
+    "socket": None,
+    "json": False,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `exec ROLE -- CMD`: argparse must not read CMD's own flags.
+    if "exec" in argv and "--" in argv:
+        split = argv.index("--")
+        args = parser.parse_args(argv[:split])
+        args.command = argv[split + 1 :]
+    else:
+        args = parser.parse_args(argv)
+    for flag, default in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, flag):
+            setattr(args, flag, default)
+    try:
+        status: int = args.fn(args)
+        return status
+    except CliError as exc:
+        code = f" ({exc.code})" if exc.code else ""
+        print(f"dyncreds: {exc}{code}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK

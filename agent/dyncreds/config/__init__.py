@@ -1,0 +1,67 @@
+"""Configuration: config.toml and roles/NAME.toml. Pure (reads files, nothing else).
+
+``schema`` is the shape of the files, ``problems`` reads TOML and reports what is
+wrong as ``file:line: message``, ``main`` and ``roles`` hold the checks, ``render``
+writes files back. ``load`` is the one entry point the agent and the CLI use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dyncreds.config.main import check_username_template, load_main
+from dyncreds.config.problems import ConfigError, Problem
+from dyncreds.config.render import render_role_toml, toml_value
+from dyncreds.config.roles import load_role
+from dyncreds.config.schema import (
+    ROLE_NAME,
+    AgentSettings,
+    Config,
+    LeaseDefaults,
+    MainConfig,
+    Role,
+    RoleFile,
+    RootSettings,
+    Seconds,
+    format_duration,
+    parse_duration,
+)
+
+__all__ = [
+    "ROLE_NAME",
+    "AgentSettings",
+    "Config",
+    "ConfigError",
+    "LeaseDefaults",
+    "MainConfig",
+    "Problem",
+    "Role",
+    "RoleFile",
+    "RootSettings",
+    "Seconds",
+    "check_username_template",
+    "format_duration",
+    "load",
+    "load_main",
+    "load_role",
+    "parse_duration",
+    "render_role_toml",
+    "toml_value",
+]
+
+
+def load(config_dir: Path) -> Config:
+    """config.toml plus every roles/*.toml; raises ConfigError listing all problems."""
+    problems: list[Problem] = []
+    main = load_main(config_dir / "config.toml", problems)
+    defaults = main.lease if main else LeaseDefaults()
+    roles: dict[str, Role] = {}
+    roles_dir = config_dir / "roles"
+    if roles_dir.is_dir():
+        for path in sorted(roles_dir.glob("*.toml")):
+            role = load_role(path, defaults, problems)
+            if role is not None:
+                roles[role.name] = role
+    if problems or main is None:
+        raise ConfigError(problems)
+    return Config(main=main, roles=roles, base_dir=config_dir)

@@ -1,0 +1,112 @@
+"""config.toml: decoding and the checks on [agent], [root] and [lease]."""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Any
+
+from dyncreds.config.problems import Problem, decode_table, line_of, read_toml
+from dyncreds.config.schema import MAIN_TABLES, MainConfig, format_duration
+
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+URL = re.compile(r"https?://[^\s/]+(/\S*)?")
+TEMPLATE_FIELDS = frozenset({"user", "role", "unix_time", "random"})
+
+
+def load_main(path: Path, problems: list[Problem]) -> MainConfig | None:
+    """Decode config.toml; an absent file means every default."""
+    if not path.exists():
+        return MainConfig()
+    read = read_toml(path, problems)
+    if read is None:
+        return None
+    raw, text = read
+    before = len(problems)
+    tables: dict[str, Any] = {}
+    for name, value in raw.items():
+        cls = MAIN_TABLES.get(name)
+        if cls is None:
+            known = ", ".join(MAIN_TABLES)
+            line = line_of(text, name, "") or line_of(text, None, name)
+            problems.append(Problem(path, line, f"unknown table [{name}] (known: {known})"))
+            continue
+        tables[name] = decode_table(value, cls, path, text, name, problems)
+    if len(problems) > before:
+        return None
+    main = MainConfig(**{k: v for k, v in tables.items() if v is not None})
+    for table, key, message in check_main(main):
+        problems.append(Problem(path, line_of(text, table, key), f"{table}.{key}: {message}"))
+    return None if len(problems) > before else main
+
+
+def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
+    """Every problem as (table, key, message)."""
+    agent, root, lease = main.agent, main.root, main.lease
+    out: list[tuple[str, str, str]] = []
+    rules = [
+        ("agent", "aws_concurrency", 1 <= agent.aws_concurrency <= 64, "must be between 1 and 64"),
+        ("agent", "min_remaining", agent.min_remaining >= 60, "must be at least 1m"),
+        ("agent", "idle_after", agent.idle_after >= 60, "must be at least 1m"),
+        (
+            "agent",
+            "propagation_checks",
+            0 <= agent.propagation_checks <= 20,
+            "must be between 0 and 20",
+        ),
+        ("agent", "orphan_sweep_every", agent.orphan_sweep_every >= 60, "must be at least 1m"),
+        ("agent", "aws_call_timeout", agent.aws_call_timeout >= 1, "must be at least 1s"),
+        (
+            "agent",
+            "issue_timeout",
+            agent.issue_timeout >= agent.aws_call_timeout,
+            "must be at least aws_call_timeout",
+        ),
+        (
+            "root",
+            "credentials_file",
+            not (root.profile and root.credentials_file),
+            "set either root.profile or root.credentials_file, not both",
+        ),
+        (
+            "root",
+            "region",
+            bool(REGION.fullmatch(root.region)),
+            f"{root.region!r} is not an AWS region name",
+        ),
+        ("root", "max_retries", 0 <= root.max_retries <= 20, "must be between 0 and 20"),
+        ("lease", "ttl", lease.ttl >= 60, "must be at least 1m"),
+        (
+            "lease",
+            "max_ttl",
+            lease.max_ttl >= lease.ttl,
+            f"must be at least lease.ttl ({format_duration(lease.ttl)})",
+        ),
+    ]
+    out.extend((table, key, message) for table, key, good, message in rules if not good)
+    for key in ("iam_endpoint", "sts_endpoint"):
+        url = getattr(root, key)
+        if url is not None and not URL.fullmatch(url):
+            out.append(("root", key, f"{url!r} is not an http(s) URL"))
+    template_problem = check_username_template(root.username_template)
+    if template_problem:
+        out.append(("root", "username_template", template_problem))
+    return out
+
+
+def check_username_template(template: str) -> str | None:
+    try:
+        names = {
+            name.split(".")[0].split("[")[0]
+            for _, name, _, _ in string.Formatter().parse(template)
+            if name is not None
+        }
+    except ValueError as exc:
+        return f"invalid template: {exc}"
+    unknown = names - TEMPLATE_FIELDS
+    if unknown:
+        return f"unknown field {{{sorted(unknown)[0]}}} (known: user, role, unix_time, random)"
+    if "random" not in names and "unix_time" not in names:
+        return "must contain {random} or {unix_time} so that user names are unique"
+    return None

@@ -1,0 +1,114 @@
+"""Reading a TOML file and reporting what is wrong with it as ``file:line: message``.
+
+Decoding never stops at the first problem: each table is decoded field by field
+so that ``dyncreds check`` can list everything wrong at once.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from dyncreds.config.schema import Table, dec_hook
+
+_T = TypeVar("_T", bound=Table)
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: Path
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more problems; ``str()`` is the first, ``problems`` is all of them."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = list(problems)
+        super().__init__(str(self.problems[0]) if self.problems else "invalid configuration")
+
+
+def line_of(text: str, table: str | None, key: str) -> int | None:
+    """Best-effort line of ``key`` in ``[table]`` (or the top level) of a TOML text."""
+    current: str | None = None
+    key_re = re.compile(rf"""\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
+    header_re = re.compile(r"\s*\[\s*([^\]\s]+)\s*\]")
+    for number, line in enumerate(text.splitlines(), 1):
+        header = header_re.match(line)
+        if header:
+            current = header.group(1)
+            if table is not None and current == table and key == "":
+                return number
+            continue
+        if current == table and key_re.match(line):
+            return number
+    return None
+
+
+def read_toml(path: Path, problems: list[Problem]) -> tuple[dict[str, Any], str] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(Problem(path, None, "file not found"))
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(path, None, f"cannot read: {exc}"))
+        return None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.search(r"\(at line (\d+), column \d+\)", message)
+        line = int(match.group(1)) if match else None
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        problems.append(Problem(path, line, f"invalid TOML: {message}"))
+        return None
+
+
+def decode_table(
+    raw: Any,
+    cls: type[_T],
+    path: Path,
+    text: str,
+    table: str | None,
+    problems: list[Problem],
+) -> _T | None:
+    """Decode one table field by field so that every bad field is reported."""
+    prefix = f"{table}." if table else ""
+    if not isinstance(raw, dict):
+        problems.append(Problem(path, line_of(text, None, table or ""), f"{table} must be a table"))
+        return None
+    fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
+    good: dict[str, Any] = {}
+    ok = True
+    for key, value in raw.items():
+        spec = fields.get(key)
+        if spec is None:
+            known = ", ".join(sorted(fields))
+            problems.append(
+                Problem(
+                    path, line_of(text, table, key), f"unknown key {prefix}{key} (known: {known})"
+                )
+            )
+            ok = False
+            continue
+        try:
+            good[key] = msgspec.convert(value, spec.type, dec_hook=dec_hook)
+        except (msgspec.ValidationError, ValueError) as exc:
+            detail = str(exc).replace(" - at `$`", "")
+            problems.append(Problem(path, line_of(text, table, key), f"{prefix}{key}: {detail}"))
+            ok = False
+    if not ok:
+        return None
+    return msgspec.convert(good, cls, dec_hook=dec_hook)

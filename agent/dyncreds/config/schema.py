@@ -1,0 +1,178 @@
+"""The shape of config.toml and roles/NAME.toml, and durations. Pure.
+
+msgspec Structs with ``forbid_unknown_fields`` describe the files as written;
+``Role`` and ``Config`` are what the agent uses once every check has passed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from dyncreds.kinds import KINDS, CredentialType, Kind
+
+ROLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+# --------------------------------------------------------------------------- durations
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(value: object) -> int:
+    """``"90s"``, ``"15m"``, ``"1h30m"``, ``"2d"`` or integer seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError('expected a duration like "15m" or integer seconds, got a boolean')
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"duration must not be negative, got {value}")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        match = _DURATION.fullmatch(text)
+        if text and match and any(match.groups()):
+            days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+            return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+        if text.isdigit():
+            return int(text)
+    raise ValueError(f'expected a duration like "15m", "1h30m" or integer seconds, got {value!r}')
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse, for humans: 5400 -> "1h30m"."""
+    total = int(seconds)
+    if total <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, total = divmod(total, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return "".join(parts[:2])
+
+
+class Seconds(int):
+    """A duration field; decoded from either form by ``dec_hook``."""
+
+
+def dec_hook(kind: type, value: Any) -> Any:
+    if kind is Seconds:
+        return Seconds(parse_duration(value))
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- files as written
+
+
+class Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class AgentSettings(Table):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    min_remaining: Seconds = Seconds(20 * 60)
+    idle_after: Seconds = Seconds(3600)
+    aws_concurrency: int = 8
+    # A new iam_user key is served only after it worked this many times in a row
+    # (IAM is eventually consistent; hashicorp/vault#3115).
+    propagation_checks: int = 3
+    propagation_timeout: Seconds = Seconds(60)
+    # Each AWS call is bounded; the whole issuance is bounded too, so a client
+    # never hangs on a sick AWS.
+    aws_call_timeout: Seconds = Seconds(20)
+    issue_timeout: Seconds = Seconds(40)
+    # Users tagged with this agent's id that the journal does not know (it was
+    # lost) are deleted once older than orphan_min_age; looked for this often.
+    orphan_sweep_every: Seconds = Seconds(3600)
+    orphan_min_age: Seconds = Seconds(300)
+
+
+class RootSettings(Table):
+    profile: str | None = None
+    credentials_file: str | None = None
+    region: str = "us-east-1"
+    iam_endpoint: str | None = None
+    sts_endpoint: str | None = None
+    max_retries: int = 5
+    username_template: str = "dyncreds-{user}-{role}-{unix_time}-{random}"
+
+
+class LeaseDefaults(Table):
+    ttl: Seconds = Seconds(3600)
+    max_ttl: Seconds = Seconds(12 * 3600)
+
+
+class MainConfig(Table):
+    agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
+    root: RootSettings = msgspec.field(default_factory=RootSettings)
+    lease: LeaseDefaults = msgspec.field(default_factory=LeaseDefaults)
+
+
+MAIN_TABLES: dict[str, type[Table]] = {
+    "agent": AgentSettings,
+    "root": RootSettings,
+    "lease": LeaseDefaults,
+}
+
+
+class RoleFile(Table):
+    """roles/NAME.toml as written; ``Role`` is what the agent uses."""
+
+    credential_type: CredentialType | None = None
+    policy_document: str | None = None
+    policy_file: str | None = None
+    policy_arns: list[str] = []
+    iam_groups: list[str] = []
+    iam_tags: dict[str, str] = {}
+    user_path: str | None = None
+    permissions_boundary_arn: str | None = None
+    ttl: Seconds | None = None
+    max_ttl: Seconds | None = None
+    role_arns: list[str] = []
+    external_id: str | None = None
+    session_tags: dict[str, str] = {}
+    region: str | None = None
+    prefetch: bool = False
+
+
+# --------------------------------------------------------------------------- checked
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    credential_type: CredentialType
+    policy_document: str | None  # compact JSON, ready to send
+    policy_arns: tuple[str, ...]
+    iam_groups: tuple[str, ...]
+    iam_tags: tuple[tuple[str, str], ...]
+    user_path: str
+    permissions_boundary_arn: str | None
+    ttl: int
+    max_ttl: int
+    role_arns: tuple[str, ...]
+    external_id: str | None
+    session_tags: tuple[tuple[str, str], ...]
+    region: str | None
+    prefetch: bool
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def kind(self) -> Kind:
+        return KINDS[self.credential_type]
+
+
+@dataclass(frozen=True)
+class Config:
+    main: MainConfig
+    roles: dict[str, Role]
+    base_dir: Path
+
+    def credentials_file(self) -> Path | None:
+        name = self.main.root.credentials_file
+        return None if name is None else (self.base_dir / name)

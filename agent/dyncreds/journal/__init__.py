@@ -1,0 +1,97 @@
+"""The journal: what this agent has created in AWS, so that nothing outlives its
+announced expiry, even if the agent is killed mid-way.
+
+A record is written *before* the AWS call that creates the thing it describes
+(Vault's WAL rollback idea), updated as each step completes, and forgotten once
+the thing is gone from AWS. No secrets are ever written: a record holds names,
+ids and times.
+
+A record's ``revoke_at`` is the single source of truth for when its user is
+revoked: the announced expiry for a served lease, "now" for a half-created one
+or an explicit revoke. The reaper (reaper.py) revokes every record that is due.
+
+States:
+  creating  - CreateUser may have happened; keys may exist; nothing was served.
+  active    - served to clients; revoked at revoke_at.
+  revoking  - a revocation has started (and may have to be retried).
+
+Writes are ``async`` and durable when they return; reads are instant, from
+memory, so that ``status`` and the reaper never wait for the disk. ``sqlite.py``
+is the embedded implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from dyncreds.protocol import Unavailable
+
+RecordState = Literal["creating", "active", "revoking"]
+
+
+@dataclass(frozen=True)
+class Record:
+    lease_id: str
+    role: str
+    user_name: str
+    access_key_id: str | None
+    state: RecordState
+    created_at: float
+    revoke_at: float
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str | None = None
+
+
+class LostRecord(Unavailable):
+    """A write that must touch a record found none: someone else removed it.
+    Never a silent success - the caller must not serve what it cannot track."""
+
+
+class JournalUnavailable(Unavailable):
+    """The journal cannot be written (full disk, broken file): no new iam_user
+    lease is issued until it can, and the agent keeps running."""
+
+
+class Journal(Protocol):
+    # ------------------------------------------------------------ writes (durable on return)
+    async def creating(
+        self, lease_id: str, role: str, user_name: str, now: float, revoke_at: float
+    ) -> None:
+        """Before CreateUser. ``revoke_at`` is the planned expiry; recovery treats a
+        record still in 'creating' as due at once."""
+
+    async def key_created(self, lease_id: str, access_key_id: str) -> None: ...
+
+    async def activate(self, lease_id: str, revoke_at: float) -> None:
+        """The lease is about to be served: from now on its expiry is a promise."""
+
+    async def extend(self, lease_id: str, revoke_at: float) -> None: ...
+
+    async def revoke_now(self, lease_id: str, now: float) -> bool: ...
+
+    async def revoking(self, lease_id: str) -> None: ...
+
+    async def revoke_failed(self, lease_id: str, error: str, next_attempt: float) -> None: ...
+
+    async def forget(self, lease_id: str) -> bool:
+        """The user is gone from AWS (or the operator said to forget it)."""
+
+    async def recover(self, now: float) -> int:
+        """At start-up: half-created users are cleaned up at once. Returns how many."""
+
+    async def close(self) -> None: ...
+
+    # ------------------------------------------------------------ reads (memory)
+    def get(self, lease_id: str) -> Record | None: ...
+
+    def all(self) -> list[Record]: ...
+
+    def due(self, now: float, limit: int = 100) -> list[Record]: ...
+
+    def next_due(self) -> float | None: ...
+
+    def user_names(self) -> set[str]: ...
+
+    def count(self) -> int: ...

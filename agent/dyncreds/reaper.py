@@ -1,0 +1,172 @@
+"""Revocation at the announced expiry, and the orphan sweep.
+
+The **reaper** revokes every journal record whose ``revoke_at`` has come: an
+iam_user lease that was replaced or revoked, a half-created user found at
+start-up, an orphan. A failed revocation is retried with backoff; after
+``IRREVOCABLE_AFTER`` failures the record shows as irrevocable in ``status`` and
+is retried every ``SLOW_RETRY``. Nothing is ever revoked before the expiry it
+announced: that time is the record's ``revoke_at``.
+
+The **orphan sweep** finds users tagged with this agent's id that the journal
+does not know (it was lost or restored from an old copy) and hands them to the
+reaper. Users of other agents are never touched.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from dyncreds import leases, logs
+from dyncreds.journal import Journal, Record
+from dyncreds.leases import IRREVOCABLE_AFTER
+from dyncreds.protocol import DyncredsError, Upstream
+
+if TYPE_CHECKING:  # the shells never import boto3
+    from dyncreds.aws.iam_user import TaggedUser
+
+log = logs.get("reaper")
+
+MAX_SLEEP = 30.0  # re-read the wall clock at least this often
+REVOKE_TIMEOUT = 120.0
+SLOW_RETRY = 15 * 60.0  # how often an irrevocable lease is retried
+SWEEP_FIRST_AFTER = 5.0  # let start-up recovery go first
+
+
+class Deleter(Protocol):
+    """What the reaper needs from AWS (aws/backend.py)."""
+
+    async def delete_user(self, user_name: str) -> bool: ...
+    async def tagged_users(self) -> list[TaggedUser]: ...
+
+
+@dataclass
+class SweepSettings:
+    every: float = 3600.0
+    min_age: float = 300.0
+
+
+class Reaper:
+    def __init__(
+        self,
+        journal: Journal,
+        backend: Deleter,
+        *,
+        wall: Callable[[], float],
+        rng: Callable[[], float],
+        counters: Counter[str],
+        sweep: SweepSettings,
+    ):
+        self.journal = journal
+        self.backend = backend
+        self.wall = wall
+        self.rng = rng
+        self.counters = counters
+        self.sweep = sweep
+        self._poke = trio.Event()
+        self._done: dict[str, trio.Event] = {}
+
+    def poke(self) -> None:
+        self._poke.set()
+
+    async def retire(self, lease_id: str) -> None:
+        """Revoke this journaled lease as soon as possible (no wait for the result)."""
+        await self.journal.revoke_now(lease_id, self.wall())
+        self.poke()
+
+    async def run(self) -> None:
+        while True:
+            now = self.wall()
+            due = self.journal.due(now)
+            if due:
+                async with trio.open_nursery() as nursery:
+                    for record in due:
+                        nursery.start_soon(self._revoke, record)
+                continue
+            next_due = self.journal.next_due()
+            delay = MAX_SLEEP if next_due is None else min(max(next_due - now, 0.0), MAX_SLEEP)
+            with trio.move_on_after(delay):
+                await self._poke.wait()
+            self._poke = trio.Event()
+
+    async def _revoke(self, record: Record) -> None:
+        await self.journal.revoking(record.lease_id)
+        try:
+            with trio.fail_after(REVOKE_TIMEOUT):
+                existed = await self.backend.delete_user(record.user_name)
+        except (DyncredsError, trio.TooSlowError) as exc:
+            message = exc.message if isinstance(exc, DyncredsError) else "timed out"
+            attempts = record.attempts + 1
+            delay = (
+                leases.backoff(attempts, self.rng(), cap=SLOW_RETRY)
+                if attempts < IRREVOCABLE_AFTER
+                else SLOW_RETRY
+            )
+            await self.journal.revoke_failed(record.lease_id, message, self.wall() + delay)
+            self.counters["revoke_failures"] += 1
+            log.warning(
+                "lease.revoke_failed",
+                lease=record.lease_id,
+                user=record.user_name,
+                attempts=attempts,
+                retry_in=round(delay),
+                error=message,
+            )
+        else:
+            await self.journal.forget(record.lease_id)
+            self.counters["revoked"] += 1
+            log.info("lease.revoked", lease=record.lease_id, user=record.user_name, existed=existed)
+        done = self._done.pop(record.lease_id, None)
+        if done is not None:
+            done.set()
+
+    async def revoke_and_wait(self, lease_id: str) -> None:
+        """Revoke now and wait for the outcome; Upstream if it did not succeed yet."""
+        done = self._done.setdefault(lease_id, trio.Event())
+        await self.retire(lease_id)
+        with trio.move_on_after(REVOKE_TIMEOUT + 10):
+            await done.wait()
+        record = self.journal.get(lease_id)
+        if record is not None:
+            raise Upstream(
+                f"lease {lease_id} could not be revoked yet (will retry): "
+                f"{record.last_error or 'pending'}",
+                aws_code="RevokeFailed",
+            )
+
+    # ------------------------------------------------------------------ orphans
+
+    async def run_sweeps(self) -> None:
+        await trio.sleep(SWEEP_FIRST_AFTER)
+        while True:
+            try:
+                await self.sweep_orphans()
+            except DyncredsError as exc:
+                log.warning("orphan.sweep_failed", error=exc.message)
+            await trio.sleep(self.sweep.every)
+
+    async def sweep_orphans(self) -> list[str]:
+        """Users carrying this agent's tag that the journal does not know are
+        handed to the reaper once older than ``min_age`` (younger ones may be
+        issuing right now)."""
+        now = self.wall()
+        known = self.journal.user_names()
+        found = []
+        for user in await self.backend.tagged_users():
+            if user.name in known or now - user.created_at < self.sweep.min_age:
+                continue
+            lease_id = user.tags.get("dyncreds:lease") or f"orphan/{user.name}"
+            if self.journal.get(lease_id) is not None:
+                lease_id = f"orphan/{user.name}"
+            role = user.tags.get("dyncreds:role", "?")
+            await self.journal.creating(lease_id, role, user.name, user.created_at, now)
+            found.append(user.name)
+            log.warning("orphan.found", user=user.name, lease=lease_id)
+        if found:
+            self.counters["orphans"] += len(found)
+            self.poke()
+        return found

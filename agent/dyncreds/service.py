@@ -1,0 +1,95 @@
+"""The op table: a typed request -> the agent call -> a response line.
+
+Separate from the socket (server.py) and the process (daemon.py), so that every
+op can be tested without either.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dyncreds import __version__, protocol
+from dyncreds.agent import Agent
+from dyncreds.leases import Lease
+
+
+class ResponseCache:
+    """The two credentials answers of a lease, encoded once.
+
+    A warm role answers thousands of requests from one lease; encoding its body
+    (two RFC 3339 times, a JSON object) dominated the cost of each. A lease is
+    immutable (an extension is a new Lease object), so its identity is the key.
+    Only the current few leases are kept: the bytes hold secrets, which then live
+    no longer than the Lease objects that hold them anyway.
+    """
+
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._process: dict[int, tuple[Lease, bytes]] = {}
+        self._credentials: dict[int, tuple[Lease, bytes]] = {}
+
+    def _get(
+        self, table: dict[int, tuple[Lease, bytes]], lease: Lease, encode: Callable[[Lease], bytes]
+    ) -> bytes:
+        hit = table.get(id(lease))
+        if hit is not None and hit[0] is lease:
+            return hit[1]
+        if len(table) >= self.MAX:
+            table.clear()
+        data = encode(lease)
+        table[id(lease)] = (lease, data)
+        return data
+
+    def credential_process(self, lease: Lease) -> bytes:
+        return self._get(self._process, lease, Lease.credential_process_line)
+
+    def credentials(self, lease: Lease) -> bytes:
+        return self._get(
+            self._credentials,
+            lease,
+            lambda lease: protocol.ok(
+                {"credentials": lease.credential_process(), "lease": lease.summary()}
+            ),
+        )
+
+
+def make_handler(
+    agent: Agent,
+    on_reload: Callable[[], Awaitable[list[str]]],
+    process_status: Callable[[], dict[str, Any]] = dict,
+) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
+    """The op table. ``on_reload`` is the daemon's (it tells systemd);
+    ``process_status`` adds what only the process knows to ``status.agent``."""
+    cache = ResponseCache()
+
+    async def handle(request: protocol.AnyRequest) -> bytes:
+        match request:
+            case protocol.CredentialProcess(role=role):
+                return cache.credential_process(await agent.credentials(role))
+            case protocol.GetCredentials(role=role):
+                return cache.credentials(await agent.credentials(role))
+            case protocol.Ping():
+                return protocol.ok({"version": __version__, "pid": os.getpid()})
+            case protocol.Status():
+                status = agent.status()
+                status["agent"].update(process_status())
+                return protocol.ok(status)
+            case protocol.Roles():
+                return protocol.ok({"roles": agent.roles()})
+            case protocol.Revoke(lease_id=lease_id, role=role, all=everything, force=force):
+                revoked = await agent.revoke(
+                    lease_id=lease_id, role=role, everything=everything, force=force
+                )
+                return protocol.ok({"revoked": revoked})
+            case protocol.Renew(role=role):
+                return protocol.ok({"lease": (await agent.renew(role)).summary()})
+            case protocol.Reload():
+                return protocol.ok({"roles": await on_reload()})
+            case protocol.RotateRoot():
+                return protocol.ok({"access_key_id": await agent.rotate_root()})
+        raise protocol.UnknownOp(f"unhandled op {type(request).__name__}")
+
+    return handle

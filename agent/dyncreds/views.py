@@ -1,0 +1,83 @@
+"""What ``status``, ``roles`` and systemd's STATUS= show: pure functions of the
+state. No secrets: access key ids are shown, secret keys and tokens never.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dyncreds import broker
+from dyncreds.broker import RoleState
+from dyncreds.journal import Record
+from dyncreds.leases import IRREVOCABLE_AFTER, Timing
+from dyncreds.protocol import rfc3339
+
+
+def role_view(state: RoleState, step: str | None, now: float, timing: Timing) -> dict[str, Any]:
+    """One role's line; ``step`` is what the work in flight is doing, if any."""
+    lease = state.lease
+    return {
+        "name": state.role.name,
+        "type": state.role.credential_type,
+        "state": state.phase.value,
+        "lease_id": lease.id if lease else None,
+        "access_key_id": lease.access_key_id if lease else None,
+        "user_name": lease.user_name if lease else None,
+        "issued_at": rfc3339(lease.issued_at) if lease else None,
+        "expires_at": rfc3339(lease.expires_at) if lease else None,
+        "remaining": max(0, int(lease.expires_at - now)) if lease else None,
+        "next_action": broker.describe_next(state, now, timing) + (f" ({step})" if step else ""),
+        "last_used": rfc3339(state.last_used) if state.last_used else None,
+        "last_error": state.last_error,
+        "counters": dict(state.counters),
+    }
+
+
+def retiring_view(records: Iterable[Record], current: set[str]) -> list[dict[str, Any]]:
+    """Journaled leases that are no longer current: waiting for their revocation."""
+    return [
+        {
+            "lease_id": r.lease_id,
+            "role": r.role,
+            "user_name": r.user_name,
+            "access_key_id": r.access_key_id,
+            "state": r.state,
+            "revoke_at": rfc3339(r.revoke_at),
+            "attempts": r.attempts,
+            "last_error": r.last_error,
+            "irrevocable": r.attempts >= IRREVOCABLE_AFTER,
+        }
+        for r in records
+        if r.lease_id not in current
+    ]
+
+
+def roles_view(states: Iterable[RoleState]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.role.name,
+            "type": s.role.credential_type,
+            "ttl": s.role.ttl,
+            "max_ttl": s.role.max_ttl,
+            "region": s.role.region,
+            "prefetch": s.role.prefetch,
+        }
+        for s in sorted(states, key=lambda s: s.role.name)
+    ]
+
+
+def root_source(profile: str | None, credentials_file: str | None) -> str:
+    if credentials_file:
+        return "credentials_file"
+    return "profile" if profile else "default chain"
+
+
+def summary(states: Mapping[str, RoleState], journaled: int) -> str:
+    """One line for systemd's STATUS=."""
+    ready = sum(1 for s in states.values() if s.lease is not None)
+    errors = [s for s in states.values() if s.last_error]
+    text = f"{len(states)} roles, {ready} leases, {journaled} users tracked"
+    if errors:
+        text += f"; last error ({errors[0].role.name}): {errors[0].last_error}"[:200]
+    return text
