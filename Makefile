@@ -18,7 +18,9 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent shim tests bench
+	$(BIN)/ruff format --check agent shim tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

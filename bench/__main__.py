@@ -1,6 +1,6 @@
 """`make bench` (all) or `make bench BENCH=name`: one JSON object per benchmark.
 
-Benchmarks: shim, throughput, herd, issuance, scale. Each starts what it needs
+Benchmarks: shim, throughput, herd, issuance, scale, contention. Each starts what it needs
 (moto's server, an agent on a temp socket) and stops it. The machine is shared
 and noisy: read medians and ratios, not single times.
 """
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from bench.harness import (
     IAM_ROLE,
@@ -30,6 +31,7 @@ from bench.harness import (
     time_interleaved,
 )
 from bench.load import run_load
+from dyncreds import client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +65,7 @@ def bench_shim() -> None:
                 runs,
                 run_env,
             )
-            result = {"shim": summary(shim_times), "python_floor": summary(floor)}
+            result: dict[str, Any] = {"shim": summary(shim_times), "python_floor": summary(floor)}
             result["ratio_to_floor"] = round(
                 result["shim"]["median_ms"] / result["python_floor"]["median_ms"], 2
             )
@@ -317,12 +319,85 @@ def bench_scale() -> None:
     )
 
 
+# --------------------------------------------------------------------------- contention
+
+
+def _fs_type(path: Path) -> str:
+    """The filesystem the state dir is on (the journal fsyncs there)."""
+    best = ("", "?")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, mount, fstype, *_ = line.split()
+        if str(path).startswith(mount) and len(mount) > len(best[0]):
+            best = (mount, fstype)
+    return best[1]
+
+
+def _cached_latencies(env: Env, count: int) -> list[float]:
+    """Sequential cached ``credentials`` requests on one persistent connection."""
+    times = []
+    with client.Client(env.socket, timeout=60) as conn:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            assert conn.call("credentials", role="warm")["ok"]
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def _ms(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return round(ordered[int(q * (len(ordered) - 1))] * 1000, 2)
+
+
+def bench_contention() -> None:
+    """p99 of cached requests while 50 iam_user leases are issued and revoked at
+    once, beside the idle p99 in the same run: the journal's fsyncs and boto3's
+    worker threads must not stall the event loop."""
+    roles = {"warm": SESSION_ROLE} | {f"u{i}": IAM_ROLE for i in range(50)}
+    settings = 'propagation_checks = 1\nlog_level = "warning"\n'
+    with agent(roles, agent_settings=settings) as env:
+        assert env.request("credentials", role="warm")["ok"]
+        idle = _cached_latencies(env, 3000)
+        stop = False
+        cycles = 0
+
+        def churn(name: str) -> None:
+            nonlocal cycles
+            with client.Client(env.socket, timeout=120) as conn:
+                while not stop:
+                    assert conn.call("credentials", role=name)["ok"]
+                    assert conn.call("revoke", role=name)["ok"]
+                    cycles += 1
+
+        with ThreadPoolExecutor(50) as pool:
+            futures = [pool.submit(churn, f"u{i}") for i in range(50)]
+            deadline = time.monotonic() + 120
+            while cycles < 50 and time.monotonic() < deadline:  # all churning first
+                time.sleep(0.05)
+            start_cycles = cycles
+            busy = _cached_latencies(env, 3000)
+            measured_cycles = cycles - start_cycles
+            stop = True
+            for future in futures:
+                future.result()
+        emit(
+            "contention",
+            state_dir_fs=_fs_type(env.base),
+            idle={"p50_ms": _ms(idle, 0.5), "p99_ms": _ms(idle, 0.99)},
+            during_churn={"p50_ms": _ms(busy, 0.5), "p99_ms": _ms(busy, 0.99)},
+            issue_revoke_cycles_during_measurement=measured_cycles,
+            iam_users_left=env.temp_users(),
+            target_p99_ms=10,
+            machine=cpu_note(),
+        )
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "shim": bench_shim,
     "throughput": bench_throughput,
     "herd": bench_herd,
     "issuance": bench_issuance,
     "scale": bench_scale,
+    "contention": bench_contention,
 }
 
 

@@ -106,6 +106,12 @@ def _explain(response: bytes) -> tuple[str, int]:
     return f"{message} ({code})", EXIT_AGENT_ERROR
 
 
+def request_line(role: str) -> bytes:
+    """The one request the shim sends. The role name was checked
+    (``valid_role_name``), so it needs no JSON escaping."""
+    return b'{"op":"credential_process","role":"' + role.encode() + b'"}\n'
+
+
 def fetch(role: str, path: str, timeout: float) -> tuple[bytes, str, int]:
     """Ask the agent for ROLE's credential_process object.
 
@@ -126,8 +132,7 @@ def fetch(role: str, path: str, timeout: float) -> tuple[bytes, str, int]:
             )
         except PermissionError:
             return b"", f"permission denied on the agent socket {path}", EXIT_AGENT_ERROR
-        # The role name was checked, so it needs no JSON escaping.
-        sock.sendall(b'{"op":"credential_process","role":"' + role.encode() + b'"}\n')
+        sock.sendall(request_line(role))
         chunks: list[bytes] = []
         size = 0
         while True:

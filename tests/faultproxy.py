@@ -97,7 +97,7 @@ class FaultProxy:
                     call.status = fault.status
                     self._reply(fault.status, error_xml(fault.error))
                     return
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                conn = http.client.HTTPConnection(str(target.hostname), target.port, timeout=30)
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() != "connection"
                 }  # Host is signed: keep it
@@ -129,7 +129,7 @@ class FaultProxy:
     @property
     def endpoint(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:

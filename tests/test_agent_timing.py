@@ -90,14 +90,14 @@ async def use_for(agent: Agent, role: str, seconds: float, every: float = 60) ->
     return remaining
 
 
-async def test_iam_user_is_renewed_in_background_before_min_remaining(
+async def test_iam_user_is_extended_in_background_before_min_remaining(
     harness: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
     backend = FakeBackend()
     agent = await harness({"r": IAM + 'ttl = "1h"\nmax_ttl = "12h"\n'}, backend=backend)
     remaining = await use_for(agent, "r", 3 * 3600)
     assert min(remaining) >= MIN_REMAINING
-    assert len(backend.issued) == 1  # renewed (same keys), never replaced
+    assert len(backend.issued) == 1  # extended (same keys), never replaced
     assert len(backend.extended) >= 3
 
 

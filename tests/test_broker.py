@@ -106,7 +106,7 @@ def test_cold_request_issues_and_burst_waits() -> None:
     assert broker.step(state, Event.REQUEST_STALE, 0) == (Action.WAIT,)
     actions = broker.step(state, Event.ISSUED, 1, new_lease=lease(issued=1))
     assert Action.INSTALL in actions and Action.WAKE in actions
-    assert state.phase == Phase.READY
+    assert state.phase.value == "ready"
     assert broker.classify_request(state, 2, T) == Event.REQUEST_SERVABLE
 
 

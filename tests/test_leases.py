@@ -8,19 +8,20 @@ import pytest
 
 from dyncreds import leases
 from dyncreds.config import Role
+from dyncreds.kinds import CredentialType
 from dyncreds.leases import Lease, Secret, Timing
 
 T = Timing(min_remaining=1200, idle_after=3600)
 
 
 def role(
-    kind: str = "iam_user", ttl: int = 3600, max_ttl: int = 43200, prefetch: bool = False
+    kind: CredentialType = "iam_user", ttl: int = 3600, max_ttl: int = 43200, prefetch: bool = False
 ) -> Role:
     return Role(
         name="r",
         credential_type=kind,
         policy_document="{}",
-        policy_arns=(),  # type: ignore[arg-type]
+        policy_arns=(),
         iam_groups=(),
         iam_tags=(),
         user_path="/",
@@ -39,7 +40,7 @@ def lease(
     issued: float = 0,
     ttl: float = 3600,
     hard: float | None = None,
-    kind: str = "iam_user",
+    kind: CredentialType = "iam_user",
     lease_id: str = "r/00000001",
 ) -> Lease:
     return Lease(

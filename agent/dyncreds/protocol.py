@@ -72,21 +72,6 @@ class Internal(DyncredsError):
     code = "internal"
 
 
-ERROR_CODES = {
-    cls.code: cls
-    for cls in (
-        BadRequest,
-        UnknownOp,
-        UnknownRole,
-        TooLarge,
-        Forbidden,
-        Upstream,
-        Unavailable,
-        Internal,
-    )
-}
-
-
 # --------------------------------------------------------------------------- requests
 
 
@@ -213,14 +198,3 @@ def error(exc: DyncredsError) -> bytes:
     return (
         _encoder.encode({"ok": False, "error": {"code": exc.code, "message": exc.message}}) + b"\n"
     )
-
-
-def encode_line(obj: Any) -> bytes:
-    return _encoder.encode(obj) + b"\n"
-
-
-def error_from_response(response: dict[str, Any]) -> DyncredsError:
-    """Client side: the error envelope -> the matching exception."""
-    err = response.get("error") or {}
-    cls = ERROR_CODES.get(str(err.get("code")), Internal)
-    return cls(str(err.get("message", "the agent reported an error")))

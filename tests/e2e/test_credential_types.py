@@ -79,7 +79,9 @@ def test_iam_user_allows_policy_denies_rest_and_dies_on_revoke(
     assert tags["dyncreds:lease"].startswith("ec2-full/")
     assert set(tags) >= {"dyncreds:agent", "dyncreds:expires"}
 
-    frozen = session.get_credentials().get_frozen_credentials()
+    credentials = session.get_credentials()
+    assert credentials is not None
+    frozen = credentials.get_frozen_credentials()
     revoked = agent.request("revoke", role="ec2-full")
     assert revoked["ok"] and revoked["revoked"] == [tags["dyncreds:lease"]]
 

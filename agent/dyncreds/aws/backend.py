@@ -20,7 +20,6 @@ from dyncreds.journal import Journal
 from dyncreds.leases import Lease
 
 OnStep = Callable[[str], None]
-Issuer = Callable[[Role, str, float, OnStep], Awaitable[Lease]]
 
 
 class AwsBackend:
@@ -35,12 +34,6 @@ class AwsBackend:
         self.agent_id = agent_id
         self.event_hooks = event_hooks
         self.local_user = getpass.getuser()
-        self.issuers: dict[str, Issuer] = {
-            "iam_user": self._iam_user,
-            "assume_role": self._assume_role,
-            "federation_token": self._federation_token,
-            "session_token": self._session_token,
-        }
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -69,7 +62,7 @@ class AwsBackend:
     async def issue(
         self, role: Role, lease_id: str, now: float, on_step: OnStep = lambda step: None
     ) -> Lease:
-        return await self.issuers[role.kind.issuer](role, lease_id, now, on_step)
+        return await ISSUERS[role.kind.issuer](self, role, lease_id, now, on_step)
 
     async def _iam_user(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
         return await iam_user.create(
@@ -116,3 +109,14 @@ class AwsBackend:
 
     async def tagged_users(self) -> list[iam_user.TaggedUser]:
         return await iam_user.list_tagged_users(self.aws, self.agent_id)
+
+
+Issuer = Callable[[AwsBackend, Role, str, float, OnStep], Awaitable[Lease]]
+
+# kinds.Kind.issuer -> the function that mints it.
+ISSUERS: dict[str, Issuer] = {
+    "iam_user": AwsBackend._iam_user,
+    "assume_role": AwsBackend._assume_role,
+    "federation_token": AwsBackend._federation_token,
+    "session_token": AwsBackend._session_token,
+}

@@ -22,8 +22,9 @@ tolerating "already gone", then the user.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -213,80 +214,94 @@ async def extend(aws: AwsSession, user_name: str, expires_at: float) -> None:
     )
 
 
-async def delete(aws: AwsSession, user_name: str) -> bool:
-    """Delete the user and everything attached to it. False if it was already gone."""
+@dataclass(frozen=True)
+class Attachment:
+    """Something attached to a user that blocks DeleteUser: how to list it, and
+    how to remove each item (``field`` of a listed item, None: the item itself)."""
 
-    async def listed(operation: str, key: str, **params: Any) -> list[Any]:
-        try:
-            items: list[Any] = []
-            marker: str | None = None
-            while True:
-                page = await aws.call(
-                    "iam",
-                    operation,
-                    UserName=user_name,
-                    **params,
-                    **({"Marker": marker} if marker else {}),
-                )
-                items.extend(page.get(key, []))
-                if not page.get("IsTruncated"):
-                    return items
-                marker = page["Marker"]
-        except Upstream as exc:
-            if exc.aws_code in GONE_CODES:
-                return []
+    list_op: str
+    key: str
+    remove_op: str
+    param: str
+    field: str | None
+
+
+ACCESS_KEYS = Attachment(
+    "list_access_keys", "AccessKeyMetadata", "delete_access_key", "AccessKeyId", "AccessKeyId"
+)
+ATTACHMENTS = (
+    Attachment(
+        "list_attached_user_policies",
+        "AttachedPolicies",
+        "detach_user_policy",
+        "PolicyArn",
+        "PolicyArn",
+    ),
+    Attachment("list_user_policies", "PolicyNames", "delete_user_policy", "PolicyName", None),
+    Attachment(
+        "list_groups_for_user", "Groups", "remove_user_from_group", "GroupName", "GroupName"
+    ),
+    Attachment(
+        "list_mfa_devices", "MFADevices", "deactivate_mfa_device", "SerialNumber", "SerialNumber"
+    ),
+    Attachment(
+        "list_signing_certificates",
+        "Certificates",
+        "delete_signing_certificate",
+        "CertificateId",
+        "CertificateId",
+    ),
+    Attachment(
+        "list_ssh_public_keys",
+        "SSHPublicKeys",
+        "delete_ssh_public_key",
+        "SSHPublicKeyId",
+        "SSHPublicKeyId",
+    ),
+)
+
+
+async def _listed(aws: AwsSession, user_name: str, operation: str, key: str) -> list[Any]:
+    """Every page of a List* call; [] if the user is already gone."""
+    items: list[Any] = []
+    marker: dict[str, str] = {}
+    try:
+        while True:
+            page = await aws.call("iam", operation, UserName=user_name, **marker)
+            items.extend(page.get(key, []))
+            if not page.get("IsTruncated"):
+                return items
+            marker = {"Marker": page["Marker"]}
+    except Upstream as exc:
+        if exc.aws_code in GONE_CODES:
+            return []
+        raise
+
+
+async def _gone_ok(aws: AwsSession, operation: str, **params: Any) -> None:
+    """A removal; "already gone" counts as done."""
+    try:
+        await aws.call("iam", operation, **params)
+    except Upstream as exc:
+        if exc.aws_code not in GONE_CODES:
             raise
 
-    async def gone_ok(operation: str, **params: Any) -> None:
-        try:
-            await aws.call("iam", operation, **params)
-        except Upstream as exc:
-            if exc.aws_code not in GONE_CODES:
-                raise
 
-    async def keys() -> None:
-        for item in await listed("list_access_keys", "AccessKeyMetadata"):
-            await gone_ok("delete_access_key", UserName=user_name, AccessKeyId=item["AccessKeyId"])
+async def _remove_all(aws: AwsSession, user_name: str, what: Attachment) -> None:
+    for item in await _listed(aws, user_name, what.list_op, what.key):
+        value = item if what.field is None else item[what.field]
+        await _gone_ok(aws, what.remove_op, UserName=user_name, **{what.param: value})
 
-    async def managed() -> None:
-        for item in await listed("list_attached_user_policies", "AttachedPolicies"):
-            await gone_ok("detach_user_policy", UserName=user_name, PolicyArn=item["PolicyArn"])
 
-    async def inline() -> None:
-        for name in await listed("list_user_policies", "PolicyNames"):
-            await gone_ok("delete_user_policy", UserName=user_name, PolicyName=name)
-
-    async def groups() -> None:
-        for item in await listed("list_groups_for_user", "Groups"):
-            await gone_ok("remove_user_from_group", UserName=user_name, GroupName=item["GroupName"])
-
-    async def login_profile() -> None:
-        await gone_ok("delete_login_profile", UserName=user_name)
-
-    async def mfa() -> None:
-        for item in await listed("list_mfa_devices", "MFADevices"):
-            await gone_ok(
-                "deactivate_mfa_device", UserName=user_name, SerialNumber=item["SerialNumber"]
-            )
-
-    async def certificates() -> None:
-        for item in await listed("list_signing_certificates", "Certificates"):
-            await gone_ok(
-                "delete_signing_certificate",
-                UserName=user_name,
-                CertificateId=item["CertificateId"],
-            )
-
-    async def ssh_keys() -> None:
-        for item in await listed("list_ssh_public_keys", "SSHPublicKeys"):
-            await gone_ok(
-                "delete_ssh_public_key", UserName=user_name, SSHPublicKeyId=item["SSHPublicKeyId"]
-            )
-
+async def delete(aws: AwsSession, user_name: str) -> bool:
+    """Delete the user and everything attached to it. False if it was already gone."""
     # Keys first and alone: the moment they are gone the credentials stop working,
     # whatever happens to the rest of the cleanup.
-    await keys()
-    await _all([managed, inline, groups, login_profile, mfa, certificates, ssh_keys])
+    await _remove_all(aws, user_name, ACCESS_KEYS)
+    await _all(
+        [partial(_remove_all, aws, user_name, what) for what in ATTACHMENTS]
+        + [partial(_gone_ok, aws, "delete_login_profile", UserName=user_name)]
+    )
     try:
         await aws.call("iam", "delete_user", UserName=user_name)
     except Upstream as exc:
@@ -327,7 +342,7 @@ def _bind(
     return run
 
 
-async def _all(jobs: list[Callable[[], Awaitable[Any]]]) -> None:
+async def _all(jobs: Sequence[Callable[[], Awaitable[Any]]]) -> None:
     """Run jobs concurrently; the first failure cancels the rest and is raised
     as itself (not as an exception group), so callers see one dyncreds error."""
     if len(jobs) == 1:

@@ -118,54 +118,13 @@ def cmd_role_create(args: argparse.Namespace) -> int:
     p = get_paths(args)
     name = args.name
     if not config.ROLE_NAME.fullmatch(name):
-        print(
-            f"dyncreds: role name {name!r} must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}",
-            file=sys.stderr,
+        raise CliError(
+            f"role name {name!r} must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}", EXIT_USAGE
         )
-        return 2
     target = p.role_file(name)
     if target.exists() and not args.force:
-        print(
-            f"dyncreds: role {name} exists ({target}); use --force to replace it", file=sys.stderr
-        )
-        return 2
-    spec: dict[str, Any] = {"credential_type": args.type}
-    if args.policy_file == "-":
-        spec["policy_document"] = sys.stdin.read()
-    elif args.policy_file:
-        policy_path = Path(args.policy_file)
-        try:
-            spec["policy_document"] = policy_path.read_text()
-        except OSError as exc:
-            print(f"dyncreds: {policy_path}: {exc.strerror}", file=sys.stderr)
-            return 2
-    if args.policy_document:
-        spec["policy_document"] = args.policy_document
-    if "policy_document" in spec:
-        try:  # stored compact and validated below
-            spec["policy_document"] = json.dumps(json.loads(spec["policy_document"]), indent=2)
-        except ValueError as exc:
-            print(f"dyncreds: policy is not valid JSON: {exc}", file=sys.stderr)
-            return 2
-    spec["policy_arns"] = args.policy_arn or []
-    spec["iam_groups"] = args.iam_group or []
-    spec["role_arns"] = args.role_arn or []
-    for key in ("ttl", "max_ttl", "external_id", "user_path", "permissions_boundary_arn", "region"):
-        value = getattr(args, key)
-        if value is not None:
-            spec[key] = value
-    if args.prefetch:
-        spec["prefetch"] = True
-    tags = {}
-    for item in args.tag or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"dyncreds: --tag wants KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        tags[key] = value
-    if tags:
-        spec["iam_tags" if args.type == "iam_user" else "session_tags"] = tags
-    text = config.render_role_toml(spec)
+        raise CliError(f"role {name} exists ({target}); use --force to replace it", EXIT_USAGE)
+    text = config.render_role_toml(role_spec(args))
     # Validate with the agent's own loader before the agent can see the file: it is
     # staged under a directory the agent does not read, then renamed into place.
     staging_dir = p.roles_dir / f".staging-{os.getpid()}"
@@ -180,13 +139,56 @@ def cmd_role_create(args: argparse.Namespace) -> int:
         if problems:
             for problem in problems:
                 print(config.Problem(target, problem.line, problem.message), file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         os.replace(staging, target)
     finally:
         staging.unlink(missing_ok=True)
         staging_dir.rmdir()
     print(f"wrote {target}; {reload_agent(p)}")
-    return 0
+    return EXIT_OK
+
+
+def role_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The role file's fields from ``role create``'s flags (checked later, by the loader)."""
+    spec: dict[str, Any] = {"credential_type": args.type}
+    policy = _policy_text(args)
+    if policy is not None:
+        try:  # stored indented; the loader compacts and checks it
+            spec["policy_document"] = json.dumps(json.loads(policy), indent=2)
+        except ValueError as exc:
+            raise CliError(f"policy is not valid JSON: {exc}", EXIT_USAGE) from None
+    spec["policy_arns"] = args.policy_arn or []
+    spec["iam_groups"] = args.iam_group or []
+    spec["role_arns"] = args.role_arn or []
+    for key in ("ttl", "max_ttl", "external_id", "user_path", "permissions_boundary_arn", "region"):
+        value = getattr(args, key)
+        if value is not None:
+            spec[key] = value
+    if args.prefetch:
+        spec["prefetch"] = True
+    tags = {}
+    for item in args.tag or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"--tag wants KEY=VALUE, got {item!r}", EXIT_USAGE)
+        tags[key] = value
+    if tags:
+        spec["iam_tags" if args.type == "iam_user" else "session_tags"] = tags
+    return spec
+
+
+def _policy_text(args: argparse.Namespace) -> str | None:
+    if args.policy_document:
+        return str(args.policy_document)
+    if args.policy_file == "-":
+        return sys.stdin.read()
+    if args.policy_file:
+        policy_path = Path(args.policy_file)
+        try:
+            return policy_path.read_text()
+        except OSError as exc:
+            raise CliError(f"{policy_path}: {exc.strerror}", EXIT_USAGE) from None
+    return None
 
 
 def cmd_role_list(args: argparse.Namespace) -> int:

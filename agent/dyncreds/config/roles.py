@@ -100,17 +100,7 @@ def _check_fields_for_kind(kind: Kind, raw: dict[str, Any], bad: Bad) -> None:
 
 def _check_names(kind: Kind, spec: RoleFile, bad: Bad) -> None:
     """ARNs, group names, tags, paths and ids: AWS's syntax and counts."""
-    for arn in spec.policy_arns:
-        if not POLICY_ARN.fullmatch(arn):
-            bad("policy_arns", f"{arn!r} is not an IAM policy ARN")
-    if len(spec.policy_arns) > kind.policy_arns_max:
-        bad(
-            "policy_arns",
-            f"at most {kind.policy_arns_max} for {kind.name}, got {len(spec.policy_arns)}",
-        )
-    for arn in spec.role_arns:
-        if not ROLE_ARN.fullmatch(arn):
-            bad("role_arns", f"{arn!r} is not an IAM role ARN")
+    _check_arns(kind, spec, bad)
     for group in spec.iam_groups:
         if not GROUP_NAME.fullmatch(group):
             bad("iam_groups", f"{group!r} is not a valid IAM group name")
@@ -122,13 +112,27 @@ def _check_names(kind: Kind, spec: RoleFile, bad: Bad) -> None:
         not USER_PATH.fullmatch(spec.user_path) or len(spec.user_path) > USER_PATH_MAX
     ):
         bad("user_path", "must start and end with / and be at most 512 printable characters")
-    boundary = spec.permissions_boundary_arn
-    if boundary is not None and not POLICY_ARN.fullmatch(boundary):
-        bad("permissions_boundary_arn", f"{boundary!r} is not a policy ARN")
     if spec.external_id is not None and not EXTERNAL_ID.fullmatch(spec.external_id):
         bad("external_id", "must be 2-1224 characters of letters, digits and +=,.@:/-")
     if spec.region is not None and not REGION.fullmatch(spec.region):
         bad("region", f"{spec.region!r} is not an AWS region name")
+
+
+def _check_arns(kind: Kind, spec: RoleFile, bad: Bad) -> None:
+    for arn in spec.policy_arns:
+        if not POLICY_ARN.fullmatch(arn):
+            bad("policy_arns", f"{arn!r} is not an IAM policy ARN")
+    if len(spec.policy_arns) > kind.policy_arns_max:
+        bad(
+            "policy_arns",
+            f"at most {kind.policy_arns_max} for {kind.name}, got {len(spec.policy_arns)}",
+        )
+    for arn in spec.role_arns:
+        if not ROLE_ARN.fullmatch(arn):
+            bad("role_arns", f"{arn!r} is not an IAM role ARN")
+    boundary = spec.permissions_boundary_arn
+    if boundary is not None and not POLICY_ARN.fullmatch(boundary):
+        bad("permissions_boundary_arn", f"{boundary!r} is not a policy ARN")
 
 
 def _role_policy(spec: RoleFile, path: Path, bad: Bad) -> str | None:
