@@ -30,6 +30,7 @@ This module is also the single home of the socket-path rule: the agent imports
 ``socket_path`` from here, so the two can never disagree.
 """
 
+import _socket
 import os
 import sys
 
@@ -43,6 +44,7 @@ EXIT_TIMEOUT = 4  # the agent did not answer in time
 # (CreateUser + grants + key propagation on real AWS takes 5-15 s).
 DEFAULT_TIMEOUT = 45.0
 MAX_RESPONSE = 1 << 20
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its terminating NUL
 
 START_HINT = "start it with `systemctl --user start dyncreds-agent.socket` or `dyncreds agent`"
 
@@ -112,50 +114,84 @@ def request_line(role: str) -> bytes:
     return b'{"op":"credential_process","role":"' + role.encode() + b'"}\n'
 
 
+def _alive(path: str) -> bool:
+    """Does the agent answer a ping? (Only after a timeout: is it busy, or stuck?)"""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(2.0)
+        sock.connect(path)
+        sock.sendall(b'{"op":"ping"}\n')
+        return sock.recv(4096).startswith(b'{"ok":true')
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def _connect(sock: _socket.socket, path: str) -> tuple[str, int] | None:
+    """Connect; or the (message, exit status) saying why not."""
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        message = f"the dyncreds agent is not running (no socket at {path}); " + START_HINT
+        return message, EXIT_NOT_RUNNING
+    except PermissionError:
+        return f"permission denied on the agent socket {path}", EXIT_AGENT_ERROR
+    except TimeoutError:
+        raise
+    except OSError as exc:
+        if len(path.encode()) > MAX_SOCKET_PATH:
+            return (
+                f"the agent socket path is longer than Unix sockets allow ({MAX_SOCKET_PATH} "
+                f"bytes): {path[:60]}...; set DYNCREDS_SOCKET to a shorter path",
+                EXIT_NOT_RUNNING,
+            )
+        return f"cannot connect to the agent socket {path}: {exc}", EXIT_NOT_RUNNING
+    return None
+
+
+def _receive_line(sock: _socket.socket) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if chunk.endswith(b"\n") or size > MAX_RESPONSE:
+            break
+    return b"".join(chunks)
+
+
 def fetch(role: str, path: str, timeout: float) -> tuple[bytes, str, int]:
     """Ask the agent for ROLE's credential_process object.
 
     Returns (stdout bytes, error message, exit status).
     """
-    import _socket
-
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
+        refused = _connect(sock, path)
+        if refused is not None:
+            return b"", refused[0], refused[1]
+        sock.sendall(request_line(role))
+        response = _receive_line(sock)
+    except TimeoutError:
+        if _alive(path):
             return (
                 b"",
-                f"the dyncreds agent is not running (no socket at {path}); " + START_HINT,
-                (EXIT_NOT_RUNNING),
+                f"the dyncreds agent is still issuing credentials for {role} after "
+                f"{timeout:g}s (AWS is slow to answer); try again, or see `dyncreds status`",
+                EXIT_TIMEOUT,
             )
-        except PermissionError:
-            return b"", f"permission denied on the agent socket {path}", EXIT_AGENT_ERROR
-        sock.sendall(request_line(role))
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if chunk.endswith(b"\n") or size > MAX_RESPONSE:
-                break
-    except TimeoutError:
         return b"", f"the dyncreds agent did not answer within {timeout:g}s", EXIT_TIMEOUT
     except OSError as exc:
-        return (
-            b"",
-            f"talking to the dyncreds agent failed: {exc.strerror or exc}",
-            (EXIT_AGENT_ERROR),
-        )
+        return b"", f"talking to the dyncreds agent failed: {exc.strerror or exc}", EXIT_AGENT_ERROR
     finally:
         sock.close()
-    response = b"".join(chunks)
     if not response.endswith(b"\n"):
-        return b"", "the dyncreds agent closed the connection without answering", (EXIT_AGENT_ERROR)
+        return b"", "the dyncreds agent closed the connection without answering", EXIT_AGENT_ERROR
     if response.startswith(b'{"Version"'):
         return response, "", 0
     message, status = _explain(response)

@@ -38,6 +38,7 @@ class FakeBackend:
     """Issues leases in memory after ``latency`` (on trio's clock)."""
 
     latency: float = 0.5
+    root_problem: str | None = None
     fail_with: Upstream | None = None
     issued: list[Lease] = field(default_factory=list)
     extended: list[tuple[str, float]] = field(default_factory=list)

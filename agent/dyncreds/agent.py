@@ -14,7 +14,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import trio
 
@@ -36,6 +36,9 @@ REQUEST_ROUNDS = 3  # a request re-evaluates at most this often after waiting
 
 class Backend(Protocol):
     """What the agent needs from AWS (aws/backend.py; a fake in timing tests)."""
+
+    @property
+    def root_problem(self) -> str | None: ...  # why AWS refuses the root now, if it does
 
     def configure(self, config: Config) -> None: ...
     async def issue(
@@ -172,12 +175,13 @@ class Agent:
     ) -> list[str]:
         # The protocol allows exactly one of lease_id, role and everything.
         workers = [self._worker(role)] if role is not None else list(self.workers.values())
-        targets = [target for w in workers if (target := w.revoke(lease_id))]
-        for record in self.journal.all():
-            if record.lease_id in targets:
-                continue
-            if everything or record.lease_id == lease_id or (role and record.role == role):
-                targets.append(record.lease_id)
+        current = {lease.id: lease for w in workers if (lease := w.revoke(lease_id))}
+        targets = list(current) + [
+            r.lease_id
+            for r in self.journal.all()
+            if r.lease_id not in current
+            and (everything or r.lease_id == lease_id or (role and r.role == role))
+        ]
         if lease_id is not None and not targets:
             raise BadRequest(f"no lease {lease_id[:80]!r} (see `dyncreds status`)")
         if force:
@@ -185,18 +189,12 @@ class Agent:
                 await self.journal.forget(target)
             log.warning("lease.forgotten", leases=",".join(targets))
             return targets
-        revoked: list[str] = []
         failures: list[str] = []
 
         async def one(target: str) -> None:
-            if self.journal.get(target) is None:
-                revoked.append(target)  # STS credentials: nothing in AWS to delete
-                return
-            try:
-                await self.reaper.revoke_and_wait(target)
-                revoked.append(target)
-            except DyncredsError as exc:
-                failures.append(exc.message)
+            problem = await self._revoke_one(target, current.get(target))
+            if problem:
+                failures.append(problem)
 
         async with trio.open_nursery() as nursery:
             for target in targets:
@@ -207,36 +205,58 @@ class Agent:
                 aws_code="RevokeFailed",
             )
         self.counters["revoke_requests"] += 1
-        return sorted(revoked)
+        return sorted(targets)
+
+    async def _revoke_one(self, target: str, lease: Lease | None) -> str | None:
+        """Revoke one lease now; None, or what went wrong."""
+        if self.journal.get(target) is not None:
+            try:
+                await self.reaper.revoke_and_wait(target)
+            except DyncredsError as exc:
+                return exc.message
+            return None
+        if lease is not None and lease.user_name is not None:
+            # Never claim a revocation that did not happen.
+            return (
+                f"lease {target} has no journal record, so its IAM user {lease.user_name} "
+                "was not deleted; check `dyncreds status` and delete the user by hand if "
+                "it still exists"
+            )
+        return None  # STS credentials: nothing in AWS to delete
 
     async def sweep_orphans(self) -> list[str]:
         return await self.reaper.sweep_orphans()
 
     # ------------------------------------------------------------------ reload
 
-    def reload(self) -> list[str]:
-        """Re-read configuration. A bad one changes nothing and says why."""
+    async def reload(self) -> list[str]:
+        """Re-read configuration, off the event loop. A bad one - or one that cannot
+        be read at all - changes nothing and says why."""
         if self.load_config is None:
             raise BadRequest("this agent has no configuration source to reload")
         try:
-            new = self.load_config()
+            new = await trio.to_thread.run_sync(self.load_config)
+            # The root is rebuilt every time: its key file (or store) may have
+            # changed underneath an unchanged [root] table.
+            await trio.to_thread.run_sync(self.backend.configure, new)
         except ConfigError as exc:
             more = len(exc.problems) - 1
             hint = f" (+{more} more; run `dyncreds check`)" if more else ""
-            self.reload_error = f"{exc}{hint}"
-            log.error("config.reload_rejected", error=self.reload_error)
-            raise BadRequest(
-                f"configuration not reloaded, the previous one stays: {self.reload_error}"
-            ) from None
-        if new.main.root != self.config.main.root or new.main.agent != self.config.main.agent:
-            try:
-                self.backend.configure(new)
-            except DyncredsError as exc:
-                self.reload_error = exc.message
-                raise BadRequest(
-                    f"configuration not reloaded, the previous one stays: {exc.message}"
-                ) from None
-            self.ctx.spawn(self._identify)
+            self._reject(f"{exc}{hint}")
+        except DyncredsError as exc:
+            self._reject(exc.message)
+        except Exception as exc:  # MemoryError, a bug: still keep the running config
+            self._reject(f"reading the configuration failed: {type(exc).__name__}: {exc}"[:300])
+        self.ctx.spawn(self._identify)
+        self._install(new)
+        return sorted(self.workers)
+
+    def _reject(self, reason: str) -> NoReturn:
+        self.reload_error = reason
+        log.error("config.reload_rejected", error=reason)
+        raise BadRequest(f"configuration not reloaded, the previous one stays: {reason}")
+
+    def _install(self, new: Config) -> None:
         self.reload_error = None
         old_roles = self.config.roles
         self.config = new
@@ -264,7 +284,6 @@ class Agent:
             removed=",".join(removed) or "-",
             changed=",".join(changed) or "-",
         )
-        return sorted(self.workers)
 
     async def rotate_root(self) -> str:
         key = await self.backend.rotate_root()
@@ -297,7 +316,7 @@ class Agent:
             },
             "root": {
                 "arn": self.root_arn,
-                "error": self.root_error,
+                "error": self.backend.root_problem or self.root_error,
                 "region": root.region,
                 "source": views.root_source(root.profile, root.credentials_file),
             },

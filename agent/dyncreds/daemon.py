@@ -18,7 +18,6 @@ import ctypes
 import functools
 import os
 import resource
-import secrets
 import signal
 import socket as stdsocket
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 
 import trio
 
-from dyncreds import __version__, config, logs
+from dyncreds import __version__, config, logs, statedir
 from dyncreds.agent import Agent
 from dyncreds.journal.sqlite import SqliteJournal
 from dyncreds.paths import Paths
@@ -130,20 +129,6 @@ def systemd_socket(env: dict[str, str] | os._Environ[str] | None = None) -> stds
     return chosen
 
 
-def agent_id(paths: Paths) -> str:
-    """A stable id for this agent, tagged on every user it creates."""
-    path = paths.agent_id_file
-    try:
-        value = path.read_text().strip()
-        if value:
-            return value
-    except FileNotFoundError:
-        pass
-    value = secrets.token_hex(8)
-    path.write_text(value + "\n")
-    return value
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -157,8 +142,20 @@ def prepare(paths: Paths) -> tuple[config.Config, SqliteJournal, str]:
     except config.ConfigError as exc:
         lines = "\n".join(str(p) for p in exc.problems)
         raise StartupError(f"invalid configuration:\n{lines}") from None
-    paths.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return cfg, SqliteJournal(paths.journal), agent_id(paths)
+    try:
+        statedir.prepare(paths.state_dir)
+        statedir.lock(paths.state_dir)
+        ident = statedir.agent_id(paths.state_dir)
+        journal, aside = statedir.open_journal(paths.state_dir)
+    except statedir.StateError as exc:
+        raise StartupError(str(exc)) from None
+    if aside is not None:
+        print(
+            f"dyncreds agent: the journal was not a database; moved aside to {aside}. "
+            "The orphan sweep will revoke what it held at the expiry each user announced.",
+            file=sys.stderr,
+        )
+    return cfg, journal, ident
 
 
 def run(
@@ -215,7 +212,7 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
     async def reload() -> list[str]:
         sd_notify("RELOADING=1\nSTATUS=reloading configuration")
         try:
-            return agent.reload()
+            return await agent.reload()
         finally:
             sd_notify(f"READY=1\nSTATUS={agent.summary()}")
 

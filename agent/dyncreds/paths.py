@@ -37,10 +37,6 @@ class Paths:
     def journal(self) -> Path:
         return self.state_dir / "journal.sqlite3"
 
-    @property
-    def agent_id_file(self) -> Path:
-        return self.state_dir / "agent-id"
-
     def role_file(self, name: str) -> Path:
         return self.roles_dir / f"{name}.toml"
 

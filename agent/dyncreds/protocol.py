@@ -58,10 +58,19 @@ class Upstream(DyncredsError):
 
     code = "upstream"
 
-    def __init__(self, message: str, aws_code: str = "Unknown", retryable: bool = False):
+    def __init__(
+        self, message: str, aws_code: str = "Unknown", retryable: bool = False, sent: int = -1
+    ):
         super().__init__(message)
         self.aws_code = aws_code
         self.retryable = retryable
+        # HTTP attempts that left the agent (-1: unknown). 0, or 1 refused outright,
+        # proves that a create call created nothing.
+        self.sent = sent
+
+    @property
+    def created_nothing(self) -> bool:
+        return self.sent == 0 or (self.sent == 1 and not self.retryable)
 
 
 class Unavailable(DyncredsError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -24,7 +24,7 @@ import trio
 from dyncreds import leases, logs
 from dyncreds.journal import Journal, Record
 from dyncreds.leases import IRREVOCABLE_AFTER
-from dyncreds.protocol import DyncredsError, Upstream
+from dyncreds.protocol import DyncredsError, Upstream, parse_rfc3339, rfc3339
 
 if TYPE_CHECKING:  # the shells never import boto3
     from dyncreds.aws.iam_user import TaggedUser
@@ -42,6 +42,14 @@ class Deleter(Protocol):
 
     async def delete_user(self, user_name: str) -> bool: ...
     async def tagged_users(self) -> list[TaggedUser]: ...
+
+
+@dataclass
+class Outcome:
+    """What a ``revoke_and_wait`` caller learns."""
+
+    event: trio.Event = field(default_factory=trio.Event)
+    ok: bool = False
 
 
 @dataclass
@@ -68,18 +76,28 @@ class Reaper:
         self.counters = counters
         self.sweep = sweep
         self._poke = trio.Event()
-        self._done: dict[str, trio.Event] = {}
+        self._done: dict[str, Outcome] = {}
+        self._unwritten: set[str] = set()  # retire requests the journal refused
 
     def poke(self) -> None:
         self._poke.set()
 
     async def retire(self, lease_id: str) -> None:
-        """Revoke this journaled lease as soon as possible (no wait for the result)."""
-        await self.journal.revoke_now(lease_id, self.wall())
+        """Revoke this journaled lease as soon as possible (no wait for the result).
+        If the journal cannot be written, the request is kept and retried: the
+        record still says the announced expiry, so nothing is lost meanwhile."""
+        try:
+            await self.journal.revoke_now(lease_id, self.wall())
+        except DyncredsError as exc:
+            self._unwritten.add(lease_id)
+            log.error("lease.retire_deferred", lease=lease_id, error=exc.message)
         self.poke()
 
     async def run(self) -> None:
         while True:
+            for lease_id in list(self._unwritten):
+                self._unwritten.discard(lease_id)
+                await self.retire(lease_id)
             now = self.wall()
             due = self.journal.due(now)
             if due:
@@ -94,7 +112,22 @@ class Reaper:
             self._poke = trio.Event()
 
     async def _revoke(self, record: Record) -> None:
-        await self.journal.revoking(record.lease_id)
+        """One attempt at one record. Whatever happens, anyone waiting is told, and
+        a journal that cannot be written only delays the record (never a crash)."""
+        outcome = self._done.pop(record.lease_id, None)
+        try:
+            await self.journal.revoking(record.lease_id)
+            done = await self._delete(record)
+        except DyncredsError as exc:  # the journal itself failed
+            done = False
+            log.error("lease.revoke_unjournaled", lease=record.lease_id, error=exc.message)
+            # Out of the due list until the disk recovers; retried with the rest.
+            await trio.sleep(min(SLOW_RETRY, MAX_SLEEP))
+        if outcome is not None:
+            outcome.ok = done
+            outcome.event.set()
+
+    async def _delete(self, record: Record) -> bool:
         try:
             with trio.fail_after(REVOKE_TIMEOUT):
                 existed = await self.backend.delete_user(record.user_name)
@@ -116,25 +149,34 @@ class Reaper:
                 retry_in=round(delay),
                 error=message,
             )
-        else:
-            await self.journal.forget(record.lease_id)
-            self.counters["revoked"] += 1
-            log.info("lease.revoked", lease=record.lease_id, user=record.user_name, existed=existed)
-        done = self._done.pop(record.lease_id, None)
-        if done is not None:
-            done.set()
+            return False
+        if record.settle_until > self.wall():
+            # Deleted; but an abandoned CreateUser may still land: look again later.
+            await self.journal.recheck(record.lease_id, record.settle_until)
+            log.info(
+                "lease.revoked_pending_recheck",
+                lease=record.lease_id,
+                user=record.user_name,
+                existed=existed,
+                recheck_at=rfc3339(record.settle_until),
+            )
+            return True
+        await self.journal.forget(record.lease_id)
+        self.counters["revoked"] += 1
+        log.info("lease.revoked", lease=record.lease_id, user=record.user_name, existed=existed)
+        return True
 
     async def revoke_and_wait(self, lease_id: str) -> None:
         """Revoke now and wait for the outcome; Upstream if it did not succeed yet."""
-        done = self._done.setdefault(lease_id, trio.Event())
+        outcome = self._done.setdefault(lease_id, Outcome())
         await self.retire(lease_id)
         with trio.move_on_after(REVOKE_TIMEOUT + 10):
-            await done.wait()
-        record = self.journal.get(lease_id)
-        if record is not None:
+            await outcome.event.wait()
+        if not outcome.ok:
+            record = self.journal.get(lease_id)
+            reason = (record.last_error if record else None) or "pending"
             raise Upstream(
-                f"lease {lease_id} could not be revoked yet (will retry): "
-                f"{record.last_error or 'pending'}",
+                f"lease {lease_id} could not be revoked yet (will retry): {reason}",
                 aws_code="RevokeFailed",
             )
 
@@ -152,7 +194,8 @@ class Reaper:
     async def sweep_orphans(self) -> list[str]:
         """Users carrying this agent's tag that the journal does not know are
         handed to the reaper once older than ``min_age`` (younger ones may be
-        issuing right now)."""
+        issuing right now), to be revoked at the expiry their ``dyncreds:expires``
+        tag announced - a lost journal must not break that promise."""
         now = self.wall()
         known = self.journal.user_names()
         found = []
@@ -163,10 +206,22 @@ class Reaper:
             if self.journal.get(lease_id) is not None:
                 lease_id = f"orphan/{user.name}"
             role = user.tags.get("dyncreds:role", "?")
-            await self.journal.creating(lease_id, role, user.name, user.created_at, now)
+            # Revoked at the expiry it announced (its tag), never earlier.
+            revoke_at = max(now, _announced(user.tags.get("dyncreds:expires")) or now)
+            await self.journal.creating(lease_id, role, user.name, user.created_at, revoke_at)
+            await self.journal.activate(lease_id, revoke_at)
             found.append(user.name)
             log.warning("orphan.found", user=user.name, lease=lease_id)
         if found:
             self.counters["orphans"] += len(found)
             self.poke()
         return found
+
+
+def _announced(tag: str | None) -> float | None:
+    if not tag:
+        return None
+    try:
+        return parse_rfc3339(tag)
+    except ValueError:
+        return None

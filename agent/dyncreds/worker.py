@@ -140,13 +140,13 @@ class Worker:
             if lease is not None and (old is None or lease.id != old.id):
                 return lease
 
-    def revoke(self, lease_id: str | None = None) -> str | None:
+    def revoke(self, lease_id: str | None = None) -> Lease | None:
         """Retire the current lease now (if it is ``lease_id``, when given)."""
         lease = self.state.lease
         if lease is None or (lease_id is not None and lease.id != lease_id):
             return None
         self._apply(Event.REVOKE, self.ctx.wall())
-        return lease.id
+        return lease
 
     async def _wait(self) -> None:
         inflight = self.inflight
@@ -277,6 +277,8 @@ class Worker:
             log.warning(
                 "lease.issue_failed", role=role.name, lease=inflight.lease_id, error=error.message
             )
+            if role.kind.revocable:  # whatever was created goes now, after the answer
+                self.ctx.spawn(self.ctx.retire, inflight.lease_id)
 
     async def _extend(self, inflight: Inflight) -> None:
         lease = inflight.extending

@@ -43,6 +43,7 @@ class AwsBackend:
         self.propagation = Propagation(
             checks=agent.propagation_checks, timeout=float(agent.propagation_timeout)
         )
+        self.create_grace = float(agent.create_grace)
         self.aws = AwsSession(
             config,
             call_timeout=float(agent.aws_call_timeout),
@@ -74,6 +75,7 @@ class AwsBackend:
             agent_id=self.agent_id,
             now=now,
             propagation=self.propagation,
+            create_grace=self.create_grace,
             on_step=on_step,
         )
 
@@ -96,6 +98,11 @@ class AwsBackend:
     async def extend(self, lease: Lease, expires_at: float) -> None:
         if lease.user_name:
             await iam_user.extend(self.aws, lease.user_name, expires_at)
+
+    @property
+    def root_problem(self) -> str | None:
+        """Why AWS currently refuses the root, if it does."""
+        return self.aws.root_problem
 
     async def delete_user(self, user_name: str) -> bool:
         return await iam_user.delete(self.aws, user_name)

@@ -12,7 +12,10 @@ Creation, in round trips:
      does not work yet.
 
 The journal row is committed before step 1, so a crash at any point leaves a
-record that recovery cleans up. A failure or cancellation cleans up at once.
+record that recovery cleans up. A failure or cancellation hands the record to the
+reaper at once (the client is answered first): it deletes whatever was created,
+and - since an abandoned CreateUser may still land in AWS - deletes once more
+after ``create_grace``, before the record is forgotten.
 
 Deletion removes everything that would block DeleteUser - access keys, managed
 policies, inline policies, group memberships, login profile, MFA devices,
@@ -22,6 +25,7 @@ tolerating "already gone", then the user.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -34,11 +38,9 @@ from dyncreds.aws.session import GONE_CODES, AwsSession, aws_code
 from dyncreds.config import Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease, Secret
-from dyncreds.protocol import DyncredsError, Upstream, rfc3339
+from dyncreds.protocol import Upstream, rfc3339
 
 log = logs.get("aws")
-
-CLEANUP_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,14 @@ async def create(
     agent_id: str,
     now: float,
     propagation: Propagation,
+    create_grace: float = 300.0,
     on_step: Callable[[str], None] = lambda step: None,
 ) -> Lease:
-    """Create the user and its key; return a lease that works. Cleans up on failure."""
+    """Create the user and its key; return a lease that works. On failure the
+    journal record is left for the reaper (or dropped, if nothing was created)."""
     expires_at = now + role.ttl
     await journal.creating(lease_id, role.name, user_name, now, expires_at)
+    create_failed: Upstream | None = None
     try:
         on_step("create_user")
         params: dict[str, Any] = {
@@ -89,7 +94,11 @@ async def create(
         }
         if role.permissions_boundary_arn:
             params["PermissionsBoundary"] = role.permissions_boundary_arn
-        created = await aws.call("iam", "create_user", **params)
+        try:
+            created = await aws.call("iam", "create_user", **params)
+        except Upstream as exc:
+            create_failed = exc
+            raise
         arn = created["User"]["Arn"]
 
         on_step("grant")
@@ -128,7 +137,7 @@ async def create(
         on_step("activate")
         await journal.activate(lease_id, expires_at)
     except BaseException as exc:
-        await _cleanup_after_failure(aws, journal, lease_id, user_name, exc)
+        await _after_failure(journal, lease_id, user_name, exc, create_failed, create_grace)
         raise
     return Lease(
         id=lease_id,
@@ -145,26 +154,36 @@ async def create(
     )
 
 
-async def _cleanup_after_failure(
-    aws: AwsSession, journal: Journal, lease_id: str, user_name: str, exc: BaseException
+async def _after_failure(
+    journal: Journal,
+    lease_id: str,
+    user_name: str,
+    exc: BaseException,
+    create_failed: Upstream | None,
+    grace: float,
 ) -> None:
-    # Shielded: this also runs when the issuance was cancelled (timeout, shutdown).
+    """Hand a failed issuance to the reaper - the client gets its error now, and the
+    cleanup happens after the answer, not before it. Shielded: this also runs when
+    the issuance was cancelled (timeout, shutdown)."""
     with trio.CancelScope(shield=True):
-        try:
-            with trio.fail_after(CLEANUP_TIMEOUT):
-                await delete(aws, user_name)
+        if create_failed is not None and create_failed.created_nothing:
+            # AWS refused CreateUser outright (or it was never sent): no user.
             await journal.forget(lease_id)
-            log.info("lease.issue_cleanup", lease=lease_id, user=user_name, outcome="deleted")
-        except (DyncredsError, trio.TooSlowError) as cleanup_error:
-            # Left for the reaper, which retries with backoff.
-            await journal.revoke_now(lease_id, 0.0)
-            log.warning(
-                "lease.issue_cleanup",
-                lease=lease_id,
-                user=user_name,
-                outcome="deferred",
-                error=str(cleanup_error),
-            )
+            outcome = "nothing created"
+        else:
+            # CreateUser may have happened, or may still happen: an attempt held
+            # somewhere on the way can reach AWS until its signature expires. The
+            # reaper deletes now, and once more after the grace period.
+            now = time.time()
+            await journal.abandon(lease_id, now, settle_until=now + grace)
+            outcome = "left to the reaper"
+        log.info(
+            "lease.issue_abandoned",
+            lease=lease_id,
+            user=user_name,
+            outcome=outcome,
+            error=getattr(exc, "message", type(exc).__name__),
+        )
 
 
 async def wait_until_usable(

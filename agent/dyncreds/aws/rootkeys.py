@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from dyncreds.config.problems import read_text
 from dyncreds.files import atomic_write
 from dyncreds.leases import Secret
 from dyncreds.protocol import Unavailable
@@ -28,7 +29,11 @@ def read_credentials_file(path: Path) -> StaticKeys:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise Unavailable(f"{path}: root credentials file not found") from None
+        raise Unavailable(
+            f"{path}: root credentials file not found; run `dyncreds configure root`"
+        ) from None
+    except OSError as exc:
+        raise Unavailable(f"{path}: cannot read: {exc.strerror or exc}") from None
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise Unavailable(
             f"{path}: root credentials file is accessible by group or others "
@@ -37,7 +42,7 @@ def read_credentials_file(path: Path) -> StaticKeys:
     if info.st_uid != os.getuid():
         raise Unavailable(f"{path}: root credentials file is owned by another user")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(path))
         key_id, secret = data["access_key_id"], data["secret_access_key"]
     except (OSError, ValueError, KeyError):
         raise Unavailable(

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -51,6 +51,18 @@ RETRYABLE_CODES = frozenset(
         "ConnectionError",
         "SlowDown",
         "PriorRequestNotComplete",
+    }
+)
+# Codes that mean AWS does not accept the credentials that signed the request.
+ROOT_REJECTED_CODES = frozenset(
+    {
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+        "InvalidAccessKeyId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "AuthFailure",
     }
 )
 # Codes that mean "the thing is already gone": success, for a cleanup.
@@ -140,6 +152,7 @@ class AwsSession:
         self.event_hooks = list(event_hooks or [])
         self._lock = threading.Lock()
         self.static_keys: StaticKeys | None = None
+        self.root_problem: str | None = None  # set while AWS rejects the root
         self.iam: Any = None
         self.sts: Any = None
         self.build()
@@ -176,8 +189,7 @@ class AwsSession:
         iam = session.client("iam", endpoint_url=self.root.iam_endpoint, config=config)
         sts = session.client("sts", endpoint_url=self.root.sts_endpoint, config=config)
         for client in (iam, sts):
-            for event, hook in self.event_hooks:
-                client.meta.events.register(event, hook)
+            _register(client, self.event_hooks)
         with self._lock:
             self.iam, self.sts = iam, sts
 
@@ -200,28 +212,59 @@ class AwsSession:
                 retries={"mode": "standard", "total_max_attempts": 1},
             ),
         )
-        for event, hook in self.event_hooks:
-            client.meta.events.register(event, hook)
-        return client
+        return _register(client, self.event_hooks)
 
     async def call(self, service: str, operation: str, /, **params: Any) -> dict[str, Any]:
-        """Run one AWS operation (snake_case name) in a worker thread, bounded."""
+        """Run one AWS operation (snake_case name) as the root, in a worker thread,
+        bounded. A root AWS refuses to recognise is said so, with what to do."""
         client = self.iam if service == "iam" else self.sts
-        return await self.call_client(client, operation, **params)
+        try:
+            result = await self.call_client(client, operation, **params)
+        except Upstream as exc:
+            if exc.aws_code not in ROOT_REJECTED_CODES:
+                raise
+            self.root_problem = (
+                f"the agent's root key {self.root_key_id()} was rejected by AWS "
+                f"({exc.aws_code}): run `dyncreds configure root`"
+            )
+            raise Upstream(self.root_problem, aws_code=exc.aws_code, sent=exc.sent) from None
+        self.root_problem = None
+        return result
+
+    def root_key_id(self) -> str:
+        if self.static_keys is not None:
+            return self.static_keys.access_key_id
+        return f"(profile {self.root.profile or 'default'})"
 
     async def call_client(self, client: Any, operation: str, /, **params: Any) -> dict[str, Any]:
         method = getattr(client, operation)
+        attempts = Attempts()
+
+        def run() -> dict[str, Any]:
+            _local.attempts = attempts
+            try:
+                result: dict[str, Any] = method(**params)
+                return result
+            finally:
+                _local.attempts = None
+
         started = time.monotonic()
         outcome = "error"
         try:
             with map_errors(_camel(operation)):
                 with trio.fail_after(self.call_timeout * (self.root.max_retries + 1)):
-                    result: dict[str, Any] = await trio.to_thread.run_sync(
-                        partial(method, **params), limiter=self.limiter, abandon_on_cancel=True
+                    result = await trio.to_thread.run_sync(
+                        run, limiter=self.limiter, abandon_on_cancel=True
                     )
             outcome = "ok"
-        except Upstream as exc:
-            outcome = exc.aws_code
+        except BaseException as exc:
+            # Whoever waited has given up: the worker thread, which may still be in
+            # botocore's retry loop, must not send another attempt (a CreateUser
+            # nobody would journal). The attempt in flight ends at its read timeout.
+            attempts.abandoned = True
+            if isinstance(exc, Upstream):
+                outcome = exc.aws_code
+                exc.sent = attempts.sent
             raise
         finally:
             # Operation names and outcomes only: parameters and responses can hold
@@ -233,6 +276,41 @@ class AwsSession:
                 seconds=round(time.monotonic() - started, 3),
             )
         return result
+
+
+@dataclass
+class Attempts:
+    """What botocore did for one call, seen from its ``before-send`` event."""
+
+    sent: int = 0
+    abandoned: bool = False
+
+
+class CallAbandoned(botocore.exceptions.BotoCoreError):
+    """Raised in a worker thread instead of sending an attempt nobody waits for.
+    Not a retryable error, so botocore's retry loop ends with it."""
+
+    fmt = "dyncreds abandoned this call: its caller gave up"
+
+
+_local = threading.local()
+
+
+def _before_send(**_: Any) -> None:
+    """Counts attempts, and stops those of an abandoned call (see call_client)."""
+    attempts: Attempts | None = getattr(_local, "attempts", None)
+    if attempts is not None:
+        if attempts.abandoned:
+            raise CallAbandoned()
+        attempts.sent += 1
+
+
+def _register(client: Any, hooks: list[tuple[str, BotoHook]]) -> Any:
+    # Ours first: an attempt is counted (or stopped) before any test hook answers it.
+    client.meta.events.register("before-send", _before_send)
+    for event, hook in hooks:
+        client.meta.events.register(event, hook)
+    return client
 
 
 def _camel(operation: str) -> str:

@@ -7,6 +7,7 @@ writes files back. ``load`` is the one entry point the agent and the CLI use.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dyncreds.config.main import check_username_template, load_main
@@ -50,18 +51,39 @@ __all__ = [
 ]
 
 
+def role_files(roles_dir: Path, problems: list[Problem]) -> list[Path]:
+    """Every roles/*.toml. A missing roles dir means no roles; one that cannot be
+    read is a problem (never "zero roles", which would drop every role on reload)."""
+    try:
+        with os.scandir(roles_dir) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(".toml"))
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        problems.append(Problem(roles_dir, None, "is not a directory"))
+        return []
+    except OSError as exc:
+        problems.append(
+            Problem(
+                roles_dir,
+                None,
+                f"cannot read the roles directory: {exc.strerror or exc}; fix its permissions",
+            )
+        )
+        return []
+    return [roles_dir / name for name in names if not name.startswith(".")]
+
+
 def load(config_dir: Path) -> Config:
     """config.toml plus every roles/*.toml; raises ConfigError listing all problems."""
     problems: list[Problem] = []
     main = load_main(config_dir / "config.toml", problems)
     defaults = main.lease if main else LeaseDefaults()
     roles: dict[str, Role] = {}
-    roles_dir = config_dir / "roles"
-    if roles_dir.is_dir():
-        for path in sorted(roles_dir.glob("*.toml")):
-            role = load_role(path, defaults, problems)
-            if role is not None:
-                roles[role.name] = role
+    for path in role_files(config_dir / "roles", problems):
+        role = load_role(path, defaults, problems)
+        if role is not None:
+            roles[role.name] = role
     if problems or main is None:
         raise ConfigError(problems)
     return Config(main=main, roles=roles, base_dir=config_dir)

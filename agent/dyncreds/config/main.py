@@ -16,9 +16,15 @@ TEMPLATE_FIELDS = frozenset({"user", "role", "unix_time", "random"})
 
 
 def load_main(path: Path, problems: list[Problem]) -> MainConfig | None:
-    """Decode config.toml; an absent file means every default."""
-    if not path.exists():
+    """Decode config.toml; an absent file means every default (an unreadable one,
+    or one in an unreadable directory, is a problem)."""
+    try:
+        path.stat()
+    except FileNotFoundError:
         return MainConfig()
+    except OSError as exc:
+        problems.append(Problem(path, None, f"cannot read: {exc.strerror or exc}"))
+        return None
     read = read_toml(path, problems)
     if read is None:
         return None

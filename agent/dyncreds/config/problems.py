@@ -6,7 +6,9 @@ so that ``dyncreds check`` can list everything wrong at once.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,8 +29,15 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
+        name = printable_path(self.file)
+        where = f"{name}:{self.line}" if self.line else name
         return f"{where}: {self.message}"
+
+
+def printable_path(path: Path) -> str:
+    """A path as text that always encodes: bytes that are not UTF-8 (a file named
+    ``caf\\xe9.toml``) are shown as escapes instead of breaking every later answer."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 class ConfigError(Exception):
@@ -56,13 +65,38 @@ def line_of(text: str, table: str | None, key: str) -> int | None:
     return None
 
 
+MAX_FILE = 1 << 20  # no configuration file is anywhere near this
+
+
+def read_text(path: Path) -> str:
+    """A configuration file's text: a regular file (a symlink to one is fine) of at
+    most ``MAX_FILE`` bytes. A FIFO, a device or a huge file is refused instead of
+    blocking or exhausting the agent. Raises OSError or ValueError with the reason."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > MAX_FILE:
+            raise ValueError(f"larger than {MAX_FILE // 1024} KiB")
+        data = os.read(fd, MAX_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE:
+        raise ValueError(f"larger than {MAX_FILE // 1024} KiB")
+    return data.decode("utf-8")
+
+
 def read_toml(path: Path, problems: list[Problem]) -> tuple[dict[str, Any], str] | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         problems.append(Problem(path, None, "file not found"))
         return None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        problems.append(Problem(path, None, f"cannot read: {exc.strerror or exc}"))
+        return None
+    except ValueError as exc:  # UnicodeDecodeError included
         problems.append(Problem(path, None, f"cannot read: {exc}"))
         return None
     try:

@@ -90,6 +90,9 @@ class AgentSettings(Table):
     # lost) are deleted once older than orphan_min_age; looked for this often.
     orphan_sweep_every: Seconds = Seconds(3600)
     orphan_min_age: Seconds = Seconds(300)
+    # A CreateUser whose issuance gave up may still reach AWS until its SigV4
+    # signature expires (5 minutes): its user is deleted again after this long.
+    create_grace: Seconds = Seconds(300)
 
 
 class RootSettings(Table):

@@ -42,6 +42,9 @@ class Record:
     attempts: int = 0
     next_attempt: float = 0.0
     last_error: str | None = None
+    # A CreateUser abandoned before this may still land: after deleting the user,
+    # delete once more at this time before forgetting the record (0: no).
+    settle_until: float = 0.0
 
 
 class LostRecord(Unavailable):
@@ -70,6 +73,12 @@ class Journal(Protocol):
     async def extend(self, lease_id: str, revoke_at: float) -> None: ...
 
     async def revoke_now(self, lease_id: str, now: float) -> bool: ...
+
+    async def abandon(self, lease_id: str, now: float, settle_until: float) -> None:
+        """An issuance failed: revoke now, and again at ``settle_until``."""
+
+    async def recheck(self, lease_id: str, at: float) -> None:
+        """Deleted, but a late CreateUser may still land: delete again at ``at``."""
 
     async def revoking(self, lease_id: str) -> None: ...
 

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS leases (
     revoke_at     REAL NOT NULL,
     attempts      INTEGER NOT NULL DEFAULT 0,
     next_attempt  REAL NOT NULL DEFAULT 0,
-    last_error    TEXT
+    last_error    TEXT,
+    settle_until  REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS leases_due ON leases (revoke_at);
 DROP TABLE IF EXISTS meta;
@@ -41,7 +42,7 @@ DROP TABLE IF EXISTS meta;
 
 _COLUMNS = (
     "lease_id, role, user_name, access_key_id, state, created_at, revoke_at, attempts, "
-    "next_attempt, last_error"
+    "next_attempt, last_error, settle_until"
 )
 
 
@@ -66,6 +67,9 @@ class SqliteJournal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(leases)")}
+        if "settle_until" not in columns:  # a journal written by 0.1
+            self._db.execute("ALTER TABLE leases ADD COLUMN settle_until REAL NOT NULL DEFAULT 0")
         self._rows: dict[str, Record] = {
             row[0]: Record(*row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM leases")
         }
@@ -155,6 +159,31 @@ class SqliteJournal:
                 self._update(lease_id, revoke_at=min(record.revoke_at, now), next_attempt=0.0)
             return changed > 0
 
+    async def abandon(self, lease_id: str, now: float, settle_until: float) -> None:
+        async with self._lock:
+            await self._write(
+                "UPDATE leases SET revoke_at = ?, next_attempt = 0, settle_until = ? "
+                "WHERE lease_id = ?",
+                (now, settle_until, lease_id),
+            )
+            self._update(lease_id, revoke_at=now, next_attempt=0.0, settle_until=settle_until)
+
+    async def recheck(self, lease_id: str, at: float) -> None:
+        async with self._lock:
+            await self._write(
+                "UPDATE leases SET revoke_at = ?, next_attempt = 0, settle_until = 0, "
+                "attempts = 0, state = 'revoking' WHERE lease_id = ?",
+                (at, lease_id),
+            )
+            self._update(
+                lease_id,
+                revoke_at=at,
+                next_attempt=0.0,
+                settle_until=0.0,
+                attempts=0,
+                state="revoking",
+            )
+
     async def revoking(self, lease_id: str) -> None:
         async with self._lock:
             await self._write(
@@ -203,7 +232,7 @@ class SqliteJournal:
         rows = [dataclasses.astuple(r) for r in records]
         self._db.execute("BEGIN")
         self._db.executemany(
-            f"INSERT INTO leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            f"INSERT INTO leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
         )
         self._db.execute("COMMIT")
         self._rows.update((row[0], Record(*row)) for row in rows)
