@@ -7,7 +7,9 @@
 # or python3 on PATH. The shim needs only the standard library, so it starts
 # about as fast as an interpreter can (console-script wrappers import `re`,
 # which alone costs more than the shim's whole work).
-"""'true; d="${0%/*}"; for s in "$d"/../lib/python3*/site-packages; do [ -f "$s/dyncreds_shim.py" ] && [ -x "$d/python3" ] && exec "$d/python3" -I -S -c "import sys;sys.path.insert(0,sys.argv.pop(1));import dyncreds_shim as m;sys.exit(m.main())" "$s" "$@"; done; [ -x "$d/python3" ] && exec "$d/python3" -I -S "$0" "$@"; exec python3 -I -S "$0" "$@" #"""
+# fmt: off
+''''true; d="${0%/*}"; for s in "$d"/../lib/python3*/site-packages; do [ -f "$s/dyncreds_shim.py" ] && [ -x "$d/python3" ] && exec "$d/python3" -I -S -c "import sys;sys.path.insert(0,sys.argv.pop(1));import dyncreds_shim as m;sys.exit(m.main())" "$s" "$@"; done; [ -x "$d/python3" ] && exec "$d/python3" -I -S "$0" "$@"; exec python3 -I -S "$0" "$@" #'''
+# fmt: on
 
 """dyncreds-shim ROLE: AWS's ``credential_process`` contract, backed by the dyncreds agent.
 

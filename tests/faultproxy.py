@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import re
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +25,8 @@ class Call:
     action: str
     key_id: str | None
     status: int = 0
+    received: float = 0.0  # time.time() the proxy got it
+    forwarded: float | None = None  # time.time() it was sent on to AWS
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Fault:
     ``error``: answer with this AWS error code (and ``status``) instead of forwarding.
     ``kill``: "before" (the request never reaches AWS) or "after" (AWS did it, the
     agent never hears back); the callback kills the agent.
+    ``hold``: keep the request this long, then forward it even if the client has
+    given up on it (a slow network path, a hung AWS endpoint).
     """
 
     actions: frozenset[str] | None = None  # None: every action
@@ -41,6 +46,7 @@ class Fault:
     kill: str | None = None
     times: int | None = None  # apply this many times, then stop
     only_key: Callable[[str | None], bool] | None = None
+    hold: float = 0.0  # seconds to hold the request before forwarding it anyway
     hits: int = 0
 
     def matches(self, call: Call) -> bool:
@@ -81,7 +87,7 @@ class FaultProxy:
                 params = urllib.parse.parse_qs(body.decode(errors="replace"))
                 action = (params.get("Action") or ["?"])[0]
                 match = KEY_RE.search(self.headers.get("Authorization", ""))
-                call = Call(action, match.group(1) if match else None)
+                call = Call(action, match.group(1) if match else None, received=time.time())
                 with proxy._lock:
                     proxy.calls.append(call)
                     fault = next((f for f in proxy.faults if f.matches(call)), None)
@@ -97,6 +103,9 @@ class FaultProxy:
                     call.status = fault.status
                     self._reply(fault.status, error_xml(fault.error))
                     return
+                if fault is not None and fault.hold:
+                    time.sleep(fault.hold)
+                call.forwarded = time.time()
                 conn = http.client.HTTPConnection(str(target.hostname), target.port, timeout=30)
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() != "connection"
@@ -139,6 +148,10 @@ class FaultProxy:
     def clear(self) -> None:
         with self._lock:
             self.faults.clear()
+
+    def calls_of(self, action: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.action == action]
 
     def actions(self) -> list[str]:
         with self._lock:

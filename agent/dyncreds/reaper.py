@@ -96,8 +96,11 @@ class Reaper:
     async def run(self) -> None:
         while True:
             for lease_id in list(self._unwritten):
+                try:
+                    await self.journal.revoke_now(lease_id, self.wall())
+                except DyncredsError:
+                    break  # the journal still cannot be written: at the next wake-up
                 self._unwritten.discard(lease_id)
-                await self.retire(lease_id)
             now = self.wall()
             due = self.journal.due(now)
             if due:
@@ -169,7 +172,8 @@ class Reaper:
     async def revoke_and_wait(self, lease_id: str) -> None:
         """Revoke now and wait for the outcome; Upstream if it did not succeed yet."""
         outcome = self._done.setdefault(lease_id, Outcome())
-        await self.retire(lease_id)
+        await self.journal.revoke_now(lease_id, self.wall())  # a journal error: to the caller
+        self.poke()
         with trio.move_on_after(REVOKE_TIMEOUT + 10):
             await outcome.event.wait()
         if not outcome.ok:
