@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,33 @@ def test_credentials_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "accessible by group or others" in result.stderr
+
+
+def test_role_files_that_are_not_regular_or_too_large_are_problems(tmp_path: Path) -> None:
+    roles = tmp_path / "roles"
+    roles.mkdir()
+    os.mkfifo(roles / "fifo.toml")  # would block a plain read forever
+    (roles / "zero.toml").symlink_to("/dev/zero")  # would exhaust memory
+    (roles / "big.toml").write_text("# x\n" * 300_000)
+    with pytest.raises(ConfigError) as caught:
+        config.load(tmp_path)
+    text = "\n".join(str(p) for p in caught.value.problems)
+    assert "fifo.toml: cannot read: not a regular file" in text
+    assert "zero.toml: cannot read: not a regular file" in text
+    assert "big.toml: cannot read: larger than 1024 KiB" in text
+
+
+def test_names_that_are_not_utf8_are_shown_escaped(tmp_path: Path) -> None:
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "roles" / "caf\udce9.toml").write_text('credential_type = "session_token"\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load(tmp_path)
+    shown = str(caught.value.problems[0])
+    assert "caf\\xe9.toml" in shown
+    shown.encode("utf-8")  # always encodable: status and logs never break on it
+
+
+def test_a_roles_path_that_is_a_file_is_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "roles").write_text("")
+    with pytest.raises(ConfigError, match="roles: is not a directory"):
+        config.load(tmp_path)

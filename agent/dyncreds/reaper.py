@@ -117,7 +117,6 @@ class Reaper:
     async def _revoke(self, record: Record) -> None:
         """One attempt at one record. Whatever happens, anyone waiting is told, and
         a journal that cannot be written only delays the record (never a crash)."""
-        outcome = self._done.pop(record.lease_id, None)
         try:
             await self.journal.revoking(record.lease_id)
             done = await self._delete(record)
@@ -126,6 +125,8 @@ class Reaper:
             log.error("lease.revoke_unjournaled", lease=record.lease_id, error=exc.message)
             # Out of the due list until the disk recovers; retried with the rest.
             await trio.sleep(min(SLOW_RETRY, MAX_SLEEP))
+        # Whoever asked while this attempt ran learns its outcome too.
+        outcome = self._done.pop(record.lease_id, None)
         if outcome is not None:
             outcome.ok = done
             outcome.event.set()
@@ -172,7 +173,10 @@ class Reaper:
     async def revoke_and_wait(self, lease_id: str) -> None:
         """Revoke now and wait for the outcome; Upstream if it did not succeed yet."""
         outcome = self._done.setdefault(lease_id, Outcome())
-        await self.journal.revoke_now(lease_id, self.wall())  # a journal error: to the caller
+        # A journal error goes to the caller; no record left means already revoked.
+        if not await self.journal.revoke_now(lease_id, self.wall()):
+            self._done.pop(lease_id, None)
+            return
         self.poke()
         with trio.move_on_after(REVOKE_TIMEOUT + 10):
             await outcome.event.wait()

@@ -24,7 +24,7 @@ from dyncreds.leases import Secret
 from dyncreds.protocol import parse_rfc3339
 from dyncreds.standin import StandIn
 from tests.conftest import SHIM, AgentProcess, iam_user_role, temp_users, wait_for
-from tests.e2e.test_resilience import Rig, rig  # noqa: F401 - the fixture
+from tests.e2e.conftest import Rig
 from tests.faultproxy import Fault
 
 pytestmark = pytest.mark.e2e
@@ -164,7 +164,8 @@ def test_hostile_role_files_keep_the_last_good_config(
     )
     status = agent.request("status")
     assert status["ok"] and [r["name"] for r in status["roles"]] == ["warm"]
-    assert "not a regular file" in status["agent"]["reload_error"]
+    assert "caf\\xe9.toml" in status["agent"]["reload_error"]
+    assert "(+2 more; run `dyncreds check`)" in status["agent"]["reload_error"]
     started = time.monotonic()
     assert agent.request("credentials", role="warm")["ok"]
     assert time.monotonic() - started < 2, "the event loop was blocked"

@@ -7,18 +7,18 @@ from __future__ import annotations
 import json
 import os
 import random
-import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dyncreds.standin import StandIn
-from tests.conftest import AgentProcess, iam_user_role, raw_request, temp_users, wait_for
-from tests.faultproxy import Fault, FaultProxy
+from tests.conftest import iam_user_role, raw_request, temp_users, wait_for
+from tests.e2e.conftest import Rig
+from tests.faultproxy import Fault
 
 pytestmark = pytest.mark.e2e
 
@@ -42,54 +42,6 @@ REVOKE_STEPS = [
     "DeleteLoginProfile",
     "DeleteUser",
 ]
-
-
-class Rig:
-    """An agent whose AWS traffic goes through a fault proxy."""
-
-    def __init__(self, aws: StandIn, base: Path, roles: dict[str, str], agent: str = ""):
-        self.aws = aws
-        self.proxy = FaultProxy(aws.endpoint, on_kill=self.kill).start()
-        self.agent = AgentProcess(base, aws, roles, agent)
-        self._point_at_proxy()
-
-    def _point_at_proxy(self) -> None:
-        path = self.agent.config_dir / "config.toml"
-        path.write_text(path.read_text().replace(self.aws.endpoint, self.proxy.endpoint))
-
-    def start(self) -> AgentProcess:
-        return self.agent.start()
-
-    def kill(self) -> None:
-        assert self.agent.process is not None
-        self.agent.process.kill()
-
-    def dead(self) -> bool:
-        assert self.agent.process is not None
-        return self.agent.process.poll() is not None
-
-    def journal_rows(self) -> list[tuple[Any, ...]]:
-        db = sqlite3.connect(self.agent.state_dir / "journal.sqlite3")
-        try:
-            return list(db.execute("SELECT lease_id, state FROM leases"))
-        finally:
-            db.close()
-
-
-@pytest.fixture
-def rig(aws: StandIn, short_dir: Path) -> Iterator[Callable[..., Rig]]:
-    rigs: list[Rig] = []
-
-    def make(roles: dict[str, str], agent: str = "") -> Rig:
-        made = Rig(aws, short_dir, roles, agent)
-        rigs.append(made)
-        return made
-
-    yield make
-    for made in rigs:
-        if made.agent.process and made.agent.process.poll() is None:
-            made.agent.stop()
-        made.proxy.stop()
 
 
 def group_and_policy(aws: StandIn) -> str:
@@ -358,13 +310,14 @@ def test_propagation_wait_is_visible_in_status(aws: StandIn, rig: Callable[..., 
     assert result["ok"]
 
 
-def test_orphan_sweep_removes_own_untracked_users_only(
+def test_orphan_sweep_adopts_own_untracked_users_only(
     aws: StandIn,
     rig: Callable[..., Rig],
 ) -> None:
     made = rig({"r": iam_user_role()}, agent='orphan_min_age = "0s"\n')
     agent = made.start()
     assert agent.request("credentials", role="r")["ok"]
+    [user] = temp_users(aws)
     agent.stop()
     (agent.state_dir / "journal.sqlite3").unlink()  # the journal is lost
     for extra in ("-wal", "-shm"):
@@ -374,11 +327,17 @@ def test_orphan_sweep_removes_own_untracked_users_only(
         UserName="someone-elses", Tags=[{"Key": "dyncreds:agent", "Value": "another-agent"}]
     )
     made.start()
-    wait_for(
-        lambda: temp_users(aws) == ["someone-elses"],
+    retiring = wait_for(
+        lambda: agent.request("status")["retiring"],
         timeout=30,
-        message="own orphan swept, the other agent's user kept",
+        message="own orphan adopted",
     )
+    # Ours is tracked again, to be revoked at the expiry it announced (its tag) -
+    # test_faults.py waits for that; the other agent's user is never touched.
+    assert [r["user_name"] for r in retiring] == [user]
+    tags = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=user)["Tags"]}
+    assert retiring[0]["revoke_at"] == tags["dyncreds:expires"]
+    assert sorted(temp_users(aws)) == sorted([user, "someone-elses"])
 
 
 # --------------------------------------------------------------------------- rotate-root

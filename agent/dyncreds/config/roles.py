@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dyncreds.config.main import REGION
-from dyncreds.config.problems import Problem, decode_table, line_of, read_toml
+from dyncreds.config.problems import Problem, decode_table, line_of, printable_path, read_toml
 from dyncreds.config.schema import ROLE_NAME, LeaseDefaults, Role, RoleFile, format_duration
 from dyncreds.kinds import CREDENTIAL_TYPES, KIND_FIELDS, KINDS, Kind, kinds_taking
 
@@ -36,8 +36,9 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
     name = path.stem
     before = len(problems)
     if not ROLE_NAME.fullmatch(name):
+        shown = printable_path(Path(name))
         problems.append(
-            Problem(path, None, f"role name {name!r} must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}")
+            Problem(path, None, f"role name {shown!r} must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}")
         )
         return None
     read = read_toml(path, problems)
