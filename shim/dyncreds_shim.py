@@ -4,11 +4,12 @@
 # the Python beside it with -I -S (no site, no user paths, no .pth files) and
 # imports this module from its site-packages, where pip left a compiled .pyc;
 # failing that (editable or --user installs) it runs this file under that Python
-# or python3 on PATH. The shim needs only the standard library, so it starts
+# or python3 on PATH. A symlink to it (pipx puts one in ~/.local/bin) is followed
+# first, so the Python beside the real file is the one used. The shim needs only the standard library, so it starts
 # about as fast as an interpreter can (console-script wrappers import `re`,
 # which alone costs more than the shim's whole work).
 # fmt: off
-''''true; d="${0%/*}"; for s in "$d"/../lib/python3*/site-packages; do [ -f "$s/dyncreds_shim.py" ] && [ -x "$d/python3" ] && exec "$d/python3" -I -S -c "import sys;sys.path.insert(0,sys.argv.pop(1));import dyncreds_shim as m;sys.exit(m.main())" "$s" "$@"; done; [ -x "$d/python3" ] && exec "$d/python3" -I -S "$0" "$@"; exec python3 -I -S "$0" "$@" #'''
+''''true; p="$0"; [ -L "$p" ] && p=$(readlink -f "$p"); d="${p%/*}"; for s in "$d"/../lib/python3*/site-packages; do [ -f "$s/dyncreds_shim.py" ] && [ -x "$d/python3" ] && exec "$d/python3" -I -S -c "import sys;sys.path.insert(0,sys.argv.pop(1));import dyncreds_shim as m;sys.exit(m.main())" "$s" "$@"; done; [ -x "$d/python3" ] && exec "$d/python3" -I -S "$p" "$@"; exec python3 -I -S "$p" "$@" #'''
 # fmt: on
 
 """dyncreds-shim ROLE: AWS's ``credential_process`` contract, backed by the dyncreds agent.
@@ -53,10 +54,11 @@ START_HINT = "start it with `systemctl --user start dyncreds-agent.socket` or `d
 
 def socket_path(env: dict[str, str] | os._Environ[str] | None = None) -> str:
     """Where the agent listens: ``$DYNCREDS_SOCKET``, else
-    ``$XDG_RUNTIME_DIR/dyncreds/agent.sock``, else platformdirs' runtime fallback.
+    ``$XDG_RUNTIME_DIR/dyncreds/agent.sock``, else the runtime fallback below.
 
-    platformdirs is imported only in the last case: it costs milliseconds, and the
-    shim runs on every AWS program's start.
+    Standard library only, in every case: the shim runs on every AWS program's
+    start, under ``python -I -S`` and sometimes a Python that has nothing else
+    installed. The agent uses this very function, so the two always agree.
     """
     env = os.environ if env is None else env
     explicit = env.get("DYNCREDS_SOCKET")
@@ -65,23 +67,25 @@ def socket_path(env: dict[str, str] | os._Environ[str] | None = None) -> str:
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime:
         return runtime + "/dyncreds/agent.sock"
-    return _fallback_socket_path()
+    return runtime_fallback(env) + "/dyncreds/agent.sock"
 
 
-def _fallback_socket_path() -> str:
-    import warnings
-
+def runtime_fallback(env: dict[str, str] | os._Environ[str]) -> str:
+    """Without XDG_RUNTIME_DIR (ssh sessions, cron, CI): ``/run/user/UID`` when it
+    is ours and private (the XDG rule, as platformdirs applies it), else
+    ``$TMPDIR/runtime-UID`` (``/tmp`` by default), which the agent creates 0700."""
+    uid = os.geteuid()
+    run_user = f"/run/user/{uid}"
     try:
-        import platformdirs
-    except ImportError:  # pragma: no cover - only when run with -S outside a venv
-        import site
-
-        site.main()
-        import platformdirs
-    with warnings.catch_warnings():
-        # It warns that XDG_RUNTIME_DIR is unset; we already know.
-        warnings.simplefilter("ignore")
-        return str(platformdirs.user_runtime_path("dyncreds") / "agent.sock")
+        info = os.lstat(run_user)
+    except OSError:
+        info = None
+    if info is not None and info.st_uid == uid and info.st_mode & 0o170777 == 0o040700:
+        return run_user
+    temp = env.get("TMPDIR") or "/tmp"
+    if not temp.startswith("/"):
+        temp = "/tmp"
+    return temp.rstrip("/") + f"/runtime-{uid}"
 
 
 def valid_role_name(name: str) -> bool:
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"DYNCREDS_SHIM_TIMEOUT is not a number: {raw_timeout[:40]!r}", EXIT_USAGE)
     try:
         path = socket_path()
-    except Exception as exc:  # platformdirs refused every runtime directory
+    except OSError as exc:  # an environment too broken to name a path
         return _fail(f"cannot find the agent socket: {exc}", EXIT_NOT_RUNNING)
     out, message, status = fetch(role, path, timeout)
     if status:

@@ -276,7 +276,8 @@ async def test_explicit_revoke_and_renew(
     backend = FakeBackend()
     agent = await harness({"r": IAM}, backend=backend)
     first = await agent.credentials("r")
-    renewed = await agent.renew("r")
+    renewed, replaced = await agent.renew("r")
+    assert replaced is not None and replaced.id == first.id
     assert renewed.id != first.id
     assert first.user_name not in backend.deleted  # renew retires per its rules
     revoked = await agent.revoke(role="r")

@@ -185,7 +185,7 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
     (tmp_path / "roles" / "r.toml").write_text('credential_type = "session_token"\n')
     good = subprocess.run(run, capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
-    assert "1 roles" in good.stdout
+    assert "ok, 1 role (r)" in good.stdout  # not "1 roles"
 
 
 def test_credentials_file_readable_by_others_is_refused(tmp_path: Path) -> None:
@@ -229,4 +229,21 @@ def test_names_that_are_not_utf8_are_shown_escaped(tmp_path: Path) -> None:
 def test_a_roles_path_that_is_a_file_is_a_problem(tmp_path: Path) -> None:
     (tmp_path / "roles").write_text("")
     with pytest.raises(ConfigError, match="roles: is not a directory"):
+        config.load(tmp_path)
+
+
+def test_a_role_ttl_over_the_inherited_max_ttl_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, r='credential_type = "iam_user"\niam_groups = ["g"]\nttl = "13h"\n')
+    with pytest.raises(ConfigError, match=r"ttl: 13h exceeds \[lease\] max_ttl \(12h\)"):
+        config.load(tmp_path)
+    write(
+        tmp_path,
+        r='credential_type = "iam_user"\niam_groups = ["g"]\nttl = "13h"\nmax_ttl = "1d"\n',
+    )
+    assert config.load(tmp_path).roles["r"].max_ttl == 86400
+
+
+def test_an_unknown_credential_type_lists_the_known_ones(tmp_path: Path) -> None:
+    write(tmp_path, r='credential_type = "iam_usr"\n')
+    with pytest.raises(ConfigError, match="'iam_usr' is not one of iam_user, assumed_role"):
         config.load(tmp_path)

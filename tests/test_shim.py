@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import socket
 import subprocess
 import sys
@@ -138,3 +139,28 @@ def test_success_bytes_pass_through_unchanged(short_dir: Path) -> None:
     assert result.returncode == 0
     assert result.stdout == line
     assert result.stderr == b""
+
+
+def test_without_xdg_runtime_dir_the_rule_is_stdlib_only(tmp_path: Path) -> None:
+    env = {"TMPDIR": str(tmp_path)}
+    path = dyncreds_shim.socket_path(env)
+    run_user = Path(f"/run/user/{os.geteuid()}")
+    if not run_user.is_dir():
+        assert path == f"{tmp_path}/runtime-{os.geteuid()}/dyncreds/agent.sock"
+    # The agent resolves the same path from the same environment.
+    assert str(paths.resolve(env=env).socket) == path
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import dyncreds_shim as m;"
+            "print(m.socket_path({})); print(sorted(set(sys.modules) & {'platformdirs'}))",
+            str(Path(dyncreds_shim.__file__).parent),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.splitlines()[1] == "[]"  # never imports platformdirs

@@ -161,9 +161,13 @@ class Agent:
                 return lease
         raise Unavailable(f"role {name}: no usable lease after {REQUEST_ROUNDS} attempts")
 
-    async def renew(self, name: str) -> Lease:
-        """Replace the role's lease now (new keys); the old one is retired per its rules."""
-        return await self._worker(name).renew()
+    async def renew(self, name: str) -> tuple[Lease, Lease | None]:
+        """Replace the role's lease now (new keys); the old one is retired per its
+        rules. Returns the new lease and the one it replaced, if any."""
+        worker = self._worker(name)
+        old = worker.state.lease
+        new = await worker.renew()
+        return new, (old if old is not None and old.id != new.id else None)
 
     async def revoke(
         self,

@@ -216,7 +216,15 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
         finally:
             sd_notify(f"READY=1\nSTATUS={agent.summary()}")
 
-    server = Server(make_handler(agent, reload, lambda: {"dumpable": dumpable()}))
+    def process_status() -> dict[str, Any]:
+        return {
+            "dumpable": dumpable(),
+            "config_dir": str(paths.config_dir),
+            "state_dir": str(paths.state_dir),
+            "socket": str(paths.socket),
+        }
+
+    server = Server(make_handler(agent, reload, process_status))
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
             await outer.start(agent.run)

@@ -53,7 +53,8 @@ def _python(program: str, env: dict[str, str]) -> str:
 
 def say(text: str) -> None:
     print()
-    print(textwrap.fill(text, width=88))
+    # Never split a user name, an ARN or a command across lines.
+    print(textwrap.fill(text, width=88, break_long_words=False, break_on_hyphens=False))
 
 
 def run_cli(env: dict[str, str], *args: str) -> str:

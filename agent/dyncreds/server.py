@@ -59,11 +59,22 @@ class SocketSetupError(Exception):
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create the socket's directory 0700, or refuse one that is not ours and private."""
+    """Create the socket's directory 0700, or refuse one that is not ours and private.
+    Its parent must not let anyone else swap it (``/tmp/runtime-UID`` is a name
+    another user could take first): ours, or root's, or sticky like /tmp."""
+    if not path.parent.exists():
+        ensure_private_dir(path.parent)  # e.g. /tmp/runtime-UID: private too
     try:
-        path.mkdir(mode=0o700, parents=True)
+        path.mkdir(mode=0o700)
     except FileExistsError:
         pass
+    parent = os.stat(path.parent)
+    others_can_swap = parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX
+    if parent.st_uid not in (0, os.getuid()) or others_can_swap:
+        raise SocketSetupError(
+            f"{path.parent}: another user could replace the agent's directory in it; "
+            "set XDG_RUNTIME_DIR or DYNCREDS_SOCKET to a private place"
+        )
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode):
         raise SocketSetupError(f"{path}: is a symlink; refusing to put the agent socket there")

@@ -85,7 +85,9 @@ def make_handler(
                 )
                 return protocol.ok({"revoked": revoked})
             case protocol.Renew(role=role):
-                return protocol.ok({"lease": (await agent.renew(role)).summary()})
+                new, old = await agent.renew(role)
+                replaced = old.summary() if old is not None else None
+                return protocol.ok({"lease": new.summary(), "replaced": replaced})
             case protocol.Reload():
                 return protocol.ok({"roles": await on_reload()})
             case protocol.RotateRoot():

@@ -11,13 +11,14 @@ running (the message says how to start it).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from dyncreds import __version__
-from dyncreds.client import EXIT_OK
-from dyncreds.commands import lease, roles, root
+from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK
+from dyncreds.commands import lease, roles, root, setup
 from dyncreds.commands.common import CliError, get_paths
 
 
@@ -59,20 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     sub.required = True
 
-    def add(name: str, fn: Any, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+    def add(name: str, fn: Any, help_text: str, flags: bool = True) -> argparse.ArgumentParser:
+        # flags=False: a command the global flags mean nothing to (demo, version ...).
+        parents = [common] if flags else []
+        p = sub.add_parser(name, parents=parents, help=help_text, description=help_text)
         p.set_defaults(fn=fn)
         return p
 
     p = add("agent", cmd_agent, "run the agent in the foreground (systemd runs it this way)")
     p.add_argument("--log-format", choices=["text", "json"], help="log line format")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
+    parser.add_argument("--version", action="version", version=f"dyncreds {__version__}")
     lease.add_commands(add)
     roles.add_commands(add, sub, common)
     root.add_commands(add, sub, common)
-    p = add("demo", cmd_demo, "the whole flow, offline, on an embedded AWS stand-in")
+    setup.add_commands(add)
+    p = add("demo", cmd_demo, "the whole flow, offline, on an embedded AWS stand-in", False)
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
-    add("version", cmd_version, "print the version")
+    add("version", cmd_version, "print the version", False)
     return parser
 
 
@@ -82,6 +87,29 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "socket": None,
     "json": False,
 }
+
+
+# What to do next, for the error codes a person can act on.
+HINTS = {
+    "unknown_role": "see `dyncreds roles`, or add it with `dyncreds role create`",
+    "upstream": "AWS refused or could not be reached; `dyncreds status` shows the details",
+    "unavailable": "see `dyncreds status` and the agent's log",
+    "forbidden": "the agent serves only the user it runs as",
+    "locked": "run `dyncreds unlock`",
+}
+
+
+def report(exc: CliError, *, as_json: bool) -> None:
+    """People get a sentence and the next step; ``--json`` gets the code too."""
+    if as_json:
+        code = exc.code or ("not_running" if exc.status == EXIT_NOT_RUNNING else "error")
+        print(json.dumps({"ok": False, "error": {"code": code, "message": str(exc)}}))
+        return
+    hint = HINTS.get(exc.code or "")
+    message = str(exc)
+    if hint and hint not in message:
+        message = f"{message.rstrip('.')}; {hint}"
+    print(f"dyncreds: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,8 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.fn(args)
         return status
     except CliError as exc:
-        code = f" ({exc.code})" if exc.code else ""
-        print(f"dyncreds: {exc}{code}", file=sys.stderr)
+        report(exc, as_json=args.json)
         return exc.status
     except KeyboardInterrupt:
         return 130

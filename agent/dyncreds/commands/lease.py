@@ -1,4 +1,4 @@
-"""Lease commands: status, roles, creds, exec, revoke, renew."""
+"""Lease commands: status, creds, exec, revoke, renew."""
 
 from __future__ import annotations
 
@@ -7,83 +7,19 @@ import json
 import os
 import shlex
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from dyncreds import config
-from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
+from dyncreds.client import EXIT_OK, EXIT_USAGE, Client, ClientError
 from dyncreds.commands.common import CliError, get_paths, print_json
-from dyncreds.config import format_duration
-from dyncreds.protocol import parse_rfc3339
+from dyncreds.commands.render import render_status, terminal_width, use_colour
 
-
-def _ago(now: float, stamp: str | None) -> str:
-    if not stamp:
-        return "-"
-    return format_duration(now - parse_rfc3339(stamp)) + " ago"
-
-
-def _left(now: float, stamp: str | None) -> str:
-    if not stamp:
-        return "-"
-    seconds = parse_rfc3339(stamp) - now
-    return format_duration(seconds) if seconds > 0 else "expired"
-
-
-def render_status(status: dict[str, Any], now: float | None = None, color: bool = False) -> str:
-    now = time.time() if now is None else now
-    agent, root = status["agent"], status["root"]
-    bold = (lambda s: f"\033[1m{s}\033[0m") if color else (lambda s: s)
-    red = (lambda s: f"\033[31m{s}\033[0m") if color else (lambda s: s)
-    lines = [
-        f"{bold('dyncreds')} {agent['version']}  agent {agent['id']}  pid {agent['pid']}  "
-        f"up {format_duration(agent['uptime'])}",
-        f"root: {root['arn'] or red('unknown: ' + str(root['error']))}  ({root['source']}, "
-        f"{root['region']})",
-    ]
-    if agent.get("reload_error"):
-        lines.append(red(f"last reload rejected: {agent['reload_error']}"))
-    lines.append("")
-    headers = ["ROLE", "TYPE", "STATE", "LEASE", "KEY", "AGE", "LEFT", "NEXT"]
-    rows = []
-    for role in status["roles"]:
-        rows.append(
-            [
-                role["name"],
-                role["type"],
-                role["state"],
-                role["lease_id"] or "-",
-                role["access_key_id"] or "-",
-                _ago(now, role["issued_at"]).replace(" ago", ""),
-                _left(now, role["expires_at"]),
-                role["next_action"],
-            ]
-        )
-    if rows:
-        widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=False)]
-        lines.append("  ".join(bold(h.ljust(w)) for h, w in zip(headers, widths, strict=True)))
-        for row in rows:
-            lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
-    else:
-        lines.append("no roles configured (add one with `dyncreds role create`)")
-    for role in status["roles"]:
-        if role["last_error"]:
-            lines.append(red(f"  {role['name']}: last error: {role['last_error']}"))
-    if status.get("retiring"):
-        lines.append("")
-        lines.append(bold("retiring leases (revoked at their announced expiry):"))
-        for item in status["retiring"]:
-            flag = red(" IRREVOCABLE") if item["irrevocable"] else ""
-            error = f"  last error: {item['last_error']}" if item["last_error"] else ""
-            lines.append(
-                f"  {item['lease_id']}  {item['user_name']}  revoke in "
-                f"{_left(now, item['revoke_at'])}{flag}{error}"
-            )
-    counters = status.get("counters") or {}
-    if counters:
-        lines.append("")
-        lines.append("counters: " + "  ".join(f"{k}={v}" for k, v in sorted(counters.items())))
-    return "\n".join(lines)
+SPINNER = "|/-\\"
 
 
 def format_credentials(body: dict[str, Any], fmt: str, region: str | None, profile: str) -> str:
@@ -117,46 +53,102 @@ def format_credentials(body: dict[str, Any], fmt: str, region: str | None, profi
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with Client(get_paths(args).socket) as client:
-        if args.watch and not args.json:
-            try:
-                while True:
-                    status = client.request("status")
-                    sys.stdout.write("\033[H\033[2J" + render_status(status, color=True) + "\n")
-                    sys.stdout.flush()
-                    time.sleep(args.interval)
-            except KeyboardInterrupt:
-                return EXIT_OK
+    socket = get_paths(args).socket
+    if args.watch and not args.json:
+        return _watch(socket, args.interval)
+    with Client(socket) as client:
         status = client.request("status")
-        status.pop("ok", None)
-        if args.json:
-            print_json(status)
-        else:
-            print(render_status(status, color=sys.stdout.isatty()))
-    return EXIT_OK
-
-
-def cmd_roles(args: argparse.Namespace) -> int:
-    with Client(get_paths(args).socket) as client:
-        roles = client.request("roles")["roles"]
+    status.pop("ok", None)
     if args.json:
-        print_json(roles)
+        print_json(status)
     else:
-        for role in roles:
-            print(f"{role['name']:24} {role['type']:17} ttl={format_duration(role['ttl'])}")
+        print(
+            render_status(
+                status, time.time(), colour=use_colour(sys.stdout), width=terminal_width()
+            )
+        )
     return EXIT_OK
+
+
+def _watch(socket: Path, interval: float) -> int:
+    """Refresh in place until Ctrl-C; an agent that stops or restarts is shown as
+    such, and watched again when it is back."""
+    client: Client | None = None
+    try:
+        while True:
+            try:
+                client = client or Client(socket, timeout=10)
+                status = client.request("status")
+                screen = render_status(
+                    status, time.time(), colour=use_colour(sys.stdout), width=terminal_width()
+                )
+            except ClientError as exc:
+                if client is not None:
+                    client.close()
+                client = None
+                screen = f"agent not running: {exc}\n(waiting for it; Ctrl-C to stop)"
+            sys.stdout.write("\033[H\033[2J" + screen + "\n")
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        if client is not None:
+            client.close()
+
+
+@contextmanager
+def progress(socket: Path, role: str) -> Iterator[None]:
+    """While a request waits for a cold issuance, show what the agent is doing
+    (create_user, grant, propagate ...) on stderr - only on a terminal."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    done = threading.Event()
+
+    def show() -> None:
+        shown = False
+        ticks = 0
+        with Client(socket, timeout=5) as watcher:
+            while not done.wait(0.2 if shown else 0.5):
+                try:
+                    roles = watcher.request("status")["roles"]
+                except ClientError:
+                    return
+                step = next((r["next_action"] for r in roles if r["name"] == role), "")
+                if not step.startswith(("issuing", "refreshing")):
+                    continue
+                ticks += 1
+                sys.stderr.write(f"\r{SPINNER[ticks % 4]} {role}: {step}\033[K")
+                sys.stderr.flush()
+                shown = True
+        if shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+    thread = threading.Thread(target=show, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=2)
+
+
+def fetch_credentials(args: argparse.Namespace) -> dict[str, Any]:
+    socket = get_paths(args).socket
+    with Client(socket) as client, progress(socket, args.role):
+        return client.request("credentials", role=args.role)
 
 
 def cmd_creds(args: argparse.Namespace) -> int:
-    p = get_paths(args)
-    with Client(p.socket) as client:
-        body = client.request("credentials", role=args.role)
+    body = fetch_credentials(args)
     fmt = "json" if args.json else args.format
-    print(format_credentials(body, fmt, _role_region(args), args.role))
+    print(format_credentials(body, fmt, role_region(args), args.role))
     return EXIT_OK
 
 
-def _role_region(args: argparse.Namespace) -> str | None:
+def role_region(args: argparse.Namespace) -> str | None:
     try:
         cfg = config.load(get_paths(args).config_dir)
     except config.ConfigError:
@@ -165,14 +157,9 @@ def _role_region(args: argparse.Namespace) -> str | None:
     return (role.region if role else None) or cfg.main.root.region
 
 
-def cmd_exec(args: argparse.Namespace) -> int:
-    command = list(args.command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        raise CliError("usage: dyncreds exec ROLE -- CMD [ARG...]", EXIT_USAGE)
-    with Client(get_paths(args).socket) as client:
-        creds = client.request("credentials", role=args.role)["credentials"]
+def exec_env(role: str, creds: dict[str, Any], region: str | None) -> dict[str, str]:
+    """The child's environment: the role's keys and region, no other AWS identity,
+    and DYNCREDS_ROLE as a marker (for prompts, and to see where keys came from)."""
     env = dict(os.environ)
     for key in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         env.pop(key, None)
@@ -181,10 +168,20 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if creds.get("SessionToken"):
         env["AWS_SESSION_TOKEN"] = creds["SessionToken"]
     env["AWS_CREDENTIAL_EXPIRATION"] = creds["Expiration"]
-    region = _role_region(args)
     if region:
         env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = region
-    env["DYNCREDS_ROLE"] = args.role
+    env["DYNCREDS_ROLE"] = role
+    return env
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise CliError("usage: dyncreds exec ROLE -- CMD [ARG...]", EXIT_USAGE)
+    creds = fetch_credentials(args)["credentials"]
+    env = exec_env(args.role, creds, role_region(args))
     try:
         os.execvpe(command[0], command, env)
     except FileNotFoundError:
@@ -194,43 +191,65 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    fields: dict[str, Any] = {"force": args.force} if args.force else {}
+    chosen = [
+        flag
+        for flag, given in (("LEASE_ID", args.lease_id), ("--role", args.role), ("--all", args.all))
+        if given
+    ]
+    if len(chosen) != 1:
+        raise CliError(
+            "revoke takes exactly one of LEASE_ID, --role ROLE or --all"
+            + (f" (got {' and '.join(chosen)})" if chosen else ""),
+            EXIT_USAGE,
+        )
+    fields: dict[str, Any] = {"force": True} if args.force else {}
     if args.all:
         fields["all"] = True
     elif args.role:
         fields["role"] = args.role
-    elif args.lease_id:
-        fields["lease_id"] = args.lease_id
     else:
-        raise CliError("usage: dyncreds revoke LEASE_ID | --role ROLE | --all", EXIT_USAGE)
+        fields["lease_id"] = args.lease_id
     with Client(get_paths(args).socket) as client:
         revoked = client.request("revoke", **fields)["revoked"]
     if args.json:
         print_json({"revoked": revoked})
     elif revoked:
-        print("\n".join(f"revoked {lease}" for lease in revoked))
+        verb = "forgot (still in AWS)" if args.force else "revoked"
+        print("\n".join(f"{verb} {lease}" for lease in revoked))
     else:
         print("nothing to revoke")
     return EXIT_OK
 
 
 def cmd_renew(args: argparse.Namespace) -> int:
-    with Client(get_paths(args).socket) as client:
-        lease = client.request("renew", role=args.role)["lease"]
+    socket = get_paths(args).socket
+    with Client(socket) as client:
+        with progress(socket, args.role):
+            body = client.request("renew", role=args.role)
+        old = body.get("replaced")
+        if old and args.revoke_old:
+            client.request("revoke", lease_id=old["id"])
+    lease = body["lease"]
     if args.json:
-        print_json(lease)
-    else:
-        print(f"{lease['id']} expires {lease['expires_at']}")
+        print_json({"lease": lease, "replaced": old, "old_revoked": bool(old and args.revoke_old)})
+        return EXIT_OK
+    print(f"new keys: lease {lease['id']}, valid until {lease['expires_at']}")
+    if old and args.revoke_old:
+        print(f"the old lease {old['id']} was revoked: its keys no longer work")
+    elif old:
+        print(
+            f"the old keys (lease {old['id']}) stay valid until {old['expires_at']}, as "
+            f"announced; to kill them now: dyncreds revoke {old['id']}"
+        )
     return EXIT_OK
 
 
 def add_commands(add: Any) -> None:
     p = add("status", cmd_status, "agent identity, root identity, each role's lease")
-    p.add_argument("--watch", action="store_true", help="refresh in place")
+    p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    add("roles", cmd_roles, "configured roles and their types")
     p = add("creds", cmd_creds, "print credentials of the role's current lease ('Generate')")
-    p.add_argument("role")
+    p.add_argument("role", help="the role's name")
     p.add_argument(
         "--format",
         choices=["json", "env", "ini", "credential-process"],
@@ -238,10 +257,10 @@ def add_commands(add: Any) -> None:
         help="output format (default: json)",
     )
     p = add("exec", cmd_exec, "run a command with the role's credentials in its environment")
-    p.add_argument("role")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("role", help="the role's name")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     p = add("revoke", cmd_revoke, "revoke a lease, a role's leases, or all leases now")
-    p.add_argument("lease_id", nargs="?")
+    p.add_argument("lease_id", nargs="?", help="the lease to revoke (see `dyncreds status`)")
     p.add_argument("--role", help="revoke every lease of this role")
     p.add_argument("--all", action="store_true", help="revoke every lease")
     p.add_argument(
@@ -250,4 +269,9 @@ def add_commands(add: Any) -> None:
         help="forget leases that cannot be revoked in AWS (they stay in AWS)",
     )
     p = add("renew", cmd_renew, "replace the role's lease now (new keys)")
-    p.add_argument("role")
+    p.add_argument("role", help="the role's name")
+    p.add_argument(
+        "--revoke-old",
+        action="store_true",
+        help="revoke the replaced lease at once (after a leak) instead of at its expiry",
+    )

@@ -14,22 +14,37 @@ import json
 import os
 import shutil
 import sys
+import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dyncreds import config, paths
+from dyncreds.aws.rootkeys import read_credentials_file
 from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client, ClientError
 from dyncreds.commands.common import CliError, get_paths, load, print_json
+from dyncreds.config import format_duration
 from dyncreds.kinds import CREDENTIAL_TYPES
+from dyncreds.protocol import DyncredsError
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def reload_agent(p: paths.Paths) -> str:
-    """Ask a running agent to reload; say what happened, in words."""
+    """Ask a running agent to reload - if it is the agent of this configuration -
+    and say what happened, in words."""
     try:
         with Client(p.socket, timeout=30) as client:
+            theirs = client.request("status")["agent"].get("config_dir")
+            if theirs and Path(theirs) != p.config_dir:
+                return (
+                    f"the agent on {p.socket} reads {theirs}, not {p.config_dir}; "
+                    "it was not reloaded"
+                )
             roles = client.request("reload")["roles"]
-        return f"agent reloaded ({len(roles)} roles)"
+        return f"agent reloaded ({plural(len(roles), 'role')})"
     except ClientError as exc:
         if exc.status == EXIT_NOT_RUNNING:
             return "agent not running; it will read the change when it starts"
@@ -42,55 +57,52 @@ def cmd_reload(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"roles": roles})
     else:
-        print(f"reloaded; {len(roles)} roles: {', '.join(roles) or '-'}")
+        print(f"reloaded; {plural(len(roles), 'role')}: {', '.join(roles) or '-'}")
     return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     p = get_paths(args)
+    problems: list[str] = []
+    roles: list[str] = []
     try:
         cfg = config.load(p.config_dir)
     except config.ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        if args.json:
-            print_json({"ok": False, "problems": [str(x) for x in exc.problems]})
-        return EXIT_USAGE
-    root_problems: list[str] = []
-    creds_file = cfg.credentials_file()
-    if creds_file is not None:
-        from dyncreds.aws.rootkeys import read_credentials_file
-        from dyncreds.protocol import DyncredsError
-
-        try:
-            read_credentials_file(creds_file)
-        except DyncredsError as exc:
-            root_problems.append(exc.message)
-    if root_problems:
-        for message in root_problems:
-            print(message, file=sys.stderr)
-        return EXIT_USAGE
-    if args.json:
-        print_json({"ok": True, "roles": sorted(cfg.roles)})
+        problems = [str(x) for x in exc.problems]
     else:
-        print(
-            f"{p.config_dir}: ok, {len(cfg.roles)} roles"
-            + (f" ({', '.join(sorted(cfg.roles))})" if cfg.roles else "")
-        )
-    return EXIT_OK
+        roles = sorted(cfg.roles)
+        creds_file = cfg.credentials_file()
+        if creds_file is not None:
+            try:
+                read_credentials_file(creds_file)
+            except DyncredsError as exc:
+                problems.append(exc.message)
+    if args.json:
+        print_json({"ok": not problems, "problems": problems, "roles": roles})
+    elif problems:
+        print("\n".join(problems), file=sys.stderr)
+    else:
+        listed = f" ({', '.join(roles)})" if roles else ""
+        print(f"{p.config_dir}: ok, {plural(len(roles), 'role')}{listed}")
+    return EXIT_USAGE if problems else EXIT_OK
 
 
-def shim_path() -> str:
-    """The absolute path of dyncreds-shim beside this interpreter (or on PATH)."""
-    beside = Path(sys.executable).parent / "dyncreds-shim"
-    if beside.exists():
-        return str(beside)
+def shim_path() -> Path | None:
+    """The dyncreds-shim of this installation: beside this Python (a venv, pipx),
+    in the user scripts dir (pip --user), or on PATH - whichever exists."""
+    candidates = [Path(sys.executable).parent / "dyncreds-shim"]
+    user_scripts = sysconfig.get_path("scripts", f"{os.name}_user")
+    if user_scripts:
+        candidates.append(Path(user_scripts) / "dyncreds-shim")
     found = shutil.which("dyncreds-shim")
-    return str(Path(found).absolute()) if found else str(beside)
+    if found:
+        candidates.append(Path(found).absolute())
+    return next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
 
 
-def aws_config_sections(roles: Sequence[tuple[str, str | None]], default_region: str) -> str:
-    shim = shim_path()
+def aws_config_sections(
+    roles: Sequence[tuple[str, str | None]], default_region: str, shim: Path
+) -> str:
     sections = []
     for name, region in roles:
         sections.append(
@@ -106,11 +118,17 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
     for name in args.roles or sorted(cfg.roles):
         role = cfg.roles.get(name)
         if role is None:
-            raise CliError(
-                f"unknown role {name!r} (known: {', '.join(sorted(cfg.roles))})", EXIT_USAGE
-            )
+            known = ", ".join(sorted(cfg.roles)) or "none"
+            raise CliError(f"unknown role {name!r} (known: {known})", EXIT_USAGE)
         wanted.append((name, role.region))
-    print(aws_config_sections(wanted, cfg.main.root.region), end="")
+    shim = Path(args.shim) if args.shim else shim_path()
+    if shim is None or not (shim.is_file() and os.access(shim, os.X_OK)):
+        raise CliError(
+            f"no dyncreds-shim found ({shim or 'not beside ' + sys.executable + ' nor on PATH'}); "
+            "reinstall dyncreds, or name it with --shim PATH",
+            EXIT_USAGE,
+        )
+    print(aws_config_sections(wanted, cfg.main.root.region, shim.absolute()), end="")
     return EXIT_OK
 
 
@@ -124,7 +142,8 @@ def cmd_role_create(args: argparse.Namespace) -> int:
     target = p.role_file(name)
     if target.exists() and not args.force:
         raise CliError(f"role {name} exists ({target}); use --force to replace it", EXIT_USAGE)
-    text = config.render_role_toml(role_spec(args))
+    existing = target.read_text(encoding="utf-8") if target.exists() else None
+    text = config.render_role_toml(role_spec(args), existing)
     # Validate with the agent's own loader before the agent can see the file: it is
     # staged under a directory the agent does not read, then renamed into place.
     staging_dir = p.roles_dir / f".staging-{os.getpid()}"
@@ -192,26 +211,35 @@ def _policy_text(args: argparse.Namespace) -> str | None:
 
 
 def cmd_role_list(args: argparse.Namespace) -> int:
+    """The configured roles, read from the files (no agent needed): ``role list``
+    and ``roles`` give the same answer."""
     p = get_paths(args)
-    rows = []
     problems: list[config.Problem] = []
-    for path in sorted(p.roles_dir.glob("*.toml")) if p.roles_dir.is_dir() else []:
-        role = config.load_role(path, config.LeaseDefaults(), problems)
+    main = config.load_main(p.config_file, problems)
+    defaults = main.lease if main else config.LeaseDefaults()
+    rows: list[dict[str, Any]] = []
+    for path in config.role_files(p.roles_dir, problems):
+        role = config.load_role(path, defaults, problems)
         rows.append(
             {
                 "name": path.stem,
                 "type": role.credential_type if role else "invalid",
+                "ttl": role.ttl if role else None,
+                "region": role.region if role else None,
                 "file": str(path),
             }
         )
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
     elif not rows:
-        print(f"no roles in {p.roles_dir}")
+        print(f"no roles in {p.roles_dir} (add one with `dyncreds role create`)")
     else:
         for row in rows:
-            print(f"{row['name']:24} {row['type']:17} {row['file']}")
-    return 0
+            ttl = format_duration(row["ttl"]) if row["ttl"] else "-"
+            print(f"{row['name']:24} {row['type']:17} ttl={ttl:7} {row['file']}")
+    if problems and not args.json:
+        print(f"({plural(len(problems), 'problem')}; run `dyncreds check`)", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_role_show(args: argparse.Namespace) -> int:
@@ -236,16 +264,18 @@ def cmd_role_delete(args: argparse.Namespace) -> int:
 
 
 def add_commands(add: Any, sub: Any, common: Any) -> None:
+    add("roles", cmd_role_list, "configured roles and their types (same as `role list`)")
     add("reload", cmd_reload, "re-read configuration (same as SIGHUP)")
     add("check", cmd_check, "validate configuration offline")
     p = add("aws-config", cmd_aws_config, "print ~/.aws/config profiles that use the shim")
     p.add_argument("roles", nargs="*", help="roles to print (default: all)")
+    p.add_argument("--shim", help="the dyncreds-shim path to write (default: this install's)")
 
     p = sub.add_parser("role", parents=[common], help="create, list, show or delete roles")
     roles = p.add_subparsers(dest="action", metavar="ACTION")
     roles.required = True
     p = roles.add_parser("create", parents=[common], help="write roles/NAME.toml and reload")
-    p.add_argument("name")
+    p.add_argument("name", help="the role's name: [A-Za-z0-9][A-Za-z0-9_-]{0,63}")
     p.add_argument(
         "--type", required=True, choices=list(CREDENTIAL_TYPES), help="the credential type"
     )
@@ -271,8 +301,8 @@ def add_commands(add: Any, sub: Any, common: Any) -> None:
     p = roles.add_parser("list", parents=[common], help="roles in the config directory")
     p.set_defaults(fn=cmd_role_list)
     p = roles.add_parser("show", parents=[common], help="print roles/NAME.toml")
-    p.add_argument("name")
+    p.add_argument("name", help="the role's name")
     p.set_defaults(fn=cmd_role_show)
     p = roles.add_parser("delete", parents=[common], help="remove roles/NAME.toml and reload")
-    p.add_argument("name")
+    p.add_argument("name", help="the role's name")
     p.set_defaults(fn=cmd_role_delete)

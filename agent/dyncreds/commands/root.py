@@ -8,15 +8,18 @@ import argparse
 import getpass
 import os
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomlkit
+import tomlkit.exceptions
+
 from dyncreds import config
 from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file
-from dyncreds.client import EXIT_OK, Client
-from dyncreds.commands.common import get_paths, print_json
+from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
+from dyncreds.commands.common import CliError, get_paths, print_json
 from dyncreds.commands.roles import reload_agent
+from dyncreds.config.problems import read_text
 from dyncreds.files import atomic_write
 from dyncreds.leases import Secret
 
@@ -50,17 +53,13 @@ region = "us-east-1"
 """
 
 
-def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    atomic_write(path, text, mode)
-
-
 def cmd_init(args: argparse.Namespace) -> int:
     p = get_paths(args)
     if p.config_file.exists() and not args.force:
         print(f"dyncreds: {p.config_file} exists (use --force to overwrite)", file=sys.stderr)
         return 2
-    _write_private(p.config_file, STARTER_CONFIG, 0o644)
+    p.config_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(p.config_file, STARTER_CONFIG, 0o644)
     p.roles_dir.mkdir(parents=True, exist_ok=True)
     print(
         f"wrote {p.config_file}; next: `dyncreds configure root`, then "
@@ -70,75 +69,111 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_configure_root(args: argparse.Namespace) -> int:
-    """Vault's config/root: the agent's own identity, region and endpoints."""
+    """Vault's config/root: the agent's own identity, region and endpoints.
+
+    Everything is checked before anything is written - the flags, the resulting
+    config.toml, and (unless --no-check) the key itself with sts:GetCallerIdentity -
+    and then each file is replaced atomically, config.toml keeping its comments."""
     p = get_paths(args)
-    current: dict[str, Any] = {}
-    if p.config_file.exists():
-        current = tomllib.loads(p.config_file.read_text())
-    root: dict[str, Any] = dict(current.get("root", {}))
-    if args.profile:
+    if args.profile and (args.access_key_id or args.secret_stdin):
+        raise CliError("--profile and --access-key-id/--secret-stdin exclude each other", 2)
+    doc = _load_document(p.config_file)
+    root = doc.get("root")
+    if root is None:
+        root = tomlkit.table()
+        doc["root"] = root
+    keys = None if args.profile else _read_key(args)
+    if keys is None:
         root["profile"] = args.profile
         root.pop("credentials_file", None)
     else:
-        key_id = args.access_key_id or os.environ.get("DYNCREDS_ROOT_ACCESS_KEY_ID")
-        if args.secret_stdin:
-            if not key_id:
-                print("dyncreds: --secret-stdin needs --access-key-id", file=sys.stderr)
-                return 2
-            secret = sys.stdin.readline().strip()
-        else:
-            if not sys.stdin.isatty():
-                print(
-                    "dyncreds: no terminal to prompt on; pass --access-key-id and pipe the "
-                    "secret with --secret-stdin",
-                    file=sys.stderr,
-                )
-                return 2
-            key_id = key_id or input("AWS access key id: ").strip()
-            secret = getpass.getpass("AWS secret access key (not echoed): ").strip()
-        if not key_id or not secret:
-            print("dyncreds: both the access key id and the secret are required", file=sys.stderr)
-            return 2
-        name = root.get("credentials_file") or "root-credentials.toml"
-        creds_path = p.config_dir / name
-        p.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_credentials_file(creds_path, StaticKeys(key_id, Secret(secret)))
-        root["credentials_file"] = name
+        root["credentials_file"] = root.get("credentials_file") or "root-credentials.toml"
         root.pop("profile", None)
-        print(f"wrote {creds_path} (mode 0600)")
     for key in ("region", "iam_endpoint", "sts_endpoint"):
         value = getattr(args, key)
         if value:
             root[key] = value
-    current["root"] = root
-    text = _render_main(current)
+    new_text = tomlkit.dumps(doc)
     problems: list[config.Problem] = []
-    tmp = p.config_file.with_name(".config.toml.check")
-    p.config_dir.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(text)
-    try:
-        config.load_main(tmp, problems)
-    finally:
-        tmp.unlink()
-    if problems:
+    main = config.main_from_text(p.config_file, new_text, problems)
+    if main is None:
         for problem in problems:
-            print(str(problem).replace(str(tmp), str(p.config_file)), file=sys.stderr)
-        return 2
-    _write_private(p.config_file, text, 0o644)
+            print(problem, file=sys.stderr)
+        print("dyncreds: nothing was written", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.no_check:
+        _check_identity(main.root, keys)
+    p.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if keys is not None:
+        creds_path = p.config_dir / str(root["credentials_file"])
+        write_credentials_file(creds_path, keys)
+        print(f"wrote {creds_path} (mode 0600)")
+    atomic_write(p.config_file, new_text, 0o644)
     print(f"wrote {p.config_file}; {reload_agent(p)}")
-    return 0
+    return EXIT_OK
 
 
-def _render_main(tables: dict[str, Any]) -> str:
-    out = []
-    for table in ("agent", "root", "lease"):
-        values = tables.get(table)
-        if not values:
-            continue
-        out.append(f"[{table}]")
-        out.extend(f"{k} = {config.toml_value(v)}" for k, v in values.items())
-        out.append("")
-    return "\n".join(out)
+def _load_document(path: Path) -> tomlkit.TOMLDocument:
+    """config.toml as an editable document that keeps its comments and layout
+    (the commented starter when there is none yet)."""
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        text = STARTER_CONFIG
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{path}: cannot read: {exc}", EXIT_USAGE) from None
+    try:
+        return tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise CliError(f"{path}: invalid TOML: {exc}; fix it first", EXIT_USAGE) from None
+
+
+def _read_key(args: argparse.Namespace) -> StaticKeys:
+    key_id = args.access_key_id or os.environ.get("DYNCREDS_ROOT_ACCESS_KEY_ID")
+    if args.secret_stdin:
+        if not key_id:
+            raise CliError("--secret-stdin needs --access-key-id", EXIT_USAGE)
+        secret = sys.stdin.readline().strip()
+    else:
+        if not sys.stdin.isatty():
+            raise CliError(
+                "no terminal to prompt on; pass --access-key-id and pipe the secret with "
+                "--secret-stdin (or use --profile)",
+                EXIT_USAGE,
+            )
+        key_id = key_id or input("AWS access key id: ").strip()
+        secret = getpass.getpass("AWS secret access key (not echoed): ").strip()
+    if not key_id or not secret:
+        raise CliError("both the access key id and the secret are required", EXIT_USAGE)
+    return StaticKeys(key_id, Secret(secret))
+
+
+def _check_identity(root: config.RootSettings, keys: StaticKeys | None) -> None:
+    """sts:GetCallerIdentity with the new root: refused means nothing is written;
+    unreachable is said, and does not stop the change (an offline set-up)."""
+    from dyncreds.aws.probe import UNREACHABLE, caller_arn  # boto3: only for this check
+    from dyncreds.protocol import DyncredsError, Upstream
+
+    try:
+        arn = caller_arn(
+            region=root.region,
+            sts_endpoint=root.sts_endpoint,
+            profile=root.profile,
+            access_key_id=keys.access_key_id if keys else None,
+            secret=keys.secret_access_key if keys else None,
+        )
+    except Upstream as exc:
+        if exc.aws_code in UNREACHABLE:
+            print(f"dyncreds: could not check the root with AWS ({exc.message}); saving anyway")
+            return
+        raise CliError(
+            f"AWS refused the new root: {exc.message}; nothing was written "
+            "(--no-check skips this check)",
+            EXIT_USAGE,
+        ) from None
+    except DyncredsError as exc:
+        raise CliError(f"{exc.message}; nothing was written", EXIT_USAGE) from None
+    print(f"checked: the root is {arn}")
 
 
 def cmd_rotate_root(args: argparse.Namespace) -> int:
@@ -173,5 +208,10 @@ def add_commands(add: Any, sub: Any, common: Any) -> None:
     p.add_argument("--region", help="the root's region")
     p.add_argument("--iam-endpoint", dest="iam_endpoint", help="IAM endpoint URL")
     p.add_argument("--sts-endpoint", dest="sts_endpoint", help="STS endpoint URL")
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="do not check the new root with sts:GetCallerIdentity before saving it",
+    )
     p.set_defaults(fn=cmd_configure_root)
     add("rotate-root", cmd_rotate_root, "rotate the agent's own static access key")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dyncreds.config.main import check_username_template, load_main
+from dyncreds.config.main import check_username_template, load_main, main_from_text
 from dyncreds.config.problems import ConfigError, Problem
-from dyncreds.config.render import render_role_toml, toml_value
+from dyncreds.config.render import render_role_toml
 from dyncreds.config.roles import load_role
 from dyncreds.config.schema import (
     ROLE_NAME,
@@ -45,9 +45,9 @@ __all__ = [
     "load",
     "load_main",
     "load_role",
+    "main_from_text",
     "parse_duration",
     "render_role_toml",
-    "toml_value",
 ]
 
 

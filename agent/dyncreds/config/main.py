@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,16 @@ def load_main(path: Path, problems: list[Problem]) -> MainConfig | None:
     read = read_toml(path, problems)
     if read is None:
         return None
-    raw, text = read
+    return main_from_text(path, read[1], problems)
+
+
+def main_from_text(path: Path, text: str, problems: list[Problem]) -> MainConfig | None:
+    """Decode and check config.toml's text (``path`` names it in problems)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(Problem(path, None, f"invalid TOML: {exc}"))
+        return None
     before = len(problems)
     tables: dict[str, Any] = {}
     for name, value in raw.items():

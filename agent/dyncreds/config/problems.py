@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import msgspec
 
@@ -110,6 +110,16 @@ def read_toml(path: Path, problems: list[Problem]) -> tuple[dict[str, Any], str]
         return None
 
 
+def literal_choices(tp: Any) -> tuple[str, ...]:
+    """The allowed values of a ``Literal[...]`` field (or ``Literal[...] | None``)."""
+    if get_origin(tp) is Literal:
+        return tuple(str(a) for a in get_args(tp))
+    for arg in get_args(tp):
+        if get_origin(arg) is Literal:
+            return tuple(str(a) for a in get_args(arg))
+    return ()
+
+
 def decode_table(
     raw: Any,
     cls: type[_T],
@@ -141,6 +151,9 @@ def decode_table(
             good[key] = msgspec.convert(value, spec.type, dec_hook=dec_hook)
         except (msgspec.ValidationError, ValueError) as exc:
             detail = str(exc).replace(" - at `$`", "")
+            choices = literal_choices(spec.type)
+            if choices and isinstance(value, str):
+                detail = f"{value!r} is not one of {', '.join(choices)}"
             problems.append(Problem(path, line_of(text, table, key), f"{prefix}{key}: {detail}"))
             ok = False
     if not ok:

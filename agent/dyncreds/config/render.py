@@ -1,39 +1,32 @@
-"""Writing role files and config tables back as TOML text (``role create``,
-``configure root``)."""
+"""Writing role files back as TOML text (``role create``) with tomlkit, which
+keeps a file's comments and layout when it is edited."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import msgspec
+import tomlkit
 
 from dyncreds.config.schema import RoleFile
 
-
-def render_role_toml(spec: dict[str, Any]) -> str:
-    """A roles/NAME.toml text for ``role create``; keys in the SPEC's order."""
-    order = [f.encode_name for f in msgspec.structs.fields(RoleFile)]
-    lines = []
-    for key in order:
-        if key not in spec or spec[key] in (None, [], {}):
-            continue
-        lines.append(f"{key} = {toml_value(spec[key])}")
-    return "\n".join(lines) + "\n"
+ROLE_KEYS = [f.encode_name for f in msgspec.structs.fields(RoleFile)]
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        if "\n" in value and "'''" not in value:
-            return f"'''\n{value}'''"
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items())
-        return "{ " + items + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+def render_role_toml(spec: dict[str, Any], existing: str | None = None) -> str:
+    """roles/NAME.toml for ``spec``, keys in the SPEC's order. ``existing`` (the
+    file being replaced) keeps its comments; its other role keys are dropped."""
+    doc = tomlkit.parse(existing) if existing else tomlkit.document()
+    for key in ROLE_KEYS:
+        value = spec.get(key)
+        if value in (None, [], {}):
+            doc.pop(key, None)
+        elif key == "policy_document" and "\n" in value:
+            doc[key] = tomlkit.string(value, multiline=True, literal="'''" not in value)
+        elif isinstance(value, dict):  # inline, as the SPEC writes them
+            table = tomlkit.inline_table()
+            table.update(value)
+            doc[key] = table
+        else:
+            doc[key] = value
+    return tomlkit.dumps(doc)

@@ -189,8 +189,14 @@ def _role_ttls(kind: Kind, spec: RoleFile, defaults: LeaseDefaults, bad: Bad) ->
         if ttl < kind.min_ttl:
             bad("ttl", f"must be at least {format_duration(kind.min_ttl)}")
         if spec.max_ttl is None and ttl > max_ttl:
-            max_ttl = ttl
-        if max_ttl < ttl:
+            # The inherited cap is a limit too: a 13h ttl under the 12h default is a
+            # typo, not a reason to keep keys alive longer than anyone set.
+            bad(
+                "ttl",
+                f"{format_duration(ttl)} exceeds [lease] max_ttl ({format_duration(max_ttl)}) "
+                "of config.toml; lower ttl, or set max_ttl in this role",
+            )
+        elif max_ttl < ttl:
             bad("max_ttl", f"must be at least ttl ({format_duration(ttl)})")
         return ttl, max_ttl
     cap = kind.max_ttl

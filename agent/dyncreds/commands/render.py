@@ -1,0 +1,167 @@
+"""How the CLI shows things to people: ``status`` as a table that fits the
+terminal, times relative to now, colour only on a terminal that wants it."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from dyncreds.config import format_duration
+from dyncreds.protocol import parse_rfc3339
+
+STAMP = re.compile(r"(?:\bat )?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
+STATE_COLOURS = {"ready": "32", "issuing": "33", "refreshing": "33", "idle": "2"}
+
+Paint = Callable[[str, str], str]
+
+
+def use_colour(stream: TextIO) -> bool:
+    """Colour on a terminal, unless NO_COLOR (no-color.org) or TERM=dumb says not."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return stream.isatty()
+
+
+def painter(colour: bool) -> Paint:
+    if not colour:
+        return lambda text, code: text
+    return lambda text, code: f"\033[{code}m{text}\033[0m"
+
+
+def relative(now: float, stamp: str | None) -> str:
+    """``in 33m``, ``2m ago``; ``-`` for nothing."""
+    if not stamp:
+        return "-"
+    seconds = parse_rfc3339(stamp) - now
+    if abs(seconds) < 1:
+        return "now"
+    text = format_duration(abs(seconds))
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def left(now: float, stamp: str | None) -> str:
+    """What remains of a lease: ``33m``, or ``expired 2m ago``."""
+    if not stamp:
+        return "-"
+    seconds = parse_rfc3339(stamp) - now
+    if seconds > 0:
+        return format_duration(seconds)
+    return f"expired {format_duration(-seconds)} ago" if seconds < -1 else "expired"
+
+
+def relative_times(now: float, text: str) -> str:
+    """Every RFC 3339 time in a sentence, made relative: "extend at T" -> "extend in 33m"."""
+    return STAMP.sub(lambda m: relative(now, m.group(1)), text)
+
+
+# The columns in the order they are dropped when the terminal is narrow.
+COLUMNS = ["ROLE", "TYPE", "STATE", "LEASE", "KEY", "AGE", "LEFT", "NEXT"]
+DROP_ORDER = ["LEASE", "AGE", "KEY", "TYPE"]
+
+
+def _row(role: dict[str, Any], now: float) -> dict[str, str]:
+    issued = role["issued_at"]
+    return {
+        "ROLE": role["name"],
+        "TYPE": role["type"],
+        "STATE": role["state"],
+        "LEASE": role["lease_id"] or "-",
+        "KEY": role["access_key_id"] or "-",
+        "AGE": relative(now, issued).removesuffix(" ago") if issued else "-",
+        "LEFT": left(now, role["expires_at"]),
+        "NEXT": relative_times(now, role["next_action"]),
+    }
+
+
+def _fit(rows: list[dict[str, str]], width: int) -> tuple[list[str], dict[str, int]]:
+    columns = list(COLUMNS)
+
+    def widths() -> dict[str, int]:
+        return {c: max([len(c)] + [len(r[c]) for r in rows]) for c in columns}
+
+    def total(w: dict[str, int]) -> int:
+        return sum(w.values()) + 2 * (len(w) - 1)
+
+    for dropped in DROP_ORDER:
+        if total(widths()) <= width:
+            break
+        columns.remove(dropped)
+    sized = widths()
+    overflow = total(sized) - width
+    if overflow > 0:  # the sentence column gives way last, cut with an ellipsis
+        sized["NEXT"] = max(len("NEXT"), sized["NEXT"] - overflow)
+    return columns, sized
+
+
+def _cell(text: str, size: int) -> str:
+    return text if len(text) <= size else text[: max(size - 1, 0)] + "…"
+
+
+def render_status(
+    status: dict[str, Any], now: float, *, colour: bool = False, width: int = 80
+) -> str:
+    paint = painter(colour)
+    agent, root = status["agent"], status["root"]
+    lines = [
+        _cell(
+            f"{paint('dyncreds', '1')} {agent['version']}  agent {agent['id']}  "
+            f"pid {agent['pid']}  up {format_duration(agent['uptime'])}",
+            width + (8 if colour else 0),
+        ),
+        _cell(f"root: {root['arn'] or 'unknown'}  ({root['source']}, {root['region']})", width),
+    ]
+    if root.get("error"):
+        lines.append(paint(f"root error: {root['error']}", "31"))
+    if agent.get("reload_error"):
+        lines.append(paint(f"last reload rejected: {agent['reload_error']}", "31"))
+    lines.append("")
+    rows = [_row(role, now) for role in status["roles"]]
+    if not rows:
+        lines.append("no roles configured (add one with `dyncreds role create`)")
+    else:
+        columns, sized = _fit(rows, width)
+        lines.append("  ".join(paint(c.ljust(sized[c]), "1") for c in columns).rstrip())
+        for row in rows:
+            cells = []
+            for c in columns:
+                cell = _cell(row[c], sized[c]).ljust(sized[c])
+                if c == "STATE":
+                    cell = paint(cell, STATE_COLOURS.get(row[c], "0"))
+                cells.append(cell)
+            lines.append("  ".join(cells).rstrip())
+    for role in status["roles"]:
+        if role["last_error"]:
+            lines.append(paint(f"{role['name']}: last error: {role['last_error']}", "31"))
+    lines += _retiring(status.get("retiring") or [], now, paint)
+    counters = status.get("counters") or {}
+    if counters:
+        lines.append("")
+        lines.append("counters: " + "  ".join(f"{k}={v}" for k, v in sorted(counters.items())))
+    return "\n".join(lines)
+
+
+def _retiring(items: list[dict[str, Any]], now: float, paint: Paint) -> list[str]:
+    if not items:
+        return []
+    lines = ["", paint("retiring leases (revoked at the expiry they announced):", "1")]
+    for item in items:
+        when = relative(now, item["revoke_at"])
+        verb = "revoke" if not when.endswith("ago") else "revoking, due"
+        flag = paint(" IRREVOCABLE", "31") if item["irrevocable"] else ""
+        lines.append(f"  {item['lease_id']}  {item['user_name']}  {verb} {when}{flag}")
+        if item["last_error"]:
+            lines.append(paint(f"    last error: {item['last_error']}", "31"))
+    return lines
+
+
+def terminal_width(stream: TextIO = sys.stdout) -> int:
+    """The terminal's width, or 80 when there is none (a pipe, a file)."""
+    if not stream.isatty():
+        return 80
+    try:
+        return max(40, os.get_terminal_size(stream.fileno()).columns)
+    except OSError:
+        return 80
