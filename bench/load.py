@@ -17,18 +17,43 @@ REQUEST = b'{"op":"credentials","role":"r"}\n'
 FIXED = b'{"ok":true,"credentials":{"Version":1},"lease":{"id":"r/00000000"}}\n'
 
 
+async def _http_answer(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 response: status line + headers + Content-Length body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return b'{"ok":true' if head.startswith(b"HTTP/1.1 200") else head[:40]
+
+
 async def _client(
     path: str, persistent: bool, stop_at: float, latencies: list[float], counters: dict[str, int]
 ) -> None:
+    """``path`` is a Unix socket, or ``http://HOST:PORT/PATH#TOKEN`` for an endpoint."""
     reader = writer = None
+    http = path.startswith("http://")
+    if http:
+        hostport, _, rest = path[len("http://") :].partition("/")
+        target, _, token = rest.partition("#")
+        host, port = hostport.rsplit(":", 1)
+        request = (
+            f"GET /{target} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: {token}\r\n\r\n"
+        ).encode()
+    else:
+        request = REQUEST
     while time.perf_counter() < stop_at:
         start = time.perf_counter()
         try:
             if writer is None:
-                reader, writer = await asyncio.open_unix_connection(path)
+                if http:
+                    reader, writer = await asyncio.open_connection(host, int(port))
+                else:
+                    reader, writer = await asyncio.open_unix_connection(path)
             assert reader is not None
-            writer.write(REQUEST)
-            line = await reader.readline()
+            writer.write(request)
+            line = await (_http_answer(reader) if http else reader.readline())
             if not line.startswith(b'{"ok":true'):
                 counters["errors"] += 1
             else:
@@ -37,7 +62,7 @@ async def _client(
             if not persistent:
                 writer.close()
                 writer = None
-        except OSError:
+        except (OSError, asyncio.IncompleteReadError):
             counters["errors"] += 1
             writer = None
     if writer is not None:

@@ -174,22 +174,6 @@ def exec_env(role: str, creds: dict[str, Any], region: str | None) -> dict[str, 
     return env
 
 
-def cmd_exec(args: argparse.Namespace) -> int:
-    command = list(args.command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        raise CliError("usage: dyncreds exec ROLE -- CMD [ARG...]", EXIT_USAGE)
-    creds = fetch_credentials(args)["credentials"]
-    env = exec_env(args.role, creds, role_region(args))
-    try:
-        os.execvpe(command[0], command, env)
-    except FileNotFoundError:
-        raise CliError(f"command not found: {command[0]}", 127) from None
-    except PermissionError:
-        raise CliError(f"cannot execute {command[0]}: permission denied", 126) from None
-
-
 def cmd_revoke(args: argparse.Namespace) -> int:
     chosen = [
         flag
@@ -256,9 +240,6 @@ def add_commands(add: Any) -> None:
         default="json",
         help="output format (default: json)",
     )
-    p = add("exec", cmd_exec, "run a command with the role's credentials in its environment")
-    p.add_argument("role", help="the role's name")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     p = add("revoke", cmd_revoke, "revoke a lease, a role's leases, or all leases now")
     p.add_argument("lease_id", nargs="?", help="the lease to revoke (see `dyncreds status`)")
     p.add_argument("--role", help="revoke every lease of this role")

@@ -1,0 +1,378 @@
+"""Credential endpoints on loopback HTTP, for what cannot run the shim: the ECS
+container-credentials protocol (``exec``, ``serve``) and IMDSv2 (``serve --imds``).
+
+Never part of the agent, which listens only on its Unix socket: a process of the
+user's (``dyncreds exec`` or ``serve``) runs this, and answers every request from
+the agent's current lease over one persistent connection to the agent socket, so
+a program that runs for a day refreshes by itself across lease replacements and
+never holds a static key.
+
+HTTP is h11 (sans-IO; no hand-written parsing) on trio sockets. Each connection is
+bounded like the Unix socket's: header size, body size, an idle deadline, a
+request deadline and a lifetime. Every request must name a loopback ``Host``
+(DNS rebinding) and carry the token: ECS's ``Authorization`` header, compared in
+constant time, or an IMDSv2 session token obtained with PUT. Tokens and
+credentials are never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import secrets
+import socket as stdsocket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import h11
+import trio
+
+from dyncreds import logs
+from dyncreds.protocol import rfc3339
+
+log = logs.get("endpoint")
+
+MAX_HEADERS = 8 * 1024
+MAX_BODY = 16 * 1024
+IDLE_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 55.0  # a cold issuance may take this long; SDKs retry sooner anyway
+LIFETIME = 600.0
+IMDS_TOKEN_TTL_MAX = 21600
+IMDS_TOKENS_MAX = 1024
+ECS_PATH = "/role/"
+IMDS_CREDS = "/latest/meta-data/iam/security-credentials/"
+IMDS_REGION = "/latest/meta-data/placement/region"
+IMDS_ZONE = "/latest/meta-data/placement/availability-zone"
+
+# The agent's error codes as HTTP statuses an SDK reports.
+STATUS_OF = {
+    "unknown_role": 404,
+    "forbidden": 403,
+    "locked": 503,
+    "upstream": 502,
+    "unavailable": 503,
+    "not_running": 503,
+}
+
+
+class AgentDown(Exception):
+    """The agent did not answer on its socket."""
+
+
+class AgentLink:
+    """One persistent connection to the agent socket, one request at a time."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._stream: trio.SocketStream | None = None
+        self._buffer = b""
+        self._lock = trio.Lock()
+
+    async def credentials(self, role: str) -> dict[str, Any]:
+        """The agent's response to ``credentials`` (ok or error), as a dict."""
+        line = json.dumps({"op": "credentials", "role": role}).encode() + b"\n"
+        async with self._lock:
+            for attempt in (1, 2):  # a connection the agent closed is reopened once
+                try:
+                    return await self._exchange(line)
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    await self.aclose()
+                    if attempt == 2:
+                        raise AgentDown(f"the dyncreds agent is not running ({exc})") from None
+                except BaseException:
+                    # Cancelled mid-answer: the stream's position is unknown; start over.
+                    await self.aclose()
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _exchange(self, line: bytes) -> dict[str, Any]:
+        if self._stream is None:
+            self._stream = await trio.open_unix_socket(self.path)
+            self._buffer = b""
+        await self._stream.send_all(line)
+        while b"\n" not in self._buffer:
+            chunk = await self._stream.receive_some(65536)
+            if not chunk:
+                raise trio.BrokenResourceError("the agent closed the connection")
+            self._buffer += chunk
+        answer, _, self._buffer = self._buffer.partition(b"\n")
+        result: dict[str, Any] = json.loads(answer)
+        return result
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+def loopback_host(host_header: str, extra: frozenset[str] = frozenset()) -> bool:
+    """Is this ``Host`` header loopback (or ``localhost``, or an address we listen on)?"""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    if host == "localhost" or host in extra:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+def _error(status: int, code: str, message: str) -> Reply:
+    return Reply(status, json.dumps({"code": code, "message": message}).encode())
+
+
+@dataclass
+class Endpoint:
+    """The HTTP side: one role, one token (ECS) or IMDSv2 session tokens."""
+
+    link: AgentLink
+    role: str
+    mode: Literal["ecs", "imds"] = "ecs"
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    extra_hosts: frozenset[str] = frozenset()
+    region: str | None = None  # IMDS answers placement/region with it
+    counters: dict[str, int] = field(default_factory=dict)
+    _imds_tokens: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return f"{ECS_PATH}{self.role}"
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    # ---------------------------------------------------------------- routing
+
+    async def answer(self, request: h11.Request, peer: str) -> Reply:
+        headers = {k.decode().lower(): v.decode(errors="replace") for k, v in request.headers}
+        method, target = request.method.decode(), request.target.decode(errors="replace")
+        if not loopback_host(headers.get("host", ""), self.extra_hosts):
+            reply = _error(403, "HostNotAllowed", "the Host header must be a loopback address")
+        elif self.mode == "imds":
+            reply = await self._imds(method, target, headers)
+        else:
+            reply = await self._ecs(method, target, headers)
+        self.count(f"http_{reply.status}")
+        level = log.debug if reply.status < 400 else log.warning
+        level("endpoint.request", peer=peer, method=method, path=target[:100], status=reply.status)
+        return reply
+
+    async def _ecs(self, method: str, target: str, headers: dict[str, str]) -> Reply:
+        given = headers.get("authorization")
+        if given is None:
+            return _error(401, "Unauthorized", "missing Authorization header")
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            return _error(403, "Forbidden", "wrong authorization token")
+        if method != "GET" or target.split("?", 1)[0] != self.path:
+            return _error(404, "NotFound", f"credentials are served at GET {self.path}")
+        creds, problem = await self._credentials()
+        if problem is not None:
+            return problem
+        body = {
+            "AccessKeyId": creds["AccessKeyId"],
+            "SecretAccessKey": creds["SecretAccessKey"],
+            # Always present, "" for an IAM user's key: botocore (KeyError) and the
+            # JavaScript SDK (a type check) refuse an answer without it.
+            "Token": creds.get("SessionToken", ""),
+            "Expiration": creds["Expiration"],
+        }
+        return Reply(200, json.dumps(body).encode())
+
+    async def _imds(self, method: str, target: str, headers: dict[str, str]) -> Reply:
+        if "x-forwarded-for" in headers:
+            return _error(403, "Forbidden", "forwarded requests are refused (IMDSv2)")
+        path = target.split("?", 1)[0]
+        if method == "PUT" and path == "/latest/api/token":
+            return self._imds_token(headers.get("x-aws-ec2-metadata-token-ttl-seconds", ""))
+        if not self._imds_session_ok(headers.get("x-aws-ec2-metadata-token", "")):
+            return Reply(401, b"", "text/plain")
+        if method != "GET":
+            return Reply(405, b"", "text/plain")
+        if path == IMDS_CREDS:
+            return Reply(200, self.role.encode(), "text/plain")
+        if path in (IMDS_REGION, IMDS_ZONE) and self.region:
+            # botocore asks for the region here when nothing else names one.
+            answer = self.region if path == IMDS_REGION else f"{self.region}a"
+            return Reply(200, answer.encode(), "text/plain")
+        if path != IMDS_CREDS + self.role:
+            return Reply(404, b"", "text/plain")
+        creds, problem = await self._credentials()
+        if problem is not None:
+            return problem
+        body = {
+            "Code": "Success",
+            "LastUpdated": rfc3339(time.time()),
+            "Type": "AWS-HMAC",
+            "AccessKeyId": creds["AccessKeyId"],
+            "SecretAccessKey": creds["SecretAccessKey"],
+            "Token": creds.get("SessionToken", ""),
+            "Expiration": creds["Expiration"],
+        }
+        return Reply(200, json.dumps(body).encode())
+
+    def _imds_token(self, ttl_text: str) -> Reply:
+        try:
+            ttl = int(ttl_text)
+        except ValueError:
+            ttl = 0
+        if not 1 <= ttl <= IMDS_TOKEN_TTL_MAX:
+            return Reply(400, b"", "text/plain")
+        now = time.monotonic()
+        if len(self._imds_tokens) >= IMDS_TOKENS_MAX:  # forget the expired, then the oldest
+            self._imds_tokens = {t: e for t, e in self._imds_tokens.items() if e > now}
+            while len(self._imds_tokens) >= IMDS_TOKENS_MAX:
+                self._imds_tokens.pop(next(iter(self._imds_tokens)))
+        token = secrets.token_urlsafe(32)
+        self._imds_tokens[token] = now + ttl
+        return Reply(200, token.encode(), "text/plain")
+
+    def _imds_session_ok(self, token: str) -> bool:
+        now = time.monotonic()
+        for known, expires in self._imds_tokens.items():
+            if hmac.compare_digest(known.encode(), token.encode()) and expires > now:
+                return True
+        return False
+
+    async def _credentials(self) -> tuple[dict[str, Any], Reply | None]:
+        try:
+            answer = await self.link.credentials(self.role)
+        except AgentDown as exc:
+            return {}, _error(503, "AgentNotRunning", f"{exc}; start it with `dyncreds agent`")
+        if not answer.get("ok"):
+            error = answer.get("error") or {}
+            code = str(error.get("code", "internal"))
+            message = str(error.get("message", "the agent reported an error"))
+            return {}, _error(STATUS_OF.get(code, 500), code, message)
+        creds: dict[str, Any] = answer["credentials"]
+        return creds, None
+
+
+# --------------------------------------------------------------------------- serving
+
+
+async def serve_connection(
+    endpoint: Endpoint, stream: trio.SocketStream, hop_limit: bool = False
+) -> None:
+    """One HTTP/1.1 connection, keep-alive, bounded in size and time."""
+    try:
+        peer = "{}:{}".format(*stream.socket.getpeername()[:2])
+    except OSError:
+        peer = "?"
+    if hop_limit:  # IMDSv2's answers do not survive a hop (a container's NAT)
+        try:
+            stream.socket.setsockopt(stdsocket.IPPROTO_IP, stdsocket.IP_TTL, 1)
+        except OSError:
+            pass
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
+    with trio.move_on_after(LIFETIME):
+        try:
+            while await _one_request(endpoint, conn, stream, peer):
+                conn.start_next_cycle()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+    with trio.move_on_after(1) as cleanup:
+        cleanup.shield = True
+        await stream.aclose()
+
+
+async def _one_request(
+    endpoint: Endpoint, conn: h11.Connection, stream: trio.SocketStream, peer: str
+) -> bool:
+    """Read one request and answer it; False when the connection should close."""
+    request: h11.Request | None = None
+    size = 0
+    try:
+        with trio.fail_after(IDLE_TIMEOUT):
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    conn.receive_data(data)
+                    continue
+                if isinstance(event, h11.Request):
+                    # h11 bounds a request still arriving; one that came in one
+                    # piece is measured here.
+                    size = len(event.target) + sum(len(k) + len(v) for k, v in event.headers)
+                    if size > MAX_HEADERS:
+                        await _send(conn, stream, _error(431, "TooLarge", "headers too large"))
+                        return False
+                    request = event
+                    size = 0
+                elif isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > MAX_BODY:
+                        await _send(conn, stream, _error(413, "TooLarge", "request body too large"))
+                        return False
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    return False
+    except h11.RemoteProtocolError as exc:
+        status = exc.error_status_hint
+        await _send(conn, stream, _error(status, "BadRequest", "malformed or oversized request"))
+        return False
+    except trio.TooSlowError:
+        return False
+    assert request is not None
+    with trio.fail_after(REQUEST_TIMEOUT):
+        reply = await endpoint.answer(request, peer)
+        await _send(conn, stream, reply)
+    return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
+async def _send(conn: h11.Connection, stream: trio.SocketStream, reply: Reply) -> None:
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    headers = [
+        ("Content-Type", reply.content_type),
+        ("Content-Length", str(len(reply.body))),
+        ("Cache-Control", "no-store"),
+    ]
+    try:
+        data = conn.send(h11.Response(status_code=reply.status, headers=headers))
+        data += conn.send(h11.Data(data=reply.body)) + conn.send(h11.EndOfMessage())
+    except h11.LocalProtocolError:
+        return
+    await stream.send_all(data)
+
+
+async def serve(
+    endpoint: Endpoint,
+    listeners: list[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled. A failing connection ends alone, never the server."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        try:
+            await serve_connection(endpoint, stream, hop_limit=endpoint.mode == "imds")
+        except Exception:
+            log.exception("endpoint.connection_error")
+
+    await trio.serve_listeners(handler, listeners, task_status=task_status)
+
+
+async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Listeners on ``host:port``; a host that is not an address of this machine is
+    refused by the kernel (EADDRNOTAVAIL), which is what we want."""
+    listeners: list[trio.SocketListener] = await trio.open_tcp_listeners(port, host=host)
+    return listeners
+
+
+def bound_port(listeners: list[trio.SocketListener]) -> int:
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
