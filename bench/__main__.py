@@ -1,6 +1,6 @@
 """`make bench` (all) or `make bench BENCH=name`: one JSON object per benchmark.
 
-Benchmarks: shim, throughput, herd, issuance, scale, contention. Each starts what it needs
+Benchmarks: shim, throughput, herd, issuance, scale, contention, endpoint. Each starts what it needs
 (moto's server, an agent on a temp socket) and stops it. The machine is shared
 and noisy: read medians and ratios, not single times.
 """
@@ -391,6 +391,86 @@ def bench_contention() -> None:
         )
 
 
+# --------------------------------------------------------------------------- endpoint
+
+RESOLVE = (
+    "import time, boto3\n"
+    "session = boto3.Session()\n"
+    "start = time.perf_counter()\n"
+    "session.get_credentials().get_frozen_credentials()\n"
+    "print(time.perf_counter() - start)\n"
+)
+
+
+def _resolve_ms(env: dict[str, str]) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", RESOLVE], env=env, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout) * 1000
+
+
+def bench_endpoint() -> None:
+    """A fresh boto3 process's credential resolution through the endpoint, the shim
+    and static variables (the floor), interleaved; and cached HTTP requests at 64
+    keep-alive clients beside the Unix socket's figure."""
+    with agent(
+        {"r": IAM_ROLE}, agent_settings='propagation_checks = 1\nlog_level = "warning"\n'
+    ) as env:
+        creds = env.request("credentials", role="r")["credentials"]
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "dyncreds", "serve", "r"],
+            env=env.env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert serve.stdout is not None
+            lines = dict(
+                serve.stdout.readline().strip().removeprefix("export ").split("=", 1)
+                for _ in range(2)
+            )
+            url = lines["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
+            token = lines["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+            base = {k: v for k, v in env.env.items() if not k.startswith("AWS_")}
+            base.update(AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+            config = env.base / "aws-config"
+            shim = str(Path(sys.executable).parent / "dyncreds-shim")
+            config.write_text(f"[profile r]\ncredential_process = {shim} r\n")
+            envs = {
+                "static": dict(
+                    base,
+                    AWS_ACCESS_KEY_ID=creds["AccessKeyId"],
+                    AWS_SECRET_ACCESS_KEY=creds["SecretAccessKey"],
+                ),
+                "endpoint": dict(
+                    base,
+                    AWS_CONTAINER_CREDENTIALS_FULL_URI=url,
+                    AWS_CONTAINER_AUTHORIZATION_TOKEN=token,
+                ),
+                "shim": dict(base, AWS_CONFIG_FILE=str(config), AWS_PROFILE="r"),
+            }
+            samples: dict[str, list[float]] = {name: [] for name in envs}
+            for _ in range(15):  # interleaved, so that noise hits all three alike
+                for name, run_env in envs.items():
+                    samples[name].append(_resolve_ms(run_env))
+            medians = {name: round(sorted(v)[len(v) // 2], 2) for name, v in samples.items()}
+            http_load = run_load(f"{url.removeprefix('http://')}#{token}", 64, True)
+            unix_load = run_load(str(env.socket), 64, True)
+        finally:
+            serve.terminate()
+            serve.wait(timeout=20)
+        emit(
+            "endpoint",
+            first_credentials_ms=medians,
+            endpoint_adds_ms=round(medians["endpoint"] - medians["static"], 2),
+            shim_adds_ms=round(medians["shim"] - medians["static"], 2),
+            http_keepalive_64=http_load,
+            unix_socket_persistent_64=unix_load,
+            targets={"endpoint_adds_ms": "<= 2", "req_per_s": ">= 5000", "p99_ms": "<= 20"},
+            machine=cpu_note(),
+        )
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "shim": bench_shim,
     "throughput": bench_throughput,
@@ -398,6 +478,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "issuance": bench_issuance,
     "scale": bench_scale,
     "contention": bench_contention,
+    "endpoint": bench_endpoint,
 }
 
 

@@ -31,11 +31,11 @@ async def _http_answer(reader: asyncio.StreamReader) -> bytes:
 async def _client(
     path: str, persistent: bool, stop_at: float, latencies: list[float], counters: dict[str, int]
 ) -> None:
-    """``path`` is a Unix socket, or ``http://HOST:PORT/PATH#TOKEN`` for an endpoint."""
+    """``path`` is a Unix socket, or ``HOST:PORT/PATH#TOKEN`` for an HTTP endpoint."""
     reader = writer = None
-    http = path.startswith("http://")
+    http = "#" in path  # HOST:PORT/PATH#TOKEN: an HTTP endpoint
     if http:
-        hostport, _, rest = path[len("http://") :].partition("/")
+        hostport, _, rest = path.partition("/")
         target, _, token = rest.partition("#")
         host, port = hostport.rsplit(":", 1)
         request = (

@@ -43,6 +43,7 @@ class FakeBackend:
     issued: list[Lease] = field(default_factory=list)
     extended: list[tuple[str, float]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    sessions_denied: list[tuple[str, float]] = field(default_factory=list)
     on_issue: Callable[[Role], None] | None = None
     # The real iam_user code journals what it creates; so does the fake, so the
     # agent's reaper has the same rows to work from.
@@ -102,6 +103,9 @@ class FakeBackend:
 
     async def rotate_root(self) -> str:
         return "AKIAROTATED"
+
+    async def revoke_sessions(self, role: Role, at: float) -> None:
+        self.sessions_denied.append((role.name, at))
 
     async def tagged_users(self) -> list[TaggedUser]:
         return []

@@ -26,6 +26,7 @@ class Call:
     key_id: str | None
     status: int = 0
     received: float = 0.0  # time.time() the proxy got it
+    params: dict[str, str] = field(default_factory=dict)  # the request's form fields
     forwarded: float | None = None  # time.time() it was sent on to AWS
 
 
@@ -87,7 +88,12 @@ class FaultProxy:
                 params = urllib.parse.parse_qs(body.decode(errors="replace"))
                 action = (params.get("Action") or ["?"])[0]
                 match = KEY_RE.search(self.headers.get("Authorization", ""))
-                call = Call(action, match.group(1) if match else None, received=time.time())
+                call = Call(
+                    action,
+                    match.group(1) if match else None,
+                    received=time.time(),
+                    params={k: v[0] for k, v in params.items()},
+                )
                 with proxy._lock:
                     proxy.calls.append(call)
                     fault = next((f for f in proxy.faults if f.matches(call)), None)

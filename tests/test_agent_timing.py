@@ -281,6 +281,7 @@ async def test_explicit_revoke_and_renew(
     assert renewed.id != first.id
     assert first.user_name not in backend.deleted  # renew retires per its rules
     revoked = await agent.revoke(role="r")
-    assert sorted(revoked) == sorted([first.id, renewed.id])
+    assert sorted(r["lease_id"] for r in revoked) == sorted([first.id, renewed.id])
+    assert {r["outcome"] for r in revoked} == {"deleted"}
     assert set(backend.deleted) == {first.user_name, renewed.user_name}
     assert agent.status()["roles"][0]["lease_id"] is None

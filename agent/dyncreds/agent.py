@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -49,6 +49,7 @@ class Backend(Protocol):
     async def identity(self) -> str: ...
     async def rotate_root(self) -> str: ...
     async def tagged_users(self) -> list[TaggedUser]: ...
+    async def revoke_sessions(self, role: Any, at: float) -> None: ...
 
 
 class Agent:
@@ -95,6 +96,7 @@ class Agent:
         self.root_error: str | None = None
         self.reload_error: str | None = None
         self.stopping = False
+        self.revocations: deque[dict[str, str]] = deque(maxlen=20)  # for status
 
     @property
     def timing(self) -> Timing:
@@ -176,7 +178,10 @@ class Agent:
         role: str | None = None,
         everything: bool = False,
         force: bool = False,
-    ) -> list[str]:
+    ) -> list[dict[str, str]]:
+        """Revoke now; one result per lease saying exactly what happened to it:
+        "deleted", "denied from T", or "valid until T: STS credentials cannot be
+        deleted"."""
         # The protocol allows exactly one of lease_id, role and everything.
         workers = [self._worker(role)] if role is not None else list(self.workers.values())
         current = {lease.id: lease for w in workers if (lease := w.revoke(lease_id))}
@@ -192,13 +197,18 @@ class Agent:
             for target in targets:
                 await self.journal.forget(target)
             log.warning("lease.forgotten", leases=",".join(targets))
-            return targets
+            return [{"lease_id": t, "outcome": "forgotten (still in AWS)"} for t in targets]
+        now = self.now()
+        denied = await self._deny_sessions(current, role, everything, now)
         failures: list[str] = []
+        results: dict[str, str] = {}
 
         async def one(target: str) -> None:
             problem = await self._revoke_one(target, current.get(target))
             if problem:
                 failures.append(problem)
+            else:
+                results[target] = self._outcome(current.get(target), denied, now)
 
         async with trio.open_nursery() as nursery:
             for target in targets:
@@ -209,7 +219,39 @@ class Agent:
                 aws_code="RevokeFailed",
             )
         self.counters["revoke_requests"] += 1
-        return sorted(targets)
+        done = [{"lease_id": t, "outcome": results[t]} for t in sorted(results)]
+        self.revocations.extend({**r, "at": rfc3339(now)} for r in done)
+        return done
+
+    async def _deny_sessions(
+        self, current: dict[str, Lease], role: str | None, everything: bool, now: float
+    ) -> set[str]:
+        """For roles with ``revoke_sessions``: deny, in AWS, every session issued
+        before now; then retire the leases that deny just killed, in every role
+        that shares the target (their clients get fresh ones). The roles denied."""
+        names = {lease.role for lease in current.values()}
+        if role is not None:
+            names.add(role)
+        if everything:
+            names |= set(self.workers)
+        roles = [
+            w.state.role
+            for n in sorted(names)
+            if (w := self.workers.get(n)) and w.state.role.revoke_sessions
+        ]
+        for target in roles:
+            await self.backend.revoke_sessions(target, now)
+            log.info("lease.sessions_denied", role=target.name, before=rfc3339(now))
+        arns = {arn for r in roles for arn in r.role_arns}
+        federation = any(r.credential_type == "federation_token" for r in roles)
+        for worker in self.workers.values():
+            lease, mine = worker.state.lease, worker.state.role
+            hit = (federation and mine.credential_type == "federation_token") or bool(
+                arns & set(mine.role_arns)
+            )
+            if lease is not None and hit and lease.issued_at <= now:
+                worker.revoke()
+        return {r.name for r in roles}
 
     async def _revoke_one(self, target: str, lease: Lease | None) -> str | None:
         """Revoke one lease now; None, or what went wrong."""
@@ -227,6 +269,17 @@ class Agent:
                 "it still exists"
             )
         return None  # STS credentials: nothing in AWS to delete
+
+    @staticmethod
+    def _outcome(lease: Lease | None, denied: set[str], now: float) -> str:
+        if lease is None or lease.user_name is not None:
+            return "deleted"
+        if lease.role in denied:
+            return f"denied from {rfc3339(now)}"
+        return (
+            f"valid until {rfc3339(lease.expires_at)}: STS credentials cannot be deleted "
+            "(set revoke_sessions = true to deny them)"
+        )
 
     async def sweep_orphans(self) -> list[str]:
         return await self.reaper.sweep_orphans()
@@ -326,6 +379,7 @@ class Agent:
             },
             "roles": roles,
             "retiring": views.retiring_view(self.journal.all(), current),
+            "revocations": list(self.revocations),
             "counters": dict(self.counters),
         }
 

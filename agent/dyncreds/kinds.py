@@ -63,7 +63,15 @@ KINDS: dict[CredentialType, Kind] = {
     ),
     "assumed_role": Kind(
         name="assumed_role",
-        fields=POLICY_FIELDS | {"role_arns", "external_id", "session_tags"},
+        fields=POLICY_FIELDS
+        | {
+            "role_arns",
+            "external_id",
+            "session_tags",
+            "session_name",
+            "source_identity",
+            "revoke_sessions",
+        },
         min_ttl=15 * 60,
         max_ttl=12 * HOUR,
         extendable=False,
@@ -74,7 +82,7 @@ KINDS: dict[CredentialType, Kind] = {
     ),
     "federation_token": Kind(
         name="federation_token",
-        fields=POLICY_FIELDS,
+        fields=POLICY_FIELDS | {"session_name", "revoke_sessions"},
         min_ttl=15 * 60,
         max_ttl=36 * HOUR,
         extendable=False,

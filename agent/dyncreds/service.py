@@ -80,10 +80,11 @@ def make_handler(
             case protocol.Roles():
                 return protocol.ok({"roles": agent.roles()})
             case protocol.Revoke(lease_id=lease_id, role=role, all=everything, force=force):
-                revoked = await agent.revoke(
+                results = await agent.revoke(
                     lease_id=lease_id, role=role, everything=everything, force=force
                 )
-                return protocol.ok({"revoked": revoked})
+                revoked = sorted(r["lease_id"] for r in results)
+                return protocol.ok({"revoked": revoked, "results": results})
             case protocol.Renew(role=role):
                 new, old = await agent.renew(role)
                 replaced = old.summary() if old is not None else None

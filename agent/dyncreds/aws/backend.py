@@ -9,10 +9,12 @@ trio's mock clock.
 from __future__ import annotations
 
 import getpass
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from dyncreds.aws import iam_user, naming, root, sts
+from dyncreds.aws import iam_user, naming, root, sessions, sts
 from dyncreds.aws.iam_user import Propagation
 from dyncreds.aws.session import AwsSession, BotoHook
 from dyncreds.config import Config, Role
@@ -34,6 +36,7 @@ class AwsBackend:
         self.agent_id = agent_id
         self.event_hooks = event_hooks
         self.local_user = getpass.getuser()
+        self.host = socket.gethostname().split(".")[0]
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -51,14 +54,26 @@ class AwsBackend:
             event_hooks=self.event_hooks,
         )
 
-    def _name(self, role: Role, limit: int) -> str:
+    def _name(self, role: Role, limit: int, template: str | None = None) -> str:
         return naming.render(
-            self.config.main.root.username_template,
+            template or self.config.main.root.username_template,
             user=self.local_user,
             role=role.name,
+            host=self.host,
             unix_time=int(time.time()),
             limit=limit,
         )
+
+    def _tag_value(self, template: str, role: Role) -> str:
+        """Session tag values name the person too: ``{user}``, ``{role}``, ``{host}``."""
+        values = {
+            "user": self.local_user,
+            "role": role.name,
+            "host": self.host,
+            "unix_time": int(time.time()),
+            "random": secrets.token_hex(4),
+        }
+        return template.format_map(values)[:256]
 
     async def issue(
         self, role: Role, lease_id: str, now: float, on_step: OnStep = lambda step: None
@@ -81,14 +96,20 @@ class AwsBackend:
 
     async def _assume_role(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
         on_step("assume_role")
-        name = self._name(role, naming.SESSION_NAME_MAX)
-        return await sts.assume_role(self.aws, role, lease_id, name, now)
+        name = self._name(role, naming.SESSION_NAME_MAX, role.session_name)
+        source = (
+            self._name(role, naming.SOURCE_IDENTITY_MAX, role.source_identity)
+            if role.source_identity
+            else None
+        )
+        tags = [(key, self._tag_value(value, role)) for key, value in role.session_tags]
+        return await sts.assume_role(self.aws, role, lease_id, name, now, source, tags)
 
     async def _federation_token(
         self, role: Role, lease_id: str, now: float, on_step: OnStep
     ) -> Lease:
         on_step("federation_token")
-        name = self._name(role, naming.FEDERATION_NAME_MAX)
+        name = self._name(role, naming.FEDERATION_NAME_MAX, role.session_name)
         return await sts.federation_token(self.aws, role, lease_id, name, now)
 
     async def _session_token(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
@@ -103,6 +124,14 @@ class AwsBackend:
     def root_problem(self) -> str | None:
         """Why AWS currently refuses the root, if it does."""
         return self.aws.root_problem
+
+    async def revoke_sessions(self, role: Role, at: float) -> None:
+        """Deny every session of this role issued before ``at`` (see aws/sessions.py)."""
+        if role.credential_type == "federation_token":
+            await sessions.deny_federation_sessions(self.aws, at)
+            return
+        for arn in role.role_arns:
+            await sessions.deny_role_sessions(self.aws, arn, at)
 
     async def delete_user(self, user_name: str) -> bool:
         return await iam_user.delete(self.aws, user_name)

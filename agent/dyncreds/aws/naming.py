@@ -1,7 +1,7 @@
 """Names AWS will accept, made from the username template. Pure.
 
 IAM user names are at most 64 characters, federation token names at most 32,
-role session names at most 64, all from ``[\\w+=,.@-]``. A template that
+role session names and source identities at most 64, all from ``[\\w+=,.@-]``. A template that
 renders too long is cut in its variable parts (user, then role, then random),
 never turned into an error at issue time: Vault fails the issuance instead,
 which users rightly find surprising.
@@ -17,6 +17,7 @@ _INVALID = re.compile(r"[^\w+=,.@-]")
 USER_NAME_MAX = 64
 FEDERATION_NAME_MAX = 32
 SESSION_NAME_MAX = 64
+SOURCE_IDENTITY_MAX = 64
 MIN_RANDOM = 4
 
 
@@ -32,10 +33,12 @@ def render(
     unix_time: int,
     limit: int,
     random: str | None = None,
+    host: str = "",
 ) -> str:
     values = {
         "user": clean(user) or "user",
         "role": clean(role),
+        "host": clean(host) or "host",
         "unix_time": str(unix_time),
         "random": random if random is not None else secrets.token_hex(5),
     }
@@ -49,7 +52,7 @@ def render(
     while len(name) > limit:
         shrinkable = [
             key
-            for key in ("user", "role", "random")
+            for key in ("user", "host", "role", "random")
             if len(values[key]) > (MIN_RANDOM if key == "random" else 1)
             and "{" + key + "}" in template
         ]

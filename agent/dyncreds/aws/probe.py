@@ -36,3 +36,36 @@ def caller_arn(
             session = boto3.Session(profile_name=profile, region_name=region)
         client = session.client("sts", endpoint_url=sts_endpoint, config=config)
         return str(client.get_caller_identity()["Arn"])
+
+
+def federation_token(
+    *,
+    region: str,
+    sts_endpoint: str | None,
+    access_key_id: str,
+    secret: str,
+    name: str,
+    seconds: int,
+) -> dict[str, str]:
+    """sts:GetFederationToken signed by an IAM user's own key, with a session
+    policy that allows everything: the session can do what the user can, no more
+    (AWS intersects the two)."""
+    allow_all = (
+        '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}'
+    )
+    with map_errors("GetFederationToken"):
+        client = boto3.client(
+            "sts",
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret,
+            region_name=region,
+            endpoint_url=sts_endpoint,
+            config=botocore.config.Config(connect_timeout=5, read_timeout=10),
+        )
+        creds = client.get_federation_token(Name=name, Policy=allow_all, DurationSeconds=seconds)
+    result = creds["Credentials"]
+    return {
+        "AccessKeyId": result["AccessKeyId"],
+        "SecretAccessKey": result["SecretAccessKey"],
+        "SessionToken": result["SessionToken"],
+    }

@@ -28,6 +28,8 @@ async def assume_role(
     lease_id: str,
     session_name: str,
     now: float,
+    source_identity: str | None = None,
+    tags: list[tuple[str, str]] | None = None,
 ) -> Lease:
     params = {
         "RoleArn": role.role_arns[0],
@@ -37,8 +39,10 @@ async def assume_role(
     }
     if role.external_id:
         params["ExternalId"] = role.external_id
-    if role.session_tags:
-        params["Tags"] = [{"Key": k, "Value": v} for k, v in role.session_tags]
+    if source_identity:  # who, in CloudTrail, for the whole session chain
+        params["SourceIdentity"] = source_identity
+    if tags:
+        params["Tags"] = [{"Key": k, "Value": v} for k, v in tags]
     result = await aws.call("sts", "assume_role", **params)
     return _lease(role, lease_id, now, result, result.get("AssumedRoleUser", {}).get("Arn"))
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from dyncreds import __version__
 from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK
-from dyncreds.commands import endpoint, lease, roles, root, setup
+from dyncreds.commands import endpoint, lease, login, roles, root, setup
 from dyncreds.commands.common import CliError, get_paths
 
 
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dyncreds {__version__}")
     lease.add_commands(add)
     endpoint.add_commands(add)
+    login.add_commands(add)
     roles.add_commands(add, sub, common)
     root.add_commands(add, sub, common)
     setup.add_commands(add)

@@ -194,12 +194,15 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     else:
         fields["lease_id"] = args.lease_id
     with Client(get_paths(args).socket) as client:
-        revoked = client.request("revoke", **fields)["revoked"]
+        body = client.request("revoke", **fields)
+    results = body.get("results") or [
+        {"lease_id": x, "outcome": "revoked"} for x in body["revoked"]
+    ]
     if args.json:
-        print_json({"revoked": revoked})
-    elif revoked:
-        verb = "forgot (still in AWS)" if args.force else "revoked"
-        print("\n".join(f"{verb} {lease}" for lease in revoked))
+        print_json({"revoked": body["revoked"], "results": results})
+    elif results:
+        # Exactly what happened to each: deleted, denied from T, or valid until T.
+        print("\n".join(f"{r['lease_id']}: {r['outcome']}" for r in results))
     else:
         print("nothing to revoke")
     return EXIT_OK

@@ -13,7 +13,7 @@ from dyncreds.config.schema import MAIN_TABLES, MainConfig, format_duration
 
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 URL = re.compile(r"https?://[^\s/]+(/\S*)?")
-TEMPLATE_FIELDS = frozenset({"user", "role", "unix_time", "random"})
+TEMPLATE_FIELDS = frozenset({"user", "role", "host", "unix_time", "random"})
 
 
 def load_main(path: Path, problems: list[Problem]) -> MainConfig | None:
@@ -101,7 +101,7 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
         ),
     ]
     out.extend((table, key, message) for table, key, good, message in rules if not good)
-    for key in ("iam_endpoint", "sts_endpoint"):
+    for key in ("iam_endpoint", "sts_endpoint", "signin_endpoint"):
         url = getattr(root, key)
         if url is not None and not URL.fullmatch(url):
             out.append(("root", key, f"{url!r} is not an http(s) URL"))
@@ -112,6 +112,16 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
 
 
 def check_username_template(template: str) -> str | None:
+    problem = check_template(template)
+    if problem:
+        return problem
+    if "{random}" not in template and "{unix_time}" not in template:
+        return "must contain {random} or {unix_time} so that user names are unique"
+    return None
+
+
+def check_template(template: str) -> str | None:
+    """A name template: only the known fields, well formed."""
     try:
         names = {
             name.split(".")[0].split("[")[0]
@@ -122,7 +132,6 @@ def check_username_template(template: str) -> str | None:
         return f"invalid template: {exc}"
     unknown = names - TEMPLATE_FIELDS
     if unknown:
-        return f"unknown field {{{sorted(unknown)[0]}}} (known: user, role, unix_time, random)"
-    if "random" not in names and "unix_time" not in names:
-        return "must contain {random} or {unix_time} so that user names are unique"
+        known = ", ".join(sorted(TEMPLATE_FIELDS))
+        return f"unknown field {{{sorted(unknown)[0]}}} (known: {known})"
     return None

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dyncreds.config.main import REGION
+from dyncreds.config.main import REGION, check_template
 from dyncreds.config.problems import Problem, decode_table, line_of, printable_path, read_toml
 from dyncreds.config.schema import ROLE_NAME, LeaseDefaults, Role, RoleFile, format_duration
 from dyncreds.kinds import CREDENTIAL_TYPES, KIND_FIELDS, KINDS, Kind, kinds_taking
@@ -87,6 +87,9 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
         session_tags=tuple(sorted(spec.session_tags.items())),
         region=spec.region,
         prefetch=spec.prefetch,
+        session_name=spec.session_name,
+        source_identity=spec.source_identity,
+        revoke_sessions=spec.revoke_sessions,
         source=path,
     )
 
@@ -117,6 +120,13 @@ def _check_names(kind: Kind, spec: RoleFile, bad: Bad) -> None:
         bad("external_id", "must be 2-1224 characters of letters, digits and +=,.@:/-")
     if spec.region is not None and not REGION.fullmatch(spec.region):
         bad("region", f"{spec.region!r} is not an AWS region name")
+    for key in ("session_name", "source_identity"):
+        template = getattr(spec, key)
+        if template is not None and (problem := check_template(template)):
+            bad(key, problem)
+    for tag_key, value in spec.session_tags.items():
+        if problem := check_template(value):
+            bad("session_tags", f"tag {tag_key[:40]!r}: {problem}")
 
 
 def _check_arns(kind: Kind, spec: RoleFile, bad: Bad) -> None:

@@ -103,6 +103,7 @@ class RootSettings(Table):
     sts_endpoint: str | None = None
     max_retries: int = 5
     username_template: str = "dyncreds-{user}-{role}-{unix_time}-{random}"
+    signin_endpoint: str = "https://signin.aws.amazon.com/federation"
 
 
 class LeaseDefaults(Table):
@@ -141,6 +142,9 @@ class RoleFile(Table):
     session_tags: dict[str, str] = {}
     region: str | None = None
     prefetch: bool = False
+    session_name: str | None = None
+    source_identity: str | None = None
+    revoke_sessions: bool = False
 
 
 # --------------------------------------------------------------------------- checked
@@ -163,6 +167,9 @@ class Role:
     session_tags: tuple[tuple[str, str], ...]
     region: str | None
     prefetch: bool
+    session_name: str | None = None  # template; None: [root] username_template
+    source_identity: str | None = None  # template
+    revoke_sessions: bool = False
     source: Path | None = field(default=None, compare=False)
 
     @property
