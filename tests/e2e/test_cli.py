@@ -74,6 +74,7 @@ def test_exec_runs_command_with_credentials_and_its_status(
             "dyncreds",
             "exec",
             "ec2",
+            "--env",  # static variables, as 0.1 gave them
             "--",
             sys.executable,
             "-c",
