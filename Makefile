@@ -22,6 +22,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Three workers on two cores: most end-to-end tests wait on timers and processes, not
+# the CPU. A file's tests stay together on one worker (its fixtures, one moto each).
+PYTEST_ARGS ?= -n 3 --dist loadfile
+
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

@@ -1,0 +1,119 @@
+"""Static users (Vault's static roles): an existing IAM user whose access key the
+agent rotates. The agent creates a key of its own, proves it works, serves it,
+and on every rotation does the same again; the previous key is deleted at the
+expiry it announced (the reaper, from its journal record).
+
+It never deletes a key it did not create. The journal record is written before
+CreateAccessKey with the user's keys as they were (``detail``), so that a key
+created by a CreateAccessKey whose answer was lost (a crash, a timeout) can
+still be told apart from the user's own keys and cleaned up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import trio
+
+from dyncreds import logs
+from dyncreds.aws.iam_user import Propagation, wait_until_usable
+from dyncreds.aws.session import GONE_CODES, AwsSession
+from dyncreds.config import Role
+from dyncreds.journal import Journal
+from dyncreds.leases import Lease, Secret
+from dyncreds.protocol import Upstream
+
+log = logs.get("aws")
+
+KEYS_MAX = 2  # IAM's limit per user
+
+
+async def user_keys(aws: AwsSession, user_name: str) -> list[str]:
+    page = await aws.call("iam", "list_access_keys", UserName=user_name)
+    return [str(k["AccessKeyId"]) for k in page.get("AccessKeyMetadata", [])]
+
+
+async def create(
+    aws: AwsSession,
+    journal: Journal,
+    *,
+    role: Role,
+    lease_id: str,
+    now: float,
+    expires_at: float,
+    propagation: Propagation,
+    create_grace: float,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> Lease:
+    """A new key of the role's user, proven to work, journaled; a lease of it."""
+    user = str(role.username)
+    on_step("list_keys")
+    existing = await user_keys(aws, user)
+    if len(existing) >= KEYS_MAX:
+        raise Upstream(
+            f"IAM user {user} already has two access keys ({', '.join(existing)}); "
+            "dyncreds needs a free slot for the key it rotates: delete one that is not in use",
+            aws_code="LimitExceeded",
+        )
+    await journal.creating(
+        lease_id, role.name, user, now, expires_at, thing="key", detail=json.dumps(existing)
+    )
+    created_key: str | None = None
+    try:
+        on_step("create_key")
+        result = (await aws.call("iam", "create_access_key", UserName=user))["AccessKey"]
+        created_key = str(result["AccessKeyId"])
+        secret = Secret(result["SecretAccessKey"])
+        await journal.key_created(lease_id, created_key)
+        on_step("propagate")
+        await wait_until_usable(aws, created_key, secret, propagation)
+        on_step("activate")
+        await journal.activate(lease_id, expires_at)
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            if created_key is None and isinstance(exc, Upstream) and exc.created_nothing:
+                await journal.forget(lease_id)
+            else:
+                # The key may exist (or still appear): the reaper deletes ours.
+                await journal.abandon(lease_id, time.time(), settle_until=time.time() + create_grace)
+        raise
+    log.info("static_user.key_created", role=role.name, user=user, key=created_key)
+    return Lease(
+        id=lease_id,
+        role=role.name,
+        credential_type="static_user",
+        access_key_id=created_key,
+        secret_access_key=secret,
+        session_token=None,
+        issued_at=now,
+        expires_at=expires_at,
+        hard_expires_at=expires_at,
+        user_name=user,
+    )
+
+
+async def delete_key(
+    aws: AwsSession, user_name: str, access_key_id: str | None, known_before: list[str]
+) -> bool:
+    """Delete our key. Without its id (its creation's answer was lost), every key
+    of the user that was not there before is ours. False if nothing was there."""
+    if access_key_id is not None:
+        targets = [access_key_id]
+    else:
+        try:
+            targets = [k for k in await user_keys(aws, user_name) if k not in known_before]
+        except Upstream as exc:
+            if exc.aws_code in GONE_CODES:
+                return False
+            raise
+    deleted = False
+    for key in targets:
+        try:
+            await aws.call("iam", "delete_access_key", UserName=user_name, AccessKeyId=key)
+            deleted = True
+        except Upstream as exc:
+            if exc.aws_code not in GONE_CODES:
+                raise
+    return deleted
