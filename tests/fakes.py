@@ -5,6 +5,7 @@ a fake AWS backend that mints leases in memory, and a wall clock tied to trio's
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,12 @@ class FakeBackend:
     extended: list[tuple[str, float]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     sessions_denied: list[tuple[str, float]] = field(default_factory=list)
+    # static users: the keys each user has now, and the most it ever had at once
+    keys: dict[str, list[str]] = field(default_factory=dict)
+    most_keys: int = 0
+    deleted_keys: list[str] = field(default_factory=list)
+    deleted_at: dict[str, float] = field(default_factory=dict)  # trio time
+    min_remaining: float = 20 * 60
     on_issue: Callable[[Role], None] | None = None
     # The real iam_user code journals what it creates; so does the fake, so the
     # agent's reaper has the same rows to work from.
@@ -64,6 +71,8 @@ class FakeBackend:
             raise self.fail_with
         if self.on_issue:
             self.on_issue(role)
+        if role.credential_type == "static_user":
+            return await self._static_key(role, lease_id, now)
         iam = role.credential_type == "iam_user"
         lease = Lease(
             id=lease_id,
@@ -84,6 +93,39 @@ class FakeBackend:
             await self.journal.activate(lease_id, lease.expires_at)
         self.issued.append(lease)
         return lease
+
+    async def _static_key(self, role: Role, lease_id: str, now: float) -> Lease:
+        user = str(role.username)
+        keys = self.keys.setdefault(user, [])
+        if len(keys) >= 2:
+            raise Upstream(f"IAM user {user} already has two access keys", "LimitExceeded")
+        key = "AKIA" + secrets.token_hex(8).upper()
+        expires_at = now + role.ttl + self.min_remaining
+        if self.journal is not None:
+            await self.journal.creating(
+                lease_id, role.name, user, now, expires_at, thing="key", detail=json.dumps(keys)
+            )
+            await self.journal.key_created(lease_id, key)
+            await self.journal.activate(lease_id, expires_at)
+        keys.append(key)
+        self.most_keys = max(self.most_keys, len(keys))
+        lease = Lease(
+            id=lease_id, role=role.name, credential_type="static_user", access_key_id=key,
+            secret_access_key=Secret(secrets.token_hex(20)), session_token=None,
+            issued_at=now, expires_at=expires_at, hard_expires_at=expires_at, user_name=user,
+        )  # fmt: skip
+        self.issued.append(lease)
+        return lease
+
+    async def delete_key(self, user_name: str, access_key_id: str | None, keep: list[str]) -> bool:
+        await trio.sleep(self.latency / 5)
+        keys = self.keys.get(user_name, [])
+        if access_key_id in keys:
+            keys.remove(access_key_id)
+            self.deleted_keys.append(access_key_id)
+            self.deleted_at[access_key_id] = trio.current_time()
+            return True
+        return False
 
     async def extend(self, lease: Lease, expires_at: float) -> None:
         await trio.sleep(self.latency / 5)

@@ -4,6 +4,7 @@ max_ttl, revocation at the announced expiry, and wall-clock jumps."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -22,10 +23,10 @@ from tests.fakes import FakeBackend, WallClock
 MIN_REMAINING = 20 * 60
 
 
-async def inline(fn: Callable[[], Any]) -> Any:
-    """The journal's writes, run on the event loop: a worker thread would let
-    the mock clock jump while it runs."""
-    return fn()
+async def inline(fn: Callable[..., Any], *args: Any) -> Any:
+    """Blocking work (journal writes, reading config), run on the event loop: a
+    worker thread would let the mock clock jump while it runs."""
+    return fn(*args)
 
 
 Harness = Callable[..., Awaitable[Agent]]
@@ -64,6 +65,7 @@ async def harness(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> Asy
                 wall=WallClock(),
                 load_config=lambda: config.load(tmp_path),
                 rng=lambda: 0.5,
+                offload=inline,
             )
             await nursery.start(agent.run)
             made.append(agent)
@@ -285,3 +287,87 @@ async def test_explicit_revoke_and_renew(
     assert {r["outcome"] for r in revoked} == {"deleted"}
     assert set(backend.deleted) == {first.user_name, renewed.user_name}
     assert agent.status()["roles"][0]["lease_id"] is None
+
+
+# --------------------------------------------------------------------------- static users
+
+STATIC = 'credential_type = "static_user"\nusername = "legacy-app"\nrotation_period = "1h"\n'
+BASE = WallClock().base
+
+
+def announced_deletions_kept(backend: FakeBackend) -> None:
+    """Every key the agent deleted was deleted at or after the expiry it announced."""
+    for lease in backend.issued:
+        if lease.access_key_id in backend.deleted_at:
+            assert BASE + backend.deleted_at[lease.access_key_id] >= lease.expires_at
+
+
+async def test_static_user_rotates_on_schedule_even_unused(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    backend = FakeBackend()
+    await harness({"s": STATIC}, backend=backend)
+    await trio.sleep(5 * 3600 + 60)  # nobody asks for it: rotation goes on regardless
+    assert 5 <= len(backend.issued) <= 7
+    assert backend.most_keys <= 2  # never a third key (hashicorp/vault#27477)
+    assert len(backend.keys["legacy-app"]) <= 2
+    announced_deletions_kept(backend)
+    periods = [b.issued_at - a.issued_at for a, b in itertools.pairwise(backend.issued)]
+    assert all(3000 <= p <= 3600 for p in periods), periods
+    lease = backend.issued[-1]
+    assert lease.expires_at - lease.issued_at == 3600 + MIN_REMAINING
+
+
+async def test_static_user_changed_period_applies(
+    harness: Harness, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    backend = FakeBackend()
+    agent = await harness({"s": STATIC}, backend=backend)
+    await trio.sleep(60)
+    (tmp_path / "roles" / "s.toml").write_text(STATIC.replace('"1h"', '"2h"'))
+    await agent.reload()  # hashicorp/vault#21967: a changed period was ignored
+    await trio.sleep(60)
+    kept = await agent.credentials("s")  # the same key: a reload makes no new one
+    assert kept.id == backend.issued[0].id and len(backend.issued) == 1
+    await trio.sleep(8 * 3600)
+    # The next rotation comes on the old schedule; from then on, the new period.
+    rotated = backend.issued[1:]
+    assert rotated[0].expires_at - rotated[0].issued_at == 2 * 3600 + MIN_REMAINING
+    periods = [b.issued_at - a.issued_at for a, b in itertools.pairwise(rotated)]
+    assert len(periods) >= 2 and all(6000 <= p <= 7200 for p in periods), periods
+    assert backend.most_keys <= 2
+    announced_deletions_kept(backend)
+
+
+async def test_static_user_rotation_goes_on_after_a_restart(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """hashicorp/vault#21935: rotation stopped after a restart."""
+    backend = FakeBackend()
+    cfg = make_config(tmp_path, {"s": STATIC})
+    for run in (1, 2):
+        journal = SqliteJournal(tmp_path / "journal.sqlite3", offload=inline)
+        backend.journal = journal
+        agent = Agent(cfg, journal, backend, "test-agent", wall=WallClock(), rng=lambda: 0.5)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(agent.run)
+            await trio.sleep(3 * 3600)
+            nursery.cancel_scope.cancel()
+        journal.close_now()
+        if run == 1:
+            before = len(backend.issued)
+    assert len(backend.issued) - before >= 3  # the second run rotated too
+    assert backend.most_keys <= 2
+    announced_deletions_kept(backend)
+
+
+async def test_a_renew_whose_replacement_fails_says_so(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    backend = FakeBackend()
+    agent = await harness({"r": IAM}, backend=backend)
+    first = await agent.credentials("r")
+    backend.fail_with = Upstream("AWS CreateUser failed: Throttling", "Throttling")
+    with pytest.raises(Upstream, match="Throttling"):
+        await agent.renew("r")
+    assert (await agent.credentials("r")).id == first.id  # the old lease still serves

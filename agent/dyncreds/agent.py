@@ -13,7 +13,7 @@ import os
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import trio
@@ -24,7 +24,7 @@ from dyncreds.journal import Journal
 from dyncreds.leases import Lease, Timing
 from dyncreds.protocol import BadRequest, DyncredsError, Unavailable, UnknownRole, Upstream, rfc3339
 from dyncreds.reaper import Reaper, SweepSettings
-from dyncreds.worker import Context, Worker
+from dyncreds.worker import Context, Worker, keeps_key
 
 if TYPE_CHECKING:  # the agent itself never imports boto3
     from dyncreds.aws.iam_user import TaggedUser
@@ -46,6 +46,9 @@ class Backend(Protocol):
     ) -> Lease: ...
     async def extend(self, lease: Lease, expires_at: float) -> None: ...
     async def delete_user(self, user_name: str) -> bool: ...
+    async def delete_key(
+        self, user_name: str, access_key_id: str | None, keep: list[str]
+    ) -> bool: ...
     async def identity(self) -> str: ...
     async def rotate_root(self) -> str: ...
     async def tagged_users(self) -> list[TaggedUser]: ...
@@ -63,12 +66,14 @@ class Agent:
         load_config: Callable[[], Config] | None = None,
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        offload: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
     ):
         self.config = config
         self.journal = journal
         self.backend = backend
         self.agent_id = agent_id
         self.load_config = load_config
+        self.offload = offload  # blocking work (reading config); inline on a mock clock
         self.wall = wall
         self.counters: Counter[str] = Counter()
         agent = config.main.agent
@@ -163,6 +168,13 @@ class Agent:
                 return lease
         raise Unavailable(f"role {name}: no usable lease after {REQUEST_ROUNDS} attempts")
 
+    async def rotate(self, name: str) -> tuple[Lease, Lease | None]:
+        """A static_user role's rotation, now: a new key; the old one is deleted at
+        the expiry it announced."""
+        if self._worker(name).state.role.credential_type != "static_user":
+            raise BadRequest(f"rotate is for static_user roles; {name} is renewed with `renew`")
+        return await self.renew(name)
+
     async def renew(self, name: str) -> tuple[Lease, Lease | None]:
         """Replace the role's lease now (new keys); the old one is retired per its
         rules. Returns the new lease and the one it replaced, if any."""
@@ -208,7 +220,7 @@ class Agent:
             if problem:
                 failures.append(problem)
             else:
-                results[target] = self._outcome(current.get(target), denied, now)
+                results[target] = views.revoke_outcome(current.get(target), denied, now)
 
         async with trio.open_nursery() as nursery:
             for target in targets:
@@ -270,17 +282,6 @@ class Agent:
             )
         return None  # STS credentials: nothing in AWS to delete
 
-    @staticmethod
-    def _outcome(lease: Lease | None, denied: set[str], now: float) -> str:
-        if lease is None or lease.user_name is not None:
-            return "deleted"
-        if lease.role in denied:
-            return f"denied from {rfc3339(now)}"
-        return (
-            f"valid until {rfc3339(lease.expires_at)}: STS credentials cannot be deleted "
-            "(set revoke_sessions = true to deny them)"
-        )
-
     async def sweep_orphans(self) -> list[str]:
         return await self.reaper.sweep_orphans()
 
@@ -292,10 +293,10 @@ class Agent:
         if self.load_config is None:
             raise BadRequest("this agent has no configuration source to reload")
         try:
-            new = await trio.to_thread.run_sync(self.load_config)
+            new = await self.offload(self.load_config)
             # The root is rebuilt every time: its key file (or store) may have
             # changed underneath an unchanged [root] table.
-            await trio.to_thread.run_sync(self.backend.configure, new)
+            await self.offload(self.backend.configure, new)
         except ConfigError as exc:
             more = len(exc.problems) - 1
             hint = f" (+{more} more; run `dyncreds check`)" if more else ""
@@ -324,15 +325,19 @@ class Agent:
         added = [n for n in new.roles if n not in old_roles]
         removed = [n for n in old_roles if n not in new.roles]
         changed = [n for n in new.roles if n in old_roles and new.roles[n] != old_roles[n]]
+        kept: dict[str, Lease] = {}
         for name in removed + changed:
             worker = self.workers.pop(name)
             worker.close()
-            if worker.state.lease is not None:
+            lease = worker.state.lease
+            if lease is not None and keeps_key(worker.state.role, new.roles.get(name)):
+                kept[name] = lease  # the same user's key: no new key for a new period
+            elif lease is not None:
                 # Retired per its rules: an iam_user lives to its announced expiry.
                 what = "removed" if name in removed else "changed"
-                log.info(f"config.role_{what}", role=name, lease=worker.state.lease.id)
+                log.info(f"config.role_{what}", role=name, lease=lease.id)
         for name in added + changed:
-            worker = Worker(new.roles[name], self.ctx)
+            worker = Worker(new.roles[name], self.ctx, kept.get(name))
             self.workers[name] = worker
             worker.start()
         log.info(

@@ -150,7 +150,7 @@ def classify_timer(state: RoleState, now: float, timing: Timing) -> Event | None
     """What the refresher should do now, if anything."""
     lease = state.lease
     backing_off = state.backoff_until is not None and now < state.backoff_until
-    if state.phase == Phase.IDLE and state.role.prefetch and not backing_off:
+    if state.phase == Phase.IDLE and state.role.warm and not backing_off:
         return Event.PREFETCH
     if lease is None or state.phase != Phase.READY:
         return None
@@ -158,7 +158,7 @@ def classify_timer(state: RoleState, now: float, timing: Timing) -> Event | None
         return Event.EXPIRED
     if backing_off:
         return None
-    if not leases.is_active(state.last_used, state.role.prefetch, now, timing):
+    if not leases.is_active(state.last_used, state.role.warm, now, timing):
         return None
     if now < leases.refresh_at(lease, timing, state.ttl, state.jitter) and state.failures == 0:
         return None
@@ -223,11 +223,11 @@ def plan_wake(state: RoleState, now: float, timing: Timing) -> float | None:
     if state.phase in (Phase.ISSUING, Phase.REFRESHING):
         return None  # the work in flight pokes the refresher when it ends
     if lease is None:
-        return state.backoff_until if state.role.prefetch else None
+        return state.backoff_until if state.role.warm else None
     wake = lease.expires_at
     if state.backoff_until is not None and now < state.backoff_until:
         return min(wake, state.backoff_until)
-    if leases.is_active(state.last_used, state.role.prefetch, now, timing):
+    if leases.is_active(state.last_used, state.role.warm, now, timing):
         wake = min(wake, leases.refresh_at(lease, timing, state.ttl, state.jitter))
     return wake
 
@@ -240,10 +240,10 @@ def describe_next(state: RoleState, now: float, timing: Timing) -> str:
     if state.phase == Phase.REFRESHING:
         return "refreshing"
     if lease is None:
-        return "issue on first request" if not state.role.prefetch else "issue (prefetch)"
+        return "issue on first request" if not state.role.warm else "issue (prefetch)"
     if state.failures and state.backoff_until:
         return f"retry at {rfc3339(state.backoff_until)}"
-    if leases.is_active(state.last_used, state.role.prefetch, now, timing):
+    if leases.is_active(state.last_used, state.role.warm, now, timing):
         kind = leases.refresh_kind(lease, now, timing, state.ttl)
         at = leases.refresh_at(lease, timing, state.ttl, state.jitter)
         return f"{kind} at {rfc3339(at)}"

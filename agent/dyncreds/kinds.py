@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-CredentialType = Literal["iam_user", "assumed_role", "federation_token", "session_token"]
+CredentialType = Literal[
+    "iam_user", "assumed_role", "federation_token", "session_token", "static_user"
+]
 
 # Policy fields: "policy" stands for policy_document or policy_file.
 POLICY_FIELDS = frozenset({"policy_document", "policy_file", "policy_arns"})
@@ -44,6 +46,8 @@ class Kind:
     policy_arns_max: int = 10
     # What a revoked lease of this kind becomes, in the words status and revoke use.
     on_revoke: str = "valid until its expiry: STS credentials cannot be deleted"
+    # Refreshed on schedule whether anyone asks or not (rotation, like Vault's).
+    always_warm: bool = False
 
 
 KINDS: dict[CredentialType, Kind] = {
@@ -100,6 +104,22 @@ KINDS: dict[CredentialType, Kind] = {
         extendable=False,
         revocable=False,
         issuer="session_token",
+    ),
+    # An existing IAM user whose key the agent rotates every rotation_period; the
+    # lease's "ttl" is that period, and what it announces is period + min_remaining.
+    "static_user": Kind(
+        name="static_user",
+        fields=frozenset({"username", "rotation_period"}),
+        min_ttl=15 * 60,
+        max_ttl=None,
+        extendable=False,
+        revocable=True,
+        issuer="static_user",
+        needs_one_of=("username",),
+        needs="a static_user role needs username (the existing IAM user whose key is rotated)",
+        policy_arns_max=0,
+        on_revoke="key deleted",
+        always_warm=True,
     ),
 }
 

@@ -129,6 +129,10 @@ class RotateRoot(Request, tag="rotate_root"):
     pass
 
 
+class Rotate(Request, tag="rotate"):
+    role: str
+
+
 AnyRequest = (
     Ping
     | GetCredentials
@@ -139,6 +143,7 @@ AnyRequest = (
     | Renew
     | Reload
     | RotateRoot
+    | Rotate
 )
 OPS = frozenset(
     str(cls.__struct_config__.tag)
@@ -152,6 +157,7 @@ OPS = frozenset(
         Renew,
         Reload,
         RotateRoot,
+        Rotate,
     )
 )
 

@@ -14,6 +14,7 @@ reaper. Users of other agents are never touched.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ class Deleter(Protocol):
     """What the reaper needs from AWS (aws/backend.py)."""
 
     async def delete_user(self, user_name: str) -> bool: ...
+    async def delete_key(
+        self, user_name: str, access_key_id: str | None, keep: list[str]
+    ) -> bool: ...
     async def tagged_users(self) -> list[TaggedUser]: ...
 
 
@@ -134,7 +138,7 @@ class Reaper:
     async def _delete(self, record: Record) -> bool:
         try:
             with trio.fail_after(REVOKE_TIMEOUT):
-                existed = await self.backend.delete_user(record.user_name)
+                existed = await self._remove(record)
         except (DyncredsError, trio.TooSlowError) as exc:
             message = exc.message if isinstance(exc, DyncredsError) else "timed out"
             attempts = record.attempts + 1
@@ -169,6 +173,16 @@ class Reaper:
         self.counters["revoked"] += 1
         log.info("lease.revoked", lease=record.lease_id, user=record.user_name, existed=existed)
         return True
+
+    async def _remove(self, record: Record) -> bool:
+        """An IAM user and all it has; or one access key of a static user - never a
+        key the agent did not create (those listed before it, and the journal's)."""
+        if record.thing != "key":
+            return await self.backend.delete_user(record.user_name)
+        keep = _listed_keys(record.detail) + [
+            r.access_key_id for r in self.journal.all() if r.access_key_id and r is not record
+        ]
+        return await self.backend.delete_key(record.user_name, record.access_key_id, keep)
 
     async def revoke_and_wait(self, lease_id: str) -> None:
         """Revoke now and wait for the outcome; Upstream if it did not succeed yet."""
@@ -233,3 +247,11 @@ def _announced(tag: str | None) -> float | None:
         return parse_rfc3339(tag)
     except ValueError:
         return None
+
+
+def _listed_keys(detail: str | None) -> list[str]:
+    try:
+        keys = json.loads(detail or "[]")
+    except ValueError:
+        return []
+    return [str(k) for k in keys] if isinstance(keys, list) else []

@@ -91,6 +91,10 @@ def make_handler(
                 return protocol.ok({"lease": new.summary(), "replaced": replaced})
             case protocol.Reload():
                 return protocol.ok({"roles": await on_reload()})
+            case protocol.Rotate(role=role):
+                new, old = await agent.rotate(role)
+                replaced = old.summary() if old is not None else None
+                return protocol.ok({"lease": new.summary(), "replaced": replaced})
             case protocol.RotateRoot():
                 return protocol.ok({"access_key_id": await agent.rotate_root()})
         raise protocol.UnknownOp(f"unhandled op {type(request).__name__}")

@@ -10,7 +10,8 @@ from typing import Any
 from dyncreds import broker
 from dyncreds.broker import RoleState
 from dyncreds.journal import Record
-from dyncreds.leases import IRREVOCABLE_AFTER, Timing
+from dyncreds.kinds import KINDS
+from dyncreds.leases import IRREVOCABLE_AFTER, Lease, Timing
 from dyncreds.protocol import rfc3339
 
 
@@ -81,3 +82,17 @@ def summary(states: Mapping[str, RoleState], journaled: int) -> str:
     if errors:
         text += f"; last error ({errors[0].role.name}): {errors[0].last_error}"[:200]
     return text
+
+
+def revoke_outcome(lease: Lease | None, denied: set[str], now: float) -> str:
+    """What a revocation did to one lease, in the words ``revoke`` answers."""
+    if lease is None:
+        return "deleted"
+    if lease.user_name is not None:
+        return KINDS[lease.credential_type].on_revoke
+    if lease.role in denied:
+        return f"denied from {rfc3339(now)}"
+    return (
+        f"valid until {rfc3339(lease.expires_at)}: STS credentials cannot be deleted "
+        "(set revoke_sessions = true to deny them)"
+    )

@@ -73,16 +73,22 @@ class Inflight:
     extending: Lease | None = None  # the lease an extension moves forward
     done: trio.Event = field(default_factory=trio.Event)
     step: str = "starting"
-    error: DyncredsError | None = None
+    error: DyncredsError | None = None  # waiters raise it
+    failure: DyncredsError | None = None  # how it ended, even if waiters were not failed
 
     def on_step(self, step: str) -> None:
         self.step = step
 
 
 class Worker:
-    def __init__(self, role: Role, ctx: Context):
+    def __init__(self, role: Role, ctx: Context, lease: Lease | None = None):
+        """``lease``: one carried over from the role's previous worker (a reload
+        that changed a static user's period keeps its key; the next rotation
+        follows the new period)."""
         self.ctx = ctx
         self.state = RoleState(role=role, jitter=ctx.rng())
+        if lease is not None:
+            self.state.lease, self.state.phase = lease, broker.Phase.READY
         self.inflight: Inflight | None = None
         self.closed = False
         self._poke = trio.Event()
@@ -113,7 +119,7 @@ class Worker:
         return None (the caller asks again, perhaps of a newer worker)."""
         now = self.ctx.wall()
         was_active = leases.is_active(
-            self.state.last_used, self.state.role.prefetch, now, self.ctx.timing
+            self.state.last_used, self.state.role.warm, now, self.ctx.timing
         )
         actions = self._apply(broker.classify_request(self.state, now, self.ctx.timing), now)
         if Action.SERVE in actions:
@@ -131,8 +137,12 @@ class Worker:
         old = self.state.lease
         while True:
             actions = self._apply(Event.RENEW, self.ctx.wall())
-            await self._wait()
+            inflight = await self._wait()
             lease = self.state.lease
+            if Action.ISSUE in actions and inflight.failure is not None:
+                # Our replacement failed; the old lease is still served (WAKE, not
+                # FAIL_WAITERS), but a renew that made no new keys must say so.
+                raise inflight.failure
             if Action.ISSUE in actions or self.closed:
                 if lease is None:
                     raise Unavailable(f"role {self.name}: renewal did not produce a lease")
@@ -148,13 +158,14 @@ class Worker:
         self._apply(Event.REVOKE, self.ctx.wall())
         return lease
 
-    async def _wait(self) -> None:
+    async def _wait(self) -> Inflight:
         inflight = self.inflight
         assert inflight is not None, "WAIT without work in flight"
         await inflight.done.wait()
         if inflight.error is not None:
             self.ctx.counters["errors"] += 1
             raise inflight.error
+        return inflight
 
     # ------------------------------------------------------------------ the executor
 
@@ -204,7 +215,7 @@ class Worker:
                 if old is not None:
                     self._retire(old)
             case Action.WAKE:
-                self._end(None)
+                self._end(None, failure=error)
             case Action.FAIL_WAITERS:
                 self._end(error)
             case Action.SCHEDULE | Action.BACKOFF:
@@ -216,12 +227,15 @@ class Worker:
         self.inflight = inflight
         self.ctx.spawn(task, inflight)
 
-    def _end(self, error: DyncredsError | None) -> None:
+    def _end(self, error: DyncredsError | None, failure: DyncredsError | None = None) -> None:
+        """The work in flight is over: ``error`` fails its waiters; ``failure`` is
+        only recorded (a refresh that failed while the current lease still serves)."""
         inflight = self.inflight
         if inflight is None:
             return
         self.inflight = None
         inflight.error = error
+        inflight.failure = failure or error
         inflight.done.set()
 
     def _retire(self, lease: Lease) -> None:
@@ -323,3 +337,13 @@ class Worker:
                     await self._poke.wait()
                 if self._poke.is_set():
                     self._poke = trio.Event()
+
+
+def keeps_key(old: Role, new: Role | None) -> bool:
+    """A static user's key stays valid whatever else of its role changed, as long
+    as it is still the same user's: a reload carries the lease over."""
+    return (
+        new is not None
+        and old.credential_type == new.credential_type == "static_user"
+        and old.username == new.username
+    )

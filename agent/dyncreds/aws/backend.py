@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from dyncreds.aws import iam_user, naming, root, sessions, sts
+from dyncreds.aws import iam_user, naming, root, sessions, static_user, sts
 from dyncreds.aws.iam_user import Propagation
 from dyncreds.aws.session import AwsSession, BotoHook
 from dyncreds.config import Config, Role
@@ -94,6 +94,22 @@ class AwsBackend:
             on_step=on_step,
         )
 
+    async def _static_user(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
+        # Announced: deleted one min_remaining after the next rotation, so SDKs have
+        # moved to the new key well before.
+        expires_at = now + role.ttl + float(self.config.main.agent.min_remaining)
+        return await static_user.create(
+            self.aws,
+            self.journal,
+            role=role,
+            lease_id=lease_id,
+            now=now,
+            expires_at=expires_at,
+            propagation=self.propagation,
+            create_grace=self.create_grace,
+            on_step=on_step,
+        )
+
     async def _assume_role(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
         on_step("assume_role")
         name = self._name(role, naming.SESSION_NAME_MAX, role.session_name)
@@ -133,6 +149,9 @@ class AwsBackend:
         for arn in role.role_arns:
             await sessions.deny_role_sessions(self.aws, arn, at)
 
+    async def delete_key(self, user_name: str, access_key_id: str | None, keep: list[str]) -> bool:
+        return await static_user.delete_key(self.aws, user_name, access_key_id, keep)
+
     async def delete_user(self, user_name: str) -> bool:
         return await iam_user.delete(self.aws, user_name)
 
@@ -155,4 +174,5 @@ ISSUERS: dict[str, Issuer] = {
     "assume_role": AwsBackend._assume_role,
     "federation_token": AwsBackend._federation_token,
     "session_token": AwsBackend._session_token,
+    "static_user": AwsBackend._static_user,
 }

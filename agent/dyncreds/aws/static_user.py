@@ -77,7 +77,9 @@ async def create(
                 await journal.forget(lease_id)
             else:
                 # The key may exist (or still appear): the reaper deletes ours.
-                await journal.abandon(lease_id, time.time(), settle_until=time.time() + create_grace)
+                await journal.abandon(
+                    lease_id, time.time(), settle_until=time.time() + create_grace
+                )
         raise
     log.info("static_user.key_created", role=role.name, user=user, key=created_key)
     return Lease(

@@ -208,11 +208,16 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_renew(args: argparse.Namespace) -> int:
+def cmd_rotate(args: argparse.Namespace) -> int:
+    """A static user's key rotation, now (the ``rotate`` op; otherwise as renew)."""
+    return cmd_renew(args, op="rotate")
+
+
+def cmd_renew(args: argparse.Namespace, op: str = "renew") -> int:
     socket = get_paths(args).socket
     with Client(socket) as client:
         with progress(socket, args.role):
-            body = client.request("renew", role=args.role)
+            body = client.request(op, role=args.role)
         old = body.get("replaced")
         if old and args.revoke_old:
             client.request("revoke", lease_id=old["id"])
@@ -251,6 +256,13 @@ def add_commands(add: Any) -> None:
         "--force",
         action="store_true",
         help="forget leases that cannot be revoked in AWS (they stay in AWS)",
+    )
+    p = add("rotate", cmd_rotate, "rotate a static_user role's access key now")
+    p.add_argument("role", help="the static_user role's name")
+    p.add_argument(
+        "--revoke-old",
+        action="store_true",
+        help="delete the old key at once instead of at the expiry it announced",
     )
     p = add("renew", cmd_renew, "replace the role's lease now (new keys)")
     p.add_argument("role", help="the role's name")

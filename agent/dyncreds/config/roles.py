@@ -27,6 +27,7 @@ EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}")
 POLICY_ARN = re.compile(r"arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]{1,1024}")
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 GROUP_NAME = re.compile(r"[\w+=,.@-]{1,128}")
+USER_NAME = re.compile(r"[\w+=,.@-]{1,64}")
 USER_PATH = re.compile(r"/([\x21-\x7e]*/)?")
 
 Bad = Callable[[str, str], None]
@@ -64,6 +65,7 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
         "policy_arns": bool(spec.policy_arns),
         "iam_groups": bool(spec.iam_groups),
         "role_arns": bool(spec.role_arns),
+        "username": bool(spec.username),
     }
     if kind.needs_one_of and not any(present[field] for field in kind.needs_one_of):
         problems.append(Problem(path, None, kind.needs))
@@ -90,6 +92,7 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
         session_name=spec.session_name,
         source_identity=spec.source_identity,
         revoke_sessions=spec.revoke_sessions,
+        username=spec.username,
         source=path,
     )
 
@@ -193,6 +196,15 @@ def _check_tags(key: str, tags: dict[str, str], limit: int, bad: Bad) -> None:
 
 
 def _role_ttls(kind: Kind, spec: RoleFile, defaults: LeaseDefaults, bad: Bad) -> tuple[int, int]:
+    if kind.name == "static_user":  # the rotation period is the lease's life
+        period = int(spec.rotation_period if spec.rotation_period is not None else 24 * 3600)
+        if period < kind.min_ttl:
+            bad("rotation_period", f"must be at least {format_duration(kind.min_ttl)}")
+        if spec.ttl is not None or spec.max_ttl is not None:
+            bad("ttl", "a static_user role takes rotation_period, not ttl or max_ttl")
+        if spec.username is not None and not USER_NAME.fullmatch(spec.username):
+            bad("username", f"{spec.username!r} is not an IAM user name")
+        return period, period
     if kind.max_ttl is None:  # the agent's own lease rules (iam_user)
         ttl = int(spec.ttl if spec.ttl is not None else defaults.ttl)
         max_ttl = int(spec.max_ttl if spec.max_ttl is not None else defaults.max_ttl)

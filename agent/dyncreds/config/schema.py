@@ -145,6 +145,8 @@ class RoleFile(Table):
     session_name: str | None = None
     source_identity: str | None = None
     revoke_sessions: bool = False
+    username: str | None = None
+    rotation_period: Seconds | None = None
 
 
 # --------------------------------------------------------------------------- checked
@@ -170,11 +172,17 @@ class Role:
     session_name: str | None = None  # template; None: [root] username_template
     source_identity: str | None = None  # template
     revoke_sessions: bool = False
+    username: str | None = None  # static_user: the existing IAM user
     source: Path | None = field(default=None, compare=False)
 
     @property
     def kind(self) -> Kind:
         return KINDS[self.credential_type]
+
+    @property
+    def warm(self) -> bool:
+        """Kept fresh from start-up, used or not (prefetch, or a rotated key)."""
+        return self.prefetch or self.kind.always_warm
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,10 @@ class Record:
     # A CreateUser abandoned before this may still land: after deleting the user,
     # delete once more at this time before forgetting the record (0: no).
     settle_until: float = 0.0
+    # What the record stands for: "user" (an IAM user and all it has) or "key" (a
+    # static_user's access key; ``detail`` lists the user's keys before it).
+    thing: str = "user"
+    detail: str | None = None
 
 
 class LostRecord(Unavailable):
@@ -60,7 +64,15 @@ class JournalUnavailable(Unavailable):
 class Journal(Protocol):
     # ------------------------------------------------------------ writes (durable on return)
     async def creating(
-        self, lease_id: str, role: str, user_name: str, now: float, revoke_at: float
+        self,
+        lease_id: str,
+        role: str,
+        user_name: str,
+        now: float,
+        revoke_at: float,
+        *,
+        thing: str = "user",
+        detail: str | None = None,
     ) -> None:
         """Before CreateUser. ``revoke_at`` is the planned expiry; recovery treats a
         record still in 'creating' as due at once."""

@@ -34,15 +34,23 @@ CREATE TABLE IF NOT EXISTS leases (
     attempts      INTEGER NOT NULL DEFAULT 0,
     next_attempt  REAL NOT NULL DEFAULT 0,
     last_error    TEXT,
-    settle_until  REAL NOT NULL DEFAULT 0
+    settle_until  REAL NOT NULL DEFAULT 0,
+    thing         TEXT NOT NULL DEFAULT 'user',
+    detail        TEXT
 );
 CREATE INDEX IF NOT EXISTS leases_due ON leases (revoke_at);
 DROP TABLE IF EXISTS meta;
 """
 
+UPGRADES = (
+    ("settle_until", "REAL NOT NULL DEFAULT 0"),
+    ("thing", "TEXT NOT NULL DEFAULT 'user'"),
+    ("detail", "TEXT"),
+)
+
 _COLUMNS = (
     "lease_id, role, user_name, access_key_id, state, created_at, revoke_at, attempts, "
-    "next_attempt, last_error, settle_until"
+    "next_attempt, last_error, settle_until, thing, detail"
 )
 
 
@@ -68,8 +76,9 @@ class SqliteJournal:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(leases)")}
-        if "settle_until" not in columns:  # a journal written by 0.1
-            self._db.execute("ALTER TABLE leases ADD COLUMN settle_until REAL NOT NULL DEFAULT 0")
+        for column, declaration in UPGRADES:  # a journal written by 0.1
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE leases ADD COLUMN {column} {declaration}")
         self._rows: dict[str, Record] = {
             row[0]: Record(*row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM leases")
         }
@@ -105,17 +114,26 @@ class SqliteJournal:
     # ---------------------------------------------------------------- writes
 
     async def creating(
-        self, lease_id: str, role: str, user_name: str, now: float, revoke_at: float
+        self,
+        lease_id: str,
+        role: str,
+        user_name: str,
+        now: float,
+        revoke_at: float,
+        *,
+        thing: str = "user",
+        detail: str | None = None,
     ) -> None:
         async with self._lock:
             await self._write(
-                "INSERT INTO leases (lease_id, role, user_name, state, created_at, revoke_at) "
-                "VALUES (?, ?, ?, 'creating', ?, ?)",
-                (lease_id, role, user_name, now, revoke_at),
+                "INSERT INTO leases (lease_id, role, user_name, state, created_at, revoke_at, "
+                "thing, detail) VALUES (?, ?, ?, 'creating', ?, ?, ?, ?)",
+                (lease_id, role, user_name, now, revoke_at, thing, detail),
             )
             self._rows[lease_id] = Record(
-                lease_id, role, user_name, None, "creating", now, revoke_at
-            )
+                lease_id, role, user_name, None, "creating", now, revoke_at,
+                thing=thing, detail=detail,
+            )  # fmt: skip
 
     async def key_created(self, lease_id: str, access_key_id: str) -> None:
         async with self._lock:
@@ -232,7 +250,7 @@ class SqliteJournal:
         rows = [dataclasses.astuple(r) for r in records]
         self._db.execute("BEGIN")
         self._db.executemany(
-            f"INSERT INTO leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            f"INSERT INTO leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
         )
         self._db.execute("COMMIT")
         self._rows.update((row[0], Record(*row)) for row in rows)
