@@ -355,6 +355,10 @@ class Agent:
 
     # ------------------------------------------------------------------ views
 
+    def current_lease(self, name: str) -> Lease | None:
+        worker = self.workers.get(name)
+        return worker.state.lease if worker else None
+
     def roles(self) -> list[dict[str, Any]]:
         return views.roles_view(w.state for w in self.workers.values())
 

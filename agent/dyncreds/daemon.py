@@ -29,6 +29,7 @@ import trio
 
 from dyncreds import __version__, config, logs, statedir
 from dyncreds.agent import Agent
+from dyncreds.audit import AuditLog
 from dyncreds.journal.sqlite import SqliteJournal
 from dyncreds.paths import Paths
 from dyncreds.protocol import DyncredsError
@@ -224,10 +225,19 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
             "socket": str(paths.socket),
         }
 
-    server = Server(make_handler(agent, reload, process_status))
+    settings = agent.config.main.audit
+    audit_log = AuditLog(
+        paths.state_dir / settings.file if settings.file else None, settings.max_size
+    )
+
+    def process_status_with_audit() -> dict[str, Any]:
+        return {**process_status(), "audit_dropped": audit_log.dropped}
+
+    server = Server(make_handler(agent, reload, process_status_with_audit, audit_log))
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
             await outer.start(agent.run)
+            outer.start_soon(audit_log.run)
             async with trio.open_nursery() as connections:
                 accept = trio.CancelScope()
 

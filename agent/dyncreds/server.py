@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from dyncreds import logs, protocol
+from dyncreds import audit, logs, protocol
 from dyncreds.protocol import (
     MAX_LINE,
     DyncredsError,
@@ -235,6 +235,7 @@ class Server:
                 stream, timer, protocol.error(Forbidden(f"this agent serves uid {self.uid} only"))
             )
             return
+        audit.current_peer.set(audit.Peer(pid, uid))  # for this connection's requests
         buffer = bytearray()
         limits = self.limits
         while True:

@@ -12,7 +12,9 @@ from typing import Any
 
 from dyncreds import __version__, protocol
 from dyncreds.agent import Agent
+from dyncreds.audit import AuditLog
 from dyncreds.leases import Lease
+from dyncreds.protocol import DyncredsError
 
 
 class ResponseCache:
@@ -56,7 +58,51 @@ class ResponseCache:
         )
 
 
+AUDITED = {
+    protocol.GetCredentials: "credentials",
+    protocol.CredentialProcess: "credential_process",
+    protocol.Revoke: "revoke",
+    protocol.Renew: "renew",
+    protocol.Rotate: "rotate",
+    protocol.RotateRoot: "rotate_root",
+}
+
+
 def make_handler(
+    agent: Agent,
+    on_reload: Callable[[], Awaitable[list[str]]],
+    process_status: Callable[[], dict[str, Any]] = dict,
+    audit_log: AuditLog | None = None,
+) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
+    """The op table, and the audit log around the ops it names (AUDITED)."""
+    serve = _op_table(agent, on_reload, process_status)
+    if audit_log is None or not audit_log.enabled:
+        return serve
+
+    async def audited(request: protocol.AnyRequest) -> bytes:
+        op = AUDITED.get(type(request))
+        if op is None:
+            return await serve(request)
+        role = getattr(request, "role", None)
+        try:
+            response = await serve(request)
+        except DyncredsError as exc:
+            audit_log.record(op, exc.code, role=role)
+            raise
+        lease = agent.current_lease(role) if role else None
+        audit_log.record(
+            op,
+            "ok",
+            role=role,
+            lease_id=lease.id if lease else getattr(request, "lease_id", None),
+            access_key_id=lease.access_key_id if lease else None,
+        )
+        return response
+
+    return audited
+
+
+def _op_table(
     agent: Agent,
     on_reload: Callable[[], Awaitable[list[str]]],
     process_status: Callable[[], dict[str, Any]] = dict,

@@ -18,7 +18,7 @@ from typing import Any
 
 from dyncreds import __version__
 from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK
-from dyncreds.commands import endpoint, lease, login, roles, root, setup
+from dyncreds.commands import audit, endpoint, lease, login, roles, root, setup
 from dyncreds.commands.common import CliError, get_paths
 
 
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     lease.add_commands(add)
     endpoint.add_commands(add)
     login.add_commands(add)
+    audit.add_commands(add)
     roles.add_commands(add, sub, common)
     root.add_commands(add, sub, common)
     setup.add_commands(add)

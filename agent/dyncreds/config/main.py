@@ -93,6 +93,13 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
         ),
         ("root", "max_retries", 0 <= root.max_retries <= 20, "must be between 0 and 20"),
         ("lease", "ttl", lease.ttl >= 60, "must be at least 1m"),
+        ("audit", "max_size", main.audit.max_size >= 4096, "must be at least 4096 bytes"),
+        (
+            "audit",
+            "file",
+            "/" not in main.audit.file and main.audit.file not in (".", ".."),
+            "a file name in the state dir (no /)",
+        ),
         (
             "lease",
             "max_ttl",

@@ -111,16 +111,23 @@ class LeaseDefaults(Table):
     max_ttl: Seconds = Seconds(12 * 3600)
 
 
+class AuditSettings(Table):
+    file: str = "audit.jsonl"  # relative to the state dir; "" turns the audit log off
+    max_size: int = 10 << 20  # bytes; then it is rotated, one old file kept
+
+
 class MainConfig(Table):
     agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
     root: RootSettings = msgspec.field(default_factory=RootSettings)
     lease: LeaseDefaults = msgspec.field(default_factory=LeaseDefaults)
+    audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
 
 
 MAIN_TABLES: dict[str, type[Table]] = {
     "agent": AgentSettings,
     "root": RootSettings,
     "lease": LeaseDefaults,
+    "audit": AuditSettings,
 }
 
 
