@@ -39,6 +39,7 @@ from dyncreds.service import make_handler
 log = logs.get("daemon")
 
 DRAIN_TIMEOUT = 25.0
+SWITCH_INTERVAL = 0.0005
 STATUS_EVERY = 30.0
 SD_LISTEN_FDS_START = 3
 
@@ -167,6 +168,10 @@ def run(
     backend_factory: Callable[..., Any] | None = None,
 ) -> int:
     harden()
+    # boto3's worker threads (signing, parsing) hold the GIL in slices of the switch
+    # interval; the event loop, which answers every cached request, waits for the
+    # GIL behind them. A shorter slice bounds that wait (5 ms by default).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         cfg, journal, ident = prepare(paths)
     except StartupError as exc:

@@ -40,6 +40,7 @@ IDLE_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 55.0  # a cold issuance may take this long; SDKs retry sooner anyway
 LIFETIME = 600.0
 IMDS_TOKEN_TTL_MAX = 21600
+ANSWER_CACHE = 1.0  # seconds an agent answer is reused for
 IMDS_TOKENS_MAX = 1024
 ECS_PATH = "/role/"
 IMDS_CREDS = "/latest/meta-data/iam/security-credentials/"
@@ -146,6 +147,8 @@ class Endpoint:
     region: str | None = None  # IMDS answers placement/region with it
     counters: dict[str, int] = field(default_factory=dict)
     _imds_tokens: dict[str, float] = field(default_factory=dict)
+    _cached: tuple[float, dict[str, Any]] | None = None
+    _fetching: trio.Lock = field(default_factory=trio.Lock)
 
     @property
     def path(self) -> str:
@@ -246,9 +249,25 @@ class Endpoint:
                 return True
         return False
 
+    async def _from_agent(self) -> dict[str, Any]:
+        """The agent's answer, at most ANSWER_CACHE old: a burst of SDK requests
+        costs one round trip, and the answer is never staler than a second (the
+        agent replaces leases long before they run out)."""
+        cached = self._cached
+        if cached is not None and trio.current_time() - cached[0] < ANSWER_CACHE:
+            return cached[1]
+        async with self._fetching:
+            cached = self._cached
+            if cached is not None and trio.current_time() - cached[0] < ANSWER_CACHE:
+                return cached[1]
+            answer = await self.link.credentials(self.role)
+            if answer.get("ok"):
+                self._cached = (trio.current_time(), answer)
+            return answer
+
     async def _credentials(self) -> tuple[dict[str, Any], Reply | None]:
         try:
-            answer = await self.link.credentials(self.role)
+            answer = await self._from_agent()
         except AgentDown as exc:
             return {}, _error(503, "AgentNotRunning", f"{exc}; start it with `dyncreds agent`")
         if not answer.get("ok"):

@@ -196,7 +196,12 @@ async def wait_until_usable(
     """Until the key has worked ``checks`` times in a row, within ``timeout``."""
     if propagation.checks <= 0:
         return
-    client = aws.client_for_keys("sts", access_key_id, secret, session_token)
+    # Building a boto3 client costs tens of milliseconds of CPU: in a worker thread,
+    # or fifty issuances at once would stall every cached request behind them.
+    client = await trio.to_thread.run_sync(
+        partial(aws.client_for_keys, "sts", access_key_id, secret, session_token),
+        limiter=aws.limiter,
+    )
     streak = 0
     attempts = 0
     last_code = "none"
