@@ -26,7 +26,7 @@ import pytest
 from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file
 from dyncreds.client import Client, ClientError
 from dyncreds.leases import Secret
-from dyncreds.standin import ACCOUNT, StandIn
+from dyncreds.standin import TRUST_VAULTUSER, StandIn
 
 VENV_BIN = Path(sys.executable).parent
 SHIM = str(VENV_BIN / "dyncreds-shim")
@@ -108,18 +108,8 @@ def temp_users(aws: StandIn) -> list[str]:
 
 
 def make_assumable_role(aws: StandIn, name: str = "deploy") -> str:
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/vaultuser"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
     arn: str = aws.client("iam").create_role(
-        RoleName=name, AssumeRolePolicyDocument=json.dumps(trust)
+        RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST_VAULTUSER)
     )["Role"]["Arn"]
     return arn
 

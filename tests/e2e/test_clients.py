@@ -101,21 +101,17 @@ class Client:
     command: Callable[[str], list[str]]
 
 
-@pytest.fixture(scope="session")
-def go_binary(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+def build_go(program: str, factory: pytest.TempPathFactory) -> Path | None:
+    """A Go program against Debian's SDK v2 (GOPATH mode); None without Go or the SDK."""
     if shutil.which("go") is None or not Path(GO_PATH, "src/github.com/aws/aws-sdk-go-v2").is_dir():
         return None
-    src = tmp_path_factory.mktemp("gosrc")
-    (src / "main.go").write_text(GO_PROGRAM)
+    src = factory.mktemp("gosrc")
+    (src / "main.go").write_text(program)
     binary = src / "whoami"
     env = dict(
-        os.environ,
-        GO111MODULE="off",
-        GOPATH=GO_PATH,
-        GOFLAGS="-mod=mod",
-        GOCACHE=str(tmp_path_factory.mktemp("gocache")),
+        os.environ, GO111MODULE="off", GOPATH=GO_PATH, GOCACHE=str(factory.mktemp("gocache"))
     )
-    env.pop("GOFLAGS")
+    env.pop("GOFLAGS", None)
     result = subprocess.run(
         ["go", "build", "-o", str(binary), str(src / "main.go")],
         env=env,
@@ -125,6 +121,11 @@ def go_binary(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     )
     assert result.returncode == 0, result.stderr
     return binary
+
+
+@pytest.fixture(scope="session")
+def go_binary(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    return build_go(GO_PROGRAM, tmp_path_factory)
 
 
 def clients(go_binary: Path | None) -> dict[str, Client]:

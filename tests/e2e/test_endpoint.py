@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 
 from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, make_assumable_role, temp_users, wait_for
-from tests.e2e.test_clients import GO_PATH, NODE_DIR, available, need
+from tests.e2e.test_clients import NODE_DIR, available, build_go, need
 
 pytestmark = pytest.mark.e2e
 
@@ -74,26 +73,7 @@ func main() {
 
 @pytest.fixture(scope="session")
 def go_default_chain(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
-    if shutil.which("go") is None or not Path(GO_PATH, "src/github.com/aws/aws-sdk-go-v2").is_dir():
-        return None
-    src = tmp_path_factory.mktemp("goendpoint")
-    (src / "main.go").write_text(GO)
-    binary = src / "whoami"
-    env = dict(
-        os.environ,
-        GO111MODULE="off",
-        GOPATH=GO_PATH,
-        GOCACHE=str(tmp_path_factory.mktemp("gocache")),
-    )
-    result = subprocess.run(
-        ["go", "build", "-o", str(binary), str(src / "main.go")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    return binary
+    return build_go(GO, tmp_path_factory)
 
 
 def client_command(name: str, ep: str, go: Path | None) -> list[str]:
