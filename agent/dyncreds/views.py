@@ -9,6 +9,7 @@ from typing import Any
 
 from dyncreds import broker
 from dyncreds.broker import RoleState
+from dyncreds.config import RootSettings
 from dyncreds.journal import Record
 from dyncreds.kinds import KINDS
 from dyncreds.leases import IRREVOCABLE_AFTER, Lease, Timing
@@ -68,10 +69,22 @@ def roles_view(states: Iterable[RoleState]) -> list[dict[str, Any]]:
     ]
 
 
-def root_source(profile: str | None, credentials_file: str | None) -> str:
-    if credentials_file:
+def root_source(root: RootSettings) -> str:
+    if root.credentials_file:
         return "credentials_file"
-    return "profile" if profile else "default chain"
+    if root.systemd_credential:
+        return "systemd_credential"
+    return "profile" if root.profile else "default chain"
+
+
+def root_warning(root: RootSettings) -> str | None:
+    """An administrator key in a plain file is what dyncreds exists to avoid."""
+    if root.credentials_file:
+        return (
+            f"the root key is in a plain file ({root.credentials_file}); keep it encrypted "
+            "with systemd_credential (see the README)"
+        )
+    return None
 
 
 def summary(states: Mapping[str, RoleState], journaled: int) -> str:

@@ -325,3 +325,33 @@ def test_shim_socket_path_too_long_is_not_running(tmp_path: Path) -> None:
     )
     assert result.returncode == 3
     assert "longer than Unix sockets allow" in result.stderr
+
+
+# --------------------------------------------------------------------------- root stores
+
+
+def test_systemd_credential_root_serves_and_refuses_rotation(aws: StandIn, short_dir: Path) -> None:
+    agent = AgentProcess(short_dir, aws, {"r": iam_user_role()})
+    creds_dir = short_dir / "credentials"
+    creds_dir.mkdir(mode=0o700)
+    (agent.config_dir / "root-credentials.toml").rename(creds_dir / "dyncreds-root")
+    config = agent.config_dir / "config.toml"
+    config.write_text(
+        config.read_text().replace(
+            'credentials_file = "root-credentials.toml"', 'systemd_credential = "dyncreds-root"'
+        )
+    )
+    agent.start({"CREDENTIALS_DIRECTORY": str(creds_dir)})
+    try:
+        assert agent.request("credentials", role="r")["ok"]
+        status = agent.request("status")
+        assert status["root"]["source"] == "systemd_credential"
+        assert status["root"]["warning"] is None
+        refused = agent.request("rotate_root")
+        assert not refused["ok"] and "read-only" in refused["error"]["message"]
+        assert "systemd-creds encrypt" in refused["error"]["message"]
+    finally:
+        agent.stop()
+    plain = AgentProcess(short_dir / "plain", aws, {})
+    check = plain.cli("check")
+    assert "warning: the root key is in a plain file" in check.stderr

@@ -28,6 +28,12 @@ def user_name_from_arn(arn: str) -> str | None:
 async def rotate(aws: AwsSession, propagation: Propagation) -> str:
     path = aws.credentials_path
     old = aws.static_keys
+    if aws.root.systemd_credential:
+        raise BadRequest(
+            "the root key is a systemd credential, which is read-only to the agent: create "
+            "a new key, encrypt it with `systemd-creds encrypt`, and restart the unit "
+            "(rotate-root rotates a credentials_file)"
+        )
     if path is None or old is None:
         raise BadRequest(
             "rotate-root needs a root.credentials_file; profiles and the default "

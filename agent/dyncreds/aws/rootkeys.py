@@ -53,6 +53,31 @@ def read_credentials_file(path: Path) -> StaticKeys:
     return StaticKeys(key_id, Secret(secret))
 
 
+def read_systemd_credential(name: str, env: dict[str, str] | None = None) -> StaticKeys:
+    """``$CREDENTIALS_DIRECTORY/NAME`` (TOML, the credentials file's two fields), as
+    systemd hands it to the unit - decrypted, if it was ``LoadCredentialEncrypted=``."""
+    environ = os.environ if env is None else env
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise Unavailable(
+            f"[root] systemd_credential = {name!r} needs $CREDENTIALS_DIRECTORY: run the agent "
+            f"from its unit with LoadCredentialEncrypted={name}:... (see the README)"
+        )
+    path = Path(directory) / name
+    try:
+        data = tomllib.loads(read_text(path))
+        key_id, secret = data["access_key_id"], data["secret_access_key"]
+    except FileNotFoundError:
+        raise Unavailable(f"{path}: no such systemd credential; check LoadCredential*=") from None
+    except (OSError, ValueError, KeyError):
+        raise Unavailable(
+            f"{path}: needs access_key_id and secret_access_key (TOML strings)"
+        ) from None
+    if not isinstance(key_id, str) or not isinstance(secret, str):
+        raise Unavailable(f"{path}: access_key_id and secret_access_key must be strings")
+    return StaticKeys(key_id, Secret(secret))
+
+
 def write_credentials_file(path: Path, keys: StaticKeys) -> None:
     """Atomically: temp file (0600) in the same directory, fsync, rename, fsync dir."""
     text = (

@@ -27,7 +27,7 @@ import botocore.exceptions
 import trio
 
 from dyncreds import logs
-from dyncreds.aws.rootkeys import StaticKeys, read_credentials_file
+from dyncreds.aws.rootkeys import StaticKeys, read_credentials_file, read_systemd_credential
 from dyncreds.config import Config, RootSettings
 from dyncreds.leases import Secret
 from dyncreds.protocol import DyncredsError, Unavailable, Upstream
@@ -167,8 +167,12 @@ class AwsSession:
         )
 
     def _session(self) -> boto3.Session:
-        if self.credentials_path is not None:
-            self.static_keys = read_credentials_file(self.credentials_path)
+        if self.credentials_path is not None or self.root.systemd_credential:
+            self.static_keys = (
+                read_credentials_file(self.credentials_path)
+                if self.credentials_path is not None
+                else read_systemd_credential(str(self.root.systemd_credential))
+            )
             return boto3.Session(
                 aws_access_key_id=self.static_keys.access_key_id,
                 aws_secret_access_key=self.static_keys.secret_access_key.reveal(),

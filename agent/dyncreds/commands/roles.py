@@ -26,6 +26,7 @@ from dyncreds.commands.common import CliError, get_paths, load, print_json
 from dyncreds.config import format_duration
 from dyncreds.kinds import CREDENTIAL_TYPES
 from dyncreds.protocol import DyncredsError
+from dyncreds.views import root_warning
 
 
 def plural(count: int, word: str) -> str:
@@ -84,6 +85,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         listed = f" ({', '.join(roles)})" if roles else ""
         print(f"{p.config_dir}: ok, {plural(len(roles), 'role')}{listed}")
+        if warning := root_warning(cfg.main.root):
+            print(f"warning: {warning}", file=sys.stderr)
     return EXIT_USAGE if problems else EXIT_OK
 
 

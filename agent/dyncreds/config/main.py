@@ -82,8 +82,8 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
         (
             "root",
             "credentials_file",
-            not (root.profile and root.credentials_file),
-            "set either root.profile or root.credentials_file, not both",
+            sum(map(bool, (root.profile, root.credentials_file, root.systemd_credential))) <= 1,
+            "set at most one of root.profile, root.credentials_file, root.systemd_credential",
         ),
         (
             "root",

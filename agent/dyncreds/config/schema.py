@@ -98,6 +98,9 @@ class AgentSettings(Table):
 class RootSettings(Table):
     profile: str | None = None
     credentials_file: str | None = None
+    # Read from $CREDENTIALS_DIRECTORY/NAME: systemd's LoadCredential[Encrypted]=
+    # keeps the key encrypted at rest and hands it to this unit only.
+    systemd_credential: str | None = None
     region: str = "us-east-1"
     iam_endpoint: str | None = None
     sts_endpoint: str | None = None
