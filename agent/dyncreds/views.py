@@ -74,6 +74,8 @@ def root_source(root: RootSettings) -> str:
         return "credentials_file"
     if root.systemd_credential:
         return "systemd_credential"
+    if root.keyring:
+        return "keyring"
     return "profile" if root.profile else "default chain"
 
 
@@ -81,8 +83,8 @@ def root_warning(root: RootSettings) -> str | None:
     """An administrator key in a plain file is what dyncreds exists to avoid."""
     if root.credentials_file:
         return (
-            f"the root key is in a plain file ({root.credentials_file}); keep it encrypted "
-            "with systemd_credential (see the README)"
+            f"the root key is in a plain file ({root.credentials_file}); move it to the OS "
+            "keyring with `dyncreds configure root --store keyring`, or see systemd_credential"
         )
     return None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dyncreds import logs
 from dyncreds.aws.iam_user import Propagation, wait_until_usable
-from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file
+from dyncreds.aws.rootkeys import StaticKeys
 from dyncreds.aws.session import AwsSession
 from dyncreds.leases import Secret
 from dyncreds.protocol import BadRequest, DyncredsError, Upstream
@@ -34,10 +34,10 @@ async def rotate(aws: AwsSession, propagation: Propagation) -> str:
             "a new key, encrypt it with `systemd-creds encrypt`, and restart the unit "
             "(rotate-root rotates a credentials_file)"
         )
-    if path is None or old is None:
+    if (path is None and not aws.root.keyring) or old is None:
         raise BadRequest(
-            "rotate-root needs a root.credentials_file; profiles and the default "
-            "credential chain are rotated by whatever manages them"
+            "rotate-root needs a root.credentials_file or root.keyring; profiles and the "
+            "default credential chain are rotated by whatever manages them"
         )
     identity = await aws.call("sts", "get_caller_identity")
     user_name = user_name_from_arn(identity["Arn"])
@@ -55,7 +55,7 @@ async def rotate(aws: AwsSession, propagation: Propagation) -> str:
     log.info("root.rotate", step="created", new_key=new.access_key_id)
     try:
         await wait_until_usable(aws, new.access_key_id, new.secret_access_key, propagation)
-        write_credentials_file(path, new)
+        aws.save_root_keys(new)  # the file or keyring item the old key came from
     except (DyncredsError, OSError) as exc:
         # The old key still works and the file still names it: undo the new key.
         try:

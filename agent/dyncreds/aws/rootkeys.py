@@ -78,6 +78,57 @@ def read_systemd_credential(name: str, env: dict[str, str] | None = None) -> Sta
     return StaticKeys(key_id, Secret(secret))
 
 
+KEYRING_SERVICE = "dyncreds"
+
+
+def _keys_from_toml(text: str, where: str) -> StaticKeys:
+    try:
+        data = tomllib.loads(text)
+        key_id, secret = data["access_key_id"], data["secret_access_key"]
+    except (ValueError, KeyError):
+        raise Unavailable(f"{where}: needs access_key_id and secret_access_key") from None
+    if not isinstance(key_id, str) or not isinstance(secret, str):
+        raise Unavailable(f"{where}: access_key_id and secret_access_key must be strings")
+    return StaticKeys(key_id, Secret(secret))
+
+
+def _keys_toml(keys: StaticKeys) -> str:
+    return (
+        f'access_key_id = "{keys.access_key_id}"\n'
+        f'secret_access_key = "{keys.secret_access_key.reveal()}"\n'
+    )
+
+
+def read_keyring(name: str) -> StaticKeys:
+    """The OS keyring's item (Secret Service: GNOME Keyring, KWallet, KeePassXC)."""
+    import keyring  # D-Bus and its friends: only for a keyring root
+    import keyring.errors
+
+    try:
+        text = keyring.get_password(KEYRING_SERVICE, name)
+    except keyring.errors.KeyringError as exc:
+        raise Unavailable(
+            f"the OS keyring is not available ({type(exc).__name__}: {exc}); unlock it, or "
+            "use another [root] store"
+        ) from None
+    if text is None:
+        raise Unavailable(
+            f"no keyring item {KEYRING_SERVICE}/{name}: "
+            "run `dyncreds configure root --store keyring`"
+        )
+    return _keys_from_toml(text, f"keyring item {KEYRING_SERVICE}/{name}")
+
+
+def write_keyring(name: str, keys: StaticKeys) -> None:
+    import keyring
+    import keyring.errors
+
+    try:
+        keyring.set_password(KEYRING_SERVICE, name, _keys_toml(keys))
+    except keyring.errors.KeyringError as exc:
+        raise Unavailable(f"cannot write the OS keyring ({type(exc).__name__}: {exc})") from None
+
+
 def write_credentials_file(path: Path, keys: StaticKeys) -> None:
     """Atomically: temp file (0600) in the same directory, fsync, rename, fsync dir."""
     text = (

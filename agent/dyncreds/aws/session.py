@@ -27,7 +27,14 @@ import botocore.exceptions
 import trio
 
 from dyncreds import logs
-from dyncreds.aws.rootkeys import StaticKeys, read_credentials_file, read_systemd_credential
+from dyncreds.aws.rootkeys import (
+    StaticKeys,
+    read_credentials_file,
+    read_keyring,
+    read_systemd_credential,
+    write_credentials_file,
+    write_keyring,
+)
 from dyncreds.config import Config, RootSettings
 from dyncreds.leases import Secret
 from dyncreds.protocol import DyncredsError, Unavailable, Upstream
@@ -167,12 +174,8 @@ class AwsSession:
         )
 
     def _session(self) -> boto3.Session:
-        if self.credentials_path is not None or self.root.systemd_credential:
-            self.static_keys = (
-                read_credentials_file(self.credentials_path)
-                if self.credentials_path is not None
-                else read_systemd_credential(str(self.root.systemd_credential))
-            )
+        if self.credentials_path is not None or self.root.systemd_credential or self.root.keyring:
+            self.static_keys = self._read_root_keys()
             return boto3.Session(
                 aws_access_key_id=self.static_keys.access_key_id,
                 aws_secret_access_key=self.static_keys.secret_access_key.reveal(),
@@ -185,6 +188,23 @@ class AwsSession:
             )
         with map_errors("session"):
             return boto3.Session(profile_name=self.root.profile, region_name=self.root.region)
+
+    def _read_root_keys(self) -> StaticKeys:
+        """The root's static key, from wherever [root] says it is kept."""
+        if self.credentials_path is not None:
+            return read_credentials_file(self.credentials_path)
+        if self.root.keyring:
+            return read_keyring(self.root.keyring)
+        return read_systemd_credential(str(self.root.systemd_credential))
+
+    def save_root_keys(self, keys: StaticKeys) -> None:
+        """Write a rotated root key back where the old one was (atomically)."""
+        if self.credentials_path is not None:
+            write_credentials_file(self.credentials_path, keys)
+        elif self.root.keyring:
+            write_keyring(self.root.keyring, keys)
+        else:
+            raise Unavailable("this root's key store cannot be written by the agent")
 
     def build(self) -> None:
         """(Re)create the clients from the configured root credentials."""

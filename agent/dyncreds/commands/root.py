@@ -15,13 +15,14 @@ import tomlkit
 import tomlkit.exceptions
 
 from dyncreds import config
-from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file
+from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file, write_keyring
 from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
 from dyncreds.commands.common import CliError, get_paths, print_json
 from dyncreds.commands.roles import reload_agent
 from dyncreds.config.problems import read_text
 from dyncreds.files import atomic_write
 from dyncreds.leases import Secret
+from dyncreds.protocol import DyncredsError
 
 STARTER_CONFIG = """\
 # dyncreds configuration. Every key is optional; these are the defaults.
@@ -83,12 +84,7 @@ def cmd_configure_root(args: argparse.Namespace) -> int:
         root = tomlkit.table()
         doc["root"] = root
     keys = None if args.profile else _read_key(args)
-    if keys is None:
-        root["profile"] = args.profile
-        root.pop("credentials_file", None)
-    else:
-        root["credentials_file"] = root.get("credentials_file") or "root-credentials.toml"
-        root.pop("profile", None)
+    old_file = _choose_store(root, keys, args)
     for key in ("region", "iam_endpoint", "sts_endpoint"):
         value = getattr(args, key)
         if value:
@@ -105,12 +101,43 @@ def cmd_configure_root(args: argparse.Namespace) -> int:
         _check_identity(main.root, keys)
     p.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if keys is not None:
-        creds_path = p.config_dir / str(root["credentials_file"])
-        write_credentials_file(creds_path, keys)
-        print(f"wrote {creds_path} (mode 0600)")
+        _store_key(p.config_dir, keys, args, root.get("credentials_file"))
     atomic_write(p.config_file, new_text, 0o644)
+    if keys is not None and args.store == "keyring" and old_file:
+        # Moved to the keyring: the plain copy goes (after config.toml stops naming it).
+        (p.config_dir / str(old_file)).unlink(missing_ok=True)
+        print(f"removed {p.config_dir / str(old_file)}: the key lives in the keyring now")
     print(f"wrote {p.config_file}; {reload_agent(p)}")
     return EXIT_OK
+
+
+def _choose_store(root: Any, keys: StaticKeys | None, args: argparse.Namespace) -> Any:
+    """Exactly one store in [root]: the one chosen now. Returns the old key file's name."""
+    old_file = root.get("credentials_file")
+    for store in ("profile", "credentials_file", "keyring", "systemd_credential"):
+        root.pop(store, None)
+    if keys is None:
+        root["profile"] = args.profile
+    elif args.store == "keyring":
+        root["keyring"] = args.keyring_item
+    else:
+        root["credentials_file"] = old_file or "root-credentials.toml"
+    return old_file
+
+
+def _store_key(
+    config_dir: Path, keys: StaticKeys, args: argparse.Namespace, file: str | None
+) -> None:
+    if args.store == "keyring":
+        try:
+            write_keyring(args.keyring_item, keys)
+        except DyncredsError as exc:
+            raise CliError(f"{exc.message}; nothing was written", EXIT_USAGE) from None
+        print(f"stored the key in the OS keyring (dyncreds/{args.keyring_item})")
+        return
+    creds_path = config_dir / str(file)
+    write_credentials_file(creds_path, keys)
+    print(f"wrote {creds_path} (mode 0600)")
 
 
 def _load_document(path: Path) -> tomlkit.TOMLDocument:
@@ -208,6 +235,15 @@ def add_commands(add: Any, sub: Any, common: Any) -> None:
     p.add_argument("--region", help="the root's region")
     p.add_argument("--iam-endpoint", dest="iam_endpoint", help="IAM endpoint URL")
     p.add_argument("--sts-endpoint", dest="sts_endpoint", help="STS endpoint URL")
+    p.add_argument(
+        "--store",
+        choices=["file", "keyring"],
+        default="file",
+        help="where the key goes: a 0600 file, or the OS keyring (Secret Service)",
+    )
+    p.add_argument(
+        "--keyring-item", default="root", help="the keyring item's name (service dyncreds)"
+    )
     p.add_argument(
         "--no-check",
         action="store_true",

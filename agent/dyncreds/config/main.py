@@ -82,8 +82,14 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
         (
             "root",
             "credentials_file",
-            sum(map(bool, (root.profile, root.credentials_file, root.systemd_credential))) <= 1,
-            "set at most one of root.profile, root.credentials_file, root.systemd_credential",
+            sum(
+                map(
+                    bool,
+                    (root.profile, root.credentials_file, root.systemd_credential, root.keyring),
+                )
+            )
+            <= 1,
+            "set at most one of root.profile, credentials_file, systemd_credential, keyring",
         ),
         (
             "root",

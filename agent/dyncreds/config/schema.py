@@ -101,6 +101,8 @@ class RootSettings(Table):
     # Read from $CREDENTIALS_DIRECTORY/NAME: systemd's LoadCredential[Encrypted]=
     # keeps the key encrypted at rest and hands it to this unit only.
     systemd_credential: str | None = None
+    # The OS keyring's item (service "dyncreds", this name), through `keyring`.
+    keyring: str | None = None
     region: str = "us-east-1"
     iam_endpoint: str | None = None
     sts_endpoint: str | None = None
