@@ -166,7 +166,7 @@ def _walk(aws: StandIn, base: Path, started: float) -> int:
     print(f"   agent exited with status {agent.returncode}")
     say(
         f"Done in {time.monotonic() - started:.1f}s. For real use: `dyncreds init`, "
-        "`dyncreds configure root`, `dyncreds role create ...`, then the systemd units in "
-        "systemd/ (see README)."
+        "`dyncreds configure root`, `dyncreds role create ...`, then `dyncreds install-units` "
+        "for the systemd user units (see README)."
     )
     return 0 if agent.returncode == 0 else 1

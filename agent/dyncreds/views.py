@@ -83,8 +83,8 @@ def root_warning(root: RootSettings) -> str | None:
     """An administrator key in a plain file is what dyncreds exists to avoid."""
     if root.credentials_file:
         return (
-            f"the root key is in a plain file ({root.credentials_file}); move it to the OS "
-            "keyring with `dyncreds configure root --store keyring`, or see systemd_credential"
+            f"the root key is in a plain file ({root.credentials_file}): "
+            "`dyncreds configure root --store keyring` moves it to the OS keyring"
         )
     return None
 

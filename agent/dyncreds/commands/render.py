@@ -116,7 +116,7 @@ def render_status(
     if root.get("error"):
         lines.append(paint(f"root error: {root['error']}", "31"))
     if root.get("warning"):
-        lines.append(paint(f"warning: {root['warning']}", "33"))
+        lines.append(paint(_cell(f"warning: {root['warning']}", width), "33"))
     if agent.get("reload_error"):
         lines.append(paint(f"last reload rejected: {agent['reload_error']}", "31"))
     lines.append("")
