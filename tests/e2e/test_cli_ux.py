@@ -18,23 +18,11 @@ import pytest
 
 from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, temp_users, wait_for
+from tests.e2e.test_seed_flow import dyncreds
 
 pytestmark = pytest.mark.e2e
 
 STS_ROLE = 'credential_type = "session_token"\n'
-
-
-def dyncreds(
-    env: dict[str, str], *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dyncreds", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
