@@ -46,7 +46,9 @@ def need(available: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
-GO_PROGRAM = """
+# {options}: how the SDK finds credentials (a profile here; the default chain for
+# the endpoint tests).
+GO_TEMPLATE = """
 package main
 
 import (
@@ -60,7 +62,7 @@ import (
 
 func main() {
 	ctx := context.Background()
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithSharedConfigProfile(os.Args[1]))
+	cfg, err := config.LoadDefaultConfig(ctx{options})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -93,6 +95,9 @@ session = boto3.Session(profile_name=sys.argv[1])
 sts = session.client("sts", endpoint_url=__import__("os").environ["EP"])
 print(sts.get_caller_identity()["Arn"])
 """
+
+
+GO_PROGRAM = GO_TEMPLATE.replace("{options}", ", config.WithSharedConfigProfile(os.Args[1])")
 
 
 @dataclass

@@ -20,7 +20,7 @@ import pytest
 
 from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, make_assumable_role, temp_users, wait_for
-from tests.e2e.test_clients import NODE_DIR, available, build_go, need
+from tests.e2e.test_clients import GO_TEMPLATE, NODE_DIR, available, build_go, need
 
 pytestmark = pytest.mark.e2e
 
@@ -40,35 +40,7 @@ const { STSClient, GetCallerIdentityCommand } = require("@aws-sdk/client-sts");
 })().catch((err) => { console.error(String(err)); process.exit(1); });
 """
 
-GO = """
-package main
-
-import (
-	"context"
-	"fmt"
-	"os"
-
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
-)
-
-func main() {
-	ctx := context.Background()
-	cfg, err := config.LoadDefaultConfig(ctx)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	client := sts.NewFromConfig(cfg, sts.WithEndpointResolver(
-		sts.EndpointResolverFromURL(os.Getenv("EP"))))
-	out, err := client.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fmt.Println(*out.Arn)
-}
-"""
+GO = GO_TEMPLATE.replace("{options}", "")  # the default chain: the container provider
 
 
 @pytest.fixture(scope="session")

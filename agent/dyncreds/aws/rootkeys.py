@@ -23,6 +23,38 @@ class StaticKeys:
     secret_access_key: Secret
 
 
+KEYRING_SERVICE = "dyncreds"
+
+
+def _keys_from_toml(text: str, where: str) -> StaticKeys:
+    try:
+        data = tomllib.loads(text)
+        key_id, secret = data["access_key_id"], data["secret_access_key"]
+    except (ValueError, KeyError):
+        raise Unavailable(
+            f"{where}: needs access_key_id and secret_access_key (TOML strings)"
+        ) from None
+    if not isinstance(key_id, str) or not isinstance(secret, str):
+        raise Unavailable(f"{where}: access_key_id and secret_access_key must be strings")
+    return StaticKeys(key_id, Secret(secret))
+
+
+def _why(exc: OSError | ValueError) -> str:
+    """Why a key file could not be read - never a byte of it (a decode error quotes one)."""
+    if isinstance(exc, OSError):
+        return str(exc.strerror or type(exc).__name__)
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return str(exc)  # read_text's own reasons: not a regular file, too large
+
+
+def _keys_toml(keys: StaticKeys) -> str:
+    return (
+        f'access_key_id = "{keys.access_key_id}"\n'
+        f'secret_access_key = "{keys.secret_access_key.reveal()}"\n'
+    )
+
+
 def read_credentials_file(path: Path) -> StaticKeys:
     """The rotatable root key file: TOML with access_key_id and secret_access_key,
     readable by its owner only."""
@@ -42,15 +74,10 @@ def read_credentials_file(path: Path) -> StaticKeys:
     if info.st_uid != os.getuid():
         raise Unavailable(f"{path}: root credentials file is owned by another user")
     try:
-        data = tomllib.loads(read_text(path))
-        key_id, secret = data["access_key_id"], data["secret_access_key"]
-    except (OSError, ValueError, KeyError):
-        raise Unavailable(
-            f"{path}: needs access_key_id and secret_access_key (TOML strings)"
-        ) from None
-    if not isinstance(key_id, str) or not isinstance(secret, str):
-        raise Unavailable(f"{path}: access_key_id and secret_access_key must be strings")
-    return StaticKeys(key_id, Secret(secret))
+        text = read_text(path)
+    except (OSError, ValueError) as exc:
+        raise Unavailable(f"{path}: cannot read: {_why(exc)}") from None
+    return _keys_from_toml(text, str(path))
 
 
 def read_systemd_credential(name: str, env: dict[str, str] | None = None) -> StaticKeys:
@@ -65,38 +92,12 @@ def read_systemd_credential(name: str, env: dict[str, str] | None = None) -> Sta
         )
     path = Path(directory) / name
     try:
-        data = tomllib.loads(read_text(path))
-        key_id, secret = data["access_key_id"], data["secret_access_key"]
+        text = read_text(path)
     except FileNotFoundError:
         raise Unavailable(f"{path}: no such systemd credential; check LoadCredential*=") from None
-    except (OSError, ValueError, KeyError):
-        raise Unavailable(
-            f"{path}: needs access_key_id and secret_access_key (TOML strings)"
-        ) from None
-    if not isinstance(key_id, str) or not isinstance(secret, str):
-        raise Unavailable(f"{path}: access_key_id and secret_access_key must be strings")
-    return StaticKeys(key_id, Secret(secret))
-
-
-KEYRING_SERVICE = "dyncreds"
-
-
-def _keys_from_toml(text: str, where: str) -> StaticKeys:
-    try:
-        data = tomllib.loads(text)
-        key_id, secret = data["access_key_id"], data["secret_access_key"]
-    except (ValueError, KeyError):
-        raise Unavailable(f"{where}: needs access_key_id and secret_access_key") from None
-    if not isinstance(key_id, str) or not isinstance(secret, str):
-        raise Unavailable(f"{where}: access_key_id and secret_access_key must be strings")
-    return StaticKeys(key_id, Secret(secret))
-
-
-def _keys_toml(keys: StaticKeys) -> str:
-    return (
-        f'access_key_id = "{keys.access_key_id}"\n'
-        f'secret_access_key = "{keys.secret_access_key.reveal()}"\n'
-    )
+    except (OSError, ValueError) as exc:
+        raise Unavailable(f"{path}: cannot read: {_why(exc)}") from None
+    return _keys_from_toml(text, str(path))
 
 
 def read_keyring(name: str) -> StaticKeys:
@@ -131,9 +132,5 @@ def write_keyring(name: str, keys: StaticKeys) -> None:
 
 def write_credentials_file(path: Path, keys: StaticKeys) -> None:
     """Atomically: temp file (0600) in the same directory, fsync, rename, fsync dir."""
-    text = (
-        "# dyncreds root credentials; rotated by `dyncreds rotate-root`\n"
-        f'access_key_id = "{keys.access_key_id}"\n'
-        f'secret_access_key = "{keys.secret_access_key.reveal()}"\n'
-    )
+    text = "# dyncreds root credentials; rotated by `dyncreds rotate-root`\n" + _keys_toml(keys)
     atomic_write(path, text, 0o600)
