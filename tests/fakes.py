@@ -16,7 +16,8 @@ from dyncreds.aws.iam_user import TaggedUser
 from dyncreds.config import Config, Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease, Secret
-from dyncreds.protocol import Upstream
+from dyncreds.protocol import Locked, Upstream
+from dyncreds.rootlock import RootLock
 
 
 class WallClock:
@@ -55,9 +56,36 @@ class FakeBackend:
     # The real iam_user code journals what it creates; so does the fake, so the
     # agent's reaper has the same rows to work from.
     journal: Journal | None = None
+    # The root: its MFA lock (as the real session keeps it) and its key's age.
+    lock: RootLock = field(default_factory=RootLock)
+    wall: Callable[[], float] | None = None
+    key_created_at: float = 0.0
+    rotated_at: list[float] = field(default_factory=list)  # wall times
+    rotate_fails: int = 0  # the next this many rotations fail
 
     def configure(self, config: Config) -> None:
         pass
+
+    def _now(self) -> float:
+        return self.wall() if self.wall else trio.current_time()
+
+    async def unlock(self, code: str) -> float:
+        await trio.sleep(self.latency)
+        until = self._now() + 3600
+        self.lock.unlocked(until)
+        return until
+
+    def forget_session(self) -> None:
+        self.lock.lock()
+
+    async def root_key_created(self) -> float:
+        await trio.sleep(self.latency / 5)
+        if self.lock.locked(self._now()):
+            raise Locked(self.lock.why(self._now()))
+        return self.key_created_at
+
+    async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool:
+        return False
 
     async def issue(
         self,
@@ -66,6 +94,8 @@ class FakeBackend:
         now: float,
         on_step: Callable[[str], None] = lambda step: None,
     ) -> Lease:
+        if self.lock.locked(self._now()):
+            raise Locked(self.lock.why(self._now()))
         await trio.sleep(self.latency)
         if self.fail_with is not None:
             raise self.fail_with
@@ -135,6 +165,8 @@ class FakeBackend:
 
     async def delete_user(self, user_name: str) -> bool:
         await trio.sleep(self.latency / 5)
+        if self.lock.locked(self._now()):
+            raise Locked(self.lock.why(self._now()))
         if self.fail_with is not None:
             raise self.fail_with
         self.deleted.append(user_name)
@@ -144,6 +176,12 @@ class FakeBackend:
         return "arn:aws:iam::123456789012:user/fake-root"
 
     async def rotate_root(self) -> str:
+        await trio.sleep(self.latency)
+        if self.rotate_fails:
+            self.rotate_fails -= 1
+            raise Upstream("AWS CreateAccessKey failed: Throttling", "Throttling")
+        self.key_created_at = self._now()
+        self.rotated_at.append(self.key_created_at)
         return "AKIAROTATED"
 
     async def revoke_sessions(self, role: Role, at: float) -> None:

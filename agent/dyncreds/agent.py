@@ -21,6 +21,7 @@ import trio
 from dyncreds import __version__, logs, views
 from dyncreds.config import Config, ConfigError
 from dyncreds.journal import Journal
+from dyncreds.keeper import RootBackend, RootKeeper
 from dyncreds.leases import Lease, Timing
 from dyncreds.protocol import BadRequest, DyncredsError, Unavailable, UnknownRole, Upstream, rfc3339
 from dyncreds.reaper import Reaper, SweepSettings
@@ -34,11 +35,8 @@ log = logs.get("agent")
 REQUEST_ROUNDS = 3  # a request re-evaluates at most this often after waiting
 
 
-class Backend(Protocol):
+class Backend(RootBackend, Protocol):
     """What the agent needs from AWS (aws/backend.py; a fake in timing tests)."""
-
-    @property
-    def root_problem(self) -> str | None: ...  # why AWS refuses the root now, if it does
 
     def configure(self, config: Config) -> None: ...
     async def issue(
@@ -49,9 +47,8 @@ class Backend(Protocol):
     async def delete_key(
         self, user_name: str, access_key_id: str | None, keep: list[str]
     ) -> bool: ...
-    async def identity(self) -> str: ...
-    async def rotate_root(self) -> str: ...
     async def tagged_users(self) -> list[TaggedUser]: ...
+    async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool: ...
     async def revoke_sessions(self, role: Any, at: float) -> None: ...
 
 
@@ -97,8 +94,9 @@ class Agent:
         )
         self.workers = {name: Worker(role, self.ctx) for name, role in config.roles.items()}
         self.started_at = wall()
-        self.root_arn: str | None = None
-        self.root_error: str | None = None
+        self.root = RootKeeper(
+            backend, config.main.root, wall=wall, rng=rng, on_unlock=self._unlocked
+        )
         self.reload_error: str | None = None
         self.stopping = False
         self.revocations: deque[dict[str, str]] = deque(maxlen=20)  # for status
@@ -120,7 +118,8 @@ class Agent:
             )
             nursery.start_soon(self._recover)
             nursery.start_soon(self.reaper.run)
-            nursery.start_soon(self._identify)
+            nursery.start_soon(self.root.identify)
+            nursery.start_soon(self.root.run_schedule)
             nursery.start_soon(self.reaper.run_sweeps)
             for worker in self.workers.values():
                 worker.start()
@@ -138,14 +137,11 @@ class Agent:
             log.info("agent.recovering", records=recovered)
         self.reaper.poke()
 
-    async def _identify(self) -> None:
-        try:
-            self.root_arn = await self.backend.identity()
-            self.root_error = None
-            log.info("root.identity", arn=self.root_arn)
-        except DyncredsError as exc:
-            self.root_error = exc.message
-            log.error("root.identity_failed", error=exc.message)
+    def _unlocked(self) -> None:
+        """What waited for an unlock goes now: revocations, then warm roles."""
+        self.reaper.poke()
+        for worker in self.workers.values():
+            worker.poke()
 
     # ------------------------------------------------------------------ requests
 
@@ -162,6 +158,7 @@ class Agent:
         """A servable lease for the role: from memory, or the one issuance in flight.
         After waiting, the request asks again - of a new worker, if a reload
         replaced the role meanwhile."""
+        self.root.refuse_if_locked()
         for _ in range(REQUEST_ROUNDS):
             lease = await self._worker(name).request()
             if lease is not None:
@@ -201,6 +198,7 @@ class Agent:
             r.lease_id
             for r in self.journal.all()
             if r.lease_id not in current
+            and r.thing != "root_key"  # a root rotation cleans up after itself
             and (everything or r.lease_id == lease_id or (role and r.role == role))
         ]
         if lease_id is not None and not targets:
@@ -305,7 +303,8 @@ class Agent:
             self._reject(exc.message)
         except Exception as exc:  # MemoryError, a bug: still keep the running config
             self._reject(f"reading the configuration failed: {type(exc).__name__}: {exc}"[:300])
-        self.ctx.spawn(self._identify)
+        self.ctx.spawn(self.root.identify)
+        self.root.configure(new.main.root)
         self._install(new)
         return sorted(self.workers)
 
@@ -348,9 +347,8 @@ class Agent:
         )
 
     async def rotate_root(self) -> str:
-        key = await self.backend.rotate_root()
+        key = await self.root.rotate()
         self.counters["root_rotations"] += 1
-        await self._identify()
         return key
 
     # ------------------------------------------------------------------ views
@@ -380,13 +378,7 @@ class Agent:
                 "reload_error": self.reload_error,
                 "stopping": self.stopping,
             },
-            "root": {
-                "arn": self.root_arn,
-                "error": self.backend.root_problem or self.root_error,
-                "region": root.region,
-                "source": views.root_source(root),
-                "warning": views.root_warning(root),
-            },
+            "root": self.root.view(views.root_source(root), views.root_warning(root)),
             "roles": roles,
             "retiring": views.retiring_view(self.journal.all(), current),
             "revocations": list(self.revocations),
@@ -394,7 +386,14 @@ class Agent:
         }
 
     def summary(self) -> str:
-        return views.summary({n: w.state for n, w in self.workers.items()}, self.journal.count())
+        """systemd's STATUS= line: `systemctl --user status` shows a lock first."""
+        text = views.summary({n: w.state for n, w in self.workers.items()}, self.journal.count())
+        lock = self.backend.lock
+        if lock.locked(self.now()):
+            return (
+                "locked by `dyncreds lock`" if lock.refusing else "locked (run `dyncreds unlock`)"
+            ) + f"; {text}"
+        return text
 
 
 def _timing(config: Config) -> Timing:

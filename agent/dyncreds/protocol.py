@@ -81,6 +81,12 @@ class Internal(DyncredsError):
     code = "internal"
 
 
+class Locked(DyncredsError):
+    """The root needs an MFA unlock (or was locked on purpose) before this."""
+
+    code = "locked"
+
+
 # --------------------------------------------------------------------------- requests
 
 
@@ -133,6 +139,14 @@ class Rotate(Request, tag="rotate"):
     role: str
 
 
+class Unlock(Request, tag="unlock"):
+    code: str
+
+
+class Lock(Request, tag="lock"):
+    pass
+
+
 AnyRequest = (
     Ping
     | GetCredentials
@@ -144,6 +158,8 @@ AnyRequest = (
     | Reload
     | RotateRoot
     | Rotate
+    | Unlock
+    | Lock
 )
 OPS = frozenset(
     str(cls.__struct_config__.tag)
@@ -158,6 +174,8 @@ OPS = frozenset(
         Reload,
         RotateRoot,
         Rotate,
+        Unlock,
+        Lock,
     )
 )
 

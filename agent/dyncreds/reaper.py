@@ -25,7 +25,7 @@ import trio
 from dyncreds import leases, logs
 from dyncreds.journal import Journal, Record
 from dyncreds.leases import IRREVOCABLE_AFTER
-from dyncreds.protocol import DyncredsError, Upstream, parse_rfc3339, rfc3339
+from dyncreds.protocol import DyncredsError, Locked, Upstream, parse_rfc3339, rfc3339
 
 if TYPE_CHECKING:  # the shells never import boto3
     from dyncreds.aws.iam_user import TaggedUser
@@ -46,6 +46,7 @@ class Deleter(Protocol):
         self, user_name: str, access_key_id: str | None, keep: list[str]
     ) -> bool: ...
     async def tagged_users(self) -> list[TaggedUser]: ...
+    async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool: ...
 
 
 @dataclass
@@ -139,6 +140,12 @@ class Reaper:
         try:
             with trio.fail_after(REVOKE_TIMEOUT):
                 existed = await self._remove(record)
+        except Locked as exc:
+            # Not an attempt: it waits, visibly, for `dyncreds unlock` (which pokes us).
+            await self.journal.revoke_failed(
+                record.lease_id, exc.message, self.wall() + MAX_SLEEP, count=False
+            )
+            return False
         except (DyncredsError, trio.TooSlowError) as exc:
             message = exc.message if isinstance(exc, DyncredsError) else "timed out"
             attempts = record.attempts + 1
@@ -175,8 +182,13 @@ class Reaper:
         return True
 
     async def _remove(self, record: Record) -> bool:
-        """An IAM user and all it has; or one access key of a static user - never a
-        key the agent did not create (those listed before it, and the journal's)."""
+        """An IAM user and all it has; one access key of a static user - never a key
+        the agent did not create (those listed before it, and the journal's); or the
+        extra key of an interrupted root rotation (aws/root.py)."""
+        if record.thing == "root_key":  # a root rotation that did not finish
+            return await self.backend.finish_root_rotation(
+                record.user_name, record.detail or "", record.created_at
+            )
         if record.thing != "key":
             return await self.backend.delete_user(record.user_name)
         keep = _listed_keys(record.detail) + [

@@ -65,6 +65,8 @@ AUDITED = {
     protocol.Renew: "renew",
     protocol.Rotate: "rotate",
     protocol.RotateRoot: "rotate_root",
+    protocol.Unlock: "unlock",
+    protocol.Lock: "lock",
 }
 
 
@@ -141,8 +143,22 @@ def _op_table(
                 new, old = await agent.rotate(role)
                 replaced = old.summary() if old is not None else None
                 return protocol.ok({"lease": new.summary(), "replaced": replaced})
-            case protocol.RotateRoot():
-                return protocol.ok({"access_key_id": await agent.rotate_root()})
+            case protocol.RotateRoot() | protocol.Unlock() | protocol.Lock():
+                return await _root_op(agent, request)
         raise protocol.UnknownOp(f"unhandled op {type(request).__name__}")
 
     return handle
+
+
+async def _root_op(
+    agent: Agent, request: protocol.RotateRoot | protocol.Unlock | protocol.Lock
+) -> bytes:
+    match request:
+        case protocol.RotateRoot():
+            return protocol.ok({"access_key_id": await agent.rotate_root()})
+        case protocol.Unlock(code=code):
+            until = await agent.root.unlock(code)
+            return protocol.ok({"unlocked_until": protocol.rfc3339(until)})
+        case protocol.Lock():
+            agent.root.lock()
+            return protocol.ok({})

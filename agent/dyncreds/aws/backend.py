@@ -20,6 +20,7 @@ from dyncreds.aws.session import AwsSession, BotoHook
 from dyncreds.config import Config, Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease
+from dyncreds.rootlock import RootLock
 
 OnStep = Callable[[str], None]
 
@@ -52,6 +53,7 @@ class AwsBackend:
             call_timeout=float(agent.aws_call_timeout),
             concurrency=agent.aws_concurrency,
             event_hooks=self.event_hooks,
+            previous=getattr(self, "aws", None),
         )
 
     def _name(self, role: Role, limit: int, template: str | None = None) -> str:
@@ -78,6 +80,8 @@ class AwsBackend:
     async def issue(
         self, role: Role, lease_id: str, now: float, on_step: OnStep = lambda step: None
     ) -> Lease:
+        # Before anything is journaled: a locked agent leaves no record behind.
+        self.aws.require_unlocked()
         return await ISSUERS[role.kind.issuer](self, role, lease_id, now, on_step)
 
     async def _iam_user(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
@@ -137,6 +141,16 @@ class AwsBackend:
             await iam_user.extend(self.aws, lease.user_name, expires_at)
 
     @property
+    def lock(self) -> RootLock:
+        return self.aws.lock
+
+    async def unlock(self, code: str) -> float:
+        return await self.aws.unlock(code)
+
+    def forget_session(self) -> None:
+        self.aws.forget_session()
+
+    @property
     def root_problem(self) -> str | None:
         """Why AWS currently refuses the root, if it does."""
         return self.aws.root_problem
@@ -160,7 +174,13 @@ class AwsBackend:
         return str(result["Arn"])
 
     async def rotate_root(self) -> str:
-        return await root.rotate(self.aws, self.propagation)
+        return await root.rotate(self.aws, self.propagation, self.journal)
+
+    async def root_key_created(self) -> float:
+        return await root.key_created(self.aws)
+
+    async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool:
+        return await root.finish_interrupted(self.aws, user_name, old_key, since)
 
     async def tagged_users(self) -> list[iam_user.TaggedUser]:
         return await iam_user.list_tagged_users(self.aws, self.agent_id)

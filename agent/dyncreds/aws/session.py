@@ -37,7 +37,8 @@ from dyncreds.aws.rootkeys import (
 )
 from dyncreds.config import Config, RootSettings
 from dyncreds.leases import Secret
-from dyncreds.protocol import DyncredsError, Unavailable, Upstream
+from dyncreds.protocol import BadRequest, DyncredsError, Locked, Unavailable, Upstream
+from dyncreds.rootlock import RootLock
 
 log = logs.get("aws")
 
@@ -76,6 +77,10 @@ ROOT_REJECTED_CODES = frozenset(
 GONE_CODES = frozenset({"NoSuchEntity", "NoSuchEntityException"})
 
 CONNECT_TIMEOUT = 5
+
+# AWS accepts these only from long-term credentials, never from an MFA session:
+# with mfa_serial they use the root key itself, and only while unlocked.
+LONG_TERM_ONLY = frozenset({"get_session_token", "get_federation_token"})
 
 
 def aws_code(exc: BaseException) -> str | None:
@@ -151,6 +156,7 @@ class AwsSession:
         call_timeout: float,
         concurrency: int,
         event_hooks: list[tuple[str, BotoHook]] | None = None,
+        previous: AwsSession | None = None,
     ):
         self.root: RootSettings = config.main.root
         self.credentials_path = config.credentials_file()
@@ -162,6 +168,12 @@ class AwsSession:
         self.root_problem: str | None = None  # set while AWS rejects the root
         self.iam: Any = None
         self.sts: Any = None
+        self._long_sts: Any = None  # the root key's own STS client
+        self.lock = RootLock(self.root.mfa_serial)
+        self._mfa_keys: tuple[str, Secret, Secret] | None = None  # the MFA session's
+        if previous is not None and previous.root.mfa_serial == self.root.mfa_serial:
+            # A reload keeps the unlock: the MFA session does not depend on the file.
+            self.lock, self._mfa_keys = previous.lock, previous._mfa_keys
         self.build()
 
     def _botocore_config(self) -> botocore.config.Config:
@@ -207,15 +219,81 @@ class AwsSession:
             raise Unavailable("this root's key store cannot be written by the agent")
 
     def build(self) -> None:
-        """(Re)create the clients from the configured root credentials."""
-        session = self._session()
+        """(Re)create the clients from the configured root credentials (and, with
+        MFA, from the unlocked session: the root key then signs only STS calls)."""
+        iam, sts = self._clients(self._session())
+        mfa_iam = mfa_sts = None
+        if self._mfa_keys is not None:
+            key_id, secret, token = self._mfa_keys
+            mfa_iam, mfa_sts = self._clients(
+                boto3.Session(
+                    aws_access_key_id=key_id,
+                    aws_secret_access_key=secret.reveal(),
+                    aws_session_token=token.reveal(),
+                    region_name=self.root.region,
+                )
+            )
+        with self._lock:
+            self._long_sts = sts
+            if self.lock.enabled:
+                self.iam, self.sts = mfa_iam, mfa_sts
+            else:
+                self.iam, self.sts = iam, sts
+
+    def _clients(self, session: boto3.Session) -> tuple[Any, Any]:
         config = self._botocore_config()
         iam = session.client("iam", endpoint_url=self.root.iam_endpoint, config=config)
         sts = session.client("sts", endpoint_url=self.root.sts_endpoint, config=config)
-        for client in (iam, sts):
-            _register(client, self.event_hooks)
+        return _register(iam, self.event_hooks), _register(sts, self.event_hooks)
+
+    # ------------------------------------------------------------------ MFA lock
+
+    def require_unlocked(self) -> None:
+        """Raise ``Locked`` (with what to do) unless AWS calls may be made now."""
+        now = time.time()
+        if self.lock.locked(now):
+            raise Locked(self.lock.why(now))
+
+    async def unlock(self, code: str) -> float:
+        """GetSessionToken with the MFA code, signed by the root key; from then on
+        every other call is signed by that session. Returns when it ends."""
+        if not self.lock.enabled:
+            raise BadRequest("unlock needs root.mfa_serial in config.toml; this agent has no lock")
+        if not code.isdigit() or len(code) != 6:
+            raise BadRequest("the MFA code is the 6 digits your device shows now")
+        result = await self.call_client(
+            self._long_sts,
+            "get_session_token",
+            SerialNumber=self.root.mfa_serial,
+            TokenCode=code,
+            DurationSeconds=int(self.root.unlock_for),
+        )
+        creds = result["Credentials"]
+        self._mfa_keys = (
+            creds["AccessKeyId"],
+            Secret(creds["SecretAccessKey"]),
+            Secret(creds["SessionToken"]),
+        )
+        # Building clients takes tens of milliseconds of CPU: not on the event loop.
+        await trio.to_thread.run_sync(self.build)
+        until = float(creds["Expiration"].timestamp())
+        self.lock.unlocked(until)
+        return until
+
+    def forget_session(self) -> None:
+        """`dyncreds lock`: the MFA session is dropped and every request refused."""
+        self.lock.lock()
+        self._mfa_keys = None
         with self._lock:
-            self.iam, self.sts = iam, sts
+            self.iam = self.sts = None
+
+    def _client_for(self, service: str, operation: str) -> Any:
+        if not self.lock.enabled:
+            return self.iam if service == "iam" else self.sts
+        self.require_unlocked()
+        if service == "sts" and operation in LONG_TERM_ONLY:
+            return self._long_sts
+        return self.iam if service == "iam" else self.sts
 
     def client_for_keys(
         self, service: str, access_key_id: str, secret: Secret, token: Secret | None = None
@@ -241,12 +319,16 @@ class AwsSession:
     async def call(self, service: str, operation: str, /, **params: Any) -> dict[str, Any]:
         """Run one AWS operation (snake_case name) as the root, in a worker thread,
         bounded. A root AWS refuses to recognise is said so, with what to do."""
-        client = self.iam if service == "iam" else self.sts
+        client = self._client_for(service, operation)
         try:
             result = await self.call_client(client, operation, **params)
         except Upstream as exc:
             if exc.aws_code not in ROOT_REJECTED_CODES:
                 raise
+            if self.lock.enabled and client is not self._long_sts:
+                # The MFA session itself was refused: it ended, or was revoked.
+                self.lock.ended()
+                raise Locked(self.lock.why(time.time())) from None
             self.root_problem = (
                 f"the agent's root key {self.root_key_id()} was rejected by AWS "
                 f"({exc.aws_code}): run `dyncreds configure root`"

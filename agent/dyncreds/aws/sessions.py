@@ -3,7 +3,12 @@ inline policy that denies everything to sessions whose ``aws:TokenIssueTime`` is
 before the revocation. On each of an assumed_role role's ``role_arns``; for
 federation tokens, on the root user that issued them (its own long-term key has
 no token issue time, so the deny never catches it). A second revocation
-rewrites the same policy with the later date."""
+rewrites the same policy with the later date.
+
+With an MFA lock the agent itself runs on a session of that root user, which the
+deny would kill. That session is the only one with MFA (federation tokens and
+GetSessionToken without a code never have it), so the user's deny exempts
+MFA-authenticated sessions rather than lock the agent out of its own account."""
 
 from __future__ import annotations
 
@@ -16,7 +21,10 @@ from dyncreds.protocol import BadRequest, Upstream, rfc3339
 POLICY_NAME = "dyncreds-revoke-sessions"
 
 
-def deny_issued_before(at: float) -> str:
+def deny_issued_before(at: float, *, spare_mfa: bool = False) -> str:
+    condition: dict[str, dict[str, str]] = {"DateLessThan": {"aws:TokenIssueTime": rfc3339(at)}}
+    if spare_mfa:
+        condition["BoolIfExists"] = {"aws:MultiFactorAuthPresent": "false"}
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -26,7 +34,7 @@ def deny_issued_before(at: float) -> str:
                     "Effect": "Deny",
                     "Action": "*",
                     "Resource": "*",
-                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": rfc3339(at)}},
+                    "Condition": condition,
                 }
             ],
         },
@@ -70,7 +78,7 @@ async def deny_federation_sessions(aws: AwsSession, at: float) -> str:
             "put_user_policy",
             UserName=user,
             PolicyName=POLICY_NAME,
-            PolicyDocument=deny_issued_before(at),
+            PolicyDocument=deny_issued_before(at, spare_mfa=aws.lock.enabled),
         )
     except Upstream as exc:
         raise _needs("iam:PutUserPolicy", arn, exc) from None

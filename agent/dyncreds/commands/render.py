@@ -100,6 +100,25 @@ def _cell(text: str, size: int) -> str:
     return text if len(text) <= size else text[: max(size - 1, 0)] + "…"
 
 
+def _root_lines(root: dict[str, Any], paint: Any, width: int) -> list[str]:
+    """The root's lock, rotation schedule, error and warning: only what is there."""
+    lines = []
+    if root.get("locked"):
+        how = "by `dyncreds lock`" if root.get("locked_by_user") else "(MFA)"
+        lines.append(paint(f"root locked {how}: run `dyncreds unlock`", "33"))
+    elif root.get("unlocked_until"):
+        lines.append(f"root unlocked until {root['unlocked_until']}")
+    if root.get("next_rotation"):
+        lines.append(f"next root rotation {root['next_rotation']}")
+    if root.get("rotation_error"):
+        lines.append(paint(f"root rotation failed: {root['rotation_error']}", "31"))
+    if root.get("error"):
+        lines.append(paint(f"root error: {root['error']}", "31"))
+    if root.get("warning"):
+        lines.append(paint(_cell(f"warning: {root['warning']}", width), "33"))
+    return lines
+
+
 def render_status(
     status: dict[str, Any], now: float, *, colour: bool = False, width: int = 80
 ) -> str:
@@ -113,10 +132,7 @@ def render_status(
         ),
         _cell(f"root: {root['arn'] or 'unknown'}  ({root['source']}, {root['region']})", width),
     ]
-    if root.get("error"):
-        lines.append(paint(f"root error: {root['error']}", "31"))
-    if root.get("warning"):
-        lines.append(paint(_cell(f"warning: {root['warning']}", width), "33"))
+    lines.extend(_root_lines(root, paint, width))
     if agent.get("reload_error"):
         lines.append(paint(f"last reload rejected: {agent['reload_error']}", "31"))
     lines.append("")

@@ -85,7 +85,14 @@ def cmd_configure_root(args: argparse.Namespace) -> int:
         doc["root"] = root
     keys = None if args.profile else _read_key(args)
     old_file = _choose_store(root, keys, args)
-    for key in ("region", "iam_endpoint", "sts_endpoint"):
+    for key in (
+        "region",
+        "iam_endpoint",
+        "sts_endpoint",
+        "mfa_serial",
+        "unlock_for",
+        "rotate_every",
+    ):
         value = getattr(args, key)
         if value:
             root[key] = value
@@ -213,6 +220,32 @@ def cmd_rotate_root(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Give the agent an MFA session: the code from --code, or asked on the terminal."""
+    code = args.code
+    if code is None:
+        if not sys.stdin.isatty():
+            raise CliError("no terminal to ask for the MFA code on; pass --code CODE", EXIT_USAGE)
+        code = input("MFA code: ").strip()
+    with Client(get_paths(args).socket, timeout=60.0) as client:
+        until = client.request("unlock", code=code)["unlocked_until"]
+    if args.json:
+        print_json({"unlocked_until": until})
+    else:
+        print(f"unlocked until {until}")
+    return EXIT_OK
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    with Client(get_paths(args).socket) as client:
+        client.request("lock")
+    if args.json:
+        print_json({"locked": True})
+    else:
+        print("locked: every credential request is refused until `dyncreds unlock`")
+    return EXIT_OK
+
+
 def add_commands(add: Any, sub: Any, common: Any) -> None:
     p = add("init", cmd_init, "write a commented starter config.toml")
     p.add_argument("--force", action="store_true", help="overwrite an existing config.toml")
@@ -245,9 +278,19 @@ def add_commands(add: Any, sub: Any, common: Any) -> None:
         "--keyring-item", default="root", help="the keyring item's name (service dyncreds)"
     )
     p.add_argument(
+        "--mfa-serial", dest="mfa_serial", help="MFA device ARN: the agent starts locked"
+    )
+    p.add_argument("--unlock-for", dest="unlock_for", help="MFA session length (15m to 36h)")
+    p.add_argument("--rotate-every", dest="rotate_every", help="rotate the root key this often")
+    p.add_argument(
         "--no-check",
         action="store_true",
         help="do not check the new root with sts:GetCallerIdentity before saving it",
     )
     p.set_defaults(fn=cmd_configure_root)
     add("rotate-root", cmd_rotate_root, "rotate the agent's own static access key")
+    p = add("unlock", cmd_unlock, "give the agent an MFA session (root.mfa_serial)")
+    p.add_argument(
+        "--code", help="the MFA device's current code (asked on a terminal if not given)"
+    )
+    add("lock", cmd_lock, "forget the MFA session and refuse every credential request")

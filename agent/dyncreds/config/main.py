@@ -13,6 +13,10 @@ from dyncreds.config.schema import MAIN_TABLES, MainConfig, format_duration
 
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 URL = re.compile(r"https?://[^\s/]+(/\S*)?")
+# An MFA device: a virtual device ARN, or a hardware token serial (GetSessionToken).
+MFA_SERIAL = re.compile(
+    r"arn:aws[a-z-]*:iam::\d{12}:(mfa|u2f)/[\w+=,.@/-]{1,512}|[\w+=/:,.@-]{9,256}"
+)
 TEMPLATE_FIELDS = frozenset({"user", "role", "host", "unix_time", "random"})
 
 
@@ -98,6 +102,31 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
             f"{root.region!r} is not an AWS region name",
         ),
         ("root", "max_retries", 0 <= root.max_retries <= 20, "must be between 0 and 20"),
+        (
+            "root",
+            "unlock_for",
+            15 * 60 <= root.unlock_for <= 36 * 3600,
+            "must be between 15m and 36h (GetSessionToken's limits)",
+        ),
+        (
+            "root",
+            "mfa_serial",
+            root.mfa_serial is None or bool(MFA_SERIAL.fullmatch(root.mfa_serial)),
+            "must be an MFA device ARN (arn:aws:iam::ACCOUNT:mfa/NAME) or a hardware serial",
+        ),
+        (
+            "root",
+            "rotate_every",
+            root.rotate_every == 0 or root.rotate_every >= 3600,
+            "must be at least 1h (or 0 for never)",
+        ),
+        (
+            "root",
+            "rotate_every",
+            root.rotate_every == 0 or bool(root.credentials_file or root.keyring),
+            "the agent can only rotate a key it can write back: set root.credentials_file "
+            "or root.keyring (a profile or systemd credential is rotated by what manages it)",
+        ),
         ("lease", "ttl", lease.ttl >= 60, "must be at least 1m"),
         ("audit", "max_size", main.audit.max_size >= 4096, "must be at least 4096 bytes"),
         (

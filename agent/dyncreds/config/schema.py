@@ -109,6 +109,13 @@ class RootSettings(Table):
     max_retries: int = 5
     username_template: str = "dyncreds-{user}-{role}-{unix_time}-{random}"
     signin_endpoint: str = "https://signin.aws.amazon.com/federation"
+    # With an MFA device, the long-lived key only ever calls GetSessionToken with a
+    # code: the agent starts locked and every other call is signed by that session.
+    mfa_serial: str | None = None
+    unlock_for: Seconds = Seconds(12 * 3600)
+    # 0 = never. The key's own CreateDate in IAM is the schedule's origin, so a
+    # restart neither postpones nor repeats a rotation.
+    rotate_every: Seconds = Seconds(0)
 
 
 class LeaseDefaults(Table):

@@ -94,7 +94,11 @@ class Journal(Protocol):
 
     async def revoking(self, lease_id: str) -> None: ...
 
-    async def revoke_failed(self, lease_id: str, error: str, next_attempt: float) -> None: ...
+    async def revoke_failed(
+        self, lease_id: str, error: str, next_attempt: float, *, count: bool = True
+    ) -> None:
+        """An attempt failed; ``count=False`` when it could not be made at all (the
+        agent is locked), so waiting for an unlock never makes a lease irrevocable."""
 
     async def forget(self, lease_id: str) -> bool:
         """The user is gone from AWS (or the operator said to forget it)."""

@@ -209,18 +209,21 @@ class SqliteJournal:
             )
             self._update(lease_id, state="revoking")
 
-    async def revoke_failed(self, lease_id: str, error: str, next_attempt: float) -> None:
+    async def revoke_failed(
+        self, lease_id: str, error: str, next_attempt: float, *, count: bool = True
+    ) -> None:
+        add = 1 if count else 0
         async with self._lock:
             await self._write(
-                "UPDATE leases SET attempts = attempts + 1, last_error = ?, next_attempt = ? "
+                "UPDATE leases SET attempts = attempts + ?, last_error = ?, next_attempt = ? "
                 "WHERE lease_id = ?",
-                (error[:500], next_attempt, lease_id),
+                (add, error[:500], next_attempt, lease_id),
             )
             record = self._rows.get(lease_id)
             if record is not None:
                 self._update(
                     lease_id,
-                    attempts=record.attempts + 1,
+                    attempts=record.attempts + add,
                     last_error=error[:500],
                     next_attempt=next_attempt,
                 )

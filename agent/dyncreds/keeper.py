@@ -1,0 +1,163 @@
+"""The root, seen from the agent: its identity, its MFA lock, its rotation on
+demand (`rotate-root`) and on a schedule (``rotate_every``).
+
+The schedule's origin is the current key's CreateDate in IAM, not anything
+local: a restart neither postpones a rotation nor repeats one, and a key
+rotated by hand restarts the clock. Rotations never run concurrently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import trio
+
+from dyncreds import leases, logs
+from dyncreds.config import RootSettings
+from dyncreds.protocol import BadRequest, DyncredsError, Locked, rfc3339
+from dyncreds.rootlock import RootLock
+
+log = logs.get("root")
+
+RECHECK = 3600.0  # look at the key's age at least this often (the clock may jump)
+RETRY_CAP = 3600.0  # a failing scheduled rotation is retried at most this far apart
+
+
+class RootBackend(Protocol):
+    """What the keeper needs from AWS (aws/backend.py; a fake in timing tests)."""
+
+    @property
+    def lock(self) -> RootLock: ...
+    @property
+    def root_problem(self) -> str | None: ...
+    async def identity(self) -> str: ...
+    async def unlock(self, code: str) -> float: ...
+    def forget_session(self) -> None: ...
+    async def rotate_root(self) -> str: ...
+    async def root_key_created(self) -> float: ...
+
+
+class RootKeeper:
+    def __init__(
+        self,
+        backend: RootBackend,
+        settings: RootSettings,
+        *,
+        wall: Callable[[], float],
+        rng: Callable[[], float],
+        on_unlock: Callable[[], None] = lambda: None,
+    ):
+        self.backend = backend
+        self.settings = settings
+        self.wall = wall
+        self.rng = rng
+        self.on_unlock = on_unlock  # the reaper and the workers retry what waited
+        self.arn: str | None = None
+        self.error: str | None = None
+        self.next_rotation: float | None = None
+        self.rotation_error: str | None = None
+        self.rotations = 0
+        self._rotating = trio.Lock()
+        self._wake = trio.Event()  # a reload or an unlock: look at the schedule again
+
+    def configure(self, settings: RootSettings) -> None:
+        self.settings = settings
+        self._wake.set()
+
+    async def identify(self) -> None:
+        if self.backend.lock.locked(self.wall()):
+            return  # after the unlock
+        try:
+            self.arn = await self.backend.identity()
+            self.error = None
+            log.info("root.identity", arn=self.arn)
+        except DyncredsError as exc:
+            self.error = exc.message
+            log.error("root.identity_failed", error=exc.message)
+
+    # ------------------------------------------------------------------ lock
+
+    async def unlock(self, code: str) -> float:
+        until = await self.backend.unlock(code)
+        log.info("root.unlocked", until=rfc3339(until))
+        self._wake.set()
+        self.on_unlock()
+        await self.identify()
+        return until
+
+    def lock(self) -> None:
+        if not self.backend.lock.enabled:
+            raise BadRequest(
+                "lock needs root.mfa_serial in config.toml (unlock asks for its code); "
+                "to stop serving credentials without MFA, stop the agent"
+            )
+        self.backend.forget_session()
+        log.warning("root.locked", by="dyncreds lock")
+
+    def refuse_if_locked(self) -> None:
+        """`dyncreds lock` refuses every credential request, warm or not."""
+        lock = self.backend.lock
+        if lock.refusing:
+            raise Locked(lock.why(self.wall()))
+
+    # ------------------------------------------------------------------ rotation
+
+    async def rotate(self) -> str:
+        async with self._rotating:
+            key = await self.backend.rotate_root()
+        self.rotations += 1
+        self.rotation_error = None
+        self._wake.set()  # the new key's CreateDate is the schedule's new origin
+        await self.identify()
+        return key
+
+    async def run_schedule(self) -> None:
+        """Rotate the root key every ``rotate_every``, counted from its CreateDate."""
+        failures = 0
+        while True:
+            self._wake = trio.Event()
+            delay = await self._schedule_step(failures)
+            failures = failures + 1 if self.rotation_error else 0
+            with trio.move_on_after(delay):
+                await self._wake.wait()
+
+    async def _schedule_step(self, failures: int) -> float:
+        """One look at the schedule (rotating if due); how long to wait after it."""
+        every = float(self.settings.rotate_every)
+        if not every:
+            self.next_rotation = None
+            return RECHECK
+        if self.backend.lock.locked(self.wall()):
+            return RECHECK  # the unlock wakes us
+        try:
+            due = await self.backend.root_key_created() + every
+            self.next_rotation = due
+            if self.wall() < due:
+                self.rotation_error = None
+                return min(due - self.wall(), RECHECK)
+            log.info("root.rotate_scheduled", due=rfc3339(due))
+            await self.rotate()
+            return 0.0  # read the new key's date
+        except DyncredsError as exc:
+            self.rotation_error = exc.message
+            delay = leases.backoff(failures + 1, self.rng(), base=60.0, cap=RETRY_CAP)
+            log.error("root.rotate_failed", error=exc.message, retry_in=round(delay))
+            return delay
+
+    # ------------------------------------------------------------------ view
+
+    def view(self, source: str, warning: str | None) -> dict[str, Any]:
+        now = self.wall()
+        return {
+            "arn": self.arn,
+            "error": self.backend.root_problem or self.error,
+            "region": self.settings.region,
+            "source": source,
+            "store": source,
+            "warning": warning,
+            **self.backend.lock.view(now),
+            "rotate_every": int(self.settings.rotate_every) or None,
+            "next_rotation": rfc3339(self.next_rotation) if self.next_rotation else None,
+            "rotation_error": self.rotation_error,
+        }
