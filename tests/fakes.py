@@ -62,6 +62,7 @@ class FakeBackend:
     key_created_at: float = 0.0
     rotated_at: list[float] = field(default_factory=list)  # wall times
     rotate_fails: int = 0  # the next this many rotations fail
+    unlock_for: float = 3600.0
 
     def configure(self, config: Config) -> None:
         pass
@@ -71,7 +72,7 @@ class FakeBackend:
 
     async def unlock(self, code: str) -> float:
         await trio.sleep(self.latency)
-        until = self._now() + 3600
+        until = self._now() + self.unlock_for
         self.lock.unlocked(until)
         return until
 

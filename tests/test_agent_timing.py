@@ -57,12 +57,14 @@ async def harness(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> Asy
             journal = SqliteJournal(tmp_path / "journal.sqlite3", offload=inline)
             backend = backend or FakeBackend()
             backend.journal = journal
+            wall = WallClock()
+            backend.wall = backend.wall or wall
             agent = Agent(
                 cfg,
                 journal,
                 backend,
                 "test-agent",
-                wall=WallClock(),
+                wall=wall,
                 load_config=lambda: config.load(tmp_path),
                 rng=lambda: 0.5,
                 offload=inline,

@@ -139,7 +139,7 @@ class Agent:
 
     def _unlocked(self) -> None:
         """What waited for an unlock goes now: revocations, then warm roles."""
-        self.reaper.poke()
+        self.reaper.unlocked()
         for worker in self.workers.values():
             worker.poke()
 

@@ -83,9 +83,16 @@ class Reaper:
         self._poke = trio.Event()
         self._done: dict[str, Outcome] = {}
         self._unwritten: set[str] = set()  # retire requests the journal refused
+        self._locked_out: set[str] = set()  # due, but waiting for `dyncreds unlock`
 
     def poke(self) -> None:
         self._poke.set()
+
+    def unlocked(self) -> None:
+        """What waited for the unlock is due again now (not at its next look)."""
+        self._unwritten |= self._locked_out
+        self._locked_out.clear()
+        self.poke()
 
     async def retire(self, lease_id: str) -> None:
         """Revoke this journaled lease as soon as possible (no wait for the result).
@@ -145,6 +152,7 @@ class Reaper:
             await self.journal.revoke_failed(
                 record.lease_id, exc.message, self.wall() + MAX_SLEEP, count=False
             )
+            self._locked_out.add(record.lease_id)
             return False
         except (DyncredsError, trio.TooSlowError) as exc:
             message = exc.message if isinstance(exc, DyncredsError) else "timed out"

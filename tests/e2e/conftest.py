@@ -18,10 +18,12 @@ from tests.faultproxy import FaultProxy
 class Rig:
     """An agent whose AWS traffic goes through a fault proxy."""
 
-    def __init__(self, aws: StandIn, base: Path, roles: dict[str, str], agent: str = ""):
+    def __init__(
+        self, aws: StandIn, base: Path, roles: dict[str, str], agent: str = "", tables: str = ""
+    ):
         self.aws = aws
         self.proxy = FaultProxy(aws.endpoint, on_kill=self.kill).start()
-        self.agent = AgentProcess(base, aws, roles, agent)
+        self.agent = AgentProcess(base, aws, roles, agent, tables)
         self._point_at_proxy()
 
     def _point_at_proxy(self) -> None:
@@ -51,8 +53,9 @@ class Rig:
 def rig(aws: StandIn, short_dir: Path) -> Iterator[Callable[..., Rig]]:
     rigs: list[Rig] = []
 
-    def make(roles: dict[str, str], agent: str = "") -> Rig:
-        made = Rig(aws, short_dir, roles, agent)
+    def make(roles: dict[str, str], agent: str = "", tables: str = "") -> Rig:
+        """``tables``: more lines for [root] (it is the last table), then tables."""
+        made = Rig(aws, short_dir, roles, agent, tables)
         rigs.append(made)
         return made
 

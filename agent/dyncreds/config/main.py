@@ -117,8 +117,8 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
         (
             "root",
             "rotate_every",
-            root.rotate_every == 0 or root.rotate_every >= 3600,
-            "must be at least 1h (or 0 for never)",
+            root.rotate_every == 0 or root.rotate_every >= 10,
+            "must be at least 10s (or 0 for never)",
         ),
         (
             "root",
