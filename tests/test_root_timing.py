@@ -9,8 +9,11 @@ import trio.testing
 
 from dyncreds.protocol import Locked
 from dyncreds.rootlock import RootLock
+from tests import test_agent_timing
 from tests.fakes import FakeBackend
-from tests.test_agent_timing import IAM, STS, Harness, harness  # noqa: F401 (fixture)
+from tests.test_agent_timing import IAM, STS, Harness
+
+harness = test_agent_timing.harness  # the same fixture: an agent on the mock clock
 
 DAY = 86400.0
 FILE_ROOT = '\n[root]\ncredentials_file = "root.toml"\n'
@@ -111,7 +114,7 @@ async def test_revocation_due_while_locked_waits_without_counting_attempts(
     assert backend.deleted == []
     await agent.root.unlock("123456")  # pokes the reaper: no wait for its next look
     with trio.fail_after(5):
-        while agent.journal.get(lease.id) is not None:
+        while agent.journal.get(lease.id) is not None:  # noqa: ASYNC110 - the journal has no event
             await trio.sleep(0.1)
     assert backend.deleted == [lease.user_name]
 
@@ -126,5 +129,5 @@ async def test_scheduled_rotation_waits_for_the_unlock(
     assert backend.rotated_at == []
     await agent.root.unlock("123456")
     with trio.fail_after(60):
-        while not backend.rotated_at:
+        while not backend.rotated_at:  # noqa: ASYNC110 - polling the fake on the mock clock
             await trio.sleep(1)

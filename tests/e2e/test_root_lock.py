@@ -44,9 +44,7 @@ def test_mfa_lock_unlock_and_the_key_that_signs_each_call(
     assert root["locked"] is True and root["mfa"] is True and root["unlocked_until"] is None
 
     # Locked: a cold request through the shim fails with one line, and no AWS call.
-    shim = subprocess.run(
-        [SHIM, "u"], env=agent.env, capture_output=True, text=True, timeout=30
-    )
+    shim = subprocess.run([SHIM, "u"], env=agent.env, capture_output=True, text=True, timeout=30)
     assert shim.returncode != 0 and shim.stdout == ""
     assert shim.stderr.count("\n") == 1 and "(locked)" in shim.stderr
     assert "dyncreds unlock" in shim.stderr
@@ -102,12 +100,14 @@ def test_mfa_lock_unlock_and_the_key_that_signs_each_call(
 
     # The audit log has the unlock and the lock, and never the code's session.
     lines = wait_for(
-        lambda: [
-            json.loads(line)
-            for line in (agent.state_dir / "audit.jsonl").read_text().splitlines()
-            if '"unlock"' in line or '"lock"' in line
-        ]
-        or None,
+        lambda: (
+            [
+                json.loads(line)
+                for line in (agent.state_dir / "audit.jsonl").read_text().splitlines()
+                if '"unlock"' in line or '"lock"' in line
+            ]
+            or None
+        ),
         message="unlock and lock in the audit log",
     )
     assert [(e["op"], e["outcome"]) for e in lines][:3] == [

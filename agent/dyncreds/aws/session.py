@@ -89,6 +89,10 @@ def aws_code(exc: BaseException) -> str | None:
     return None
 
 
+class RootRefreshFailed(Unavailable):
+    """The root's own credentials expired and their provider could not renew them."""
+
+
 @contextmanager
 def map_errors(operation: str) -> Iterator[None]:
     """botocore / trio exceptions -> dyncreds errors, in one place."""
@@ -118,6 +122,18 @@ def map_errors(operation: str) -> Iterator[None]:
             f"AWS {operation} could not be reached: {type(exc).__name__}",
             aws_code="ConnectionError",
             retryable=True,
+        ) from None
+    except (
+        botocore.exceptions.CredentialRetrievalError,
+        botocore.exceptions.RefreshWithMFAUnsupportedError,
+        botocore.exceptions.PartialCredentialsError,
+    ) as exc:
+        # A profile root (SSO, credential_process, assumed role) that could not
+        # refresh: what its provider said, cut, with what to do.
+        said = " ".join(str(exc).split())[:200]
+        raise RootRefreshFailed(
+            f"the root's credentials could not be refreshed ({said}); fix the root profile "
+            "(e.g. `aws sso login`) - the agent picks it up without a restart"
         ) from None
     except botocore.exceptions.NoCredentialsError:
         raise Unavailable("the root AWS credentials are missing or unusable") from None
@@ -322,6 +338,9 @@ class AwsSession:
         client = self._client_for(service, operation)
         try:
             result = await self.call_client(client, operation, **params)
+        except RootRefreshFailed as exc:
+            self.root_problem = exc.message
+            raise
         except Upstream as exc:
             if exc.aws_code not in ROOT_REJECTED_CODES:
                 raise

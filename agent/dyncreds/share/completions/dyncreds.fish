@@ -5,9 +5,9 @@ function __dyncreds_roles
         basename $f .toml
     end
 end
-set -l cmds agent status roles creds exec revoke renew rotate-root reload check aws-config init configure role demo version
+set -l cmds agent status creds revoke rotate renew exec serve login audit roles reload check aws-config role init configure rotate-root unlock lock install-units completion demo version
 complete -c dyncreds -f -n "not __fish_seen_subcommand_from $cmds" -a "$cmds"
-complete -c dyncreds -f -n "__fish_seen_subcommand_from creds exec renew aws-config" -a "(__dyncreds_roles)"
+complete -c dyncreds -f -n "__fish_seen_subcommand_from creds exec renew rotate serve login aws-config" -a "(__dyncreds_roles)"
 complete -c dyncreds -f -n "__fish_seen_subcommand_from revoke" -l role -a "(__dyncreds_roles)"
 complete -c dyncreds -f -n "__fish_seen_subcommand_from revoke" -l all
 complete -c dyncreds -f -n "__fish_seen_subcommand_from role" -a "create list show delete"
