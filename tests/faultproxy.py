@@ -48,6 +48,7 @@ class Fault:
     times: int | None = None  # apply this many times, then stop
     only_key: Callable[[str | None], bool] | None = None
     hold: float = 0.0  # seconds to hold the request before forwarding it anyway
+    drop: bool = False  # close the connection without an answer (a network cut)
     hits: int = 0
 
     def matches(self, call: Call) -> bool:
@@ -85,20 +86,22 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                params = urllib.parse.parse_qs(body.decode(errors="replace"))
-                action = (params.get("Action") or ["?"])[0]
+                action, params = _action(body, self.headers.get("X-Amz-Target"))
                 match = KEY_RE.search(self.headers.get("Authorization", ""))
                 call = Call(
                     action,
                     match.group(1) if match else None,
                     received=time.time(),
-                    params={k: v[0] for k, v in params.items()},
+                    params=params,
                 )
                 with proxy._lock:
                     proxy.calls.append(call)
                     fault = next((f for f in proxy.faults if f.matches(call)), None)
                     if fault is not None:
                         fault.hits += 1
+                if fault is not None and fault.drop:
+                    self.close_connection = True
+                    return
                 if fault is not None and fault.kill == "before":
                     proxy.on_kill()
                     self.close_connection = True
@@ -166,6 +169,15 @@ class FaultProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _action(body: bytes, amz_target: str | None) -> tuple[str, dict[str, str]]:
+    """The operation and its form fields: IAM/STS post a form with ``Action``;
+    DynamoDB posts JSON and names the operation in ``X-Amz-Target``."""
+    if amz_target:
+        return amz_target.rsplit(".", 1)[-1], {}
+    params = urllib.parse.parse_qs(body.decode(errors="replace"))
+    return (params.get("Action") or ["?"])[0], {k: v[0] for k, v in params.items()}
 
 
 def error_xml(code: str) -> bytes:

@@ -1,34 +1,93 @@
-"""The journal's contract, against the embedded implementation: written before
-the AWS call, durable on return, reads from memory agree with the file, a lost
-record is an error, and a 0.1 journal is upgraded in place."""
+"""The journal's contract, one suite for both implementations - SQLite (the
+embedded default) and DynamoDB (the fleet's table, on moto's server): written
+before the AWS call, durable on return, reads from memory agree with storage, a
+lost record is an error. Then what only one of them has: a 0.1 SQLite journal is
+upgraded in place; a fleet record taken over by a peer is fenced off."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dyncreds.journal import LostRecord, Record
+from dyncreds import config
+from dyncreds.journal import LostRecord, Record, TakenOver
 from dyncreds.journal.sqlite import SqliteJournal
+from dyncreds.standin import StandIn
 
 
-def reopen(path: Path) -> SqliteJournal:
-    """What a restarted agent reads: the file, not the memory."""
-    return SqliteJournal(path)
+@dataclass
+class Store:
+    """Opens a journal, and reopens it as a restarted agent would (from storage)."""
+
+    open: Callable[[], Any]
+    reopen: Callable[[], Awaitable[Any]]
 
 
-async def test_issuance_steps_are_durable(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite3"
-    journal = SqliteJournal(path)
+def fleet_config(base: Path, aws: StandIn, name: str = "t") -> config.Config:
+    (base / "roles").mkdir(parents=True, exist_ok=True)
+    keys = aws.admin_keys
+    (base / "root.toml").write_text(
+        f'access_key_id = "{keys["AccessKeyId"]}"\n'
+        f'secret_access_key = "{keys["SecretAccessKey"]}"\n'
+    )
+    (base / "root.toml").chmod(0o600)
+    (base / "config.toml").write_text(
+        f'[root]\ncredentials_file = "root.toml"\niam_endpoint = "{aws.endpoint}"\n'
+        f'sts_endpoint = "{aws.endpoint}"\n[fleet]\ntable = "journal-contract"\n'
+        f'name = "{name}"\nendpoint = "{aws.endpoint}"\n'
+    )
+    return config.load(base)
+
+
+def fleet_table(base: Path, aws: StandIn) -> Any:
+    from dyncreds.aws.fleet_table import FleetTable, create_table
+    from dyncreds.aws.session import AwsSession
+
+    cfg = fleet_config(base, aws)
+    session = AwsSession(cfg, call_timeout=10, concurrency=4)
+    create_table(session.dynamodb, "journal-contract")
+    assert cfg.main.fleet is not None
+    return FleetTable(cfg.main.fleet, lambda: session)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        path = tmp_path / "j.sqlite3"
+
+        async def reopen_sqlite() -> SqliteJournal:
+            return SqliteJournal(path)
+
+        yield Store(lambda: SqliteJournal(path), reopen_sqlite)
+        return
+    from dyncreds.journal.dynamodb import DynamoDbJournal
+
+    aws = request.getfixturevalue("aws")
+    table = fleet_table(tmp_path, aws)
+
+    async def reopen_dynamodb() -> DynamoDbJournal:
+        journal = DynamoDbJournal(table, "agent-a")
+        await journal.load()
+        return journal
+
+    yield Store(lambda: DynamoDbJournal(table, "agent-a"), reopen_dynamodb)
+
+
+async def test_issuance_steps_are_durable(store: Store) -> None:
+    journal = store.open()
     await journal.creating("r/1", "r", "user-1", now=100, revoke_at=3700)
-    assert reopen(path).get("r/1") == Record("r/1", "r", "user-1", None, "creating", 100, 3700)
+    assert (await store.reopen()).get("r/1") == Record(
+        "r/1", "r", "user-1", None, "creating", 100, 3700
+    )
     await journal.key_created("r/1", "AKIA1")
     await journal.activate("r/1", 3700)
     await journal.extend("r/1", 7300)
-    on_disk = reopen(path).get("r/1")
+    on_disk = (await store.reopen()).get("r/1")
     assert on_disk is not None and on_disk == journal.get("r/1")
     assert (on_disk.state, on_disk.access_key_id, on_disk.revoke_at) == ("active", "AKIA1", 7300)
     assert journal.due(7299) == [] and journal.next_due() == 7300
@@ -38,17 +97,16 @@ async def test_issuance_steps_are_durable(tmp_path: Path) -> None:
     await journal.revoke_failed("r/1", "Throttling", next_attempt=600)
     assert journal.due(550) == [] and journal.next_due() == 600
     assert await journal.forget("r/1")
-    assert reopen(path).count() == 0 and journal.count() == 0
+    assert (await store.reopen()).count() == 0 and journal.count() == 0
     await journal.close()
 
 
-async def test_recovery_makes_half_created_users_due(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite3"
-    journal = SqliteJournal(path)
+async def test_recovery_makes_half_created_users_due(store: Store) -> None:
+    journal = store.open()
     await journal.creating("r/1", "r", "half", now=100, revoke_at=3700)
     await journal.creating("r/2", "r", "served", now=100, revoke_at=3700)
     await journal.activate("r/2", 3700)
-    restarted = reopen(path)
+    restarted = await store.reopen()
     assert await restarted.recover(now=200) == 1
     assert [r.user_name for r in restarted.due(200)] == ["half"]  # the served one waits
     assert restarted.user_names() == {"half", "served"}
@@ -61,22 +119,20 @@ async def test_recovery_makes_half_created_users_due(tmp_path: Path) -> None:
         lambda j: j.key_created("r/x", "AKIA"),
     ],
 )
-async def test_a_lost_record_is_an_error(
-    tmp_path: Path, write: Callable[[SqliteJournal], Any]
-) -> None:
-    journal = SqliteJournal(tmp_path / "j.sqlite3")
+async def test_a_lost_record_is_an_error(store: Store, write: Callable[[Any], Any]) -> None:
+    journal = store.open()
     with pytest.raises(LostRecord):
         await write(journal)
 
 
-async def test_abandoned_create_is_deleted_now_and_again_after_the_grace(tmp_path: Path) -> None:
-    journal = SqliteJournal(tmp_path / "j.sqlite3")
+async def test_abandoned_create_is_deleted_now_and_again_after_the_grace(store: Store) -> None:
+    journal = store.open()
     await journal.creating("r/1", "r", "u", now=100, revoke_at=3700)
     await journal.abandon("r/1", now=104, settle_until=400)
     record = journal.get("r/1")
     assert record is not None and record.revoke_at == 104 and record.settle_until == 400
     await journal.recheck("r/1", 400)
-    record = reopen(tmp_path / "j.sqlite3").get("r/1")
+    record = (await store.reopen()).get("r/1")
     assert record is not None and (record.revoke_at, record.settle_until) == (400, 0)
 
 
@@ -104,3 +160,31 @@ async def test_a_failing_disk_is_an_error_the_agent_can_report(tmp_path: Path) -
     journal.close_now()  # any write now fails inside SQLite
     with pytest.raises(Exception, match="cannot be written"):
         await journal.creating("r/1", "r", "u", now=1, revoke_at=2)
+
+
+async def test_a_fleet_record_taken_over_is_fenced_off(tmp_path: Path, aws: StandIn) -> None:
+    """Agent a is cut off; agent b adopts a's record (the conditional write on the
+    owner). a's next write fails, drops the record and tells the agent; a can no
+    longer delete it (``revoking``) nor forget it; b's writes work."""
+    from dyncreds.journal.dynamodb import DynamoDbJournal
+
+    table = fleet_table(tmp_path, aws)
+    lost: list[str] = []
+    a = DynamoDbJournal(table, "agent-a", on_lost=lost.append)
+    await a.creating("r/1", "r", "user-1", now=100, revoke_at=3700)
+    await a.activate("r/1", 3700)
+    await table.adopt("agent-a", "r/1", "agent-a", "agent-b")
+    with pytest.raises(TakenOver):
+        await a.revoking("r/1")
+    assert lost == ["r/1"] and a.get("r/1") is None and a.lost == ["r/1"]
+    assert not await a.revoke_now("r/1", 200)
+    assert not await a.forget("r/1")
+    with pytest.raises(TakenOver):  # a second adopter loses: exactly one wins
+        await table.adopt("agent-a", "r/1", "agent-a", "agent-c")
+    b = DynamoDbJournal(table, "agent-b")
+    records = await table.records("agent-a", "agent-b")
+    assert [r.lease_id for r, _ in records] == ["r/1"]
+    b.adopt(records[0][0], "agent-a", now=200)
+    await b.revoking("r/1")
+    assert await b.forget("r/1")
+    assert await table.records("agent-a", "agent-b") == []

@@ -29,6 +29,7 @@ from dyncreds.worker import Context, Worker, keeps_key
 
 if TYPE_CHECKING:  # the agent itself never imports boto3
     from dyncreds.aws.iam_user import TaggedUser
+    from dyncreds.fleet import Fleet
 
 log = logs.get("agent")
 
@@ -100,6 +101,7 @@ class Agent:
         self.reload_error: str | None = None
         self.stopping = False
         self.revocations: deque[dict[str, str]] = deque(maxlen=20)  # for status
+        self.fleet: Fleet | None = None  # set by the daemon with [fleet]
 
     @property
     def timing(self) -> Timing:
@@ -121,6 +123,8 @@ class Agent:
             nursery.start_soon(self.root.identify)
             nursery.start_soon(self.root.run_schedule)
             nursery.start_soon(self.reaper.run_sweeps)
+            if self.fleet is not None:
+                nursery.start_soon(self.fleet.run)
             for worker in self.workers.values():
                 worker.start()
             task_status.started()
@@ -132,10 +136,24 @@ class Agent:
     async def _recover(self) -> None:
         """Half-created users of a previous run are revoked at once; the rest at
         their announced expiry. Runs beside serving, not before it."""
-        recovered = await self.journal.recover(self.wall())
+        failures = 0
+        while True:  # a fleet table out of reach at start-up: retried, visibly
+            try:
+                recovered = await self.journal.recover(self.wall())
+                break
+            except DyncredsError as exc:
+                failures += 1
+                log.error("agent.recover_failed", error=exc.message, attempt=failures)
+                await trio.sleep(min(2.0**failures, 60.0))
         if recovered:
             log.info("agent.recovering", records=recovered)
         self.reaper.poke()
+
+    def lost(self, lease_id: str) -> None:
+        """Fleet: a peer took this lease's record over; stop serving it."""
+        for worker in self.workers.values():
+            if worker.revoke(lease_id) is not None:
+                log.warning("lease.taken_over", role=worker.name, lease=lease_id)
 
     def _unlocked(self) -> None:
         """What waited for an unlock goes now: revocations, then warm roles."""
@@ -292,6 +310,10 @@ class Agent:
             raise BadRequest("this agent has no configuration source to reload")
         try:
             new = await self.offload(self.load_config)
+            if new.main.fleet != self.config.main.fleet:
+                raise BadRequest(
+                    "[fleet] changed: restart the agent to join, leave or move a fleet"
+                )
             # The root is rebuilt every time: its key file (or store) may have
             # changed underneath an unchanged [root] table.
             await self.offload(self.backend.configure, new)
@@ -382,6 +404,7 @@ class Agent:
             "roles": roles,
             "retiring": views.retiring_view(self.journal.all(), current),
             "revocations": list(self.revocations),
+            "fleet": self.fleet.view() if self.fleet else None,
             "counters": dict(self.counters),
         }
 

@@ -182,6 +182,13 @@ def run(
         from dyncreds.aws.backend import AwsBackend
 
         backend_factory = AwsBackend
+    fleet_parts = None
+    if cfg.main.fleet is not None:
+        try:
+            journal, fleet_parts = _fleet_journal(cfg, journal, ident)
+        except StartupError as exc:
+            print(f"dyncreds agent: {exc}", file=sys.stderr)
+            return 2
     try:
         backend = backend_factory(cfg, journal, ident)
     except DyncredsError as exc:
@@ -196,6 +203,8 @@ def run(
             print(f"dyncreds agent: {exc}", file=sys.stderr)
             return 2
     agent = Agent(cfg, journal, backend, ident, load_config=lambda: config.load(paths.config_dir))
+    if fleet_parts is not None:
+        agent.fleet = _join_fleet(cfg, fleet_parts, journal, backend, agent, ident)
     try:
         trio.run(_main, agent, sock, paths, activated)
     finally:
@@ -203,6 +212,38 @@ def run(
         if not activated:
             _unlink_own_socket(paths.socket, sock)
     return 0
+
+
+def _fleet_journal(cfg: config.Config, local: Any, ident: str) -> tuple[Any, Any]:
+    """With [fleet] the journal is the fleet's table. A local journal that still
+    tracks users is not silently left behind: its records must be revoked first."""
+    from dyncreds.aws.fleet_table import FleetTable
+    from dyncreds.journal.dynamodb import DynamoDbJournal
+
+    if local.count():
+        raise StartupError(
+            f"the local journal still tracks {local.count()} IAM users or keys; run once "
+            "without [fleet] until `dyncreds status` shows none retiring, then join the fleet"
+        )
+    local.close_now()
+    assert cfg.main.fleet is not None
+    holder: dict[str, Any] = {}
+    table = FleetTable(cfg.main.fleet, lambda: holder["backend"].aws)
+    return DynamoDbJournal(table, ident), (table, holder)
+
+
+def _join_fleet(
+    cfg: config.Config, parts: Any, journal: Any, backend: Any, agent: Agent, ident: str
+) -> Any:
+    from dyncreds.fleet import Fleet
+
+    table, holder = parts
+    holder["backend"] = backend  # the table signs with the backend's current root
+    journal.on_lost = agent.lost
+    assert cfg.main.fleet is not None
+    return Fleet(
+        cfg.main.fleet, table, journal, ident, wall=agent.wall, poke_reaper=agent.reaper.poke
+    )
 
 
 def _unlink_own_socket(path: Path, sock: stdsocket.socket) -> None:

@@ -147,6 +147,10 @@ class Lock(Request, tag="lock"):
     pass
 
 
+class FleetStatus(Request, tag="fleet_status"):
+    pass
+
+
 AnyRequest = (
     Ping
     | GetCredentials
@@ -160,6 +164,7 @@ AnyRequest = (
     | Rotate
     | Unlock
     | Lock
+    | FleetStatus
 )
 OPS = frozenset(
     str(cls.__struct_config__.tag)
@@ -176,6 +181,7 @@ OPS = frozenset(
         Rotate,
         Unlock,
         Lock,
+        FleetStatus,
     )
 )
 

@@ -143,7 +143,9 @@ def _op_table(
                 new, old = await agent.rotate(role)
                 replaced = old.summary() if old is not None else None
                 return protocol.ok({"lease": new.summary(), "replaced": replaced})
-            case protocol.RotateRoot() | protocol.Unlock() | protocol.Lock():
+            case (
+                protocol.RotateRoot() | protocol.Unlock() | protocol.Lock() | protocol.FleetStatus()
+            ):
                 return await _root_op(agent, request)
         raise protocol.UnknownOp(f"unhandled op {type(request).__name__}")
 
@@ -151,8 +153,10 @@ def _op_table(
 
 
 async def _root_op(
-    agent: Agent, request: protocol.RotateRoot | protocol.Unlock | protocol.Lock
+    agent: Agent,
+    request: protocol.RotateRoot | protocol.Unlock | protocol.Lock | protocol.FleetStatus,
 ) -> bytes:
+    """The ops about the agent's root and its fleet rather than a role."""
     match request:
         case protocol.RotateRoot():
             return protocol.ok({"access_key_id": await agent.rotate_root()})
@@ -162,3 +166,9 @@ async def _root_op(
         case protocol.Lock():
             agent.root.lock()
             return protocol.ok({})
+        case protocol.FleetStatus():
+            if agent.fleet is None:
+                raise protocol.BadRequest(
+                    "this agent is not in a fleet: add a [fleet] table to config.toml"
+                )
+            return protocol.ok(await agent.fleet.status())

@@ -184,6 +184,8 @@ class AwsSession:
         self.root_problem: str | None = None  # set while AWS rejects the root
         self.iam: Any = None
         self.sts: Any = None
+        self.dynamodb: Any = None  # the fleet's table (signed by the root), with [fleet]
+        self.fleet = config.main.fleet
         self._long_sts: Any = None  # the root key's own STS client
         self.lock = RootLock(self.root.mfa_serial)
         self._mfa_keys: tuple[str, Secret, Secret] | None = None  # the MFA session's
@@ -237,7 +239,19 @@ class AwsSession:
     def build(self) -> None:
         """(Re)create the clients from the configured root credentials (and, with
         MFA, from the unlocked session: the root key then signs only STS calls)."""
-        iam, sts = self._clients(self._session())
+        session = self._session()
+        iam, sts = self._clients(session)
+        dynamodb = None
+        if self.fleet is not None:
+            dynamodb = _register(
+                session.client(
+                    "dynamodb",
+                    endpoint_url=self.fleet.endpoint,
+                    region_name=self.fleet.region,
+                    config=self._botocore_config(),
+                ),
+                self.event_hooks,
+            )
         mfa_iam = mfa_sts = None
         if self._mfa_keys is not None:
             key_id, secret, token = self._mfa_keys
@@ -251,6 +265,7 @@ class AwsSession:
             )
         with self._lock:
             self._long_sts = sts
+            self.dynamodb = dynamodb
             if self.lock.enabled:
                 self.iam, self.sts = mfa_iam, mfa_sts
             else:

@@ -18,7 +18,7 @@ from typing import Any
 
 from dyncreds import __version__
 from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK
-from dyncreds.commands import audit, endpoint, lease, login, roles, root, setup
+from dyncreds.commands import audit, endpoint, fleet, lease, login, roles, root, setup
 from dyncreds.commands.common import CliError, get_paths
 
 
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_commands(add)
     roles.add_commands(add, sub, common)
     root.add_commands(add, sub, common)
+    fleet.add_commands(sub, common)
     setup.add_commands(add)
     p = add("demo", cmd_demo, "the whole flow, offline, on an embedded AWS stand-in", False)
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)

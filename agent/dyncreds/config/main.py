@@ -17,6 +17,8 @@ URL = re.compile(r"https?://[^\s/]+(/\S*)?")
 MFA_SERIAL = re.compile(
     r"arn:aws[a-z-]*:iam::\d{12}:(mfa|u2f)/[\w+=,.@/-]{1,512}|[\w+=/:,.@-]{9,256}"
 )
+TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+FLEET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 TEMPLATE_FIELDS = frozenset({"user", "role", "host", "unix_time", "random"})
 
 
@@ -143,6 +145,8 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
         ),
     ]
     out.extend((table, key, message) for table, key, good, message in rules if not good)
+    if main.fleet is not None:
+        out.extend(check_fleet(main))
     for key in ("iam_endpoint", "sts_endpoint", "signin_endpoint"):
         url = getattr(root, key)
         if url is not None and not URL.fullmatch(url):
@@ -151,6 +155,34 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
     if template_problem:
         out.append(("root", "username_template", template_problem))
     return out
+
+
+def check_fleet(main: MainConfig) -> list[tuple[str, str, str]]:
+    fleet = main.fleet
+    assert fleet is not None
+    rules = [
+        ("table", bool(TABLE_NAME.fullmatch(fleet.table)), "3-255 of A-Z a-z 0-9 _ - ."),
+        ("name", bool(FLEET_NAME.fullmatch(fleet.name)), "1-64 of A-Z a-z 0-9 _ - ."),
+        ("region", bool(REGION.fullmatch(fleet.region)), f"{fleet.region!r} is not a region"),
+        (
+            "endpoint",
+            fleet.endpoint is None or bool(URL.fullmatch(fleet.endpoint)),
+            "an http(s) URL",
+        ),
+        ("heartbeat", fleet.heartbeat >= 1, "must be at least 1s"),
+        (
+            "dead_after",
+            fleet.dead_after >= 3 * fleet.heartbeat,
+            "must be at least 3 heartbeats (a late heartbeat is not a death)",
+        ),
+        (
+            "table",
+            main.root.mfa_serial is None,
+            "a fleet agent heartbeats unattended, which an MFA-locked root cannot; "
+            "remove root.mfa_serial or [fleet]",
+        ),
+    ]
+    return [("fleet", key, message) for key, good, message in rules if not good]
 
 
 def check_username_template(template: str) -> str | None:

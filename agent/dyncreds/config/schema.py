@@ -128,11 +128,24 @@ class AuditSettings(Table):
     max_size: int = 10 << 20  # bytes; then it is rotated, one old file kept
 
 
+class FleetSettings(Table):
+    """Absent: one machine, the SQLite journal. Present: the journal is the fleet's
+    DynamoDB table, shared with every agent of the same ``name``."""
+
+    table: str = "dyncreds-fleet"
+    name: str = "default"
+    region: str = "us-east-1"
+    endpoint: str | None = None
+    heartbeat: Seconds = Seconds(30)
+    dead_after: Seconds = Seconds(300)
+
+
 class MainConfig(Table):
     agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
     root: RootSettings = msgspec.field(default_factory=RootSettings)
     lease: LeaseDefaults = msgspec.field(default_factory=LeaseDefaults)
     audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
+    fleet: FleetSettings | None = None
 
 
 MAIN_TABLES: dict[str, type[Table]] = {
@@ -140,6 +153,7 @@ MAIN_TABLES: dict[str, type[Table]] = {
     "root": RootSettings,
     "lease": LeaseDefaults,
     "audit": AuditSettings,
+    "fleet": FleetSettings,
 }
 
 

@@ -17,7 +17,8 @@ States:
 
 Writes are ``async`` and durable when they return; reads are instant, from
 memory, so that ``status`` and the reaper never wait for the disk. ``sqlite.py``
-is the embedded implementation.
+is the embedded implementation; ``dynamodb.py`` the fleet's (one table shared by
+many agents, each owning its records).
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class Record:
 class LostRecord(Unavailable):
     """A write that must touch a record found none: someone else removed it.
     Never a silent success - the caller must not serve what it cannot track."""
+
+
+class TakenOver(LostRecord):
+    """Fleet: a peer declared this agent dead while it was cut off from the table,
+    and took the record over (the conditional write on its owner failed)."""
 
 
 class JournalUnavailable(Unavailable):
@@ -120,3 +126,31 @@ class Journal(Protocol):
     def user_names(self) -> set[str]: ...
 
     def count(self) -> int: ...
+
+
+class MemoryRows:
+    """The reads every journal answers from memory, never waiting for storage: the
+    shared half of sqlite.py and dynamodb.py."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, Record] = {}
+
+    def get(self, lease_id: str) -> Record | None:
+        return self._rows.get(lease_id)
+
+    def all(self) -> list[Record]:
+        return sorted(self._rows.values(), key=lambda r: r.revoke_at)
+
+    def due(self, now: float, limit: int = 100) -> list[Record]:
+        due = [r for r in self._rows.values() if r.revoke_at <= now and r.next_attempt <= now]
+        due.sort(key=lambda r: r.revoke_at)
+        return due[:limit]
+
+    def next_due(self) -> float | None:
+        return min((max(r.revoke_at, r.next_attempt) for r in self._rows.values()), default=None)
+
+    def user_names(self) -> set[str]:
+        return {r.user_name for r in self._rows.values()}
+
+    def count(self) -> int:
+        return len(self._rows)

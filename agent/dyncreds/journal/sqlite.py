@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from dyncreds.journal import JournalUnavailable, LostRecord, Record
+from dyncreds.journal import JournalUnavailable, LostRecord, MemoryRows, Record
 
 T = TypeVar("T")
 Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
@@ -58,13 +58,14 @@ async def in_thread(fn: Callable[[], T]) -> T:
     return await trio.to_thread.run_sync(fn)
 
 
-class SqliteJournal:
+class SqliteJournal(MemoryRows):
     def __init__(self, path: Path | str, *, offload: Offload = in_thread):
         """Opens (creating if needed) and reads every row into memory.
 
         ``offload`` runs a blocking call off the event loop; timing tests on trio's
         mock clock pass one that runs it inline, as a thread would let the mock
         clock jump."""
+        super().__init__()
         self.path = path
         self._offload = offload
         self._lock = trio.Lock()
@@ -259,23 +260,3 @@ class SqliteJournal:
         self._rows.update((row[0], Record(*row)) for row in rows)
 
     # ---------------------------------------------------------------- reads
-
-    def get(self, lease_id: str) -> Record | None:
-        return self._rows.get(lease_id)
-
-    def all(self) -> list[Record]:
-        return sorted(self._rows.values(), key=lambda r: r.revoke_at)
-
-    def due(self, now: float, limit: int = 100) -> list[Record]:
-        due = [r for r in self._rows.values() if r.revoke_at <= now and r.next_attempt <= now]
-        due.sort(key=lambda r: r.revoke_at)
-        return due[:limit]
-
-    def next_due(self) -> float | None:
-        return min((max(r.revoke_at, r.next_attempt) for r in self._rows.values()), default=None)
-
-    def user_names(self) -> set[str]:
-        return {r.user_name for r in self._rows.values()}
-
-    def count(self) -> int:
-        return len(self._rows)

@@ -7,7 +7,7 @@ _dyncreds_roles() {
 _dyncreds() {
     local cur prev words cword
     _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; }
-    local commands="agent status creds revoke rotate renew exec serve login audit roles reload check aws-config role init configure rotate-root unlock lock install-units completion demo version"
+    local commands="agent status creds revoke rotate renew exec serve login audit roles reload check aws-config role init configure rotate-root unlock lock fleet install-units completion demo version"
     if [ "$COMP_CWORD" -eq 1 ]; then
         COMPREPLY=($(compgen -W "$commands" -- "$cur")); return
     fi
@@ -17,6 +17,7 @@ _dyncreds() {
         role) if [ "$COMP_CWORD" -eq 2 ]; then COMPREPLY=($(compgen -W "create list show delete" -- "$cur"));
               else COMPREPLY=($(compgen -W "$(_dyncreds_roles) --type --policy-file --policy-arn --iam-group --role-arn --ttl --max-ttl --region" -- "$cur")); fi ;;
         configure) COMPREPLY=($(compgen -W "root --profile --access-key-id --secret-stdin --region --iam-endpoint --sts-endpoint --store --keyring-item --mfa-serial --unlock-for --rotate-every --no-check" -- "$cur")) ;;
+        fleet) COMPREPLY=($(compgen -W "init status --json" -- "$cur")) ;;
         unlock) COMPREPLY=($(compgen -W "--code" -- "$cur")) ;;
         audit) COMPREPLY=($(compgen -W "--role --since --json" -- "$cur")) ;;
         status) COMPREPLY=($(compgen -W "--json --watch --interval" -- "$cur")) ;;

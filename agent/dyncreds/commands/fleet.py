@@ -1,0 +1,103 @@
+"""`fleet init` (create the table, here, with the root's credentials) and
+`fleet status` (the whole fleet, as the running agent reads it from the table)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
+from dyncreds.commands.common import CliError, get_paths, load, print_json
+from dyncreds.commands.render import relative
+from dyncreds.protocol import DyncredsError
+
+
+def cmd_fleet_init(args: argparse.Namespace) -> int:
+    cfg = load(args)
+    fleet = cfg.main.fleet
+    if fleet is None:
+        raise CliError(
+            "config.toml has no [fleet] table: add one (table, name, region) first", EXIT_USAGE
+        )
+    # boto3 only for this command, and only now: the CLI starts without it.
+    from dyncreds.aws.fleet_table import create_table
+    from dyncreds.aws.session import AwsSession, map_errors
+
+    try:
+        aws = AwsSession(cfg, call_timeout=20.0, concurrency=1)
+        with map_errors("CreateTable"):
+            created = create_table(aws.dynamodb, fleet.table)
+    except DyncredsError as exc:
+        raise CliError(f"{exc.message}; nothing was created", EXIT_USAGE) from None
+    result = {"table": fleet.table, "region": fleet.region, "created": created}
+    if args.json:
+        print_json(result)
+    elif created:
+        print(f"created the fleet table {fleet.table} in {fleet.region} (on-demand, TTL on)")
+    else:
+        print(f"the fleet table {fleet.table} in {fleet.region} is ready (it existed; TTL on)")
+    return EXIT_OK
+
+
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    with Client(get_paths(args).socket) as client:
+        status = client.request("fleet_status")
+    if args.json:
+        print_json(status)
+    else:
+        print(render_fleet(status, time.time()))
+    return EXIT_OK
+
+
+def render_fleet(status: dict[str, Any], now: float) -> str:
+    lines = [
+        f"fleet {status['name']}  table {status['table']}  "
+        f"(an agent silent {status['dead_after']}s is dead)",
+        "",
+    ]
+    header = ("AGENT", "HOST", "PID", "STATE", "HEARTBEAT", "LEASES", "TAKEN OVER BY")
+    rows = [header]
+    for agent in status["agents"]:
+        state = "alive" if agent["alive"] else "dead"
+        rows.append(
+            (
+                agent["id"][:16] + (" *" if agent["me"] else ""),
+                agent["host"][:20],
+                str(agent["pid"]),
+                state,
+                relative(now, agent["last_heartbeat"]),
+                str(agent["leases"]),
+                (agent["taken_over_by"] or "-")[:16],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    pending = status["pending"]
+    lines.append("")
+    lines.append(f"{len(pending)} IAM users or keys tracked (* = this agent)")
+    for record in pending[:50]:
+        lines.append(
+            f"  {record['lease_id']}  {record['user']}  owner {record['owner'][:16]}  "
+            f"{record['state']}  revoke {relative(now, record['revoke_at'])}"
+            + (f"  ({record['last_error']})" if record.get("last_error") else "")
+        )
+    return "\n".join(lines)
+
+
+def add_commands(sub: Any, common: Any) -> None:
+    p = sub.add_parser(
+        "fleet", parents=[common], help="the fleet's DynamoDB table: create it, or show it"
+    )
+    what = p.add_subparsers(dest="what", metavar="WHAT")
+    what.required = True
+    p = what.add_parser(
+        "init",
+        parents=[common],
+        help="create the fleet table (on-demand, TTL) with the root's credentials; idempotent",
+    )
+    p.set_defaults(fn=cmd_fleet_init)
+    p = what.add_parser(
+        "status", parents=[common], help="every agent of the fleet, alive or dead, and its leases"
+    )
+    p.set_defaults(fn=cmd_fleet_status)

@@ -1,0 +1,220 @@
+"""The fleet journal: the same records, in the fleet's DynamoDB table.
+
+The table (aws/fleet_table.py) is the source of truth; this agent keeps an
+in-memory copy of the records it *owns*, so reads are instant as with SQLite.
+Every write is conditional on the record still being ours. When it is not - a
+peer declared this agent dead while it was cut off and took the record over -
+the record leaves memory, ``on_lost`` tells the agent (which stops serving that
+lease: its clients get a replacement), and the write raises ``TakenOver``.
+
+Writes are serialized (one trio.Lock) so that memory follows the table in order,
+as in sqlite.py. A table that cannot be reached is an ``Upstream`` error naming
+DynamoDB's: no iam_user is created that no peer could find.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import trio
+
+from dyncreds.journal import LostRecord, MemoryRows, Record, TakenOver
+
+
+class RecordTable(Protocol):
+    """What the journal needs of the table (aws/fleet_table.FleetTable)."""
+
+    async def put_new(self, record: Record, owner: str) -> None: ...
+    async def update(
+        self, origin: str, lease_id: str, owner: str, changes: dict[str, Any], *, only_if: str = ""
+    ) -> None: ...
+    async def delete(self, origin: str, lease_id: str, owner: str) -> None: ...
+    async def records(self, origin: str, owner: str) -> list[tuple[Record, str]]: ...
+    async def adopted(self, agent_id: str) -> set[str]: ...
+
+
+class DynamoDbJournal(MemoryRows):
+    def __init__(
+        self,
+        table: RecordTable,
+        agent_id: str,
+        *,
+        on_lost: Callable[[str], None] = lambda lease_id: None,
+    ):
+        super().__init__()
+        self.table = table
+        self.agent_id = agent_id
+        self.on_lost = on_lost
+        self._origin: dict[str, str] = {}  # lease id -> the partition it lives in
+        self._lock = trio.Lock()
+        self.lost: list[str] = []  # records taken over from us (for status)
+
+    # ---------------------------------------------------------------- loading
+
+    async def load(self) -> int:
+        """This agent's records: its own partition and those it adopted."""
+        origins = {self.agent_id} | await self.table.adopted(self.agent_id)
+        rows: dict[str, Record] = {}
+        where: dict[str, str] = {}
+        for origin in sorted(origins):
+            for record, at in await self.table.records(origin, self.agent_id):
+                rows[record.lease_id] = record
+                where[record.lease_id] = at
+        async with self._lock:
+            self._rows, self._origin = rows, where
+        return len(rows)
+
+    def adopt(self, record: Record, origin: str, now: float) -> Record:
+        """A record taken over from a dead peer (already ours in the table): a
+        half-created or half-revoked one is due now, the rest at their expiry."""
+        if record.state in ("creating", "revoking"):
+            record = dataclasses.replace(record, revoke_at=min(record.revoke_at, now))
+        record = dataclasses.replace(record, next_attempt=0.0, attempts=0)
+        self._rows[record.lease_id] = record
+        self._origin[record.lease_id] = origin
+        return record
+
+    def drop(self, lease_id: str) -> None:
+        """No longer ours: forget it here (the table says who owns it now)."""
+        if self._rows.pop(lease_id, None) is not None:
+            self._origin.pop(lease_id, None)
+            self.lost.append(lease_id)
+            self.on_lost(lease_id)
+
+    # ---------------------------------------------------------------- writes
+
+    async def _set(self, lease_id: str, what: str, **changes: Any) -> None:
+        record = self._rows.get(lease_id)
+        if record is None:
+            raise LostRecord(f"journal record {lease_id} vanished while {what}")
+        origin = self._origin.get(lease_id, self.agent_id)
+        try:
+            await self.table.update(origin, lease_id, self.agent_id, changes)
+        except TakenOver:
+            self.drop(lease_id)
+            raise TakenOver(
+                f"lease {lease_id} was taken over by a peer of the fleet while this agent "
+                "was cut off; its clients get a new lease"
+            ) from None
+        current = self._rows.get(lease_id)
+        if current is not None:
+            self._rows[lease_id] = dataclasses.replace(current, **changes)
+
+    async def creating(
+        self,
+        lease_id: str,
+        role: str,
+        user_name: str,
+        now: float,
+        revoke_at: float,
+        *,
+        thing: str = "user",
+        detail: str | None = None,
+    ) -> None:
+        record = Record(
+            lease_id, role, user_name, None, "creating", now, revoke_at, thing=thing, detail=detail
+        )
+        async with self._lock:
+            await self.table.put_new(record, self.agent_id)
+            self._rows[lease_id] = record
+            self._origin[lease_id] = self.agent_id
+
+    async def key_created(self, lease_id: str, access_key_id: str) -> None:
+        async with self._lock:
+            await self._set(lease_id, "issuing", access_key_id=access_key_id)
+
+    async def activate(self, lease_id: str, revoke_at: float) -> None:
+        async with self._lock:
+            await self._set(lease_id, "issuing", state="active", revoke_at=revoke_at)
+
+    async def extend(self, lease_id: str, revoke_at: float) -> None:
+        async with self._lock:
+            record = self._rows.get(lease_id)
+            if record is not None and record.state == "active":
+                await self._set(lease_id, "extending", revoke_at=revoke_at)
+
+    async def revoke_now(self, lease_id: str, now: float) -> bool:
+        async with self._lock:
+            record = self._rows.get(lease_id)
+            if record is None:
+                return False
+            await self._set(
+                lease_id, "revoking", revoke_at=min(record.revoke_at, now), next_attempt=0.0
+            )
+            return True
+
+    async def abandon(self, lease_id: str, now: float, settle_until: float) -> None:
+        async with self._lock:
+            await self._set(
+                lease_id, "abandoning", revoke_at=now, next_attempt=0.0, settle_until=settle_until
+            )
+
+    async def recheck(self, lease_id: str, at: float) -> None:
+        async with self._lock:
+            await self._set(
+                lease_id,
+                "rechecking",
+                revoke_at=at,
+                next_attempt=0.0,
+                settle_until=0.0,
+                attempts=0,
+                state="revoking",
+            )
+
+    async def revoking(self, lease_id: str) -> None:
+        # Conditional like every write: a record taken over is not deleted by us.
+        async with self._lock:
+            await self._set(lease_id, "revoking", state="revoking")
+
+    async def revoke_failed(
+        self, lease_id: str, error: str, next_attempt: float, *, count: bool = True
+    ) -> None:
+        async with self._lock:
+            record = self._rows.get(lease_id)
+            if record is None:
+                return
+            await self._set(
+                lease_id,
+                "revoking",
+                attempts=record.attempts + (1 if count else 0),
+                last_error=error[:500],
+                next_attempt=next_attempt,
+            )
+
+    async def forget(self, lease_id: str) -> bool:
+        async with self._lock:
+            if lease_id not in self._rows:
+                return False
+            origin = self._origin.get(lease_id, self.agent_id)
+            try:
+                await self.table.delete(origin, lease_id, self.agent_id)
+            except TakenOver:
+                self.drop(lease_id)
+                return False
+            self._rows.pop(lease_id, None)
+            self._origin.pop(lease_id, None)
+            return True
+
+    async def recover(self, now: float) -> int:
+        """Load this agent's records, then make half-done ones due now."""
+        await self.load()
+        count = 0
+        async with self._lock:
+            for record in list(self._rows.values()):
+                if record.state in ("creating", "revoking"):
+                    await self._set(
+                        record.lease_id,
+                        "recovering",
+                        revoke_at=min(record.revoke_at, now),
+                        next_attempt=0.0,
+                    )
+                    count += 1
+        return count
+
+    async def close(self) -> None:
+        pass
+
+    def close_now(self) -> None:
+        pass
