@@ -99,12 +99,10 @@ class FaultProxy:
                     fault = next((f for f in proxy.faults if f.matches(call)), None)
                     if fault is not None:
                         fault.hits += 1
-                if fault is not None and fault.drop:
-                    self.close_connection = True
-                    return
-                if fault is not None and fault.kill == "before":
-                    proxy.on_kill()
-                    self.close_connection = True
+                if fault is not None and (fault.drop or fault.kill == "before"):
+                    if fault.kill == "before":
+                        proxy.on_kill()
+                    self.close_connection = True  # no answer at all
                     return
                 if fault is not None and fault.error:
                     if call.key_id:
