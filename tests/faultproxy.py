@@ -113,6 +113,14 @@ class FaultProxy:
                 if fault is not None and fault.hold:
                     time.sleep(fault.hold)
                 call.forwarded = time.time()
+                call.status, data, content_type = self._forward(body)
+                if fault is not None and fault.kill == "after":
+                    proxy.on_kill()
+                    self.close_connection = True
+                    return
+                self._reply(call.status, data, content_type)
+
+            def _forward(self, body: bytes) -> tuple[int, bytes, str | None]:
                 conn = http.client.HTTPConnection(str(target.hostname), target.port, timeout=30)
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() != "connection"
@@ -120,13 +128,8 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
-                call.status = response.status
                 conn.close()
-                if fault is not None and fault.kill == "after":
-                    proxy.on_kill()
-                    self.close_connection = True
-                    return
-                self._reply(response.status, data, response.getheader("Content-Type"))
+                return response.status, data, response.getheader("Content-Type")
 
             def _reply(self, status: int, data: bytes, content_type: str | None = None) -> None:
                 self.send_response(status)
