@@ -69,7 +69,7 @@ class FaultProxy:
 
     def start(self) -> FaultProxy:
         proxy = self
-        target = urllib.parse.urlparse(self.upstream)
+        self._target = urllib.parse.urlparse(self.upstream)
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -84,52 +84,7 @@ class FaultProxy:
                 self._handle()
 
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                action, params = _action(body, self.headers.get("X-Amz-Target"))
-                match = KEY_RE.search(self.headers.get("Authorization", ""))
-                call = Call(
-                    action,
-                    match.group(1) if match else None,
-                    received=time.time(),
-                    params=params,
-                )
-                with proxy._lock:
-                    proxy.calls.append(call)
-                    fault = next((f for f in proxy.faults if f.matches(call)), None)
-                    if fault is not None:
-                        fault.hits += 1
-                if fault is not None and (fault.drop or fault.kill == "before"):
-                    if fault.kill == "before":
-                        proxy.on_kill()
-                    self.close_connection = True  # no answer at all
-                    return
-                if fault is not None and fault.error:
-                    if call.key_id:
-                        proxy.rejected_per_key[call.key_id] += 1
-                    call.status = fault.status
-                    self._reply(fault.status, error_xml(fault.error))
-                    return
-                if fault is not None and fault.hold:
-                    time.sleep(fault.hold)
-                call.forwarded = time.time()
-                call.status, data, content_type = self._forward(body)
-                if fault is not None and fault.kill == "after":
-                    proxy.on_kill()
-                    self.close_connection = True
-                    return
-                self._reply(call.status, data, content_type)
-
-            def _forward(self, body: bytes) -> tuple[int, bytes, str | None]:
-                conn = http.client.HTTPConnection(str(target.hostname), target.port, timeout=30)
-                headers = {
-                    k: v for k, v in self.headers.items() if k.lower() != "connection"
-                }  # Host is signed: keep it
-                conn.request(self.command, self.path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-                conn.close()
-                return response.status, data, response.getheader("Content-Type")
+                proxy.handle(self)
 
             def _reply(self, status: int, data: bytes, content_type: str | None = None) -> None:
                 self.send_response(status)
@@ -144,6 +99,55 @@ class FaultProxy:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         return self
+
+    def handle(self, h: Any) -> None:
+        """One request: record it, apply the first matching fault, forward it."""
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else b""
+        action, params = _action(body, h.headers.get("X-Amz-Target"))
+        match = KEY_RE.search(h.headers.get("Authorization", ""))
+        call = Call(
+            action,
+            match.group(1) if match else None,
+            received=time.time(),
+            params=params,
+        )
+        with self._lock:
+            self.calls.append(call)
+            fault = next((f for f in self.faults if f.matches(call)), None)
+            if fault is not None:
+                fault.hits += 1
+        if fault is not None and (fault.drop or fault.kill == "before"):
+            if fault.kill == "before":
+                self.on_kill()
+            h.close_connection = True  # no answer at all
+            return
+        if fault is not None and fault.error:
+            if call.key_id:
+                self.rejected_per_key[call.key_id] += 1
+            call.status = fault.status
+            h._reply(fault.status, error_xml(fault.error))
+            return
+        if fault is not None and fault.hold:
+            time.sleep(fault.hold)
+        call.forwarded = time.time()
+        call.status, data, content_type = self._forward(h, body)
+        if fault is not None and fault.kill == "after":
+            self.on_kill()
+            h.close_connection = True
+            return
+        h._reply(call.status, data, content_type)
+
+    def _forward(self, h: Any, body: bytes) -> tuple[int, bytes, str | None]:
+        conn = http.client.HTTPConnection(str(self._target.hostname), self._target.port, timeout=30)
+        headers = {
+            k: v for k, v in h.headers.items() if k.lower() != "connection"
+        }  # Host is signed: keep it
+        conn.request(h.command, h.path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        return response.status, data, response.getheader("Content-Type")
 
     @property
     def endpoint(self) -> str:
