@@ -170,6 +170,7 @@ class Fleet:
             self._unreached(exc)
             await trio.sleep(self.heartbeat_every)
             return
+        self._reached()
         lost = sorted(before - still)
         for lease_id in lost:
             self.journal.drop(lease_id)

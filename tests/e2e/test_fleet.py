@@ -1,0 +1,179 @@
+"""A fleet of agents sharing one DynamoDB table, on moto's server (IAM with
+enforcement, and DynamoDB), every AWS request of every agent through one
+recording proxy.
+
+An agent SIGKILLed for good while it holds a served iam_user lease: a peer takes
+it over (exactly one of the two racing peers wins) and deletes the user at the
+expiry the lease announced - not before - with exactly one DeleteUser. An agent
+cut off from the table refuses new iam_user leases, keeps serving the ones it
+has, and, once back, stops serving those a peer took over meanwhile."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dyncreds.protocol import parse_rfc3339
+from dyncreds.standin import StandIn
+from tests.conftest import AgentProcess, iam_user_role, temp_users, wait_for
+from tests.faultproxy import Fault, FaultProxy
+
+pytestmark = pytest.mark.e2e
+
+ROLE = iam_user_role(extra='ttl = "60s"\nmax_ttl = "60s"\n')
+
+
+def fleet_table(endpoint: str) -> str:
+    return f"""
+    [fleet]
+    table = "dyncreds-fleet"
+    name = "ci"
+    endpoint = "{endpoint}"
+    heartbeat = "1s"
+    dead_after = "4s"
+    """
+
+
+class Fleet:
+    def __init__(self, aws: StandIn, base: Path):
+        self.aws = aws
+        self.base = base
+        self.proxy = FaultProxy(aws.endpoint).start()  # IAM, STS and DynamoDB of all
+        self.agents: dict[str, AgentProcess] = {}
+
+    def agent(
+        self, name: str, dynamodb: str | None = None, roles: dict[str, str] | None = None
+    ) -> AgentProcess:
+        base = self.base / name
+        base.mkdir(mode=0o700)
+        made = AgentProcess(
+            base,
+            self.aws,
+            roles or {"r": ROLE},
+            tables=fleet_table(dynamodb or self.proxy.endpoint),
+        )
+        config = made.config_dir / "config.toml"
+        config.write_text(
+            config.read_text().replace(
+                f'_endpoint = "{self.aws.endpoint}"', f'_endpoint = "{self.proxy.endpoint}"'
+            )
+        )
+        self.agents[name] = made
+        return made
+
+    def stop(self) -> None:
+        for made in self.agents.values():
+            if made.process and made.process.poll() is None:
+                made.stop()
+        self.proxy.stop()
+
+    def delete_user_calls(self, user: str) -> int:
+        return sum(1 for c in self.proxy.calls_of("DeleteUser") if c.params.get("UserName") == user)
+
+
+@pytest.fixture
+def fleet(aws: StandIn, short_dir: Path) -> Iterator[Fleet]:
+    made = Fleet(aws, short_dir)
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+def user_exists(aws: StandIn, name: str) -> bool:
+    return any(u["UserName"] == name for u in aws.client("iam").list_users()["Users"])
+
+
+def lease_of(agent: AgentProcess, role: str = "r") -> dict[str, str]:
+    result = agent.request("credentials", role=role)
+    assert result["ok"], result
+    return dict(result["lease"])
+
+
+def test_a_dead_agents_users_are_deleted_once_at_their_announced_expiry(fleet: Fleet) -> None:
+    a, b, c = fleet.agent("a"), fleet.agent("b"), fleet.agent("c")
+    init = a.cli("fleet", "init")
+    assert "dyncreds-fleet" in init.stdout
+    assert "ready" in a.cli("fleet", "init").stdout  # idempotent
+    for made in (a, b, c):
+        made.start()
+    held = lease_of(a)
+    (user,) = temp_users(fleet.aws)  # a's lease's IAM user
+    own = lease_of(b)
+    expires = parse_rfc3339(held["expires_at"])
+    status = json.loads(b.cli("fleet", "status", "--json").stdout)
+    assert len(status["agents"]) == 3 and all(x["alive"] for x in status["agents"])
+
+    a.kill()
+    killed_at = time.time()
+    wait_for(
+        lambda: "fleet.takeover" in b.log() + c.log(), timeout=30, message="a peer takes a over"
+    )
+    # dead_after (4 s) after its last heartbeat, which was at most 1 s before the kill
+    assert time.time() - killed_at >= 3
+    winners = [m for m in (b, c) if "fleet.takeover" in m.log()]
+    assert len(winners) == 1, "two peers took the same dead agent over"
+    status = json.loads(b.cli("fleet", "status", "--json").stdout)
+    by_id = {x["id"]: x for x in status["agents"]}
+    a_id = next(x for x in status["agents"] if not x["alive"])["id"]
+    assert sum(1 for x in status["agents"] if x["alive"]) == 2
+    assert by_id[a_id]["taken_over_by"] is not None
+    assert any(p["user"] == user for p in status["pending"])
+    table = b.cli("fleet", "status").stdout
+    assert "dead" in table and table.count("alive") == 2
+
+    # Not before the announced expiry ...
+    wait_for(lambda: time.time() >= expires - 3, timeout=90, interval=0.2, message="expiry - 3s")
+    assert user_exists(fleet.aws, user), "revoked before its announced expiry"
+    # ... and gone after it, with one DeleteUser in all.
+    wait_for(lambda: not user_exists(fleet.aws, user), timeout=40, interval=0.5, message="revoked")
+    assert time.time() >= expires
+    assert fleet.delete_user_calls(user) == 1
+    # The survivors were never fenced: their own records stayed theirs.
+    assert lease_of(b)["id"] and own["id"]
+    assert "fleet.taken_over" not in b.log() + c.log()
+
+
+def test_an_agent_cut_off_from_the_table_refuses_iam_users_and_is_fenced_when_back(
+    fleet: Fleet,
+) -> None:
+    cut = FaultProxy(fleet.aws.endpoint).start()  # d's DynamoDB only
+    try:
+        d = fleet.agent("d", dynamodb=cut.endpoint, roles={"r": ROLE, "cold": ROLE})
+        e = fleet.agent("e")
+        d.cli("fleet", "init")
+        d.start()
+        e.start()
+        served = lease_of(d)
+        cut.add(Fault(drop=True))  # the table is unreachable for d
+
+        assert lease_of(d)["id"] == served["id"]  # a valid lease is still served
+        refused = d.request("credentials", role="cold")
+        assert refused["error"]["code"] == "upstream"
+        assert "fleet table dyncreds-fleet" in refused["error"]["message"]
+        assert not any(
+            c.action == "CreateUser" for c in fleet.proxy.calls if "cold" in str(c.params)
+        )
+        wait_for(
+            lambda: d.request("status")["fleet"]["reachable"] is False, message="d sees the cut"
+        )
+        # e declares d dead and takes its record over.
+        wait_for(lambda: "fleet.takeover" in e.log(), timeout=30, message="e takes d over")
+
+        cut.clear()  # the table is back for d
+        wait_for(
+            lambda: d.request("status")["fleet"]["taken_from_us"] >= 1,
+            timeout=30,
+            message="d learns it was taken over",
+        )
+        fleet_view = d.request("status")["fleet"]
+        assert fleet_view["reachable"] is True and served["id"] in fleet_view["lost_leases"]
+        assert lease_of(d)["id"] != served["id"]  # the taken lease is not served anymore
+        assert lease_of(d, "cold")["id"]  # and new iam_user leases are issued again
+        assert "fleet.taken_over" in d.log()
+    finally:
+        cut.stop()
