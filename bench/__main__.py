@@ -1,7 +1,7 @@
 """`make bench` (all) or `make bench BENCH=name`: one JSON object per benchmark.
 
-Benchmarks: shim, throughput, herd, issuance, scale, contention, endpoint. Each starts what it needs
-(moto's server, an agent on a temp socket) and stops it. The machine is shared
+Benchmarks: shim, throughput, herd, issuance, scale, contention, endpoint, fleet.
+Each starts what it needs (moto's server, an agent on a temp socket) and stops it. The machine is shared
 and noisy: read medians and ratios, not single times.
 """
 
@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.fleet import bench_fleet
 from bench.harness import (
     IAM_ROLE,
     SESSION_ROLE,
@@ -492,6 +493,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "scale": bench_scale,
     "contention": bench_contention,
     "endpoint": bench_endpoint,
+    "fleet": bench_fleet,
 }
 
 

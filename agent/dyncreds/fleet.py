@@ -34,6 +34,10 @@ log = logs.get("fleet")
 ROSTER_READS_PER_HEARTBEAT = 2.0  # across the whole fleet
 
 
+def check_every(heartbeat: float, fleet_size: int) -> float:
+    return max(heartbeat, heartbeat * fleet_size / ROSTER_READS_PER_HEARTBEAT)
+
+
 class AgentInfo(Protocol):
     agent_id: str
     host: str
@@ -98,9 +102,10 @@ class Fleet:
         return float(self.settings.dead_after)
 
     def check_every(self) -> float:
-        """Roster reads per agent shrink as the fleet grows: ~2 per heartbeat in all."""
-        spread = self.heartbeat_every * self.fleet_size / ROSTER_READS_PER_HEARTBEAT
-        return min(max(self.heartbeat_every, spread), self.dead_after)
+        """Roster reads per agent shrink as the fleet grows - about two per heartbeat
+        for the whole fleet, at random agents - so reading it costs the same at 10
+        agents or 10,000 (each read is of the whole roster)."""
+        return check_every(self.heartbeat_every, self.fleet_size)
 
     # ------------------------------------------------------------------ loops
 
