@@ -1,8 +1,8 @@
 """`make bench` (all) or `make bench BENCH=name`: one JSON object per benchmark.
 
 Benchmarks: shim, throughput, herd, issuance, scale, contention, endpoint, fleet.
-Each starts what it needs (moto's server, an agent on a temp socket) and stops it. The machine is shared
-and noisy: read medians and ratios, not single times.
+Each starts what it needs (moto's server, an agent on a temp socket) and stops
+it. The machine is shared and noisy: read medians and ratios, not single times.
 """
 
 from __future__ import annotations
