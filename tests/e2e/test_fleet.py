@@ -177,3 +177,29 @@ def test_an_agent_cut_off_from_the_table_refuses_iam_users_and_is_fenced_when_ba
         assert "fleet.taken_over" in d.log()
     finally:
         cut.stop()
+
+
+def test_a_missing_table_is_an_error_that_names_fleet_init(fleet: Fleet) -> None:
+    f = fleet.agent("f", roles={"r": ROLE, "s": 'credential_type = "session_token"\n'})
+    f.start()
+    refused = f.request("credentials", role="r")
+    assert refused["error"]["code"] == "upstream"
+    assert "does not exist" in refused["error"]["message"]
+    assert "dyncreds fleet init" in refused["error"]["message"]
+    assert f.request("credentials", role="s")["ok"]  # STS types need no table
+    wait_for(
+        lambda: "fleet init" in str(f.request("status")["fleet"]["error"]),
+        message="status names fleet init",
+    )
+    assert "Traceback" not in f.log()
+
+
+def test_fleet_commands_without_a_fleet_say_what_to_add(short_dir: Path, aws: StandIn) -> None:
+    lone = AgentProcess(short_dir, aws, {"r": ROLE}).start()
+    try:
+        result = lone.cli("fleet", "status", check=False)
+        assert result.returncode != 0 and "[fleet]" in result.stderr
+        result = lone.cli("fleet", "init", check=False)
+        assert result.returncode != 0 and "[fleet]" in result.stderr
+    finally:
+        lone.stop()
