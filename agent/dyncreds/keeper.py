@@ -53,6 +53,7 @@ class RootKeeper:
         self.wall = wall
         self.rng = rng
         self.on_unlock = on_unlock  # the reaper and the workers retry what waited
+        self.on_change: Callable[[], None] = lambda: None  # systemd's STATUS= (daemon)
         self.arn: str | None = None
         self.error: str | None = None
         self.next_rotation: float | None = None
@@ -83,6 +84,7 @@ class RootKeeper:
         log.info("root.unlocked", until=rfc3339(until))
         self._wake.set()
         self.on_unlock()
+        self.on_change()
         await self.identify()
         return until
 
@@ -94,6 +96,7 @@ class RootKeeper:
             )
         self.backend.forget_session()
         log.warning("root.locked", by="dyncreds lock")
+        self.on_change()
 
     def refuse_if_locked(self) -> None:
         """`dyncreds lock` refuses every credential request, warm or not."""

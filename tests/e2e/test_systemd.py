@@ -105,6 +105,27 @@ def test_notify_ready_status_reload_stopping_and_watchdog(
     notify.wait("STOPPING=1")
 
 
+def test_notify_status_says_locked_until_the_unlock(aws: StandIn, short_dir: Path) -> None:
+    aws.enforce_iam(
+        unauthenticated_requests=1_000_000_000
+    )  # moto's MFA sessions: see test_root_lock
+    notify = NotifySocket(short_dir / "notify")
+    agent = AgentProcess(
+        short_dir,
+        aws,
+        {"ec2": iam_user_role()},
+        tables='mfa_serial = "arn:aws:iam::123456789012:mfa/vaultuser"\n',
+    )
+    agent.start({"NOTIFY_SOCKET": str(notify.path)})
+    assert "STATUS=locked (run `dyncreds unlock`)" in notify.wait("READY=1")
+    agent.cli("unlock", "--code", "123456")
+    unlocked = notify.wait("STATUS=1 roles")
+    assert "locked" not in unlocked
+    agent.cli("lock")
+    notify.wait("STATUS=locked by `dyncreds lock`")
+    assert agent.stop() == 0
+
+
 def test_socket_activation(aws: StandIn, short_dir: Path) -> None:
     if shutil.which("systemd-socket-activate") is None:
         pytest.skip("systemd-socket-activate not installed")
