@@ -272,7 +272,10 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
         }
 
     # `systemctl --user status` shows a lock or an unlock at once, not at the next tick.
-    agent.root.on_change = lambda: sd_notify(f"STATUS={agent.summary()}")
+    def status_changed() -> None:
+        sd_notify(f"STATUS={agent.summary()}")
+
+    agent.root.on_change = status_changed
     settings = agent.config.main.audit
     audit_log = AuditLog(
         paths.state_dir / settings.file if settings.file else None, settings.max_size
