@@ -17,6 +17,7 @@ credentials are never logged.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import json
@@ -24,6 +25,7 @@ import secrets
 import socket as stdsocket
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Literal
 
 import h11
@@ -109,6 +111,7 @@ class AgentLink:
                 await stream.aclose()
 
 
+@functools.lru_cache(maxsize=256)  # a client sends the same Host on every request
 def loopback_host(host_header: str, extra: frozenset[str] = frozenset()) -> bool:
     """Is this ``Host`` header loopback (or ``localhost``, or an address we listen on)?"""
     host = host_header.strip().lower()
@@ -149,6 +152,8 @@ class Endpoint:
     _imds_tokens: dict[str, float] = field(default_factory=dict)
     _cached: tuple[float, dict[str, Any]] | None = None
     _fetching: trio.Lock = field(default_factory=trio.Lock)
+    # The last ECS answer's body, encoded once per agent answer (not per request).
+    _ecs_body: tuple[dict[str, Any], bytes] | None = None
 
     @property
     def path(self) -> str:
@@ -160,7 +165,8 @@ class Endpoint:
     # ---------------------------------------------------------------- routing
 
     async def answer(self, request: h11.Request, peer: str) -> Reply:
-        headers = {k.decode().lower(): v.decode(errors="replace") for k, v in request.headers}
+        # h11 gives header names lower-cased already.
+        headers = {k.decode(): v.decode(errors="replace") for k, v in request.headers}
         method, target = request.method.decode(), request.target.decode(errors="replace")
         if not loopback_host(headers.get("host", ""), self.extra_hosts):
             reply = _error(403, "HostNotAllowed", "the Host header must be a loopback address")
@@ -184,15 +190,18 @@ class Endpoint:
         creds, problem = await self._credentials()
         if problem is not None:
             return problem
-        body = {
-            "AccessKeyId": creds["AccessKeyId"],
-            "SecretAccessKey": creds["SecretAccessKey"],
-            # Always present, "" for an IAM user's key: botocore (KeyError) and the
-            # JavaScript SDK (a type check) refuse an answer without it.
-            "Token": creds.get("SessionToken", ""),
-            "Expiration": creds["Expiration"],
-        }
-        return Reply(200, json.dumps(body).encode())
+        encoded = self._ecs_body
+        if encoded is None or encoded[0] is not creds:
+            body = {
+                "AccessKeyId": creds["AccessKeyId"],
+                "SecretAccessKey": creds["SecretAccessKey"],
+                # Always present, "" for an IAM user's key: botocore (KeyError) and the
+                # JavaScript SDK (a type check) refuse an answer without it.
+                "Token": creds.get("SessionToken", ""),
+                "Expiration": creds["Expiration"],
+            }
+            encoded = self._ecs_body = (creds, json.dumps(body).encode())
+        return Reply(200, encoded[1])
 
     async def _imds(self, method: str, target: str, headers: dict[str, str]) -> Reply:
         if "x-forwarded-for" in headers:
@@ -285,7 +294,12 @@ class Endpoint:
 async def serve_connection(
     endpoint: Endpoint, stream: trio.SocketStream, hop_limit: bool = False
 ) -> None:
-    """One HTTP/1.1 connection, keep-alive, bounded in size and time."""
+    """One HTTP/1.1 connection, keep-alive, bounded in size and time.
+
+    h11 parses every request (a fresh ``h11.Connection`` per request, handed the
+    bytes already read past the previous one). Answers are written here: three
+    fixed headers and a body with its length, whose heads are built once - h11's
+    ``send`` state machine cost more than everything else a cached answer does."""
     try:
         peer = "{}:{}".format(*stream.socket.getpeername()[:2])
     except OSError:
@@ -295,11 +309,19 @@ async def serve_connection(
             stream.socket.setsockopt(stdsocket.IPPROTO_IP, stdsocket.IP_TTL, 1)
         except OSError:
             pass
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
+    pending = b""
     with trio.move_on_after(LIFETIME):
         try:
-            while await _one_request(endpoint, conn, stream, peer):
-                conn.start_next_cycle()
+            while True:
+                conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
+                if pending:
+                    conn.receive_data(pending)
+                keep_alive = await _one_request(endpoint, conn, stream, peer)
+                if not keep_alive:
+                    break
+                pending, closed = conn.trailing_data
+                if closed:
+                    break
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
     with trio.move_on_after(1) as cleanup:
@@ -313,59 +335,85 @@ async def _one_request(
     """Read one request and answer it; False when the connection should close."""
     request: h11.Request | None = None
     size = 0
+    # CancelScope rather than fail_after: the same deadline, without a generator-based
+    # context manager on every request of a keep-alive connection.
+    idle = trio.CancelScope(deadline=trio.current_time() + IDLE_TIMEOUT)
     try:
-        with trio.fail_after(IDLE_TIMEOUT):
+        with idle:
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    conn.receive_data(data)
+                    conn.receive_data(await stream.receive_some(65536))
                     continue
                 if isinstance(event, h11.Request):
                     # h11 bounds a request still arriving; one that came in one
                     # piece is measured here.
                     size = len(event.target) + sum(len(k) + len(v) for k, v in event.headers)
                     if size > MAX_HEADERS:
-                        await _send(conn, stream, _error(431, "TooLarge", "headers too large"))
+                        await _send(stream, _error(431, "TooLarge", "headers too large"), False)
                         return False
                     request = event
                     size = 0
                 elif isinstance(event, h11.Data):
                     size += len(event.data)
                     if size > MAX_BODY:
-                        await _send(conn, stream, _error(413, "TooLarge", "request body too large"))
+                        await _send(
+                            stream, _error(413, "TooLarge", "request body too large"), False
+                        )
                         return False
                 elif isinstance(event, h11.EndOfMessage):
                     break
                 elif isinstance(event, h11.ConnectionClosed):
                     return False
     except h11.RemoteProtocolError as exc:
-        status = exc.error_status_hint
-        await _send(conn, stream, _error(status, "BadRequest", "malformed or oversized request"))
+        error = _error(exc.error_status_hint, "BadRequest", "malformed or oversized request")
+        await _send(stream, error, False)
         return False
-    except trio.TooSlowError:
+    if idle.cancelled_caught or request is None:
         return False
-    assert request is not None
-    with trio.fail_after(REQUEST_TIMEOUT):
+    keep_alive = _keep_alive(request)
+    with trio.CancelScope(deadline=trio.current_time() + REQUEST_TIMEOUT) as answering:
         reply = await endpoint.answer(request, peer)
-        await _send(conn, stream, reply)
-    return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        await _send(stream, reply, keep_alive)
+    if answering.cancelled_caught:
+        raise trio.TooSlowError
+    return keep_alive
 
 
-async def _send(conn: h11.Connection, stream: trio.SocketStream, reply: Reply) -> None:
-    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-        return
-    headers = [
-        ("Content-Type", reply.content_type),
-        ("Content-Length", str(len(reply.body))),
-        ("Cache-Control", "no-store"),
-    ]
-    try:
-        data = conn.send(h11.Response(status_code=reply.status, headers=headers))
-        data += conn.send(h11.Data(data=reply.body)) + conn.send(h11.EndOfMessage())
-    except h11.LocalProtocolError:
-        return
-    await stream.send_all(data)
+def _keep_alive(request: h11.Request) -> bool:
+    """HTTP/1.1 keeps the connection unless the client says ``close``; 1.0 closes."""
+    if request.http_version != b"1.1":
+        return False
+    for name, value in request.headers:
+        if name == b"connection" and b"close" in value.lower():
+            return False
+    return True
+
+
+_HEADS: dict[tuple[int, str, int, bool], bytes] = {}
+
+
+def _head(reply: Reply, keep_alive: bool) -> bytes:
+    key = (reply.status, reply.content_type, len(reply.body), keep_alive)
+    head = _HEADS.get(key)
+    if head is None:
+        if len(_HEADS) >= 256:
+            _HEADS.clear()
+        reason = HTTPStatus(reply.status).phrase if reply.status in _STATUSES else ""
+        head = _HEADS[key] = (
+            f"HTTP/1.1 {reply.status} {reason}\r\n"
+            f"Content-Type: {reply.content_type}\r\n"
+            f"Content-Length: {len(reply.body)}\r\n"
+            "Cache-Control: no-store\r\n" + ("" if keep_alive else "Connection: close\r\n") + "\r\n"
+        ).encode("ascii")
+    return head
+
+
+_STATUSES = frozenset(s.value for s in HTTPStatus)
+
+
+async def _send(stream: trio.SocketStream, reply: Reply, keep_alive: bool) -> None:
+    await stream.send_all(_head(reply, keep_alive) + reply.body)
 
 
 async def serve(
