@@ -32,7 +32,7 @@ from bench.harness import (
     time_command,
     time_interleaved,
 )
-from bench.load import run_load
+from bench.load import h11_floor, run_load
 from dyncreds import client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -470,6 +470,7 @@ def bench_endpoint() -> None:
             medians = {name: round(sorted(v)[len(v) // 2], 2) for name, v in samples.items()}
             http_load = run_load(f"{url.removeprefix('http://')}#{token}", 64, True)
             unix_load = run_load(str(env.socket), 64, True)
+            floor = h11_floor(64)
         finally:
             serve.terminate()
             serve.wait(timeout=20)
@@ -479,6 +480,8 @@ def bench_endpoint() -> None:
             endpoint_adds_ms=round(medians["endpoint"] - medians["static"], 2),
             shim_adds_ms=round(medians["shim"] - medians["static"], 2),
             http_keepalive_64=http_load,
+            h11_floor_keepalive_64=floor,
+            http_to_h11_floor=round(http_load["req_per_s"] / max(floor["req_per_s"], 1), 2),
             unix_socket_persistent_64=unix_load,
             targets={"endpoint_adds_ms": "<= 2", "req_per_s": ">= 5000", "p99_ms": "<= 20"},
             machine=cpu_note(),

@@ -154,5 +154,62 @@ def serve_fixed(path: str) -> None:
     trio.run(main)
 
 
+HTTP_FIXED_BODY = b'{"AccessKeyId":"AKIAEXAMPLE","SecretAccessKey":"x","Token":"","Expiration":"x"}'
+HTTP_FIXED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+    b"Cache-Control: no-store\r\n\r\n" % len(HTTP_FIXED_BODY) + HTTP_FIXED_BODY
+)
+
+
+def serve_h11_fixed(port_out: Any) -> None:
+    """The endpoint's floor: trio + h11 parsing each request as the endpoint does
+    (a fresh h11.Connection per request), answering fixed bytes and nothing else."""
+    import h11
+    import trio
+
+    async def handle(stream: trio.SocketStream) -> None:
+        pending = b""
+        try:
+            while True:
+                conn = h11.Connection(h11.SERVER)
+                if pending:
+                    conn.receive_data(pending)
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive_some(65536))
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    elif isinstance(event, h11.ConnectionClosed):
+                        return
+                await stream.send_all(HTTP_FIXED)
+                pending, closed = conn.trailing_data
+                if closed:
+                    return
+        except trio.BrokenResourceError:
+            pass
+
+    async def main() -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port_out.put(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(handle, listeners)
+
+    trio.run(main)
+
+
+def h11_floor(clients: int = 64) -> dict[str, Any]:
+    """Requests/s of ``serve_h11_fixed`` under the same load as the endpoint."""
+    ctx = mp.get_context("fork")
+    ports = ctx.Queue()
+    server = ctx.Process(target=serve_h11_fixed, args=(ports,), daemon=True)
+    server.start()
+    try:
+        port = ports.get(timeout=30)
+        return run_load(f"127.0.0.1:{port}/role/r#token", clients, True)
+    finally:
+        server.terminate()
+        server.join()
+
+
 if __name__ == "__main__":
     serve_fixed(sys.argv[1])

@@ -21,6 +21,7 @@ import functools
 import hmac
 import ipaddress
 import json
+import logging
 import secrets
 import socket as stdsocket
 import time
@@ -43,6 +44,9 @@ REQUEST_TIMEOUT = 55.0  # a cold issuance may take this long; SDKs retry sooner 
 LIFETIME = 600.0
 IMDS_TOKEN_TTL_MAX = 21600
 ANSWER_CACHE = 1.0  # seconds an agent answer is reused for
+# ...and at most this old while a refresh is in flight (the agent's answers keep
+# min_remaining, a minute or more, so a few seconds' staleness is harmless).
+ANSWER_STALE = 5.0
 IMDS_TOKENS_MAX = 1024
 ECS_PATH = "/role/"
 IMDS_CREDS = "/latest/meta-data/iam/security-credentials/"
@@ -127,6 +131,9 @@ def loopback_host(host_header: str, extra: frozenset[str] = frozenset()) -> bool
         return False
 
 
+_COUNTER_NAMES = {status: f"http_{status}" for status in (200, 401, 403, 404, 405, 503)}
+
+
 @dataclass
 class Reply:
     status: int
@@ -149,6 +156,8 @@ class Endpoint:
     extra_hosts: frozenset[str] = frozenset()
     region: str | None = None  # IMDS answers placement/region with it
     counters: dict[str, int] = field(default_factory=dict)
+    # Is the debug log on? Asked once: every request would otherwise ask.
+    debug: bool = field(default_factory=lambda: log.logger.isEnabledFor(logging.DEBUG))
     _imds_tokens: dict[str, float] = field(default_factory=dict)
     _cached: tuple[float, dict[str, Any]] | None = None
     _fetching: trio.Lock = field(default_factory=trio.Lock)
@@ -159,7 +168,8 @@ class Endpoint:
     def path(self) -> str:
         return f"{ECS_PATH}{self.role}"
 
-    def count(self, name: str) -> None:
+    def count(self, status: int) -> None:
+        name = _COUNTER_NAMES.get(status) or f"http_{status}"
         self.counters[name] = self.counters.get(name, 0) + 1
 
     # ---------------------------------------------------------------- routing
@@ -174,9 +184,15 @@ class Endpoint:
             reply = await self._imds(method, target, headers)
         else:
             reply = await self._ecs(method, target, headers)
-        self.count(f"http_{reply.status}")
-        level = log.debug if reply.status < 400 else log.warning
-        level("endpoint.request", peer=peer, method=method, path=target[:100], status=reply.status)
+        self.count(reply.status)
+        if reply.status >= 400:
+            log.warning(
+                "endpoint.request", peer=peer, method=method, path=target[:100], status=reply.status
+            )
+        elif self.debug:  # (the fields are not even gathered otherwise: the hot path)
+            log.debug(
+                "endpoint.request", peer=peer, method=method, path=target[:100], status=reply.status
+            )
         return reply
 
     async def _ecs(self, method: str, target: str, headers: dict[str, str]) -> Reply:
@@ -263,8 +279,12 @@ class Endpoint:
         costs one round trip, and the answer is never staler than a second (the
         agent replaces leases long before they run out)."""
         cached = self._cached
-        if cached is not None and trio.current_time() - cached[0] < ANSWER_CACHE:
-            return cached[1]
+        if cached is not None:
+            age = trio.current_time() - cached[0]
+            # Fresh; or a refresh is already on its way: only the one request that
+            # refreshes waits for the agent, not every request in that moment.
+            if age < ANSWER_CACHE or (age < ANSWER_STALE and self._fetching.locked()):
+                return cached[1]
         async with self._fetching:
             cached = self._cached
             if cached is not None and trio.current_time() - cached[0] < ANSWER_CACHE:
@@ -310,13 +330,17 @@ async def serve_connection(
         except OSError:
             pass
     pending = b""
-    with trio.move_on_after(LIFETIME):
+    # One scope for the connection's every deadline (idle, answering, lifetime),
+    # moved as it goes: when one passes, the connection ends.
+    timer = trio.CancelScope()
+    end = trio.current_time() + LIFETIME
+    with timer:
         try:
             while True:
                 conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
                 if pending:
                     conn.receive_data(pending)
-                keep_alive = await _one_request(endpoint, conn, stream, peer)
+                keep_alive = await _one_request(endpoint, conn, stream, peer, (timer, end))
                 if not keep_alive:
                     break
                 pending, closed = conn.trailing_data
@@ -330,53 +354,51 @@ async def serve_connection(
 
 
 async def _one_request(
-    endpoint: Endpoint, conn: h11.Connection, stream: trio.SocketStream, peer: str
+    endpoint: Endpoint,
+    conn: h11.Connection,
+    stream: trio.SocketStream,
+    peer: str,
+    timer: tuple[trio.CancelScope, float],
 ) -> bool:
     """Read one request and answer it; False when the connection should close."""
     request: h11.Request | None = None
     size = 0
-    # CancelScope rather than fail_after: the same deadline, without a generator-based
-    # context manager on every request of a keep-alive connection.
-    idle = trio.CancelScope(deadline=trio.current_time() + IDLE_TIMEOUT)
+    scope, end = timer
+    scope.deadline = min(end, trio.current_time() + IDLE_TIMEOUT)
     try:
-        with idle:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                    continue
-                if isinstance(event, h11.Request):
-                    # h11 bounds a request still arriving; one that came in one
-                    # piece is measured here.
-                    size = len(event.target) + sum(len(k) + len(v) for k, v in event.headers)
-                    if size > MAX_HEADERS:
-                        await _send(stream, _error(431, "TooLarge", "headers too large"), False)
-                        return False
-                    request = event
-                    size = 0
-                elif isinstance(event, h11.Data):
-                    size += len(event.data)
-                    if size > MAX_BODY:
-                        await _send(
-                            stream, _error(413, "TooLarge", "request body too large"), False
-                        )
-                        return False
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                elif isinstance(event, h11.ConnectionClosed):
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Request):
+                # h11 bounds a request still arriving; one that came in one
+                # piece is measured here.
+                size = len(event.target) + sum(len(k) + len(v) for k, v in event.headers)
+                if size > MAX_HEADERS:
+                    await _send(stream, _error(431, "TooLarge", "headers too large"), False)
                     return False
+                request = event
+                size = 0
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > MAX_BODY:
+                    await _send(stream, _error(413, "TooLarge", "request body too large"), False)
+                    return False
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                return False
     except h11.RemoteProtocolError as exc:
         error = _error(exc.error_status_hint, "BadRequest", "malformed or oversized request")
         await _send(stream, error, False)
         return False
-    if idle.cancelled_caught or request is None:
+    if request is None:
         return False
     keep_alive = _keep_alive(request)
-    with trio.CancelScope(deadline=trio.current_time() + REQUEST_TIMEOUT) as answering:
-        reply = await endpoint.answer(request, peer)
-        await _send(stream, reply, keep_alive)
-    if answering.cancelled_caught:
-        raise trio.TooSlowError
+    scope.deadline = min(end, trio.current_time() + REQUEST_TIMEOUT)
+    reply = await endpoint.answer(request, peer)
+    await _send(stream, reply, keep_alive)
     return keep_alive
 
 
