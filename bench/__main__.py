@@ -7,6 +7,7 @@ it. The machine is shared and noisy: read medians and ratios, not single times.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -32,7 +33,7 @@ from bench.harness import (
     time_command,
     time_interleaved,
 )
-from bench.load import h11_floor, run_load
+from bench.load import fixed_http_server, h11_floor, run_load
 from dyncreds import client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -463,10 +464,25 @@ def bench_endpoint() -> None:
                 ),
                 "shim": dict(base, AWS_CONFIG_FILE=str(config), AWS_PROFILE="r"),
             }
-            samples: dict[str, list[float]] = {name: [] for name in envs}
-            for _ in range(15):  # interleaved, so that noise hits all three alike
-                for name, run_env in envs.items():
-                    samples[name].append(_resolve_ms(run_env))
+            # The same answer from a server that does nothing else: what botocore's
+            # container provider costs by itself (the endpoint's floor).
+            answer = json.dumps(
+                {
+                    "AccessKeyId": creds["AccessKeyId"],
+                    "SecretAccessKey": creds["SecretAccessKey"],
+                    "Token": "",
+                    "Expiration": creds["Expiration"],
+                }
+            ).encode()
+            with fixed_http_server(answer) as port:
+                envs["do_nothing_server"] = dict(
+                    envs["endpoint"],
+                    AWS_CONTAINER_CREDENTIALS_FULL_URI=f"http://127.0.0.1:{port}/role/r",
+                )
+                samples: dict[str, list[float]] = {name: [] for name in envs}
+                for _ in range(15):  # interleaved, so that noise hits all alike
+                    for name, run_env in envs.items():
+                        samples[name].append(_resolve_ms(run_env))
             medians = {name: round(sorted(v)[len(v) // 2], 2) for name, v in samples.items()}
             http_load = run_load(f"{url.removeprefix('http://')}#{token}", 64, True)
             unix_load = run_load(str(env.socket), 64, True)
@@ -478,6 +494,7 @@ def bench_endpoint() -> None:
             "endpoint",
             first_credentials_ms=medians,
             endpoint_adds_ms=round(medians["endpoint"] - medians["static"], 2),
+            endpoint_own_ms=round(medians["endpoint"] - medians["do_nothing_server"], 2),
             shim_adds_ms=round(medians["shim"] - medians["static"], 2),
             http_keepalive_64=http_load,
             h11_floor_keepalive_64=floor,

@@ -11,6 +11,8 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 REQUEST = b'{"op":"credentials","role":"r"}\n'
@@ -155,17 +157,18 @@ def serve_fixed(path: str) -> None:
 
 
 HTTP_FIXED_BODY = b'{"AccessKeyId":"AKIAEXAMPLE","SecretAccessKey":"x","Token":"","Expiration":"x"}'
-HTTP_FIXED = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-    b"Cache-Control: no-store\r\n\r\n" % len(HTTP_FIXED_BODY) + HTTP_FIXED_BODY
-)
 
 
-def serve_h11_fixed(port_out: Any) -> None:
+def serve_h11_fixed(port_out: Any, body: bytes = HTTP_FIXED_BODY) -> None:
     """The endpoint's floor: trio + h11 parsing each request as the endpoint does
     (a fresh h11.Connection per request), answering fixed bytes and nothing else."""
     import h11
     import trio
+
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Cache-Control: no-store\r\n\r\n" % len(body) + body
+    )
 
     async def handle(stream: trio.SocketStream) -> None:
         pending = b""
@@ -182,7 +185,7 @@ def serve_h11_fixed(port_out: Any) -> None:
                         break
                     elif isinstance(event, h11.ConnectionClosed):
                         return
-                await stream.send_all(HTTP_FIXED)
+                await stream.send_all(answer)
                 pending, closed = conn.trailing_data
                 if closed:
                     return
@@ -197,18 +200,24 @@ def serve_h11_fixed(port_out: Any) -> None:
     trio.run(main)
 
 
-def h11_floor(clients: int = 64) -> dict[str, Any]:
-    """Requests/s of ``serve_h11_fixed`` under the same load as the endpoint."""
+@contextmanager
+def fixed_http_server(body: bytes = HTTP_FIXED_BODY) -> Iterator[int]:
+    """``serve_h11_fixed`` in a process of its own; its port."""
     ctx = mp.get_context("fork")
     ports = ctx.Queue()
-    server = ctx.Process(target=serve_h11_fixed, args=(ports,), daemon=True)
+    server = ctx.Process(target=serve_h11_fixed, args=(ports, body), daemon=True)
     server.start()
     try:
-        port = ports.get(timeout=30)
-        return run_load(f"127.0.0.1:{port}/role/r#token", clients, True)
+        yield int(ports.get(timeout=30))
     finally:
         server.terminate()
         server.join()
+
+
+def h11_floor(clients: int = 64) -> dict[str, Any]:
+    """Requests/s of ``serve_h11_fixed`` under the same load as the endpoint."""
+    with fixed_http_server() as port:
+        return run_load(f"127.0.0.1:{port}/role/r#token", clients, True)
 
 
 if __name__ == "__main__":
