@@ -7,10 +7,9 @@ the agent's current lease over one persistent connection to the agent socket, so
 a program that runs for a day refreshes by itself across lease replacements and
 never holds a static key.
 
-HTTP is h11 (sans-IO; no hand-written parsing) on trio sockets. Each connection is
-bounded like the Unix socket's: header size, body size, an idle deadline, a
-request deadline and a lifetime. Every request must name a loopback ``Host``
-(DNS rebinding) and carry the token: ECS's ``Authorization`` header, compared in
+This module answers requests; ``httpserve.py`` carries them (h11 on trio sockets,
+bounded like the Unix socket's connections). Every request must name a loopback
+``Host`` (DNS rebinding) and carry the token: ECS's ``Authorization`` header, compared in
 constant time, or an IMDSv2 session token obtained with PUT. Tokens and
 credentials are never logged.
 """
@@ -23,10 +22,8 @@ import ipaddress
 import json
 import logging
 import secrets
-import socket as stdsocket
 import time
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any, Literal
 
 import h11
@@ -37,11 +34,6 @@ from dyncreds.protocol import rfc3339
 
 log = logs.get("endpoint")
 
-MAX_HEADERS = 8 * 1024
-MAX_BODY = 16 * 1024
-IDLE_TIMEOUT = 30.0
-REQUEST_TIMEOUT = 55.0  # a cold issuance may take this long; SDKs retry sooner anyway
-LIFETIME = 600.0
 IMDS_TOKEN_TTL_MAX = 21600
 ANSWER_CACHE = 1.0  # seconds an agent answer is reused for
 # ...and at most this old while a refresh is in flight (the agent's answers keep
@@ -141,7 +133,8 @@ class Reply:
     content_type: str = "application/json"
 
 
-def _error(status: int, code: str, message: str) -> Reply:
+def error_reply(status: int, code: str, message: str) -> Reply:
+    """The JSON ``{code, message}`` every SDK shows."""
     return Reply(status, json.dumps({"code": code, "message": message}).encode())
 
 
@@ -179,7 +172,7 @@ class Endpoint:
         headers = {k.decode(): v.decode(errors="replace") for k, v in request.headers}
         method, target = request.method.decode(), request.target.decode(errors="replace")
         if not loopback_host(headers.get("host", ""), self.extra_hosts):
-            reply = _error(403, "HostNotAllowed", "the Host header must be a loopback address")
+            reply = error_reply(403, "HostNotAllowed", "the Host header must be a loopback address")
         elif self.mode == "imds":
             reply = await self._imds(method, target, headers)
         else:
@@ -198,11 +191,11 @@ class Endpoint:
     async def _ecs(self, method: str, target: str, headers: dict[str, str]) -> Reply:
         given = headers.get("authorization")
         if given is None:
-            return _error(401, "Unauthorized", "missing Authorization header")
+            return error_reply(401, "Unauthorized", "missing Authorization header")
         if not hmac.compare_digest(given.encode(), self.token.encode()):
-            return _error(403, "Forbidden", "wrong authorization token")
+            return error_reply(403, "Forbidden", "wrong authorization token")
         if method != "GET" or target.split("?", 1)[0] != self.path:
-            return _error(404, "NotFound", f"credentials are served at GET {self.path}")
+            return error_reply(404, "NotFound", f"credentials are served at GET {self.path}")
         creds, problem = await self._credentials()
         if problem is not None:
             return problem
@@ -221,7 +214,7 @@ class Endpoint:
 
     async def _imds(self, method: str, target: str, headers: dict[str, str]) -> Reply:
         if "x-forwarded-for" in headers:
-            return _error(403, "Forbidden", "forwarded requests are refused (IMDSv2)")
+            return error_reply(403, "Forbidden", "forwarded requests are refused (IMDSv2)")
         path = target.split("?", 1)[0]
         if method == "PUT" and path == "/latest/api/token":
             return self._imds_token(headers.get("x-aws-ec2-metadata-token-ttl-seconds", ""))
@@ -298,170 +291,11 @@ class Endpoint:
         try:
             answer = await self._from_agent()
         except AgentDown as exc:
-            return {}, _error(503, "AgentNotRunning", f"{exc}; start it with `dyncreds agent`")
+            return {}, error_reply(503, "AgentNotRunning", f"{exc}; start it with `dyncreds agent`")
         if not answer.get("ok"):
             error = answer.get("error") or {}
             code = str(error.get("code", "internal"))
             message = str(error.get("message", "the agent reported an error"))
-            return {}, _error(STATUS_OF.get(code, 500), code, message)
+            return {}, error_reply(STATUS_OF.get(code, 500), code, message)
         creds: dict[str, Any] = answer["credentials"]
         return creds, None
-
-
-# --------------------------------------------------------------------------- serving
-
-
-async def serve_connection(
-    endpoint: Endpoint, stream: trio.SocketStream, hop_limit: bool = False
-) -> None:
-    """One HTTP/1.1 connection, keep-alive, bounded in size and time.
-
-    h11 parses every request (a fresh ``h11.Connection`` per request, handed the
-    bytes already read past the previous one). Answers are written here: three
-    fixed headers and a body with its length, whose heads are built once - h11's
-    ``send`` state machine cost more than everything else a cached answer does."""
-    try:
-        peer = "{}:{}".format(*stream.socket.getpeername()[:2])
-    except OSError:
-        peer = "?"
-    if hop_limit:  # IMDSv2's answers do not survive a hop (a container's NAT)
-        try:
-            stream.socket.setsockopt(stdsocket.IPPROTO_IP, stdsocket.IP_TTL, 1)
-        except OSError:
-            pass
-    pending = b""
-    # One scope for the connection's every deadline (idle, answering, lifetime),
-    # moved as it goes: when one passes, the connection ends.
-    timer = trio.CancelScope()
-    end = trio.current_time() + LIFETIME
-    with timer:
-        try:
-            while True:
-                conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
-                if pending:
-                    conn.receive_data(pending)
-                keep_alive = await _one_request(endpoint, conn, stream, peer, (timer, end))
-                if not keep_alive:
-                    break
-                pending, closed = conn.trailing_data
-                if closed:
-                    break
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-    with trio.move_on_after(1) as cleanup:
-        cleanup.shield = True
-        await stream.aclose()
-
-
-async def _one_request(
-    endpoint: Endpoint,
-    conn: h11.Connection,
-    stream: trio.SocketStream,
-    peer: str,
-    timer: tuple[trio.CancelScope, float],
-) -> bool:
-    """Read one request and answer it; False when the connection should close."""
-    request: h11.Request | None = None
-    size = 0
-    scope, end = timer
-    scope.deadline = min(end, trio.current_time() + IDLE_TIMEOUT)
-    try:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-                continue
-            if isinstance(event, h11.Request):
-                # h11 bounds a request still arriving; one that came in one
-                # piece is measured here.
-                size = len(event.target) + sum(len(k) + len(v) for k, v in event.headers)
-                if size > MAX_HEADERS:
-                    await _send(stream, _error(431, "TooLarge", "headers too large"), False)
-                    return False
-                request = event
-                size = 0
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_BODY:
-                    await _send(stream, _error(413, "TooLarge", "request body too large"), False)
-                    return False
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                return False
-    except h11.RemoteProtocolError as exc:
-        error = _error(exc.error_status_hint, "BadRequest", "malformed or oversized request")
-        await _send(stream, error, False)
-        return False
-    if request is None:
-        return False
-    keep_alive = _keep_alive(request)
-    scope.deadline = min(end, trio.current_time() + REQUEST_TIMEOUT)
-    reply = await endpoint.answer(request, peer)
-    await _send(stream, reply, keep_alive)
-    return keep_alive
-
-
-def _keep_alive(request: h11.Request) -> bool:
-    """HTTP/1.1 keeps the connection unless the client says ``close``; 1.0 closes."""
-    if request.http_version != b"1.1":
-        return False
-    for name, value in request.headers:
-        if name == b"connection" and b"close" in value.lower():
-            return False
-    return True
-
-
-_HEADS: dict[tuple[int, str, int, bool], bytes] = {}
-
-
-def _head(reply: Reply, keep_alive: bool) -> bytes:
-    key = (reply.status, reply.content_type, len(reply.body), keep_alive)
-    head = _HEADS.get(key)
-    if head is None:
-        if len(_HEADS) >= 256:
-            _HEADS.clear()
-        reason = HTTPStatus(reply.status).phrase if reply.status in _STATUSES else ""
-        head = _HEADS[key] = (
-            f"HTTP/1.1 {reply.status} {reason}\r\n"
-            f"Content-Type: {reply.content_type}\r\n"
-            f"Content-Length: {len(reply.body)}\r\n"
-            "Cache-Control: no-store\r\n" + ("" if keep_alive else "Connection: close\r\n") + "\r\n"
-        ).encode("ascii")
-    return head
-
-
-_STATUSES = frozenset(s.value for s in HTTPStatus)
-
-
-async def _send(stream: trio.SocketStream, reply: Reply, keep_alive: bool) -> None:
-    await stream.send_all(_head(reply, keep_alive) + reply.body)
-
-
-async def serve(
-    endpoint: Endpoint,
-    listeners: list[trio.SocketListener],
-    *,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve until cancelled. A failing connection ends alone, never the server."""
-
-    async def handler(stream: trio.SocketStream) -> None:
-        try:
-            await serve_connection(endpoint, stream, hop_limit=endpoint.mode == "imds")
-        except Exception:
-            log.exception("endpoint.connection_error")
-
-    await trio.serve_listeners(handler, listeners, task_status=task_status)
-
-
-async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
-    """Listeners on ``host:port``; a host that is not an address of this machine is
-    refused by the kernel (EADDRNOTAVAIL), which is what we want."""
-    listeners: list[trio.SocketListener] = await trio.open_tcp_listeners(port, host=host)
-    return listeners
-
-
-def bound_port(listeners: list[trio.SocketListener]) -> int:
-    port: int = listeners[0].socket.getsockname()[1]
-    return port

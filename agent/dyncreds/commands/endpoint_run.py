@@ -15,7 +15,8 @@ import trio
 
 from dyncreds.client import EXIT_OK, EXIT_USAGE
 from dyncreds.commands.common import CliError
-from dyncreds.endpoint import ECS_PATH, AgentLink, Endpoint, bound_port, open_listeners, serve
+from dyncreds.endpoint import ECS_PATH, AgentLink, Endpoint
+from dyncreds.httpserve import bound_port, open_listeners, serve
 
 # Removed from CMD's environment: any other identity would win over the endpoint.
 IDENTITY_VARIABLES = (
