@@ -54,17 +54,16 @@ class DynamoDbJournal(MemoryRows):
     # ---------------------------------------------------------------- loading
 
     async def load(self) -> int:
-        """This agent's records: its own partition and those it adopted."""
-        origins = {self.agent_id} | await self.table.adopted(self.agent_id)
-        rows: dict[str, Record] = {}
-        where: dict[str, str] = {}
-        for origin in sorted(origins):
-            for record, at in await self.table.records(origin, self.agent_id):
-                rows[record.lease_id] = record
-                where[record.lease_id] = at
+        """This agent's records: its own partition and those it adopted. Writes wait
+        meanwhile (start-up serves beside recovery: a record created during the
+        load must not be overwritten by a snapshot taken before it)."""
         async with self._lock:
-            self._rows, self._origin = rows, where
-        return len(rows)
+            origins = {self.agent_id} | await self.table.adopted(self.agent_id)
+            for origin in sorted(origins):
+                for record, at in await self.table.records(origin, self.agent_id):
+                    self._rows[record.lease_id] = record
+                    self._origin[record.lease_id] = at
+            return len(self._rows)
 
     def adopt(self, record: Record, origin: str, now: float) -> Record:
         """A record taken over from a dead peer (already ours in the table): a
