@@ -188,3 +188,23 @@ async def test_a_fleet_record_taken_over_is_fenced_off(tmp_path: Path, aws: Stan
     await b.revoking("r/1")
     assert await b.forget("r/1")
     assert await table.records("agent-a", "agent-b") == []
+
+
+async def test_a_record_created_while_the_fleet_journal_loads_is_kept(
+    tmp_path: Path, aws: StandIn
+) -> None:
+    """Start-up recovery (a load) runs beside serving: an issuance that journals
+    during the load must not be overwritten by the load's snapshot."""
+    import trio
+
+    from dyncreds.journal.dynamodb import DynamoDbJournal
+
+    table = fleet_table(tmp_path, aws)
+    earlier = DynamoDbJournal(table, "agent-a")
+    await earlier.creating("r/old", "r", "user-old", now=1, revoke_at=3600)
+    journal = DynamoDbJournal(table, "agent-a")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.recover, 2.0)
+        nursery.start_soon(journal.creating, "r/new", "r", "user-new", 2.0, 3600.0)
+    assert journal.get("r/new") is not None and journal.get("r/old") is not None
+    assert journal.user_names() == {"user-old", "user-new"}
