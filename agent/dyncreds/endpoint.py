@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import h11
 import trio
 
 from dyncreds import logs
@@ -167,10 +166,12 @@ class Endpoint:
 
     # ---------------------------------------------------------------- routing
 
-    async def answer(self, request: h11.Request, peer: str) -> Reply:
-        # h11 gives header names lower-cased already.
-        headers = {k.decode(): v.decode(errors="replace") for k, v in request.headers}
-        method, target = request.method.decode(), request.target.decode(errors="replace")
+    async def answer(
+        self, method_raw: bytes, target_raw: bytes, raw: list[tuple[bytes, bytes]], peer: str
+    ) -> Reply:
+        """One parsed request (h11 gives header names lower-cased) -> its answer."""
+        headers = {k.decode(): v.decode(errors="replace") for k, v in raw}
+        method, target = method_raw.decode(), target_raw.decode(errors="replace")
         if not loopback_host(headers.get("host", ""), self.extra_hosts):
             reply = error_reply(403, "HostNotAllowed", "the Host header must be a loopback address")
         elif self.mode == "imds":
