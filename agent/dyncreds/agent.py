@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import trio
 
-from dyncreds import __version__, logs, views
+from dyncreds import __version__, logs, revocation, views
 from dyncreds.config import Config, ConfigError
 from dyncreds.journal import Journal
 from dyncreds.keeper import RootBackend, RootKeeper
 from dyncreds.leases import Lease, Timing
-from dyncreds.protocol import BadRequest, DyncredsError, Unavailable, UnknownRole, Upstream, rfc3339
+from dyncreds.protocol import BadRequest, DyncredsError, Unavailable, UnknownRole, rfc3339
 from dyncreds.reaper import Reaper, SweepSettings
 from dyncreds.worker import Context, Worker, keeps_key
 
@@ -163,7 +163,7 @@ class Agent:
 
     # ------------------------------------------------------------------ requests
 
-    def _worker(self, name: str) -> Worker:
+    def worker_for(self, name: str) -> Worker:
         if self.stopping:
             raise Unavailable("the agent is shutting down")
         worker = self.workers.get(name)
@@ -178,7 +178,7 @@ class Agent:
         replaced the role meanwhile."""
         self.root.refuse_if_locked()
         for _ in range(REQUEST_ROUNDS):
-            lease = await self._worker(name).request()
+            lease = await self.worker_for(name).request()
             if lease is not None:
                 return lease
         raise Unavailable(f"role {name}: no usable lease after {REQUEST_ROUNDS} attempts")
@@ -186,14 +186,14 @@ class Agent:
     async def rotate(self, name: str) -> tuple[Lease, Lease | None]:
         """A static_user role's rotation, now: a new key; the old one is deleted at
         the expiry it announced."""
-        if self._worker(name).state.role.credential_type != "static_user":
+        if self.worker_for(name).state.role.credential_type != "static_user":
             raise BadRequest(f"rotate is for static_user roles; {name} is renewed with `renew`")
         return await self.renew(name)
 
     async def renew(self, name: str) -> tuple[Lease, Lease | None]:
         """Replace the role's lease now (new keys); the old one is retired per its
         rules. Returns the new lease and the one it replaced, if any."""
-        worker = self._worker(name)
+        worker = self.worker_for(name)
         old = worker.state.lease
         new = await worker.renew()
         return new, (old if old is not None and old.id != new.id else None)
@@ -206,97 +206,10 @@ class Agent:
         everything: bool = False,
         force: bool = False,
     ) -> list[dict[str, str]]:
-        """Revoke now; one result per lease saying exactly what happened to it:
-        "deleted", "denied from T", or "valid until T: STS credentials cannot be
-        deleted"."""
-        # The protocol allows exactly one of lease_id, role and everything.
-        workers = [self._worker(role)] if role is not None else list(self.workers.values())
-        current = {lease.id: lease for w in workers if (lease := w.revoke(lease_id))}
-        targets = list(current) + [
-            r.lease_id
-            for r in self.journal.all()
-            if r.lease_id not in current
-            and r.thing != "root_key"  # a root rotation cleans up after itself
-            and (everything or r.lease_id == lease_id or (role and r.role == role))
-        ]
-        if lease_id is not None and not targets:
-            raise BadRequest(f"no lease {lease_id[:80]!r} (see `dyncreds status`)")
-        if force:
-            for target in targets:
-                await self.journal.forget(target)
-            log.warning("lease.forgotten", leases=",".join(targets))
-            return [{"lease_id": t, "outcome": "forgotten (still in AWS)"} for t in targets]
-        now = self.now()
-        denied = await self._deny_sessions(current, role, everything, now)
-        failures: list[str] = []
-        results: dict[str, str] = {}
-
-        async def one(target: str) -> None:
-            problem = await self._revoke_one(target, current.get(target))
-            if problem:
-                failures.append(problem)
-            else:
-                results[target] = views.revoke_outcome(current.get(target), denied, now)
-
-        async with trio.open_nursery() as nursery:
-            for target in targets:
-                nursery.start_soon(one, target)
-        if failures:
-            raise Upstream(
-                f"{len(failures)} of {len(targets)} revocations failed: {failures[0]}",
-                aws_code="RevokeFailed",
-            )
-        self.counters["revoke_requests"] += 1
-        done = [{"lease_id": t, "outcome": results[t]} for t in sorted(results)]
-        self.revocations.extend({**r, "at": rfc3339(now)} for r in done)
-        return done
-
-    async def _deny_sessions(
-        self, current: dict[str, Lease], role: str | None, everything: bool, now: float
-    ) -> set[str]:
-        """For roles with ``revoke_sessions``: deny, in AWS, every session issued
-        before now; then retire the leases that deny just killed, in every role
-        that shares the target (their clients get fresh ones). The roles denied."""
-        names = {lease.role for lease in current.values()}
-        if role is not None:
-            names.add(role)
-        if everything:
-            names |= set(self.workers)
-        roles = [
-            w.state.role
-            for n in sorted(names)
-            if (w := self.workers.get(n)) and w.state.role.revoke_sessions
-        ]
-        for target in roles:
-            await self.backend.revoke_sessions(target, now)
-            log.info("lease.sessions_denied", role=target.name, before=rfc3339(now))
-        arns = {arn for r in roles for arn in r.role_arns}
-        federation = any(r.credential_type == "federation_token" for r in roles)
-        for worker in self.workers.values():
-            lease, mine = worker.state.lease, worker.state.role
-            hit = (federation and mine.credential_type == "federation_token") or bool(
-                arns & set(mine.role_arns)
-            )
-            if lease is not None and hit and lease.issued_at <= now:
-                worker.revoke()
-        return {r.name for r in roles}
-
-    async def _revoke_one(self, target: str, lease: Lease | None) -> str | None:
-        """Revoke one lease now; None, or what went wrong."""
-        if self.journal.get(target) is not None:
-            try:
-                await self.reaper.revoke_and_wait(target)
-            except DyncredsError as exc:
-                return exc.message
-            return None
-        if lease is not None and lease.user_name is not None:
-            # Never claim a revocation that did not happen.
-            return (
-                f"lease {target} has no journal record, so its IAM user {lease.user_name} "
-                "was not deleted; check `dyncreds status` and delete the user by hand if "
-                "it still exists"
-            )
-        return None  # STS credentials: nothing in AWS to delete
+        """Revoke now; one result per lease saying what happened to it (revocation.py)."""
+        return await revocation.revoke(
+            self, lease_id=lease_id, role=role, everything=everything, force=force
+        )
 
     async def sweep_orphans(self) -> list[str]:
         return await self.reaper.sweep_orphans()

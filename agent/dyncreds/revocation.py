@@ -1,0 +1,142 @@
+"""`revoke`: revoke leases now, and say per lease exactly what happened to it.
+
+An iam_user or static_user lease is deleted in AWS by the reaper (and waited
+for); STS credentials cannot be deleted, so the answer says until when they stay
+valid - or, for roles with ``revoke_sessions``, an inline deny on the role (or on
+the root user, for federation tokens) makes AWS refuse every session issued
+before now, and the leases that deny killed are dropped in every role that
+shares the target. The agent routes here; this module owns the rules.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any, Protocol
+
+import trio
+
+from dyncreds import logs, views
+from dyncreds.journal import Journal
+from dyncreds.leases import Lease
+from dyncreds.protocol import BadRequest, DyncredsError, Upstream, rfc3339
+from dyncreds.reaper import Reaper
+from dyncreds.worker import Worker
+
+log = logs.get("agent")
+
+
+class RevokeHost(Protocol):
+    """What a revocation needs of the agent (agent.py)."""
+
+    workers: dict[str, Worker]
+    journal: Journal
+    reaper: Reaper
+    backend: Any  # agent.Backend: revoke_sessions
+    counters: Counter[str]
+    revocations: deque[dict[str, str]]
+
+    def now(self) -> float: ...
+    def worker_for(self, name: str) -> Worker: ...
+
+
+async def revoke(
+    agent: RevokeHost,
+    *,
+    lease_id: str | None = None,
+    role: str | None = None,
+    everything: bool = False,
+    force: bool = False,
+) -> list[dict[str, str]]:
+    """Revoke now; one result per lease saying exactly what happened to it:
+    "deleted", "denied from T", or "valid until T: STS credentials cannot be
+    deleted"."""
+    # The protocol allows exactly one of lease_id, role and everything.
+    workers = [agent.worker_for(role)] if role is not None else list(agent.workers.values())
+    current = {lease.id: lease for w in workers if (lease := w.revoke(lease_id))}
+    targets = list(current) + [
+        r.lease_id
+        for r in agent.journal.all()
+        if r.lease_id not in current
+        and r.thing != "root_key"  # a root rotation cleans up after itself
+        and (everything or r.lease_id == lease_id or (role and r.role == role))
+    ]
+    if lease_id is not None and not targets:
+        raise BadRequest(f"no lease {lease_id[:80]!r} (see `dyncreds status`)")
+    if force:
+        for target in targets:
+            await agent.journal.forget(target)
+        log.warning("lease.forgotten", leases=",".join(targets))
+        return [{"lease_id": t, "outcome": "forgotten (still in AWS)"} for t in targets]
+    now = agent.now()
+    denied = await _deny_sessions(agent, current, role, everything, now)
+    failures: list[str] = []
+    results: dict[str, str] = {}
+
+    async def one(target: str) -> None:
+        problem = await _revoke_one(agent, target, current.get(target))
+        if problem:
+            failures.append(problem)
+        else:
+            results[target] = views.revoke_outcome(current.get(target), denied, now)
+
+    async with trio.open_nursery() as nursery:
+        for target in targets:
+            nursery.start_soon(one, target)
+    if failures:
+        raise Upstream(
+            f"{len(failures)} of {len(targets)} revocations failed: {failures[0]}",
+            aws_code="RevokeFailed",
+        )
+    agent.counters["revoke_requests"] += 1
+    done = [{"lease_id": t, "outcome": results[t]} for t in sorted(results)]
+    agent.revocations.extend({**r, "at": rfc3339(now)} for r in done)
+    return done
+
+
+async def _deny_sessions(
+    agent: RevokeHost, current: dict[str, Lease], role: str | None, everything: bool, now: float
+) -> set[str]:
+    """For roles with ``revoke_sessions``: deny, in AWS, every session issued
+    before now; then retire the leases that deny just killed, in every role
+    that shares the target (their clients get fresh ones). The roles denied."""
+    names = {lease.role for lease in current.values()}
+    if role is not None:
+        names.add(role)
+    if everything:
+        names |= set(agent.workers)
+    roles = [
+        w.state.role
+        for n in sorted(names)
+        if (w := agent.workers.get(n)) and w.state.role.revoke_sessions
+    ]
+    for target in roles:
+        await agent.backend.revoke_sessions(target, now)
+        log.info("lease.sessions_denied", role=target.name, before=rfc3339(now))
+    arns = {arn for r in roles for arn in r.role_arns}
+    federation = any(r.credential_type == "federation_token" for r in roles)
+    for worker in agent.workers.values():
+        lease, mine = worker.state.lease, worker.state.role
+        hit = (federation and mine.credential_type == "federation_token") or bool(
+            arns & set(mine.role_arns)
+        )
+        if lease is not None and hit and lease.issued_at <= now:
+            worker.revoke()
+    return {r.name for r in roles}
+
+
+async def _revoke_one(agent: RevokeHost, target: str, lease: Lease | None) -> str | None:
+    """Revoke one lease now; None, or what went wrong."""
+    if agent.journal.get(target) is not None:
+        try:
+            await agent.reaper.revoke_and_wait(target)
+        except DyncredsError as exc:
+            return exc.message
+        return None
+    if lease is not None and lease.user_name is not None:
+        # Never claim a revocation that did not happen.
+        return (
+            f"lease {target} has no journal record, so its IAM user {lease.user_name} "
+            "was not deleted; check `dyncreds status` and delete the user by hand if "
+            "it still exists"
+        )
+    return None  # STS credentials: nothing in AWS to delete
