@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 
+from dyncreds.aws.fleet_table import AgentItem
 from dyncreds.config import FleetSettings, Seconds
 from dyncreds.fleet import Fleet
 from dyncreds.journal import Record, TakenOver
@@ -22,27 +23,11 @@ from tests.fakes import WallClock
 SETTINGS = FleetSettings(heartbeat=Seconds(10), dead_after=Seconds(60))
 
 
-@dataclasses.dataclass
-class AgentRow:
-    agent_id: str
-    host: str = "h"
-    pid: int = 1
-    heartbeat: float = 0.0
-    started_at: float = 0.0
-    leases: int = 0
-    taken_by: str | None = None
-    taken_at: float | None = None
-    adopted: frozenset[str] = frozenset()
-
-    def alive(self, now: float, dead_after: float) -> bool:
-        return self.taken_by is None and now - self.heartbeat < dead_after
-
-
 class Table:
     """One shared table; ``view(agent)`` is that agent's connection to it."""
 
     def __init__(self) -> None:
-        self.agents: dict[str, AgentRow] = {}
+        self.agents: dict[str, AgentItem] = {}  # replaced whole on every write
         self.records: dict[tuple[str, str], tuple[Record, str]] = {}
         self.cut: set[str] = set()
         self.heartbeats: dict[str, int] = {}
@@ -61,32 +46,36 @@ class View:
 
     async def register(self, agent_id: str, host: str, pid: int, now: float) -> None:
         self._check()
-        row = self.t.agents.setdefault(agent_id, AgentRow(agent_id))
-        row.heartbeat, row.taken_by, row.taken_at = now, None, None
+        row = self.t.agents.get(agent_id) or AgentItem(
+            agent_id, host, pid, now, now, 0, None, None, frozenset()
+        )
+        self.t.agents[agent_id] = dataclasses.replace(
+            row, heartbeat=now, taken_by=None, taken_at=None
+        )
 
     async def heartbeat(self, agent_id: str, now: float, leases: int) -> None:
         self._check()
         row = self.t.agents.get(agent_id)
         if row is None or row.taken_by is not None:
             raise TakenOver("ConditionalCheckFailed")
-        row.heartbeat, row.leases = now, leases
+        self.t.agents[agent_id] = dataclasses.replace(row, heartbeat=now, leases=leases)
         self.t.heartbeats[agent_id] = self.t.heartbeats.get(agent_id, 0) + 1
 
     async def roster(self) -> list[Any]:
         self._check()
-        return [dataclasses.replace(r) for r in self.t.agents.values()]
+        return list(self.t.agents.values())
 
     async def claim(self, dead: Any, me: str, now: float) -> None:
         self._check()
         row = self.t.agents[dead.agent_id]
         if row.heartbeat != dead.heartbeat or row.taken_by is not None:
             raise TakenOver("ConditionalCheckFailed")
-        row.taken_by, row.taken_at = me, now
+        self.t.agents[dead.agent_id] = dataclasses.replace(row, taken_by=me, taken_at=now)
 
     async def add_adopted(self, agent_id: str, origins: set[str]) -> None:
         self._check()
         row = self.t.agents[agent_id]
-        row.adopted = row.adopted | origins
+        self.t.agents[agent_id] = dataclasses.replace(row, adopted=row.adopted | origins)
 
     async def adopted(self, agent_id: str) -> set[str]:
         self._check()

@@ -19,7 +19,7 @@ import os
 import random
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -28,6 +28,9 @@ from dyncreds.config import FleetSettings
 from dyncreds.journal import Record, TakenOver
 from dyncreds.journal.dynamodb import DynamoDbJournal
 from dyncreds.protocol import DyncredsError, rfc3339
+
+if TYPE_CHECKING:  # the fleet's shell never imports boto3
+    from dyncreds.aws.fleet_table import AgentItem
 
 log = logs.get("fleet")
 
@@ -38,27 +41,13 @@ def check_every(heartbeat: float, fleet_size: int) -> float:
     return max(heartbeat, heartbeat * fleet_size / ROSTER_READS_PER_HEARTBEAT)
 
 
-class AgentInfo(Protocol):
-    agent_id: str
-    host: str
-    pid: int
-    heartbeat: float
-    started_at: float
-    leases: int
-    taken_by: str | None
-    taken_at: float | None
-    adopted: frozenset[str]
-
-    def alive(self, now: float, dead_after: float) -> bool: ...
-
-
 class FleetTableOps(Protocol):
     """The roster side of aws/fleet_table.FleetTable."""
 
     async def register(self, agent_id: str, host: str, pid: int, now: float) -> None: ...
     async def heartbeat(self, agent_id: str, now: float, leases: int) -> None: ...
-    async def roster(self) -> list[Any]: ...
-    async def claim(self, dead: Any, me: str, now: float) -> None: ...
+    async def roster(self) -> list[AgentItem]: ...
+    async def claim(self, dead: AgentItem, me: str, now: float) -> None: ...
     async def add_adopted(self, agent_id: str, origins: set[str]) -> None: ...
     async def adopted(self, agent_id: str) -> set[str]: ...
     async def records(self, origin: str, owner: str) -> list[tuple[Record, str]]: ...
@@ -148,7 +137,7 @@ class Fleet:
 
     def _reached(self) -> None:
         if not self.reachable:
-            log.info("fleet.reachable", table=self.journal_table)
+            log.info("fleet.reachable", table=self.settings.table)
         self.reachable = True
         self.error = None
         self.last_heartbeat = self.wall()
@@ -158,10 +147,6 @@ class Fleet:
             log.error("fleet.unreachable", error=exc.message)
         self.reachable = False
         self.error = exc.message
-
-    @property
-    def journal_table(self) -> str:
-        return self.settings.table
 
     async def _taken_over(self) -> None:
         """A peer declared us dead: keep only what the table still says is ours."""
@@ -204,7 +189,7 @@ class Fleet:
                 won.append(peer.agent_id)
         return won
 
-    async def take_over(self, peer: Any, now: float) -> bool:
+    async def take_over(self, peer: AgentItem, now: float) -> bool:
         try:
             await self.table.claim(peer, self.agent_id, now)
         except TakenOver:
