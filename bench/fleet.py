@@ -21,9 +21,8 @@ from typing import Any
 import trio
 
 from bench.harness import cpu_note, emit
-from dyncreds import config
 from dyncreds.fleet import ROSTER_READS_PER_HEARTBEAT, check_every
-from dyncreds.standin import StandIn
+from dyncreds.standin import StandIn, fleet_table
 
 # On-demand, us-east-1 (since November 2024): per million request units.
 PRICE_WRITE = 0.625
@@ -33,24 +32,8 @@ ROLES_PER_HOST = 5
 LEASES = 50
 
 
-def _config(base: Path, aws: StandIn, heartbeat: str) -> config.Config:
-    (base / "roles").mkdir(parents=True, exist_ok=True)
-    keys = aws.admin_keys
-    (base / "root.toml").write_text(
-        f'access_key_id = "{keys["AccessKeyId"]}"\n'
-        f'secret_access_key = "{keys["SecretAccessKey"]}"\n'
-    )
-    (base / "root.toml").chmod(0o600)
-    (base / "config.toml").write_text(
-        f'[root]\ncredentials_file = "root.toml"\n[fleet]\ntable = "bench-fleet"\n'
-        f'name = "bench"\nendpoint = "{aws.endpoint}"\nheartbeat = "{heartbeat}"\n'
-    )
-    return config.load(base)
-
-
 def bench_fleet() -> None:
-    from dyncreds.aws.fleet_table import FleetTable, create_table, record_item
-    from dyncreds.aws.session import AwsSession
+    from dyncreds.aws.fleet_table import record_item
     from dyncreds.journal import Record
     from dyncreds.journal.dynamodb import DynamoDbJournal
 
@@ -64,13 +47,14 @@ def bench_fleet() -> None:
     try:
         aws.reset()
         aws.bootstrap()
-        cfg = _config(base, aws, "30s")
-        assert cfg.main.fleet is not None
-        session = AwsSession(
-            cfg, call_timeout=20, concurrency=8, event_hooks=[("before-send.dynamodb", count)]
+        table = fleet_table(
+            base,
+            aws.endpoint,
+            aws.admin_keys,
+            table="bench-fleet",
+            name="bench",
+            event_hooks=[("before-send.dynamodb", count)],
         )
-        create_table(session.dynamodb, "bench-fleet")
-        table = FleetTable(cfg.main.fleet, lambda: session)
         journal = DynamoDbJournal(table, "bench-agent")
         seconds: dict[str, list[float]] = {}
 

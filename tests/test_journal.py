@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dyncreds import config
+from dyncreds import standin
 from dyncreds.journal import LostRecord, Record, TakenOver
 from dyncreds.journal.sqlite import SqliteJournal
 from dyncreds.standin import StandIn
@@ -28,31 +28,10 @@ class Store:
     reopen: Callable[[], Awaitable[Any]]
 
 
-def fleet_config(base: Path, aws: StandIn, name: str = "t") -> config.Config:
-    (base / "roles").mkdir(parents=True, exist_ok=True)
-    keys = aws.admin_keys
-    (base / "root.toml").write_text(
-        f'access_key_id = "{keys["AccessKeyId"]}"\n'
-        f'secret_access_key = "{keys["SecretAccessKey"]}"\n'
-    )
-    (base / "root.toml").chmod(0o600)
-    (base / "config.toml").write_text(
-        f'[root]\ncredentials_file = "root.toml"\niam_endpoint = "{aws.endpoint}"\n'
-        f'sts_endpoint = "{aws.endpoint}"\n[fleet]\ntable = "journal-contract"\n'
-        f'name = "{name}"\nendpoint = "{aws.endpoint}"\n'
-    )
-    return config.load(base)
-
-
 def fleet_table(base: Path, aws: StandIn) -> Any:
-    from dyncreds.aws.fleet_table import FleetTable, create_table
-    from dyncreds.aws.session import AwsSession
-
-    cfg = fleet_config(base, aws)
-    session = AwsSession(cfg, call_timeout=10, concurrency=4)
-    create_table(session.dynamodb, "journal-contract")
-    assert cfg.main.fleet is not None
-    return FleetTable(cfg.main.fleet, lambda: session)
+    return standin.fleet_table(
+        base, aws.endpoint, aws.admin_keys, table="journal-contract", name="t"
+    )
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])

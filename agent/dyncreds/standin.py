@@ -159,6 +159,44 @@ def write_config(config_dir: Path, endpoint: str, keys: dict[str, str]) -> None:
     )
 
 
+def fleet_table(
+    base: Path,
+    endpoint: str,
+    keys: dict[str, str],
+    *,
+    table: str,
+    name: str,
+    event_hooks: list[tuple[str, Any]] | None = None,
+) -> Any:
+    """A fleet table on the stand-in, created by `fleet init`'s own code, and the
+    FleetTable that reaches it as a fleet agent's root would (tests, benchmarks)."""
+    from dyncreds import config
+    from dyncreds.aws.fleet_table import FleetTable, create_table
+    from dyncreds.aws.session import AwsSession
+
+    (base / "roles").mkdir(parents=True, exist_ok=True)
+    write_credentials_file(
+        base / "root.toml", StaticKeys(keys["AccessKeyId"], Secret(keys["SecretAccessKey"]))
+    )
+    (base / "config.toml").write_text(
+        textwrap.dedent(f"""\
+        [root]
+        credentials_file = "root.toml"
+        iam_endpoint = "{endpoint}"
+        sts_endpoint = "{endpoint}"
+        [fleet]
+        table = "{table}"
+        name = "{name}"
+        endpoint = "{endpoint}"
+        """)
+    )
+    cfg = config.load(base)
+    assert cfg.main.fleet is not None
+    session = AwsSession(cfg, call_timeout=10, concurrency=8, event_hooks=event_hooks)
+    create_table(session.dynamodb, table)
+    return FleetTable(cfg.main.fleet, lambda: session)
+
+
 def agent_env(base: Path, socket_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DYNCREDS_"))}
     env.update(
