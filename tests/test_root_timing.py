@@ -39,6 +39,7 @@ async def test_scheduled_rotation_runs_when_the_key_is_old_enough_and_not_before
     await trio.sleep(600)
     assert len(backend.rotated_at) == 2
     assert 7 * DAY <= backend.rotated_at[1] - backend.rotated_at[0] <= 7 * DAY + 3600
+    assert agent.status()["counters"]["root_rotations"] == 2  # scheduled ones count too
 
 
 async def test_a_failing_scheduled_rotation_is_retried_with_backoff_and_shown(

@@ -96,7 +96,12 @@ class Agent:
         self.workers = {name: Worker(role, self.ctx) for name, role in config.roles.items()}
         self.started_at = wall()
         self.root = RootKeeper(
-            backend, config.main.root, wall=wall, rng=rng, on_unlock=self._unlocked
+            backend,
+            config.main.root,
+            wall=wall,
+            rng=rng,
+            counters=self.counters,
+            on_unlock=self._unlocked,
         )
         self.reload_error: str | None = None
         self.stopping = False
@@ -282,9 +287,7 @@ class Agent:
         )
 
     async def rotate_root(self) -> str:
-        key = await self.root.rotate()
-        self.counters["root_rotations"] += 1
-        return key
+        return await self.root.rotate()
 
     # ------------------------------------------------------------------ views
 

@@ -8,6 +8,7 @@ rotated by hand restarts the clock. Rotations never run concurrently.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -46,19 +47,20 @@ class RootKeeper:
         *,
         wall: Callable[[], float],
         rng: Callable[[], float],
+        counters: Counter[str],
         on_unlock: Callable[[], None] = lambda: None,
     ):
         self.backend = backend
         self.settings = settings
         self.wall = wall
         self.rng = rng
+        self.counters = counters  # the agent's: root_rotations, on demand or scheduled
         self.on_unlock = on_unlock  # the reaper and the workers retry what waited
         self.on_change: Callable[[], None] = lambda: None  # systemd's STATUS= (daemon)
         self.arn: str | None = None
         self.error: str | None = None
         self.next_rotation: float | None = None
         self.rotation_error: str | None = None
-        self.rotations = 0
         self._rotating = trio.Lock()
         self._wake = trio.Event()  # a reload or an unlock: look at the schedule again
 
@@ -109,7 +111,7 @@ class RootKeeper:
     async def rotate(self) -> str:
         async with self._rotating:
             key = await self.backend.rotate_root()
-        self.rotations += 1
+        self.counters["root_rotations"] += 1
         self.rotation_error = None
         self._wake.set()  # the new key's CreateDate is the schedule's new origin
         await self.identify()
