@@ -22,7 +22,7 @@ import trio
 
 from bench.harness import cpu_note, emit
 from dyncreds.fleet import ROSTER_READS_PER_HEARTBEAT, check_every
-from dyncreds.standin import StandIn, fleet_table
+from dyncreds.standin import StandIn
 
 # On-demand, us-east-1 (since November 2024): per million request units.
 PRICE_WRITE = 0.625
@@ -47,10 +47,8 @@ def bench_fleet() -> None:
     try:
         aws.reset()
         aws.bootstrap()
-        table = fleet_table(
+        table = aws.fleet_table(
             base,
-            aws.endpoint,
-            aws.admin_keys,
             table="bench-fleet",
             name="bench",
             event_hooks=[("before-send.dynamodb", count)],

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from dyncreds import standin
 from dyncreds.journal import LostRecord, Record, TakenOver
 from dyncreds.journal.sqlite import SqliteJournal
 from dyncreds.standin import StandIn
@@ -29,9 +28,7 @@ class Store:
 
 
 def fleet_table(base: Path, aws: StandIn) -> Any:
-    return standin.fleet_table(
-        base, aws.endpoint, aws.admin_keys, table="journal-contract", name="t"
-    )
+    return aws.fleet_table(base, table="journal-contract", name="t")
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])

@@ -95,6 +95,45 @@ class StandIn:
         )
         urllib.request.urlopen(request, timeout=10).read()
 
+    def fleet_table(
+        self,
+        base: Path,
+        *,
+        table: str,
+        name: str,
+        event_hooks: list[tuple[str, Any]] | None = None,
+    ) -> Any:
+        """A fleet table on the stand-in, created by `fleet init`'s own code, and the
+        FleetTable that reaches it as a fleet agent's root would (tests, benchmarks).
+        The admin's keys stay on this object: a failing call never shows them as an
+        argument in a traceback."""
+        from dyncreds import config
+        from dyncreds.aws.fleet_table import FleetTable, create_table
+        from dyncreds.aws.session import AwsSession
+
+        (base / "roles").mkdir(parents=True, exist_ok=True)
+        keys = self.admin_keys
+        write_credentials_file(
+            base / "root.toml", StaticKeys(keys["AccessKeyId"], Secret(keys["SecretAccessKey"]))
+        )
+        (base / "config.toml").write_text(
+            textwrap.dedent(f"""\
+            [root]
+            credentials_file = "root.toml"
+            iam_endpoint = "{self.endpoint}"
+            sts_endpoint = "{self.endpoint}"
+            [fleet]
+            table = "{table}"
+            name = "{name}"
+            endpoint = "{self.endpoint}"
+            """)
+        )
+        cfg = config.load(base)
+        assert cfg.main.fleet is not None
+        session = AwsSession(cfg, call_timeout=10, concurrency=8, event_hooks=event_hooks)
+        create_table(session.dynamodb, table)
+        return FleetTable(cfg.main.fleet, lambda: session)
+
     def reset(self) -> None:
         """A new, empty account with enforcement off (tests call this between runs)."""
         self.enforce_iam(unauthenticated_requests=1_000_000_000)
@@ -157,44 +196,6 @@ def write_config(config_dir: Path, endpoint: str, keys: dict[str, str]) -> None:
         region = "us-east-1"
         """)
     )
-
-
-def fleet_table(
-    base: Path,
-    endpoint: str,
-    keys: dict[str, str],
-    *,
-    table: str,
-    name: str,
-    event_hooks: list[tuple[str, Any]] | None = None,
-) -> Any:
-    """A fleet table on the stand-in, created by `fleet init`'s own code, and the
-    FleetTable that reaches it as a fleet agent's root would (tests, benchmarks)."""
-    from dyncreds import config
-    from dyncreds.aws.fleet_table import FleetTable, create_table
-    from dyncreds.aws.session import AwsSession
-
-    (base / "roles").mkdir(parents=True, exist_ok=True)
-    write_credentials_file(
-        base / "root.toml", StaticKeys(keys["AccessKeyId"], Secret(keys["SecretAccessKey"]))
-    )
-    (base / "config.toml").write_text(
-        textwrap.dedent(f"""\
-        [root]
-        credentials_file = "root.toml"
-        iam_endpoint = "{endpoint}"
-        sts_endpoint = "{endpoint}"
-        [fleet]
-        table = "{table}"
-        name = "{name}"
-        endpoint = "{endpoint}"
-        """)
-    )
-    cfg = config.load(base)
-    assert cfg.main.fleet is not None
-    session = AwsSession(cfg, call_timeout=10, concurrency=8, event_hooks=event_hooks)
-    create_table(session.dynamodb, table)
-    return FleetTable(cfg.main.fleet, lambda: session)
 
 
 def agent_env(base: Path, socket_path: Path) -> dict[str, str]:
