@@ -10,10 +10,11 @@ import os
 import sys
 from typing import Any
 
-from dyncreds import rootconfig
+from dyncreds import config, rootconfig
 from dyncreds.aws.rootkeys import StaticKeys
 from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
 from dyncreds.commands.common import CliError, get_paths, print_json
+from dyncreds.commands.mfa import mfa_code
 from dyncreds.commands.roles import reload_agent
 from dyncreds.files import atomic_write
 from dyncreds.leases import Secret
@@ -120,13 +121,18 @@ def cmd_rotate_root(args: argparse.Namespace) -> int:
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
-    """Give the agent an MFA session: the code from --code, or asked on the terminal."""
-    code = args.code
-    if code is None:
-        if not sys.stdin.isatty():
-            raise CliError("no terminal to ask for the MFA code on; pass --code CODE", EXIT_USAGE)
-        code = input("MFA code: ").strip()
-    with Client(get_paths(args).socket, timeout=60.0) as client:
+    """Give the agent an MFA session, the code from [root] mfa_process, the
+    terminal, stdin or a desktop prompt (commands/mfa.py says in which order)."""
+    p = get_paths(args)
+    problems: list[config.Problem] = []
+    main = config.load_main(p.config_file, problems)  # a broken file: no mfa_process
+    root = main.root if main else None
+    code = mfa_code(
+        given=args.code,
+        process=root.mfa_process if root else None,
+        serial=root.mfa_serial if root else None,
+    )
+    with Client(p.socket, timeout=60.0) as client:
         until = client.request("unlock", code=code)["unlocked_until"]
     if args.json:
         print_json({"unlocked_until": until})
@@ -198,8 +204,14 @@ def add_commands(add: Any, sub: Any, common: Any) -> None:
     )
     p.set_defaults(fn=cmd_configure_root)
     add("rotate-root", cmd_rotate_root, "rotate the agent's own static access key")
-    p = add("unlock", cmd_unlock, "give the agent an MFA session (root.mfa_serial)")
+    p = add(
+        "unlock",
+        cmd_unlock,
+        "give the agent an MFA session (root.mfa_serial); the code comes from "
+        "[root] mfa_process, else the terminal, else stdin, else a desktop prompt",
+    )
     p.add_argument(
-        "--code", help="the MFA device's current code (asked on a terminal if not given)"
+        "--code",
+        help="the code itself (visible to other processes while it runs: prefer stdin)",
     )
     add("lock", cmd_lock, "forget the MFA session and refuse every credential request")
