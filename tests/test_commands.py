@@ -7,6 +7,7 @@ import argparse
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -186,7 +187,8 @@ def test_status_wraps_a_warning_and_never_cuts_it() -> None:
         "the root key is in a plain file (root-credentials.toml): "
         "`dyncreds configure root --store keyring` moves it to the OS keyring"
     )
-    status = dict(STATUS, root=dict(STATUS["root"], warning=warning, error="x " * 50))
+    root: dict[str, Any] = dict(STATUS["root"])  # type: ignore[call-overload]
+    status = dict(STATUS, root=dict(root, warning=warning, error="x " * 50))
     for width in (40, 60, 80):
         text = render_status(status, NOW, width=width)
         lines = text.splitlines()
