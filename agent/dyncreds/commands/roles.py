@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import sysconfig
@@ -102,13 +103,27 @@ def shim_path() -> Path | None:
     return next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
 
 
+def shim_command(shim: Path) -> str:
+    """What a profile's credential_process runs. The shim of this Python's own
+    install is run by this Python with -I -S, directly: no /bin/sh hop to find an
+    interpreter (pip cannot write those flags into a script's shebang). Any other
+    shim is run as a command."""
+    own = [Path(sys.executable).parent / "dyncreds-shim"]
+    user_scripts = sysconfig.get_path("scripts", f"{os.name}_user")
+    if user_scripts:
+        own.append(Path(user_scripts) / "dyncreds-shim")
+    if any(shim == candidate.absolute() for candidate in own):
+        return f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(shim))}"
+    return shlex.quote(str(shim))
+
+
 def aws_config_sections(
-    roles: Sequence[tuple[str, str | None]], default_region: str, shim: Path
+    roles: Sequence[tuple[str, str | None]], default_region: str, command: str
 ) -> str:
     sections = []
     for name, region in roles:
         sections.append(
-            f"[profile {name}]\ncredential_process = {shim} {name}\n"
+            f"[profile {name}]\ncredential_process = {command} {name}\n"
             f"region = {region or default_region}\n"
         )
     return "\n".join(sections)
@@ -130,7 +145,8 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
             "reinstall dyncreds, or name it with --shim PATH",
             EXIT_USAGE,
         )
-    print(aws_config_sections(wanted, cfg.main.root.region, shim.absolute()), end="")
+    command = shim_command(shim.absolute()) if not args.shim else shlex.quote(str(shim.absolute()))
+    print(aws_config_sections(wanted, cfg.main.root.region, command), end="")
     return EXIT_OK
 
 
