@@ -53,6 +53,38 @@ SETTINGS = (
 )
 DEFAULT_FILE = "root-credentials.toml"
 
+STARTER_CONFIG = """\
+# dyncreds configuration. Every key is optional; these are the defaults.
+# Durations: "90s", "15m", "1h", "1h30m", or integer seconds.
+
+[agent]
+# log_level = "info"          # debug | info | warning | error
+# min_remaining = "20m"       # a served credential has at least this long to live
+# idle_after = "1h"           # stop refreshing a role nobody asked for in this long
+# aws_concurrency = 8         # AWS calls in flight at once
+# propagation_checks = 3      # a new IAM key must work this many times in a row
+# propagation_timeout = "60s"
+
+[root]
+# The agent's own AWS identity (Vault: config/root). One of:
+# profile = "dyncreds-root"                    # a profile of ~/.aws/config
+# credentials_file = "root-credentials.toml"   # written by `dyncreds configure root`
+# keyring = "root"                             # the OS keyring (`configure root --store keyring`)
+# none: boto3's default credential chain
+region = "us-east-1"
+# iam_endpoint = "https://iam.amazonaws.com"
+# sts_endpoint = "https://sts.us-east-1.amazonaws.com"
+# max_retries = 5
+# username_template = "dyncreds-{user}-{role}-{unix_time}-{random}"
+# mfa_serial = "arn:aws:iam::123456789012:mfa/me"          # the agent starts locked
+# mfa_process = "ykman oath accounts code --single aws"    # prints the code for `unlock`
+
+[lease]
+# Defaults for iam_user roles (Vault: config/lease).
+# ttl = "1h"
+# max_ttl = "12h"
+"""
+
 
 class ConfigureError(ClientError):
     """A refused change: one line, nothing written (exit status 2 in the CLI)."""
@@ -80,7 +112,7 @@ class Place:
     name: str
 
 
-def load_document(path: Path, starter: str) -> tomlkit.TOMLDocument:
+def load_document(path: Path, starter: str = STARTER_CONFIG) -> tomlkit.TOMLDocument:
     """config.toml as an editable document that keeps its comments and layout
     (``starter`` when there is none yet)."""
     try:
@@ -114,7 +146,10 @@ def wants_key(change: RootChange, root: Any) -> bool:
 
 
 def configure_root(
-    p: paths.Paths, change: RootChange, starter: str, say: Callable[[str], None]
+    p: paths.Paths,
+    change: RootChange,
+    say: Callable[[str], None],
+    starter: str = STARTER_CONFIG,
 ) -> None:
     """Apply ``change``; ``say`` is told each thing done, in words (never a secret)."""
     if change.profile and change.new_key:
@@ -134,7 +169,10 @@ def configure_root(
         raise ConfigureError("\n".join(str(x) for x in problems) + "\nnothing was written")
     identity_changed = change.profile is not None or keys is not None
     if change.check and (identity_changed or _touches_sts(change)):
-        say(check_identity(main.root, keys if keys is not None else _key_at(p, old)))
+        if main.root.systemd_credential and not identity_changed:
+            say("not checked with AWS: a systemd credential is readable by its unit only")
+        else:
+            say(check_identity(main.root, keys if keys is not None else _key_at(p, old)))
     p.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if new is not None and keys is not None:
         _put(p, new, keys, say)

@@ -18,36 +18,7 @@ from dyncreds.commands.mfa import mfa_code
 from dyncreds.commands.roles import reload_agent
 from dyncreds.files import atomic_write
 from dyncreds.leases import Secret
-from dyncreds.rootconfig import RootChange
-
-STARTER_CONFIG = """\
-# dyncreds configuration. Every key is optional; these are the defaults.
-# Durations: "90s", "15m", "1h", "1h30m", or integer seconds.
-
-[agent]
-# log_level = "info"          # debug | info | warning | error
-# min_remaining = "20m"       # a served credential has at least this long to live
-# idle_after = "1h"           # stop refreshing a role nobody asked for in this long
-# aws_concurrency = 8         # AWS calls in flight at once
-# propagation_checks = 3      # a new IAM key must work this many times in a row
-# propagation_timeout = "60s"
-
-[root]
-# The agent's own AWS identity (Vault: config/root). One of:
-# profile = "dyncreds-root"                    # a profile of ~/.aws/config
-# credentials_file = "root-credentials.toml"   # written by `dyncreds configure root`
-# neither: boto3's default credential chain
-region = "us-east-1"
-# iam_endpoint = "https://iam.amazonaws.com"
-# sts_endpoint = "https://sts.us-east-1.amazonaws.com"
-# max_retries = 5
-# username_template = "dyncreds-{user}-{role}-{unix_time}-{random}"
-
-[lease]
-# Defaults for iam_user roles (Vault: config/lease).
-# ttl = "1h"
-# max_ttl = "12h"
-"""
+from dyncreds.rootconfig import STARTER_CONFIG, RootChange
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -82,10 +53,10 @@ def cmd_configure_root(args: argparse.Namespace) -> int:
         settings={key: getattr(args, key) for key in rootconfig.SETTINGS},
         check=not args.no_check,
     )
-    root = rootconfig.load_document(p.config_file, STARTER_CONFIG).get("root") or {}
+    root = rootconfig.load_document(p.config_file).get("root") or {}
     if args.access_key_id or args.secret_stdin or rootconfig.wants_key(change, root):
         change.new_key = _read_key(args)
-    rootconfig.configure_root(p, change, STARTER_CONFIG, print)
+    rootconfig.configure_root(p, change, print)
     print(f"wrote {p.config_file}; {reload_agent(p)}")
     return EXIT_OK
 
