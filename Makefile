@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml shim/dyncreds_shim.py
+$(STAMP): pyproject.toml shim/dyncreds_shim.py shim/dyncreds-shim
 	@$(PYTHON) -c 'import sys; sys.exit("dyncreds needs Python 3.11+") if sys.version_info < (3, 11) else None'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

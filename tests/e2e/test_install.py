@@ -143,12 +143,17 @@ def shim_runs(python: str, shim: Path, env: dict[str, str]) -> None:
         assert result.returncode == 0, (argv, result.stderr)
         assert json.loads(result.stdout)["AccessKeyId"]
     probe = subprocess.run(  # the compiled module, not site's search, on the direct path
-        [python, "-I", "-S", "-X", "importtime", str(shim), "--help"],
+        [python, "-I", "-S", "-v", "-X", "importtime", str(shim), "--help"],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert probe.returncode == 0, probe.stderr
-    imported = [line.rsplit("|", 1)[-1].strip() for line in probe.stderr.splitlines()[1:]]
-    assert "dyncreds_shim" in imported and "site" not in imported and "os" not in imported
+    imported = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in probe.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
+    assert "site" not in imported and "os" not in imported, imported
+    assert "site-packages/__pycache__/dyncreds_shim.cpython-" in probe.stderr
 
 
 @pytest.mark.parametrize("how", ["venv", "user"])
