@@ -110,15 +110,25 @@ def add_role_flags(p: argparse.ArgumentParser, *, edit: bool) -> None:
             kwargs.update(choices=list(CREDENTIAL_TYPES), required=not edit)
         elif ff.kind == "bool":
             kwargs.update(action=argparse.BooleanOptionalAction, default=None)
-        elif ff.kind in ("list", "dict"):
-            kwargs.update(action="append", metavar="KEY=VALUE" if ff.kind == "dict" else "VALUE")
+        elif ff.kind == "dict":
+            kwargs.update(action="append", metavar="KEY=VALUE")
+        elif ff.kind == "list":
+            kwargs.update(action="append", metavar=ff.flag[2:].upper().replace("-", "_"))
+        else:
+            kwargs["metavar"] = "DURATION" if ff.kind == "duration" else ff.field.upper()
         p.add_argument(ff.flag, **kwargs)
     p.add_argument(
         "--policy-file",
         dest="policy_copy",
+        metavar="FILE",
         help="a policy JSON file (or - for stdin) copied into policy_document",
     )
-    p.add_argument("--tag", action="append", help="KEY=VALUE: iam_tags or session_tags by type")
+    p.add_argument(
+        "--tag",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an iam_tags or session_tags entry, by the role's type (repeatable)",
+    )
 
 
 def changes_from(args: argparse.Namespace, *, credential_type: str | None) -> dict[str, Any]:
