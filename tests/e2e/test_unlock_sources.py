@@ -140,14 +140,19 @@ def test_a_failing_mfa_process_is_named_and_nothing_is_sent(
 ) -> None:
     bin_dir = short_dir / "fakebin"
     bin_dir.mkdir()
-    fake(bin_dir, "ykman", 'echo "Failed to connect to YubiKey." >&2\nexit 1\n')
+    touched = short_dir / "ykman-ran"
+    fake(bin_dir, "ykman", f'touch {touched}\necho "Failed to connect to YubiKey." >&2\nexit 1\n')
     made = rig(
         {"s": STS_ROLE},
         tables=f'mfa_serial = "{SERIAL}"\nmfa_process = "ykman oath accounts code --single aws"\n',
     )
     agent = made.start()
     env = dict(agent.env, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    # No agent there: said at once, and the YubiKey is not asked.
+    absent = unlock(dict(env, DYNCREDS_SOCKET=str(short_dir / "none.sock")))
+    assert absent.returncode == 3 and not touched.exists()
     failed = unlock(env)
+    assert touched.exists()
     assert failed.returncode == 2
     assert "Failed to connect to YubiKey." in failed.stderr  # ykman's own words
     assert "[root] mfa_process exited 1: ykman oath accounts code --single aws" in failed.stderr

@@ -98,6 +98,8 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     problems: list[config.Problem] = []
     main = config.load_main(p.config_file, problems)  # a broken file: no mfa_process
     root = main.root if main else None
+    with Client(p.socket) as client:  # not running: said before a YubiKey is touched
+        client.request("ping")
     code = mfa_code(
         given=args.code,
         process=root.mfa_process if root else None,
