@@ -94,6 +94,7 @@ class FakeBackend:
         lease_id: str,
         now: float,
         on_step: Callable[[str], None] = lambda step: None,
+        consumer: str | None = None,
     ) -> Lease:
         if self.lock.locked(self._now()):
             raise Locked(self.lock.why(self._now()))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dyncreds.config.problems import Problem, decode_table, line_of, read_toml
-from dyncreds.config.schema import MAIN_TABLES, MainConfig, format_duration
+from dyncreds.config.schema import MAIN_TABLES, AccessRule, MainConfig, format_duration
 
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 URL = re.compile(r"https?://[^\s/]+(/\S*)?")
@@ -19,6 +19,7 @@ MFA_SERIAL = re.compile(
 )
 TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 FLEET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+UNIX_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}\$?")
 TEMPLATE_FIELDS = frozenset({"user", "role", "host", "unix_time", "random"})
 
 
@@ -53,6 +54,9 @@ def main_from_text(path: Path, text: str, problems: list[Problem]) -> MainConfig
             known = ", ".join(MAIN_TABLES)
             line = line_of(text, name, "") or line_of(text, None, name)
             problems.append(Problem(path, line, f"unknown table [{name}] (known: {known})"))
+            continue
+        if name == "access":
+            tables[name] = decode_rules(value, path, text, problems)
             continue
         tables[name] = decode_table(value, cls, path, text, name, problems)
     if len(problems) > before:
@@ -151,9 +155,42 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
         url = getattr(root, key)
         if url is not None and not URL.fullmatch(url):
             out.append(("root", key, f"{url!r} is not an http(s) URL"))
+    out.extend(check_access(main))
     template_problem = check_username_template(root.username_template)
     if template_problem:
         out.append(("root", "username_template", template_problem))
+    return out
+
+
+def decode_rules(
+    value: Any, path: Path, text: str, problems: list[Problem]
+) -> list[AccessRule] | None:
+    """[[access]]: an array of tables, each decoded like any other table."""
+    if not isinstance(value, list):
+        line = line_of(text, None, "access")
+        problems.append(Problem(path, line, "access must be an array of tables: [[access]]"))
+        return None
+    rules = [decode_table(raw, AccessRule, path, text, "access", problems) for raw in value]
+    return None if None in rules else [r for r in rules if r is not None]
+
+
+def check_access(main: MainConfig) -> list[tuple[str, str, str]]:
+    if main.access and main.agent.mode != "system":
+        return [("access", "", 'rules apply only in system mode: set agent.mode = "system"')]
+    out: list[tuple[str, str, str]] = []
+    for number, rule in enumerate(main.access, 1):
+        where = f"rule {number}"
+        if not rule.users and not rule.groups:
+            out.append(("access", "users", f"{where} names nobody: give users or groups"))
+        if not rule.roles:
+            out.append(("access", "roles", f'{where} names no role ("*" is every role)'))
+        if not rule.ops:
+            out.append(("access", "ops", f"{where} allows no op"))
+        for name in (*rule.users, *rule.groups):
+            if not UNIX_NAME.fullmatch(name):
+                out.append(
+                    ("access", "users", f"{where}: {name[:40]!r} is not a user or group name")
+                )
     return out
 
 
