@@ -104,7 +104,6 @@ HINTS = {
     "unknown_role": "see `dyncreds roles`, or add it with `dyncreds role create`",
     "upstream": "AWS refused or could not be reached; `dyncreds status` shows the details",
     "unavailable": "see `dyncreds status` and the agent's log",
-    "forbidden": "the agent serves only the user it runs as",
     "locked": "run `dyncreds unlock`",
 }
 

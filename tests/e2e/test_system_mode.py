@@ -1,0 +1,281 @@
+"""System mode end to end: one agent, run as a service user, serves the host's
+real Unix users by [[access]] rules - through the shim, `exec` and the CLI, each
+finding the agent by the socket rule (no DYNCREDS_SOCKET).
+
+Users and groups are made with useradd and removed after; clients run as them
+with setpriv. AWS is moto's server with IAM enforcement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from dyncreds.client import Client
+from dyncreds.standin import StandIn
+from dyncreds_shim import SYSTEM_SOCKET
+from tests.conftest import SHIM, AgentProcess, iam_user_role, make_assumable_role, temp_users
+from tests.conftest import wait_for as wait_until
+from tests.e2e.hostusers import Host, as_user, host_fixture, user_env, user_python
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[Host]:
+    yield from host_fixture()
+
+
+class SystemAgent(AgentProcess):
+    """An agent in system mode, run as ``service`` the way the system unit runs it:
+    config in a directory only it can read, state from $STATE_DIRECTORY, the
+    socket in a 0755 runtime directory it owns (systemd's RuntimeDirectory=)."""
+
+    def __init__(
+        self,
+        base: Path,
+        aws: StandIn,
+        roles: dict[str, str],
+        service: str,
+        rules: str,
+        socket: Path = Path(SYSTEM_SOCKET),
+    ):
+        super().__init__(base, aws, roles, 'mode = "system"\n', rules)
+        self.service = service
+        self.socket = socket
+        self.state_dir = base / "lib"
+
+    def start(self, extra_env: dict[str, str] | None = None) -> SystemAgent:
+        os.chmod(self.base, 0o755)
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        self.socket.parent.mkdir(mode=0o755, exist_ok=True)
+        for top in (self.config_dir, self.state_dir, self.socket.parent):
+            shutil.chown(top, self.service, self.service)
+            for parent, dirs, files in os.walk(top):
+                for name in dirs + files:
+                    shutil.chown(Path(parent) / name, self.service, self.service)
+        os.chmod(self.config_dir, 0o700)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [*self.command(), "agent"],
+            env=user_env(
+                STATE_DIRECTORY=str(self.state_dir),
+                RUNTIME_DIRECTORY=str(self.socket.parent),
+                **(extra_env or {}),
+            ),
+            stdout=self._log,
+            stderr=self._log,
+        )
+        wait_until(self._ready, message=f"system agent ready (log: {self.log_path})")
+        return self
+
+    def command(self) -> list[str]:
+        return [
+            *as_user(self.service),
+            user_python(),
+            "-m",
+            "dyncreds",
+            "--config-dir",
+            str(self.config_dir),
+        ]
+
+
+@pytest.fixture
+def system_agent(aws: StandIn, short_dir: Path) -> Iterator[list[SystemAgent]]:
+    agents: list[SystemAgent] = []
+    yield agents
+    for agent in agents:
+        if agent.process and agent.process.poll() is None:
+            agent.stop()
+    shutil.rmtree(Path(SYSTEM_SOCKET).parent, ignore_errors=True)
+
+
+def shim(host: Host, user: str, role: str) -> subprocess.CompletedProcess[str]:
+    return host.run(user, SHIM, role)
+
+
+def key_of(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return str(json.loads(result.stdout)["AccessKeyId"])
+
+
+def cli(host: Host, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return host.run(user, user_python(), "-m", "dyncreds", *args)
+
+
+def forbidden(result: subprocess.CompletedProcess[str], user: str, role: str) -> bool:
+    line = result.stderr.strip()
+    return result.returncode == 1 and "forbidden" in line and user in line and role in line
+
+
+HERD = """
+import json, subprocess, sys
+shims = [subprocess.Popen([sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE) for _ in range(100)]
+keys = [json.loads(p.communicate()[0])["AccessKeyId"] for p in shims]
+print(json.dumps(sorted(set(keys))))
+"""
+
+WHO = "import boto3; print(boto3.Session().get_credentials().get_frozen_credentials().access_key)"
+
+
+def test_a_system_agent_serves_each_user_by_the_rules(
+    host: Host, aws: StandIn, short_dir: Path, system_agent: list[SystemAgent]
+) -> None:
+    service = host.user("svc")
+    dev = host.group("dev")
+    alice, bob, carol = host.user("alice"), host.user("bob", (dev,)), host.user("carol")
+    dave, mallory = host.user("dave"), host.user("mallory")
+    deploy = make_assumable_role(aws)
+    rules = f"""
+        [[access]]
+        users = ["{alice}"]
+        roles = ["ec2"]
+        ops = ["credentials", "status", "revoke"]
+
+        [[access]]
+        groups = ["{dev}"]
+        roles = ["ec2"]
+        ops = ["credentials", "status", "revoke"]
+
+        [[access]]
+        users = ["{carol}"]
+        roles = ["ci-*"]
+        """
+    roles = {
+        "ec2": iam_user_role(),
+        "secret": iam_user_role(),
+        "ci-build": textwrap.dedent(f"""\
+            credential_type = "assumed_role"
+            role_arns = ["{deploy}"]
+            session_name = "{{user}}-{{role}}"
+            source_identity = "{{user}}"
+            """),
+    }
+    agent = SystemAgent(short_dir, aws, roles, service, rules)
+    system_agent.append(agent)
+    agent.start()
+
+    # A herd of one consumer's shims: one issuance, one key.
+    herd = host.run(bob, user_python(), "-c", HERD, SHIM, "ec2", timeout=180)
+    assert herd.returncode == 0, herd.stderr
+    (bob_key,) = json.loads(herd.stdout)
+    # Allowed users get their own keys through the shim, the CLI and exec.
+    alice_key = key_of(shim(host, alice, "ec2"))
+    assert alice_key != bob_key
+    users = temp_users(aws)
+    assert len(users) == 2, users
+    assert [u for u in users if alice in u] and [u for u in users if bob in u]
+    creds = cli(host, alice, "creds", "ec2", "--format", "credential-process")
+    assert key_of(creds) == alice_key
+    run = host.run(
+        alice, user_python(), "-m", "dyncreds", "exec", "ec2", "--", user_python(), "-c", WHO
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == alice_key
+    # The glob rule; the session names its consumer (CloudTrail says who).
+    carol_creds = json.loads(shim(host, carol, "ci-build").stdout)
+    sts = boto3.client(
+        "sts",
+        endpoint_url=aws.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=carol_creds["AccessKeyId"],
+        aws_secret_access_key=carol_creds["SecretAccessKey"],
+        aws_session_token=carol_creds["SessionToken"],
+    )
+    assert sts.get_caller_identity()["Arn"].endswith(f"/deploy/{carol}-ci-build")
+
+    # Everyone else: forbidden, in one line naming the user and the role.
+    assert forbidden(shim(host, mallory, "ec2"), mallory, "ec2")
+    assert forbidden(shim(host, carol, "ec2"), carol, "ec2")
+    assert forbidden(shim(host, alice, "secret"), alice, "secret")
+    assert forbidden(shim(host, alice, "ci-build"), alice, "ci-build")
+    refused = cli(host, mallory, "creds", "ec2")
+    assert refused.returncode == 1 and mallory in refused.stderr, refused.stderr
+
+    # A group rule follows the user database, without a restart.
+    assert forbidden(shim(host, dave, "ec2"), dave, "ec2")
+    subprocess.run(["gpasswd", "-a", dave, dev], check=True, capture_output=True)
+    dave_key = key_of(wait_until(lambda: _ok(shim(host, dave, "ec2")), timeout=15))
+    assert dave_key not in (alice_key, bob_key)
+    subprocess.run(["gpasswd", "-d", dave, dev], check=True, capture_output=True)
+    wait_until(lambda: forbidden(shim(host, dave, "ec2"), dave, "ec2"), timeout=15)
+
+    _check_isolation(host, agent, alice, bob, mallory, alice_key, bob_key)
+    _check_audit(agent, alice, bob, carol, mallory)
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str] | None:
+    return result if result.returncode == 0 else None
+
+
+def _check_isolation(
+    host: Host,
+    agent: SystemAgent,
+    alice: str,
+    bob: str,
+    mallory: str,
+    alice_key: str,
+    bob_key: str,
+) -> None:
+    """No consumer reads the root, the journal or the audit log, sees another's
+    lease or revokes it."""
+    secrets_on_disk = [
+        agent.config_dir / "root-credentials.toml",
+        agent.state_dir / "journal.sqlite3",
+        agent.state_dir / "audit.jsonl",
+    ]
+    for path in secrets_on_disk:
+        assert path.exists(), path
+        for user in (alice, mallory):
+            read = host.run(user, "cat", str(path))
+            assert read.returncode != 0 and "Permission denied" in read.stderr, (path, user)
+
+    with Client(agent.socket) as admin:
+        rows = admin.request("status")["roles"]
+    bob_lease = next(r["lease_id"] for r in rows if r["consumer"] == bob)
+    assert {r["consumer"] for r in rows if r["name"] == "ec2"} >= {alice, bob}
+
+    seen = cli(host, alice, "status", "--json")
+    assert seen.returncode == 0, seen.stderr
+    status = json.loads(seen.stdout)
+    assert {r["name"] for r in status["roles"]} == {"ec2"}
+    assert {r["consumer"] for r in status["roles"]} == {alice}
+    assert bob_lease not in seen.stdout and bob_key not in seen.stdout
+    assert status["retiring"] == [] and status["revocations"] == []
+
+    assert cli(host, alice, "revoke", bob_lease).returncode == 1
+    refused = cli(host, mallory, "revoke", "--role", "ec2")
+    assert refused.returncode == 1 and f"user {mallory}" in refused.stderr, refused.stderr
+    assert "may not revoke or renew leases of role ec2" in refused.stderr
+    revoked = cli(host, alice, "revoke", "--role", "ec2")
+    assert revoked.returncode == 0, revoked.stderr
+    assert bob_lease not in revoked.stdout
+    assert key_of(shim(host, bob, "ec2")) == bob_key
+    assert key_of(shim(host, alice, "ec2")) != alice_key
+
+
+def _check_audit(agent: SystemAgent, alice: str, bob: str, carol: str, mallory: str) -> None:
+    """Every hand-out and every refusal names its consumer."""
+
+    def entries() -> list[dict[str, Any]]:
+        path = agent.state_dir / "audit.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def has(user: str, role: str, outcome: str) -> bool:
+        return any(
+            e["peer"]["user"] == user and e["role"] == role and e["outcome"] == outcome
+            for e in entries()
+        )
+
+    wait_until(lambda: has(mallory, "ec2", "forbidden"), message="the refusal in the audit log")
+    assert has(alice, "ec2", "ok") and has(bob, "ec2", "ok") and has(carol, "ci-build", "ok")
+    assert has(carol, "ec2", "forbidden") and has(alice, "secret", "forbidden")
+    for entry in entries():
+        assert entry["peer"]["user"], entry
