@@ -380,6 +380,7 @@ class Agent:
                 "uptime": int(now - self.started_at),
                 "reload_error": self.reload_error,
                 "stopping": self.stopping,
+                "mode": self.mode,
             },
             "root": self.root.view(views.root_source(root), views.root_warning(root)),
             "roles": roles,

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
+import stat
 import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -52,27 +56,33 @@ class SystemAgent(AgentProcess):
         self.socket = socket
         self.state_dir = base / "lib"
 
-    def start(self, extra_env: dict[str, str] | None = None) -> SystemAgent:
+    def start(self, extra_env: dict[str, str] | None = None, activate: bool = False) -> SystemAgent:
+        """``activate``: as the system socket unit would, with systemd-socket-activate
+        holding a 0666 socket and starting the agent at the first connection."""
         os.chmod(self.base, 0o755)
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
         self.socket.parent.mkdir(mode=0o755, exist_ok=True)
         for top in (self.config_dir, self.state_dir, self.socket.parent):
             shutil.chown(top, self.service, self.service)
-            for parent, dirs, files in os.walk(top):
-                for name in dirs + files:
+            for parent, dirs, names in os.walk(top):
+                for name in dirs + names:
                     shutil.chown(Path(parent) / name, self.service, self.service)
         os.chmod(self.config_dir, 0o700)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [*self.command(), "agent"],
-            env=user_env(
-                STATE_DIRECTORY=str(self.state_dir),
-                RUNTIME_DIRECTORY=str(self.socket.parent),
-                **(extra_env or {}),
-            ),
-            stdout=self._log,
-            stderr=self._log,
+        env = user_env(
+            STATE_DIRECTORY=str(self.state_dir),
+            RUNTIME_DIRECTORY=str(self.socket.parent),
+            **(extra_env or {}),
         )
+        command = [*self.command(), "agent"]
+        if activate:
+            passed = [f"--setenv={key}={value}" for key, value in env.items()]
+            activator = ["systemd-socket-activate", "--listen", str(self.socket), "--fdname=agent"]
+            command = [*activator, *passed, *command]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=self._log)
+        if activate:  # SocketMode=0666 (systemd-socket-activate has no such option)
+            wait_until(self.socket.exists, message="the activation socket")
+            os.chmod(self.socket, 0o666)
         wait_until(self._ready, message=f"system agent ready (log: {self.log_path})")
         return self
 
@@ -279,3 +289,133 @@ def _check_audit(agent: SystemAgent, alice: str, bob: str, carol: str, mallory: 
     assert has(carol, "ec2", "forbidden") and has(alice, "secret", "forbidden")
     for entry in entries():
         assert entry["peer"]["user"], entry
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+def test_system_units_install_and_verify(short_dir: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    target = short_dir / "units"
+    result = subprocess.run(
+        [sys.executable, "-m", "dyncreds", "install-units", "--system", "--dir", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    service = (target / "dyncreds-agent.service").read_text()
+    socket_unit = (target / "dyncreds-agent.socket").read_text()
+    exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.endswith("dyncreds --config-dir /etc/dyncreds agent"), exec_start
+    for directive in (
+        "User=dyncreds",
+        "ConfigurationDirectory=dyncreds",
+        "StateDirectory=dyncreds",
+        "RuntimeDirectory=dyncreds",
+        "RuntimeDirectoryMode=0755",
+        "LoadCredentialEncrypted=dyncreds-root",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        "SystemCallFilter=@system-service",
+    ):
+        assert directive in service, directive
+    assert "SocketMode=0666" in socket_unit and "DirectoryMode=0755" in socket_unit
+    assert "u dyncreds " in (target / "dyncreds.conf").read_text()
+    verify = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            str(target / "dyncreds-agent.socket"),
+            str(target / "dyncreds-agent.service"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stdout + verify.stderr
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(target / "dyncreds-agent.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    exposure = security.stdout.strip().splitlines()[-1]
+    assert "Overall exposure level" in exposure and "OK" in exposure, security.stdout[-500:]
+
+
+def test_socket_activation_as_the_service_user(
+    host: Host, aws: StandIn, short_dir: Path, system_agent: list[SystemAgent]
+) -> None:
+    """systemd-socket-activate plays the system socket unit (SocketMode=0666); the
+    agent runs as the service user and serves a user by the rules."""
+    if shutil.which("systemd-socket-activate") is None:
+        pytest.skip("systemd-socket-activate not installed")
+    service, erin, frank = host.user("svc2"), host.user("erin"), host.user("frank")
+    rules = f'[[access]]\nusers = ["{erin}"]\nroles = ["ec2"]\n'
+    agent = SystemAgent(
+        short_dir, aws, {"ec2": iam_user_role()}, service, rules, short_dir / "run" / "agent.sock"
+    )
+    system_agent.append(agent)
+    agent.start(activate=True)
+    assert agent.process is not None
+    assert "activated=True" in agent.log() or '"activated": true' in agent.log()
+    status = Path(f"/proc/{agent.process.pid}/status").read_text()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    assert uid_line.split()[1] == str(pwd.getpwnam(service).pw_uid)
+    assert stat.S_IMODE(agent.socket.stat().st_mode) == 0o666
+    sock = str(agent.socket)
+    assert key_of(host.run(erin, SHIM, "ec2", DYNCREDS_SOCKET=sock))
+    assert forbidden(host.run(frank, SHIM, "ec2", DYNCREDS_SOCKET=sock), frank, "ec2")
+
+
+# --------------------------------------------------------------------------- IMDS
+
+
+def test_the_imds_rule_checks_and_is_reported_when_missing(host: Host, short_dir: Path) -> None:
+    """The shipped nftables rule is valid (``nft -c``); ``check`` warns about a
+    system agent on the default chain (on EC2: the instance role) while the rule
+    is not loaded, and is quiet once it is."""
+    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    if nft is None:
+        if os.environ.get("DYNCREDS_REQUIRE_CLIENTS"):
+            pytest.fail("nft is not installed (.ci/install-clients installs nftables)")
+        pytest.skip("nft is not installed")
+    service = host.user("svc3")
+    shipped = (files("dyncreds") / "share" / "nftables" / "dyncreds-imds.nft").read_text()
+    rule = short_dir / "imds.nft"
+    rule.write_text(shipped.replace('"dyncreds"', f'"{service}"'))
+    checked = subprocess.run([nft, "-c", "-f", str(rule)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    config_dir = short_dir / "config"
+    config_dir.mkdir()
+    (config_dir / "config.toml").write_text(
+        f'[agent]\nmode = "system"\n\n[[access]]\nusers = ["{service}"]\n'
+    )
+
+    def check() -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "dyncreds", "--config-dir", str(config_dir), "check"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stderr
+
+    if subprocess.run(
+        [nft, "list", "table", "inet", "dyncreds_imds"], capture_output=True
+    ).returncode:
+        assert "IMDS" in check() and "nft -f" in check()
+    loaded = subprocess.run([nft, "-f", str(rule)], capture_output=True, text=True)
+    if loaded.returncode != 0:  # a container without netfilter: the check above is what counts
+        pytest.skip(f"cannot load nftables rules here: {loaded.stderr.strip()}")
+    try:
+        assert "IMDS" not in check()
+    finally:
+        subprocess.run([nft, "delete", "table", "inet", "dyncreds_imds"], capture_output=True)

@@ -22,11 +22,12 @@ from typing import Any
 from dyncreds import config, paths
 from dyncreds.aws.rootkeys import read_credentials_file
 from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client, ClientError
+from dyncreds.commands import imds
 from dyncreds.commands.common import CliError, get_paths, load, print_json
 from dyncreds.config import format_duration
 from dyncreds.kinds import CREDENTIAL_TYPES
 from dyncreds.protocol import DyncredsError
-from dyncreds.views import root_warning
+from dyncreds.views import root_source, root_warning
 
 
 def plural(count: int, word: str) -> str:
@@ -86,6 +87,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         listed = f" ({', '.join(roles)})" if roles else ""
         print(f"{p.config_dir}: ok, {plural(len(roles), 'role')}{listed}")
         if warning := root_warning(cfg.main.root):
+            print(f"warning: {warning}", file=sys.stderr)
+        if warning := imds.check_warning(cfg.main.agent.mode, root_source(cfg.main.root)):
             print(f"warning: {warning}", file=sys.stderr)
     return EXIT_USAGE if problems else EXIT_OK
 
