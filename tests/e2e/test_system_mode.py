@@ -419,3 +419,30 @@ def test_the_imds_rule_checks_and_is_reported_when_missing(host: Host, short_dir
         assert "IMDS" not in check()
     finally:
         subprocess.run([nft, "delete", "table", "inet", "dyncreds_imds"], capture_output=True)
+
+
+# --------------------------------------------------------------------------- MFA
+
+
+def test_an_admin_unlocks_a_system_agent(
+    host: Host, aws: StandIn, short_dir: Path, system_agent: list[SystemAgent]
+) -> None:
+    """With root.mfa_serial the system agent starts locked; a consumer's shim gets
+    the one `locked` line and may not unlock it; an admin (root) does."""
+    aws.enforce_iam(unauthenticated_requests=1_000_000_000)  # see test_root_lock.py
+    service, gina = host.user("svc4"), host.user("gina")
+    serial = "arn:aws:iam::123456789012:mfa/vaultuser"
+    tables = (
+        f'mfa_serial = "{serial}"\nunlock_for = "1h"\n\n'
+        f'[[access]]\nusers = ["{gina}"]\nroles = ["s"]\n'
+    )
+    role = 'credential_type = "session_token"\nttl = "1h"\n'
+    agent = SystemAgent(short_dir, aws, {"s": role}, service, tables)
+    system_agent.append(agent)
+    agent.start()
+    locked = shim(host, gina, "s")
+    assert locked.returncode == 1 and "(locked)" in locked.stderr, locked.stderr
+    refused = cli(host, gina, "unlock", "--code", "123456")
+    assert refused.returncode == 1 and f"user {gina}" in refused.stderr, refused.stderr
+    assert agent.cli("unlock", "--code", "123456").stdout.startswith("unlocked until ")
+    assert key_of(shim(host, gina, "s"))
