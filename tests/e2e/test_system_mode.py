@@ -260,6 +260,10 @@ def _check_isolation(
     assert bob_lease not in seen.stdout and bob_key not in seen.stdout
     assert status["retiring"] == [] and status["revocations"] == []
 
+    profiles = cli(host, alice, "aws-config", "--shim", SHIM)  # roles from the agent
+    assert profiles.returncode == 0, profiles.stderr
+    assert "[profile ec2]" in profiles.stdout and "secret" not in profiles.stdout
+
     assert cli(host, alice, "revoke", bob_lease).returncode == 1
     refused = cli(host, mallory, "revoke", "--role", "ec2")
     assert refused.returncode == 1 and f"user {mallory}" in refused.stderr, refused.stderr
