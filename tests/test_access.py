@@ -162,8 +162,13 @@ def test_access_rule_problems_name_the_line(tmp_path: Path) -> None:
         tmp_path, '[agent]\nmode = "system"\n\n[[access]]\nroles = ["x"]\nops = ["sudo"]\n'
     )
     assert any("config.toml:6:" in p and "sudo" in p for p in found), found
-    found = problems(tmp_path, '[agent]\nmode = "system"\n\n[[access]]\nroles = ["x"]\n')
-    assert any("names nobody" in p for p in found), found
+    found = problems(
+        tmp_path,
+        '[agent]\nmode = "system"\n\n[[access]]\nusers = ["a"]\n\n[[access]]\nroles = ["x"]\n',
+    )
+    assert found == [
+        f"{tmp_path}/config.toml:7: [[access]] rule 2: names nobody: give users or groups"
+    ]
     found = problems(tmp_path, '[agent]\nmode = "system"\n\n[[access]]\nuser = ["a"]\n')
     assert any("config.toml:5:" in p and "unknown key access.user" in p for p in found), found
 

@@ -19,6 +19,7 @@ MFA_SERIAL = re.compile(
 )
 TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 FLEET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+ACCESS_HEADER = re.compile(r"\s*\[\[\s*access\s*\]\]")
 UNIX_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}\$?")
 TEMPLATE_FIELDS = frozenset({"user", "role", "host", "unix_time", "random"})
 
@@ -63,6 +64,10 @@ def main_from_text(path: Path, text: str, problems: list[Problem]) -> MainConfig
         return None
     main = MainConfig(**{k: v for k, v in tables.items() if v is not None})
     for table, key, message in check_main(main):
+        if table == "access":  # key: the rule's number ("" for all of them)
+            where = f"[[access]] rule {key}" if key else "[[access]]"
+            problems.append(Problem(path, rule_line(text, int(key or 1)), f"{where}: {message}"))
+            continue
         problems.append(Problem(path, line_of(text, table, key), f"{table}.{key}: {message}"))
     return None if len(problems) > before else main
 
@@ -175,23 +180,32 @@ def decode_rules(
 
 
 def check_access(main: MainConfig) -> list[tuple[str, str, str]]:
+    """[[access]] problems as ("access", the rule's number, message)."""
     if main.access and main.agent.mode != "system":
         return [("access", "", 'rules apply only in system mode: set agent.mode = "system"')]
     out: list[tuple[str, str, str]] = []
     for number, rule in enumerate(main.access, 1):
-        where = f"rule {number}"
-        if not rule.users and not rule.groups:
-            out.append(("access", "users", f"{where} names nobody: give users or groups"))
-        if not rule.roles:
-            out.append(("access", "roles", f'{where} names no role ("*" is every role)'))
-        if not rule.ops:
-            out.append(("access", "ops", f"{where} allows no op"))
-        for name in (*rule.users, *rule.groups):
-            if not UNIX_NAME.fullmatch(name):
-                out.append(
-                    ("access", "users", f"{where}: {name[:40]!r} is not a user or group name")
-                )
+        problems = [
+            (not rule.users and not rule.groups, "names nobody: give users or groups"),
+            (not rule.roles, 'names no role ("*" is every role)'),
+            (not rule.ops, "allows no op"),
+        ] + [
+            (not UNIX_NAME.fullmatch(name), f"{name[:40]!r} is not a user or group name")
+            for name in (*rule.users, *rule.groups)
+        ]
+        out.extend(("access", str(number), message) for bad, message in problems if bad)
     return out
+
+
+def rule_line(text: str, number: int) -> int | None:
+    """The line of the ``number``-th ``[[access]]`` header."""
+    seen = 0
+    for line_number, line in enumerate(text.splitlines(), 1):
+        if ACCESS_HEADER.match(line):
+            seen += 1
+            if seen == number:
+                return line_number
+    return None
 
 
 def check_fleet(main: MainConfig) -> list[tuple[str, str, str]]:
