@@ -107,6 +107,16 @@ def system_agent(aws: StandIn, short_dir: Path) -> Iterator[list[SystemAgent]]:
     shutil.rmtree(Path(SYSTEM_SOCKET).parent, ignore_errors=True)
 
 
+def need(tool: str) -> str:
+    """A tool of the system-mode tests (.ci/install-clients installs them)."""
+    found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+    if found is None:
+        if os.environ.get("DYNCREDS_REQUIRE_CLIENTS"):
+            pytest.fail(f"{tool} is not installed (.ci/install-clients installs it)")
+        pytest.skip(f"{tool} is not installed")
+    return found
+
+
 def shim(host: Host, user: str, role: str) -> subprocess.CompletedProcess[str]:
     return host.run(user, SHIM, role)
 
@@ -299,8 +309,7 @@ def _check_audit(agent: SystemAgent, alice: str, bob: str, carol: str, mallory: 
 
 
 def test_system_units_install_and_verify(short_dir: Path) -> None:
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze not installed")
+    need("systemd-analyze")
     target = short_dir / "units"
     result = subprocess.run(
         [sys.executable, "-m", "dyncreds", "install-units", "--system", "--dir", str(target)],
@@ -358,8 +367,7 @@ def test_socket_activation_as_the_service_user(
 ) -> None:
     """systemd-socket-activate plays the system socket unit (SocketMode=0666); the
     agent runs as the service user and serves a user by the rules."""
-    if shutil.which("systemd-socket-activate") is None:
-        pytest.skip("systemd-socket-activate not installed")
+    need("systemd-socket-activate")
     service, erin, frank = host.user("svc2"), host.user("erin"), host.user("frank")
     rules = f'[[access]]\nusers = ["{erin}"]\nroles = ["ec2"]\n'
     agent = SystemAgent(
@@ -385,11 +393,7 @@ def test_the_imds_rule_checks_and_is_reported_when_missing(host: Host, short_dir
     """The shipped nftables rule is valid (``nft -c``); ``check`` warns about a
     system agent on the default chain (on EC2: the instance role) while the rule
     is not loaded, and is quiet once it is."""
-    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
-    if nft is None:
-        if os.environ.get("DYNCREDS_REQUIRE_CLIENTS"):
-            pytest.fail("nft is not installed (.ci/install-clients installs nftables)")
-        pytest.skip("nft is not installed")
+    nft = need("nft")
     service = host.user("svc3")
     shipped = (files("dyncreds") / "share" / "nftables" / "dyncreds-imds.nft").read_text()
     rule = short_dir / "imds.nft"
