@@ -34,7 +34,7 @@ def lookup(uid: int) -> Asker:
     """The user database's view of ``uid``: name, primary and supplementary groups."""
     try:
         entry = pwd.getpwuid(uid)
-    except KeyError:
+    except (KeyError, OverflowError):  # no such user (or the kernel's "nobody", -1)
         return Asker(uid, str(uid), frozenset())
     names = set()
     for gid in os.getgrouplist(entry.pw_name, entry.pw_gid):

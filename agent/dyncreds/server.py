@@ -19,7 +19,6 @@ import errno
 import os
 import socket as stdsocket
 import stat
-import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import trio
 
-from dyncreds import audit, gate, logs, protocol
+from dyncreds import audit, gate, logs, peer, protocol
 from dyncreds.protocol import (
     MAX_LINE,
     DyncredsError,
@@ -140,10 +139,10 @@ def bind_unix(path: Path, backlog: int = 1024, public: bool = False) -> stdsocke
 
 
 def peer_credentials(sock: Any) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end (Linux SO_PEERCRED)."""
-    raw = sock.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    return pid, uid, gid
+    """(pid, uid, gid) of the process at the other end, as the kernel says
+    (SO_PEERCRED, through ``peer.unix_peer``); uid -1, nobody's, where it has none."""
+    found = peer.unix_peer(sock)
+    return (found.pid, found.uid, found.gid) if found is not None else (0, -1, -1)
 
 
 # --------------------------------------------------------------------------- serving
