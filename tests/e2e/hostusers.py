@@ -87,8 +87,11 @@ class Host:
         return name
 
     def run(
-        self, user: str, *argv: str, timeout: float = 90, **env: str
+        self, user: str, *argv: str, timeout: float = 90, socket: str | None = None, **env: str
     ) -> subprocess.CompletedProcess[str]:
+        """``socket``: DYNCREDS_SOCKET (else clients find the agent by the rule)."""
+        if socket is not None:
+            env["DYNCREDS_SOCKET"] = socket
         return subprocess.run(
             [*as_user(user), *argv],
             env=user_env(**env),

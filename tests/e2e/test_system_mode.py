@@ -104,7 +104,8 @@ def system_agent(aws: StandIn, short_dir: Path) -> Iterator[list[SystemAgent]]:
     for agent in agents:
         if agent.process and agent.process.poll() is None:
             agent.stop()
-    shutil.rmtree(Path(SYSTEM_SOCKET).parent, ignore_errors=True)
+        if agent.socket == Path(SYSTEM_SOCKET):  # only one test listens there
+            shutil.rmtree(agent.socket.parent, ignore_errors=True)
 
 
 def need(tool: str) -> str:
@@ -117,8 +118,10 @@ def need(tool: str) -> str:
     return found
 
 
-def shim(host: Host, user: str, role: str) -> subprocess.CompletedProcess[str]:
-    return host.run(user, SHIM, role)
+def shim(
+    host: Host, user: str, role: str, socket: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return host.run(user, SHIM, role, socket=socket)
 
 
 def key_of(result: subprocess.CompletedProcess[str]) -> str:
@@ -126,8 +129,10 @@ def key_of(result: subprocess.CompletedProcess[str]) -> str:
     return str(json.loads(result.stdout)["AccessKeyId"])
 
 
-def cli(host: Host, user: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return host.run(user, user_python(), "-m", "dyncreds", *args)
+def cli(
+    host: Host, user: str, *args: str, socket: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return host.run(user, user_python(), "-m", "dyncreds", *args, socket=socket)
 
 
 def forbidden(result: subprocess.CompletedProcess[str], user: str, role: str) -> bool:
@@ -382,8 +387,8 @@ def test_socket_activation_as_the_service_user(
     assert uid_line.split()[1] == str(pwd.getpwnam(service).pw_uid)
     assert stat.S_IMODE(agent.socket.stat().st_mode) == 0o666
     sock = str(agent.socket)
-    assert key_of(host.run(erin, SHIM, "ec2", DYNCREDS_SOCKET=sock))
-    assert forbidden(host.run(frank, SHIM, "ec2", DYNCREDS_SOCKET=sock), frank, "ec2")
+    assert key_of(host.run(erin, SHIM, "ec2", socket=sock))
+    assert forbidden(host.run(frank, SHIM, "ec2", socket=sock), frank, "ec2")
 
 
 # --------------------------------------------------------------------------- IMDS
@@ -445,12 +450,13 @@ def test_an_admin_unlocks_a_system_agent(
         f'[[access]]\nusers = ["{gina}"]\nroles = ["s"]\n'
     )
     role = 'credential_type = "session_token"\nttl = "1h"\n'
-    agent = SystemAgent(short_dir, aws, {"s": role}, service, tables)
+    sock = short_dir / "run" / "agent.sock"
+    agent = SystemAgent(short_dir, aws, {"s": role}, service, tables, sock)
     system_agent.append(agent)
     agent.start()
-    locked = shim(host, gina, "s")
+    locked = shim(host, gina, "s", socket=str(sock))
     assert locked.returncode == 1 and "(locked)" in locked.stderr, locked.stderr
-    refused = cli(host, gina, "unlock", "--code", "123456")
+    refused = cli(host, gina, "unlock", "--code", "123456", socket=str(sock))
     assert refused.returncode == 1 and f"user {gina}" in refused.stderr, refused.stderr
     assert agent.cli("unlock", "--code", "123456").stdout.startswith("unlocked until ")
-    assert key_of(shim(host, gina, "s"))
+    assert key_of(shim(host, gina, "s", socket=str(sock)))
