@@ -11,6 +11,7 @@ import trio.testing
 
 from dyncreds import config, protocol
 from dyncreds.access import Asker, Policy
+from dyncreds.commands import imds
 from dyncreds.config import AccessRule
 from dyncreds.gate import Door
 from tests.fakes import FakeBackend
@@ -222,3 +223,23 @@ async def test_a_static_user_is_one_lease_for_everyone(
     b = await agent.credentials("s", BOB)
     assert a.access_key_id == b.access_key_id
     assert backend.consumers == [None]
+
+
+# --------------------------------------------------------------------------- IMDS
+
+
+def test_the_imds_warning_is_for_a_system_agent_whose_root_is_an_instance_role() -> None:
+    instance = "arn:aws:sts::123456789012:assumed-role/web/i-0123456789abcdef0"
+    assert imds.INSTANCE_ROLE.search(instance)
+    assert not imds.INSTANCE_ROLE.search("arn:aws:sts::123456789012:assumed-role/web/alice")
+    assert not imds.INSTANCE_ROLE.search("arn:aws:iam::123456789012:user/vaultuser")
+    user_mode = {"agent": {"mode": "user"}, "root": {"arn": instance}}
+    assert imds.status_warning(user_mode) is None
+    assert imds.check_warning("system", "credentials_file") is None
+    system = {"agent": {"mode": "system"}, "root": {"arn": instance}}
+    loaded = imds.guard_loaded()
+    warning = imds.status_warning(system)
+    if loaded is False:  # nft answers and the table is not there
+        assert warning is not None and "IMDS" in warning and "nft -f" in warning
+    else:  # loaded, or cannot tell (not root, no nft): say nothing
+        assert warning is None
