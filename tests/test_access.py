@@ -118,6 +118,16 @@ async def test_decisions_are_cached_and_groups_reread_at_most_once_a_second() ->
     assert users.reads == 2
 
 
+async def test_a_herd_of_new_connections_reads_the_user_database_once() -> None:
+    users = Users()
+    rules = [AccessRule(groups=["bob"], roles=["deploy"])]
+    door = Door(lambda: rules, AGENT_UID, clock=lambda: 0.0, read=users.read)
+    async with trio.open_nursery() as nursery:
+        for _ in range(100):
+            nursery.start_soon(door.connection(1002).check, creds("deploy"))
+    assert users.reads == 1
+
+
 async def test_a_reload_applies_to_open_connections_at_once() -> None:
     rules = [AccessRule(groups=["bob"], roles=["deploy"])]
     holder = [rules]

@@ -61,6 +61,7 @@ class Door:
         self.clock = clock
         self._read = read
         self._users: dict[int, tuple[float, Asker]] = {}
+        self._reading: dict[int, trio.Event] = {}
         self._policy = Policy((), self.agent_uid)
         self._source: object = None
 
@@ -76,7 +77,16 @@ class Door:
         hit = self._users.get(uid)
         if hit is not None and now - hit[0] < REFRESH:
             return hit[1]
-        fresh = await trio.to_thread.run_sync(self._read, uid)
+        reading = self._reading.get(uid)
+        if reading is not None:  # a herd of one user's shims: one read
+            await reading.wait()
+            return await self.asker(uid)
+        self._reading[uid] = reading = trio.Event()
+        try:
+            fresh = await trio.to_thread.run_sync(self._read, uid)
+        finally:
+            del self._reading[uid]
+            reading.set()
         if hit is not None and hit[1] == fresh:
             fresh = hit[1]  # the same object: connections keep their decisions
         self._users[uid] = (now, fresh)
