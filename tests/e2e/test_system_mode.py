@@ -460,3 +460,38 @@ def test_an_admin_unlocks_a_system_agent(
     assert refused.returncode == 1 and f"user {gina}" in refused.stderr, refused.stderr
     assert agent.cli("unlock", "--code", "123456").stdout.startswith("unlocked until ")
     assert key_of(shim(host, gina, "s", socket=str(sock)))
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+def test_a_system_agent_in_a_fleet(
+    host: Host, aws: StandIn, short_dir: Path, system_agent: list[SystemAgent]
+) -> None:
+    """The fleet's table records each consumer's IAM user; `fleet status` is an
+    admin's."""
+    service, hana = host.user("svc5"), host.user("hana")
+    tables = f"""
+        [fleet]
+        table = "dyncreds-fleet"
+        name = "bastions"
+        endpoint = "{aws.endpoint}"
+        heartbeat = "1s"
+        dead_after = "4s"
+
+        [[access]]
+        users = ["{hana}"]
+        roles = ["ec2"]
+        """
+    sock = short_dir / "run" / "agent.sock"
+    agent = SystemAgent(short_dir, aws, {"ec2": iam_user_role()}, service, tables, sock)
+    system_agent.append(agent)
+    assert "dyncreds-fleet" in agent.cli("fleet", "init").stdout
+    agent.start()
+    key_of(shim(host, hana, "ec2", socket=str(sock)))
+    (user,) = temp_users(aws)
+    assert hana in user
+    fleet = json.loads(agent.cli("fleet", "status", "--json").stdout)
+    assert [p["user"] for p in fleet["pending"]] == [user]
+    refused = cli(host, hana, "fleet", "status", socket=str(sock))
+    assert refused.returncode == 1 and f"user {hana}" in refused.stderr, refused.stderr
