@@ -203,3 +203,14 @@ def test_status_wraps_a_warning_and_never_cuts_it() -> None:
         # Over the width only when a single word (an ARN) or a `command` is longer.
         for line in lines[1 : lines.index("")]:  # the sentences above the table
             assert len(line) <= width or "`" in line or " " not in line.strip(), line
+
+
+def test_system_mode_status_names_each_lines_consumer() -> None:
+    roles = [
+        {**STATUS["roles"][0], "consumer": "alice"},  # type: ignore[index]
+        {**STATUS["roles"][0], "consumer": "bob", "lease_id": "ec2-full/22222222"},  # type: ignore[index]
+        {**STATUS["roles"][1], "consumer": None},  # type: ignore[index]
+    ]
+    text = render_status({**STATUS, "roles": roles}, NOW, width=100)
+    assert "ec2-full (alice)" in text and "ec2-full (bob)" in text
+    assert "deploy-production-account  " in text
