@@ -121,6 +121,14 @@ def test_unlock_reads_the_code_from_ykman_stdin_or_a_desktop_prompt(
     assert on_a_terminal(env, "778899") == 0
     assert codes()[-1] == "778899"
 
+    (bin_dir / "zenity").unlink()  # KDE: kdialog instead
+    fake(bin_dir, "kdialog", 'case "$*" in *--inputbox*) echo 990011 ;; *) exit 5 ;; esac\n')
+    agent.cli("lock")
+    kde = unlock(dict(env, WAYLAND_DISPLAY="wayland-0"))
+    assert kde.returncode == 0, kde.stderr
+    assert codes()[-1] == "990011"
+    (bin_dir / "kdialog").unlink()
+
     fake(bin_dir, "zenity", "exit 1\n")  # the user pressed Cancel
     cancelled = unlock(dict(env, DISPLAY=":99"))
     assert cancelled.returncode == 2 and "cancelled" in cancelled.stderr
@@ -128,7 +136,7 @@ def test_unlock_reads_the_code_from_ykman_stdin_or_a_desktop_prompt(
     assert nothing.returncode == 2
     assert "pipe the code on stdin, or set [root] mfa_process" in nothing.stderr
     assert "Traceback" not in nothing.stderr + cancelled.stderr
-    assert len(codes()) == 4  # no AWS call for either
+    assert len(codes()) == 5  # no AWS call for either
 
     for result in outputs:
         for code in ("654321", "112233", "445566"):
