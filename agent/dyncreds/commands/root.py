@@ -136,6 +136,23 @@ def add_commands(add: Any, sub: Any, common: Any) -> None:
         help="root AWS identity: a profile, or an access key whose secret "
         "is read from a prompt or stdin (never from the command line)",
     )
+    _configure_root_flags(p)
+    p.set_defaults(fn=cmd_configure_root)
+    add("rotate-root", cmd_rotate_root, "rotate the agent's own static access key")
+    p = add(
+        "unlock",
+        cmd_unlock,
+        "give the agent an MFA session (root.mfa_serial); the code comes from "
+        "[root] mfa_process, else the terminal, else stdin, else a desktop prompt",
+    )
+    p.add_argument(
+        "--code",
+        help="the code itself (visible to other processes while it runs: prefer stdin)",
+    )
+    add("lock", cmd_lock, "forget the MFA session and refuse every credential request")
+
+
+def _configure_root_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="use this ~/.aws/config profile as the root")
     p.add_argument("--access-key-id", help="the root's access key id")
     p.add_argument(
@@ -175,16 +192,3 @@ def add_commands(add: Any, sub: Any, common: Any) -> None:
         action="store_true",
         help="do not check the new root with sts:GetCallerIdentity before saving it",
     )
-    p.set_defaults(fn=cmd_configure_root)
-    add("rotate-root", cmd_rotate_root, "rotate the agent's own static access key")
-    p = add(
-        "unlock",
-        cmd_unlock,
-        "give the agent an MFA session (root.mfa_serial); the code comes from "
-        "[root] mfa_process, else the terminal, else stdin, else a desktop prompt",
-    )
-    p.add_argument(
-        "--code",
-        help="the code itself (visible to other processes while it runs: prefer stdin)",
-    )
-    add("lock", cmd_lock, "forget the MFA session and refuse every credential request")
