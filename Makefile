@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml shim/dyncreds_shim.py
 	@$(PYTHON) -c 'import sys; sys.exit("dyncreds needs Python 3.11+") if sys.version_info < (3, 11) else None'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,demo,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,lint,ui]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,16 +137,31 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
 
 def cmd_role_create(args: argparse.Namespace) -> int:
     p = get_paths(args)
-    name = args.name
+    target = p.role_file(args.name)
+    problems = write_role(p, args.name, lambda: role_spec(args), force=args.force)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {target}; {reload_agent(p)}")
+    return EXIT_OK
+
+
+def write_role(
+    p: paths.Paths, name: str, spec: Callable[[], dict[str, Any]], *, force: bool
+) -> list[config.Problem]:
+    """Write roles/NAME.toml from ``spec()`` if the agent's loader accepts it; else
+    the problems (naming the target file) and nothing written. The CLI's ``role
+    create`` and the web console's role form both write through here."""
     if not config.ROLE_NAME.fullmatch(name):
         raise CliError(
             f"role name {name!r} must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}", EXIT_USAGE
         )
     target = p.role_file(name)
-    if target.exists() and not args.force:
+    if target.exists() and not force:
         raise CliError(f"role {name} exists ({target}); use --force to replace it", EXIT_USAGE)
     existing = target.read_text(encoding="utf-8") if target.exists() else None
-    text = config.render_role_toml(role_spec(args), existing)
+    text = config.render_role_toml(spec(), existing)
     # Validate with the agent's own loader before the agent can see the file: it is
     # staged under a directory the agent does not read, then renamed into place.
     staging_dir = p.roles_dir / f".staging-{os.getpid()}"
@@ -159,15 +174,12 @@ def cmd_role_create(args: argparse.Namespace) -> int:
         problems: list[config.Problem] = []
         config.load_role(staging, main.lease if main else config.LeaseDefaults(), problems)
         if problems:
-            for problem in problems:
-                print(config.Problem(target, problem.line, problem.message), file=sys.stderr)
-            return EXIT_USAGE
+            return [config.Problem(target, x.line, x.message) for x in problems]
         os.replace(staging, target)
     finally:
         staging.unlink(missing_ok=True)
         staging_dir.rmdir()
-    print(f"wrote {target}; {reload_agent(p)}")
-    return EXIT_OK
+    return []
 
 
 def role_spec(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,6 +229,23 @@ def cmd_role_list(args: argparse.Namespace) -> int:
     """The configured roles, read from the files (no agent needed): ``role list``
     and ``roles`` give the same answer."""
     p = get_paths(args)
+    rows, problems = role_rows(p)
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        print(f"no roles in {p.roles_dir} (add one with `dyncreds role create`)")
+    else:
+        for row in rows:
+            ttl = format_duration(row["ttl"]) if row["ttl"] else "-"
+            print(f"{row['name']:24} {row['type']:17} ttl={ttl:7} {row['file']}")
+    if problems and not args.json:
+        print(f"({plural(len(problems), 'problem')}; run `dyncreds check`)", file=sys.stderr)
+    return EXIT_OK
+
+
+def role_rows(p: paths.Paths) -> tuple[list[dict[str, Any]], list[config.Problem]]:
+    """Each role file's name, type, ttl, region and path (``invalid`` where the
+    loader refuses it), and the problems found."""
     problems: list[config.Problem] = []
     main = config.load_main(p.config_file, problems)
     defaults = main.lease if main else config.LeaseDefaults()
@@ -232,17 +261,7 @@ def cmd_role_list(args: argparse.Namespace) -> int:
                 "file": str(path),
             }
         )
-    if args.json:
-        print_json(rows)
-    elif not rows:
-        print(f"no roles in {p.roles_dir} (add one with `dyncreds role create`)")
-    else:
-        for row in rows:
-            ttl = format_duration(row["ttl"]) if row["ttl"] else "-"
-            print(f"{row['name']:24} {row['type']:17} ttl={ttl:7} {row['file']}")
-    if problems and not args.json:
-        print(f"({plural(len(problems), 'problem')}; run `dyncreds check`)", file=sys.stderr)
-    return EXIT_OK
+    return rows, problems
 
 
 def cmd_role_show(args: argparse.Namespace) -> int:

@@ -8,13 +8,14 @@ import argparse
 import getpass
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 import tomlkit.exceptions
 
-from dyncreds import config
+from dyncreds import config, paths
 from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file, write_keyring
 from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
 from dyncreds.commands.common import CliError, get_paths, print_json
@@ -79,11 +80,34 @@ def cmd_configure_root(args: argparse.Namespace) -> int:
     if args.profile and (args.access_key_id or args.secret_stdin):
         raise CliError("--profile and --access-key-id/--secret-stdin exclude each other", 2)
     doc = _load_document(p.config_file)
+    keys = None if args.profile else _read_key(args)
+    problems = apply_root(p, doc, keys, args)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print("dyncreds: nothing was written", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {p.config_file}; {reload_agent(p)}")
+    return EXIT_OK
+
+
+def apply_root(
+    p: paths.Paths,
+    doc: tomlkit.TOMLDocument | None,
+    keys: StaticKeys | None,
+    args: argparse.Namespace,
+    say: Callable[[str], None] = print,
+) -> list[config.Problem]:
+    """``configure root``'s work once the key is known (the CLI's flags, or the web
+    console's form, as ``args``): the problems and nothing written, or the key
+    checked with AWS and stored, and config.toml rewritten keeping its comments.
+    Refusals raise CliError; ``say`` hears what was done."""
+    if doc is None:
+        doc = _load_document(p.config_file)
     root = doc.get("root")
     if root is None:
         root = tomlkit.table()
         doc["root"] = root
-    keys = None if args.profile else _read_key(args)
     old_file = _choose_store(root, keys, args)
     for key in (
         "region",
@@ -100,22 +124,18 @@ def cmd_configure_root(args: argparse.Namespace) -> int:
     problems: list[config.Problem] = []
     main = config.main_from_text(p.config_file, new_text, problems)
     if main is None:
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        print("dyncreds: nothing was written", file=sys.stderr)
-        return EXIT_USAGE
+        return problems
     if not args.no_check:
-        _check_identity(main.root, keys)
+        _check_identity(main.root, keys, say)
     p.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if keys is not None:
-        _store_key(p.config_dir, keys, args, root.get("credentials_file"))
+        _store_key(p.config_dir, keys, args, root.get("credentials_file"), say)
     atomic_write(p.config_file, new_text, 0o644)
     if keys is not None and args.store == "keyring" and old_file:
         # Moved to the keyring: the plain copy goes (after config.toml stops naming it).
         (p.config_dir / str(old_file)).unlink(missing_ok=True)
-        print(f"removed {p.config_dir / str(old_file)}: the key lives in the keyring now")
-    print(f"wrote {p.config_file}; {reload_agent(p)}")
-    return EXIT_OK
+        say(f"removed {p.config_dir / str(old_file)}: the key lives in the keyring now")
+    return []
 
 
 def _choose_store(root: Any, keys: StaticKeys | None, args: argparse.Namespace) -> Any:
@@ -133,18 +153,22 @@ def _choose_store(root: Any, keys: StaticKeys | None, args: argparse.Namespace) 
 
 
 def _store_key(
-    config_dir: Path, keys: StaticKeys, args: argparse.Namespace, file: str | None
+    config_dir: Path,
+    keys: StaticKeys,
+    args: argparse.Namespace,
+    file: str | None,
+    say: Callable[[str], None],
 ) -> None:
     if args.store == "keyring":
         try:
             write_keyring(args.keyring_item, keys)
         except DyncredsError as exc:
             raise CliError(f"{exc.message}; nothing was written", EXIT_USAGE) from None
-        print(f"stored the key in the OS keyring (dyncreds/{args.keyring_item})")
+        say(f"stored the key in the OS keyring (dyncreds/{args.keyring_item})")
         return
     creds_path = config_dir / str(file)
     write_credentials_file(creds_path, keys)
-    print(f"wrote {creds_path} (mode 0600)")
+    say(f"wrote {creds_path} (mode 0600)")
 
 
 def _load_document(path: Path) -> tomlkit.TOMLDocument:
@@ -182,7 +206,9 @@ def _read_key(args: argparse.Namespace) -> StaticKeys:
     return StaticKeys(key_id, Secret(secret))
 
 
-def _check_identity(root: config.RootSettings, keys: StaticKeys | None) -> None:
+def _check_identity(
+    root: config.RootSettings, keys: StaticKeys | None, say: Callable[[str], None]
+) -> None:
     """sts:GetCallerIdentity with the new root: refused means nothing is written;
     unreachable is said, and does not stop the change (an offline set-up)."""
     from dyncreds.aws.probe import UNREACHABLE, caller_arn  # boto3: only for this check
@@ -198,7 +224,7 @@ def _check_identity(root: config.RootSettings, keys: StaticKeys | None) -> None:
         )
     except Upstream as exc:
         if exc.aws_code in UNREACHABLE:
-            print(f"dyncreds: could not check the root with AWS ({exc.message}); saving anyway")
+            say(f"dyncreds: could not check the root with AWS ({exc.message}); saving anyway")
             return
         raise CliError(
             f"AWS refused the new root: {exc.message}; nothing was written "
@@ -207,7 +233,7 @@ def _check_identity(root: config.RootSettings, keys: StaticKeys | None) -> None:
         ) from None
     except DyncredsError as exc:
         raise CliError(f"{exc.message}; nothing was written", EXIT_USAGE) from None
-    print(f"checked: the root is {arn}")
+    say(f"checked: the root is {arn}")
 
 
 def cmd_rotate_root(args: argparse.Namespace) -> int:

@@ -1,0 +1,278 @@
+"""The web console, end to end: a real ``dyncreds ui`` process in front of a real
+agent on moto with IAM enforcement, driven by Debian's Chromium (Selenium), and
+probed with plain HTTP for what a browser would not send (a foreign Host, a form
+without its CSRF token, another user's connection)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import pytest
+
+from dyncreds.commands.root import STARTER_CONFIG
+from dyncreds.standin import StandIn
+from tests.conftest import EC2_ONLY, AgentProcess, temp_users, wait_for
+from tests.e2e.uikit import Console, chromium, console, path_of, screenshot
+
+pytestmark = pytest.mark.e2e
+
+# The policy as the AWS console shows it, with a comma missing at line 4.
+BROKEN_POLICY = """{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Effect": "Allow", "Action": "ec2:*" "Resource": "*"}
+  ]
+}"""
+
+
+class Setup:
+    """A config dir with the starter config.toml (comments and all), no root yet,
+    and an agent running on it."""
+
+    def __init__(self, base: Path, aws: StandIn):
+        self.base = base
+        self.config_dir = base / "config"
+        (self.config_dir / "roles").mkdir(parents=True)
+        # The starter file, as `dyncreds init` writes it, with fast propagation checks.
+        text = STARTER_CONFIG.replace("# propagation_checks = 3", "propagation_checks = 1")
+        (self.config_dir / "config.toml").write_text(text)
+        self.env = dict(
+            os.environ,
+            DYNCREDS_CONFIG_DIR=str(self.config_dir),
+            DYNCREDS_STATE_DIR=str(base / "state"),
+            DYNCREDS_SOCKET=str(base / "agent.sock"),
+        )
+
+
+@pytest.fixture
+def setup(short_dir: Path, aws: StandIn) -> Iterator[Setup]:
+    made = Setup(short_dir, aws)
+    log = open(short_dir / "agent.log", "ab")  # noqa: SIM115
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "dyncreds", "agent"], env=made.env, stdout=log, stderr=log
+    )
+    try:
+        wait_for(lambda: (short_dir / "agent.sock").exists(), message="the agent's socket")
+        yield made
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        log.close()
+
+
+def by_id(driver: Any, name: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, name)
+
+
+def text_of(driver: Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(driver.find_element(By.TAG_NAME, "main").text)
+
+
+def go(driver: Any, link: str) -> None:
+    """Follow a navigation link by its text, as a person would."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.LINK_TEXT, link).click()
+
+
+def fill(driver: Any, field: str, value: str) -> None:
+    element = by_id(driver, field)
+    element.clear()
+    element.send_keys(value)
+
+
+def submit(driver: Any, button_text: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.XPATH, f"//main//button[normalize-space()='{button_text}']").click()
+
+
+def test_seed_flow_in_a_browser(setup: Setup, aws: StandIn, tmp_path: Path) -> None:
+    root_secret = aws.admin_keys["SecretAccessKey"]
+    with console(setup.env, tmp_path / "ui.log") as ui, chromium() as driver:
+        # The printed address signs in and is dropped from the address bar.
+        driver.get(ui.url)
+        assert path_of(driver) == "/" and "token" not in driver.current_url
+        screenshot(driver, "overview-before", tmp_path)
+        # 1. Configure AWS: the service account's key, region, IAM (and STS) endpoint.
+        go(driver, "Configure AWS")
+        fill(driver, "access_key_id", aws.admin_keys["AccessKeyId"])
+        fill(driver, "secret_access_key", root_secret)
+        fill(driver, "region", "us-east-1")
+        fill(driver, "iam_endpoint", aws.endpoint)
+        fill(driver, "sts_endpoint", aws.endpoint)
+        submit(driver, "Check with AWS and save")
+        wait_for(lambda: "Saved." in text_of(driver), message="configure saved")
+        assert "checked: the root is arn:aws:iam::" in text_of(driver)
+        assert root_secret not in driver.page_source  # never echoed back
+        assert by_id(driver, "secret_access_key").get_attribute("value") == ""
+        config_toml = (setup.config_dir / "config.toml").read_text()
+        assert "# dyncreds configuration." in config_toml  # comments kept
+        assert f'iam_endpoint = "{aws.endpoint}"' in config_toml
+        screenshot(driver, "configure-aws", tmp_path)
+        # 2. Create role ec2-full from a pasted policy: first with a typo, shown at its line.
+        go(driver, "Roles")
+        go(driver, "Create role")
+        fill(driver, "name", "ec2-full")
+        fill(driver, "policy_document", BROKEN_POLICY)
+        fill(driver, "ttl", "1h")
+        submit(driver, "Create role")
+        error = by_id(driver, "policy-error")
+        assert "Line 4" in error.text
+        from selenium.webdriver.common.by import By
+
+        bad = error.find_element(By.CSS_SELECTOR, "li.bad")
+        assert bad.get_attribute("data-line") == "4" and '"ec2:*" "Resource"' in bad.text
+        assert not (setup.config_dir / "roles" / "ec2-full.toml").exists()  # nothing written
+        screenshot(driver, "role-policy-error", tmp_path)
+        fill(driver, "policy_document", json.dumps(EC2_ONLY, indent=2))
+        submit(driver, "Create role")
+        wait_for(lambda: path_of(driver) == "/roles/ec2-full", message="the role's page")
+        assert "agent reloaded (1 role)" in text_of(driver)
+        # 3. Generate: the keys, once, with copy buttons, export lines and the profile.
+        by_id(driver, "generate").click()
+        wait_for(lambda: driver.find_elements(By.ID, "k-secret"), timeout=60, message="keys")
+        key_id = by_id(driver, "k-id").text
+        secret = by_id(driver, "k-secret").text
+        assert f"export AWS_ACCESS_KEY_ID={key_id}" in by_id(driver, "k-export").text
+        assert "credential_process = " in by_id(driver, "k-profile").text
+        assert "in " in driver.find_element(By.CSS_SELECTOR, "#generated [data-expires]").text
+        screenshot(driver, "role-generated", tmp_path)
+        # 4. The keys work: EC2 allowed, S3 denied.
+        keys = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+        (user,) = temp_users(aws)
+        assert aws.client("sts", **keys).get_caller_identity()["Arn"].endswith(user)
+        aws.client("ec2", **keys).describe_instances()
+        with pytest.raises(botocore.exceptions.ClientError):
+            aws.client("s3", **keys).list_buckets()
+        # Every other page, while there is a lease to show.
+        for link, name in (("Overview", "overview"), ("Roles", "roles"), ("Leases", "leases")):
+            go(driver, link)
+            screenshot(driver, name, tmp_path)
+        assert "ec2-full" in text_of(driver) and driver.find_elements(By.CSS_SELECTOR, "svg")
+        driver.set_window_size(390, 844)  # a phone
+        go(driver, "Overview")
+        screenshot(driver, "overview-phone", tmp_path)
+        driver.set_window_size(1280, 900)
+        # 5. Revoke: the IAM user is gone.
+        driver.get(f"http://{ui.host}/roles/ec2-full")
+        by_id(driver, "revoke").click()
+        driver.switch_to.alert.accept()
+        wait_for(lambda: "deleted" in text_of(driver), timeout=60, message="revoked")
+        assert temp_users(aws) == []
+        for link, name in (("Audit", "audit"), ("Lock", "lock")):
+            go(driver, link)
+            screenshot(driver, name, tmp_path)
+        assert "credentials" in text_of(driver) or name == "lock"
+    log = ui.log()
+    for leaked in (root_secret, secret):
+        assert leaked not in log, "a secret is in the console's log"
+    assert log.count(ui.token) == 1  # printed once, to sign in; never logged after
+
+
+@pytest.fixture
+def running(setup: Setup, aws: StandIn, tmp_path: Path) -> Iterator[tuple[Console, Setup]]:
+    with console(setup.env, tmp_path / "ui.log") as ui:
+        yield ui, setup
+
+
+PAGES = ["/", "/configure", "/roles", "/roles/new", "/leases", "/audit", "/lock", "/static/app.js"]
+POSTS = ["/configure", "/roles/new", "/lock", "/unlock", "/rotate-root", "/revoke"]
+
+
+def test_nothing_answers_without_the_token_or_its_cookie(
+    running: tuple[Console, Setup],
+) -> None:
+    ui, _ = running
+    for path in PAGES:
+        status, headers, body = ui.request("GET", path)
+        assert status == 401 and "role" not in body.lower(), path
+        assert "default-src 'none'" in headers["content-security-policy"]
+    for path in POSTS:
+        assert ui.request("POST", path, form={"x": "y"})[0] == 401, path
+    assert ui.request("GET", "/?token=" + "A" * 43)[0] == 401
+    assert ui.request("GET", "/", cookie="made-up")[0] == 401
+    cookie = ui.sign_in()
+    for path in PAGES:
+        status, headers, _ = ui.request("GET", path, cookie=cookie)
+        assert status == 200, path
+        assert headers["cache-control"] == "no-store"
+        assert "script-src 'self'" in headers["content-security-policy"]
+    _, headers, _ = ui.request("GET", f"/?token={ui.token}")
+    cookie_line = headers["set-cookie"]
+    assert "HttpOnly" in cookie_line and "SameSite=Strict" in cookie_line
+
+
+def test_a_foreign_host_or_origin_is_refused(running: tuple[Console, Setup]) -> None:
+    ui, _ = running
+    cookie = ui.sign_in()
+    port = ui.host.split(":")[1]
+    for host in (f"evil.example:{port}", f"localhost.evil.example:{port}", "127.0.0.1"):
+        assert ui.request("GET", "/", host=host, cookie=cookie)[0] == 400, host
+        assert ui.request("GET", f"/?token={ui.token}", host=host)[0] == 400, host
+    csrf = ui.csrf(cookie)
+    status, _, _ = ui.request(
+        "POST", "/lock", cookie=cookie, form={"csrf": csrf}, headers={"Origin": "http://evil"}
+    )
+    assert status == 403
+
+
+def test_a_form_without_its_csrf_token_changes_nothing(running: tuple[Console, Setup]) -> None:
+    ui, setup = running
+    cookie = ui.sign_in()
+    role = {
+        "name": "sneaky",
+        "credential_type": "iam_user",
+        "policy_document": json.dumps(EC2_ONLY),
+    }
+    for csrf in (None, "wrong", ui.csrf(ui.sign_in())):  # none, made up, another session's
+        form = dict(role, **({"csrf": csrf} if csrf else {}))
+        status, _, body = ui.request("POST", "/roles/new", cookie=cookie, form=form)
+        assert status == 403 and "CSRF" in body
+    assert not (setup.config_dir / "roles" / "sneaky.toml").exists()
+    config_before = (setup.config_dir / "config.toml").read_text()
+    form = {"access_key_id": "AKIAX", "secret_access_key": "x", "region": "eu-west-1"}
+    assert ui.request("POST", "/configure", cookie=cookie, form=form)[0] == 403
+    assert (setup.config_dir / "config.toml").read_text() == config_before
+    # With its token the same form goes through: the check above was the token.
+    form = dict(role, csrf=ui.csrf(cookie))
+    status, headers, _ = ui.request("POST", "/roles/new", cookie=cookie, form=form)
+    assert status == 303 and headers["location"].startswith("/roles/sneaky")
+
+
+def test_another_user_is_refused(running: tuple[Console, Setup], tmp_path: Path) -> None:
+    """The kernel's owner of the connecting socket must be the console's user."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client as another user")
+    ui, _ = running
+    name = f"dcui{os.getpid() % 100000}"
+    subprocess.run(["useradd", "--no-create-home", name], check=True)
+    try:
+        user = pwd.getpwnam(name)
+        address, port = ui.host.split(":")
+        probe = (
+            "import http.client as h; c = h.HTTPConnection(%r, %s); "
+            "c.request('GET', '/?token=%s'); print(c.getresponse().status)"
+            % (address, port, ui.token)
+        )
+        result = subprocess.run(
+            ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+             sys.executable, "-I", "-c", probe],
+            capture_output=True, text=True, timeout=60, cwd="/",
+        )
+        assert result.stdout.strip() == "403", result.stderr
+    finally:
+        subprocess.run(["userdel", name], check=False)
+    assert ui.request("GET", f"/?token={ui.token}")[0] == 303  # its own user still gets in
