@@ -75,9 +75,14 @@ def by_id(driver: Any, name: str) -> Any:
 
 
 def text_of(driver: Any) -> str:
+    """The page's main text ("" while a new page replaces the old one)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    return str(driver.find_element(By.TAG_NAME, "main").text)
+    try:
+        return str(driver.find_element(By.TAG_NAME, "main").text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
 
 
 def go(driver: Any, link: str) -> None:

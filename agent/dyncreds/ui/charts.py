@@ -49,13 +49,14 @@ def timeline(spans: Sequence[Span], now: float) -> str:
         return ""
     lo = min([s.issued or now for s in spans] + [now])
     hi = max([s.revoke_at for s in spans] + [now])
-    height = ROW * len(spans) + 30
+    top = 18  # a band for the "now" label
+    height = top + ROW * len(spans) + 24
     out = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
         f'aria-label="lease timeline from {_stamp(lo)} to {_stamp(hi)}">'
     ]
     for i, span in enumerate(spans):
-        y = 6 + i * ROW
+        y = top + 4 + i * ROW
         start = span.issued if span.issued is not None else now
         served = span.served_until if span.served_until is not None else start
         x0, x1, x2 = (_x(t, lo, hi) for t in (start, served, span.revoke_at))
@@ -74,8 +75,8 @@ def timeline(spans: Sequence[Span], now: float) -> str:
         out.append(f'<line class="revoke" x1="{x2:.1f}" x2="{x2:.1f}" y1="{y - 3}" y2="{y + 21}"/>')
     axis = height - 18
     xn = _x(now, lo, hi)
-    out.append(f'<line class="now" x1="{xn:.1f}" x2="{xn:.1f}" y1="0" y2="{axis}"/>')
-    out.append(f'<text class="tick" x="{xn + 3:.1f}" y="{axis + 14}">now</text>')
+    out.append(f'<line class="now" x1="{xn:.1f}" x2="{xn:.1f}" y1="{top - 4}" y2="{axis}"/>')
+    out.append(f'<text class="tick" x="{xn + 3:.1f}" y="12">now</text>')
     out.append(f'<text class="tick" x="{LEFT}" y="{axis + 14}">{_clock(lo)}</text>')
     out.append(
         f'<text class="tick end" x="{WIDTH - 10}" y="{axis + 14}">{_clock(hi)} '
@@ -111,7 +112,7 @@ def handouts(b: Buckets) -> str:
     """Stacked bars, one per bucket, a band per role (colour and a title each)."""
     if not b.roles:
         return ""
-    height, base, top = 220, 190, 10
+    height, base, top = 170, 145, 10
     peak = max(sum(c.values()) for c in b.counts) or 1
     step = (WIDTH - LEFT) / len(b.counts)
     out = [

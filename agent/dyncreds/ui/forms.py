@@ -67,7 +67,11 @@ def fields_for(kind: Kind) -> list[tuple[str, str, str, str]]:
 class PolicyError:
     line: int
     column: int
-    message: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"policy JSON, line {self.line} column {self.column}: {self.reason}"
 
 
 def check_policy(text: str) -> PolicyError | None:
@@ -77,11 +81,9 @@ def check_policy(text: str) -> PolicyError | None:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        return PolicyError(
-            exc.lineno, exc.colno, f"policy JSON, line {exc.lineno} column {exc.colno}: {exc.msg}"
-        )
+        return PolicyError(exc.lineno, exc.colno, exc.msg)
     if not isinstance(document, dict) or "Statement" not in document:
-        return PolicyError(1, 1, 'policy JSON, line 1: must be an object with a "Statement"')
+        return PolicyError(1, 1, 'the policy must be a JSON object with a "Statement"')
     return None
 
 

@@ -162,8 +162,9 @@ async def audit_page(request: Request) -> Response:
         and e.get("outcome") == "ok"
     ]
     now = time.time()
-    start = min([w for w, _ in handed], default=now - 3600)
-    chart = charts.handouts(charts.bucket(handed, start, max(now, start + 60)))
+    # The last hour, or back to the first hand-out shown if that is older.
+    start = min([w for w, _ in handed] + [now - 3600])
+    chart = charts.handouts(charts.bucket(handed, start, now))
     return render(
         request,
         "audit.html",

@@ -189,8 +189,12 @@ async def generate(request: Request) -> Response:
         if shim
         else None,
     }
-    if request.headers.get("hx-request") == "true":
-        return render(request, "generated.html", generated=generated, message=None, name=name)
+    if request.headers.get("hx-request") == "true":  # and the lease card, out of band
+        status, error = await agent_status(request)
+        live = next((r for r in (status or {}).get("roles", []) if r["name"] == name), None)
+        return render(
+            request, "generated.html", generated=generated, message=None, name=name, live=live
+        )
     return await show(request, generated=generated)
 
 

@@ -60,9 +60,9 @@ async def form(request: Request) -> FormData:
     return data
 
 
-def render(request: Request, name: str, code: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, page: str, code: int = 200, /, **context: Any) -> HTMLResponse:
     session: Session = request.scope["state"]["session"]
-    template = console(request).templates.get_template(name)
+    template = console(request).templates.get_template(page)
     html = template.render(
         csrf=session.csrf,
         version=__version__,
