@@ -19,7 +19,7 @@ import pytest
 
 from dyncreds.commands.root import STARTER_CONFIG
 from dyncreds.standin import StandIn
-from tests.conftest import EC2_ONLY, AgentProcess, temp_users, wait_for
+from tests.conftest import EC2_ONLY, temp_users, wait_for
 from tests.e2e.uikit import Console, chromium, console, path_of, screenshot
 
 pytestmark = pytest.mark.e2e
@@ -104,85 +104,100 @@ def submit(driver: Any, button_text: str) -> None:
     driver.find_element(By.XPATH, f"//main//button[normalize-space()='{button_text}']").click()
 
 
+def configure_aws(driver: Any, aws: StandIn, setup: Setup) -> None:
+    """Configure AWS: the service account's key, region, IAM (and STS) endpoint."""
+    go(driver, "Configure AWS")
+    fill(driver, "access_key_id", aws.admin_keys["AccessKeyId"])
+    fill(driver, "secret_access_key", aws.admin_keys["SecretAccessKey"])
+    fill(driver, "region", "us-east-1")
+    fill(driver, "iam_endpoint", aws.endpoint)
+    fill(driver, "sts_endpoint", aws.endpoint)
+    submit(driver, "Check with AWS and save")
+    wait_for(lambda: "Saved." in text_of(driver), message="configure saved")
+    assert "checked: the root is arn:aws:iam::" in text_of(driver)
+    assert aws.admin_keys["SecretAccessKey"] not in driver.page_source  # never echoed back
+    assert by_id(driver, "secret_access_key").get_attribute("value") == ""
+    config_toml = (setup.config_dir / "config.toml").read_text()
+    assert "# dyncreds configuration." in config_toml  # comments kept
+    assert f'iam_endpoint = "{aws.endpoint}"' in config_toml
+
+
+def create_role(driver: Any, setup: Setup, tmp_path: Path) -> None:
+    """Create role ec2-full from a pasted policy: first with a typo, shown at its line."""
+    from selenium.webdriver.common.by import By
+
+    go(driver, "Roles")
+    go(driver, "Create role")
+    fill(driver, "name", "ec2-full")
+    fill(driver, "policy_document", BROKEN_POLICY)
+    fill(driver, "ttl", "1h")
+    submit(driver, "Create role")
+    error = by_id(driver, "policy-error")
+    assert "Line 4" in error.text
+    bad = error.find_element(By.CSS_SELECTOR, "li.bad")
+    assert bad.get_attribute("data-line") == "4" and '"ec2:*" "Resource"' in bad.text
+    assert not (setup.config_dir / "roles" / "ec2-full.toml").exists()  # nothing written
+    screenshot(driver, "role-policy-error", tmp_path)
+    fill(driver, "policy_document", json.dumps(EC2_ONLY, indent=2))
+    submit(driver, "Create role")
+    wait_for(lambda: path_of(driver) == "/roles/ec2-full", message="the role's page")
+    assert "agent reloaded (1 role)" in text_of(driver)
+
+
+def generate(driver: Any) -> dict[str, str]:
+    """Generate: the keys, once, with copy buttons, export lines and the profile."""
+    from selenium.webdriver.common.by import By
+
+    by_id(driver, "generate").click()
+    wait_for(lambda: driver.find_elements(By.ID, "k-secret"), timeout=60, message="keys")
+    key_id = by_id(driver, "k-id").text
+    secret = by_id(driver, "k-secret").text
+    assert f"export AWS_ACCESS_KEY_ID={key_id}" in by_id(driver, "k-export").text
+    assert "credential_process = " in by_id(driver, "k-profile").text
+    assert "in " in driver.find_element(By.CSS_SELECTOR, "#generated [data-expires]").text
+    assert key_id in by_id(driver, "lease").text  # the lease card followed
+    return {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+
+
+def visit(driver: Any, tmp_path: Path, *pages: tuple[str, str]) -> None:
+    for link, name in pages:
+        go(driver, link)
+        screenshot(driver, name, tmp_path)
+
+
 def test_seed_flow_in_a_browser(setup: Setup, aws: StandIn, tmp_path: Path) -> None:
-    root_secret = aws.admin_keys["SecretAccessKey"]
     with console(setup.env, tmp_path / "ui.log") as ui, chromium() as driver:
         # The printed address signs in and is dropped from the address bar.
         driver.get(ui.url)
         assert path_of(driver) == "/" and "token" not in driver.current_url
         screenshot(driver, "overview-before", tmp_path)
-        # 1. Configure AWS: the service account's key, region, IAM (and STS) endpoint.
-        go(driver, "Configure AWS")
-        fill(driver, "access_key_id", aws.admin_keys["AccessKeyId"])
-        fill(driver, "secret_access_key", root_secret)
-        fill(driver, "region", "us-east-1")
-        fill(driver, "iam_endpoint", aws.endpoint)
-        fill(driver, "sts_endpoint", aws.endpoint)
-        submit(driver, "Check with AWS and save")
-        wait_for(lambda: "Saved." in text_of(driver), message="configure saved")
-        assert "checked: the root is arn:aws:iam::" in text_of(driver)
-        assert root_secret not in driver.page_source  # never echoed back
-        assert by_id(driver, "secret_access_key").get_attribute("value") == ""
-        config_toml = (setup.config_dir / "config.toml").read_text()
-        assert "# dyncreds configuration." in config_toml  # comments kept
-        assert f'iam_endpoint = "{aws.endpoint}"' in config_toml
+        configure_aws(driver, aws, setup)
         screenshot(driver, "configure-aws", tmp_path)
-        # 2. Create role ec2-full from a pasted policy: first with a typo, shown at its line.
-        go(driver, "Roles")
-        go(driver, "Create role")
-        fill(driver, "name", "ec2-full")
-        fill(driver, "policy_document", BROKEN_POLICY)
-        fill(driver, "ttl", "1h")
-        submit(driver, "Create role")
-        error = by_id(driver, "policy-error")
-        assert "Line 4" in error.text
-        from selenium.webdriver.common.by import By
-
-        bad = error.find_element(By.CSS_SELECTOR, "li.bad")
-        assert bad.get_attribute("data-line") == "4" and '"ec2:*" "Resource"' in bad.text
-        assert not (setup.config_dir / "roles" / "ec2-full.toml").exists()  # nothing written
-        screenshot(driver, "role-policy-error", tmp_path)
-        fill(driver, "policy_document", json.dumps(EC2_ONLY, indent=2))
-        submit(driver, "Create role")
-        wait_for(lambda: path_of(driver) == "/roles/ec2-full", message="the role's page")
-        assert "agent reloaded (1 role)" in text_of(driver)
-        # 3. Generate: the keys, once, with copy buttons, export lines and the profile.
-        by_id(driver, "generate").click()
-        wait_for(lambda: driver.find_elements(By.ID, "k-secret"), timeout=60, message="keys")
-        key_id = by_id(driver, "k-id").text
-        secret = by_id(driver, "k-secret").text
-        assert f"export AWS_ACCESS_KEY_ID={key_id}" in by_id(driver, "k-export").text
-        assert "credential_process = " in by_id(driver, "k-profile").text
-        assert "in " in driver.find_element(By.CSS_SELECTOR, "#generated [data-expires]").text
+        create_role(driver, setup, tmp_path)
+        keys = generate(driver)
         screenshot(driver, "role-generated", tmp_path)
-        # 4. The keys work: EC2 allowed, S3 denied.
-        keys = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+        # The keys work: they are the new user's, EC2 is allowed, S3 denied.
         (user,) = temp_users(aws)
         assert aws.client("sts", **keys).get_caller_identity()["Arn"].endswith(user)
         aws.client("ec2", **keys).describe_instances()
         with pytest.raises(botocore.exceptions.ClientError):
             aws.client("s3", **keys).list_buckets()
-        # Every other page, while there is a lease to show.
-        for link, name in (("Overview", "overview"), ("Roles", "roles"), ("Leases", "leases")):
-            go(driver, link)
-            screenshot(driver, name, tmp_path)
-        assert "ec2-full" in text_of(driver) and driver.find_elements(By.CSS_SELECTOR, "svg")
+        visit(driver, tmp_path, ("Overview", "overview"), ("Roles", "roles"), ("Leases", "leases"))
+        assert "ec2-full" in text_of(driver) and "<svg" in driver.page_source
         driver.set_window_size(390, 844)  # a phone
-        go(driver, "Overview")
-        screenshot(driver, "overview-phone", tmp_path)
+        visit(driver, tmp_path, ("Overview", "overview-phone"))
         driver.set_window_size(1280, 900)
-        # 5. Revoke: the IAM user is gone.
+        # Revoke: the IAM user is gone.
         driver.get(f"http://{ui.host}/roles/ec2-full")
         by_id(driver, "revoke").click()
         driver.switch_to.alert.accept()
         wait_for(lambda: "deleted" in text_of(driver), timeout=60, message="revoked")
         assert temp_users(aws) == []
-        for link, name in (("Audit", "audit"), ("Lock", "lock")):
-            go(driver, link)
-            screenshot(driver, name, tmp_path)
-        assert "credentials" in text_of(driver) or name == "lock"
+        visit(driver, tmp_path, ("Audit", "audit"))
+        assert "credentials" in text_of(driver) and "revoke" in text_of(driver)
+        visit(driver, tmp_path, ("Lock", "lock"))
     log = ui.log()
-    for leaked in (root_secret, secret):
+    for leaked in (aws.admin_keys["SecretAccessKey"], keys["aws_secret_access_key"]):
         assert leaked not in log, "a secret is in the console's log"
     assert log.count(ui.token) == 1  # printed once, to sign in; never logged after
 
@@ -268,14 +283,24 @@ def test_another_user_is_refused(running: tuple[Console, Setup], tmp_path: Path)
         user = pwd.getpwnam(name)
         address, port = ui.host.split(":")
         probe = (
-            "import http.client as h; c = h.HTTPConnection(%r, %s); "
-            "c.request('GET', '/?token=%s'); print(c.getresponse().status)"
-            % (address, port, ui.token)
+            f"import http.client as h; c = h.HTTPConnection({address!r}, {port}); "
+            f"c.request('GET', '/?token={ui.token}'); print(c.getresponse().status)"
         )
         result = subprocess.run(
-            ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-             sys.executable, "-I", "-c", probe],
-            capture_output=True, text=True, timeout=60, cwd="/",
+            [
+                "setpriv",
+                f"--reuid={user.pw_uid}",
+                f"--regid={user.pw_gid}",
+                "--clear-groups",
+                sys.executable,
+                "-I",
+                "-c",
+                probe,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
         )
         assert result.stdout.strip() == "403", result.stderr
     finally:

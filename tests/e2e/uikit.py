@@ -177,4 +177,4 @@ def screenshot(driver: Any, name: str, tmp: Path) -> Path:
 
 
 def path_of(driver: Any) -> str:
-    return urlsplit(driver.current_url).path
+    return str(urlsplit(driver.current_url).path)

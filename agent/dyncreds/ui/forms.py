@@ -108,23 +108,25 @@ def spec_from_values(values: dict[str, Any]) -> dict[str, Any]:
     for a tag line without "="."""
     spec: dict[str, Any] = {"credential_type": values["credential_type"]}
     for key, widget in WIDGETS.items():
-        value = values.get(key)
+        raw = values.get(key)
         if widget == "check":
-            if value:
+            if raw:
                 spec[key] = True
-        elif widget == "lines":
-            spec[key] = _lines(value or "")
+            continue
+        value = str(raw or "")
+        if widget == "lines":
+            spec[key] = _lines(value)
         elif widget == "tags":
             tags = {}
-            for line in _lines(value or ""):
+            for line in _lines(value):
                 tag, sep, tag_value = line.partition("=")
                 if not sep:
                     raise ValueError(f"{key}: {line!r} is not KEY=VALUE")
                 tags[tag.strip()] = tag_value.strip()
             spec[key] = tags
-        elif key == "policy_document" and (value or "").strip():
+        elif key == "policy_document" and value.strip():
             spec[key] = json.dumps(json.loads(value), indent=2)  # checked first
-        elif (value or "").strip():
+        elif value.strip():
             spec[key] = value.strip()
     return spec
 

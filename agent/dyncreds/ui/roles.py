@@ -94,13 +94,13 @@ async def edit(request: Request) -> Response:
 
 
 async def update(request: Request) -> Response:
-    name = request.path_params["name"]
-    _role_file(request, name)
-    return await _save(request, name)
+    return await _save(request, request.path_params["name"])
 
 
 async def _save(request: Request, editing: str | None) -> Response:
     data = await form(request)
+    if editing:
+        _role_file(request, editing)
     values = forms.values_from_form(data)
     if editing:
         values["name"] = editing
@@ -128,7 +128,7 @@ async def delete(request: Request) -> Response:
     await form(request)
     name = request.path_params["name"]
     path = _role_file(request, name)
-    path.unlink()
+    path.unlink(missing_ok=True)
     await trio.to_thread.run_sync(reload_agent, console(request).paths)
     return see_other("/roles")
 
@@ -190,7 +190,7 @@ async def generate(request: Request) -> Response:
         else None,
     }
     if request.headers.get("hx-request") == "true":  # and the lease card, out of band
-        status, error = await agent_status(request)
+        status, _ = await agent_status(request)
         live = next((r for r in (status or {}).get("roles", []) if r["name"] == name), None)
         return render(
             request, "generated.html", generated=generated, message=None, name=name, live=live

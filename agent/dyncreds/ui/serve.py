@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import webbrowser
 from functools import partial
+from typing import Any
 
 import trio
 from hypercorn.config import Config
@@ -45,7 +46,8 @@ async def _serve(p: paths.Paths, host: str, port: int, open_browser: bool) -> No
     config.errorlog = "-"
     config.include_server_header = False
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, guard, config, mode="asgi"))
+        app: Any = guard  # an ASGI 3 callable; Hypercorn's type names its own scope types
+        binds = await nursery.start(partial(serve, app, config, mode="asgi"))
         address = str(binds[0]).removeprefix("http://")
         guard.host = address
         url = f"http://{address}/?token={sessions.token}"
