@@ -10,16 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.routing import Route
 
-pytest.importorskip("starlette")
-
-from starlette.routing import Route  # noqa: E402
-
-from dyncreds import paths  # noqa: E402
-from dyncreds.kinds import KINDS  # noqa: E402
-from dyncreds.ui import charts, forms  # noqa: E402
-from dyncreds.ui.app import build  # noqa: E402
-from dyncreds.ui.guard import Sessions, csrf_ok  # noqa: E402
+from dyncreds import paths
+from dyncreds.kinds import KINDS
+from dyncreds.ui import charts, forms
+from dyncreds.ui.app import build
+from dyncreds.ui.guard import Sessions, csrf_ok
 
 
 class Clock:
@@ -103,7 +100,8 @@ async def test_every_state_change_wants_the_csrf_token(tmp_path: Path) -> None:
 
 
 def test_a_policy_error_names_its_line_and_column() -> None:
-    text = '{\n  "Version": "2012-10-17",\n  "Statement": [\n    {"Effect": "Allow" "Action": "*"}\n  ]\n}'
+    text = '{\n  "Version": "2012-10-17",\n  "Statement": [\n'
+    text += '    {"Effect": "Allow" "Action": "*"}\n  ]\n}'
     error = forms.check_policy(text)
     assert error is not None and (error.line, error.column) == (4, 24)
     assert "line 4 column 24" in error.message

@@ -31,7 +31,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dyncreds import demo
 
-    return demo.main(keep=args.keep)
+    return demo.main(keep=args.keep, console=args.console)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-open", action="store_true", help="print the address, open no browser")
     p = add("demo", cmd_demo, "the whole flow, offline, on an embedded AWS stand-in", False)
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--console", action="store_true", help="then serve the web console on it until Ctrl-C"
+    )
     add("version", cmd_version, "print the version", False)
     return parser
 
