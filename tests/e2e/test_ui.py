@@ -147,8 +147,9 @@ def create_role(driver: Any, setup: Setup, tmp_path: Path) -> None:
 def generate(driver: Any) -> dict[str, str]:
     """Generate: the keys, once, with copy buttons, export lines and the profile."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
-    by_id(driver, "generate").click()
+    by_id(driver, "generate").send_keys(Keys.ENTER)  # from the keyboard
     wait_for(lambda: driver.find_elements(By.ID, "k-secret"), timeout=60, message="keys")
     key_id = by_id(driver, "k-id").text
     secret = by_id(driver, "k-secret").text
@@ -157,6 +158,16 @@ def generate(driver: Any) -> dict[str, str]:
     assert "in " in driver.find_element(By.CSS_SELECTOR, "#generated [data-expires]").text
     assert key_id in by_id(driver, "lease").text  # the lease card followed
     return {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+
+
+def keyboard_first_stop(driver: Any) -> None:
+    """The first Tab lands on "Skip to content", visible when focused."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    active = driver.switch_to.active_element
+    assert active.text == "Skip to content" and active.is_displayed()
 
 
 def visit(driver: Any, tmp_path: Path, *pages: tuple[str, str]) -> None:
@@ -170,6 +181,7 @@ def test_seed_flow_in_a_browser(setup: Setup, aws: StandIn, tmp_path: Path) -> N
         # The printed address signs in and is dropped from the address bar.
         driver.get(ui.url)
         assert path_of(driver) == "/" and "token" not in driver.current_url
+        keyboard_first_stop(driver)
         screenshot(driver, "overview-before", tmp_path)
         configure_aws(driver, aws, setup)
         screenshot(driver, "configure-aws", tmp_path)
@@ -306,3 +318,97 @@ def test_another_user_is_refused(running: tuple[Console, Setup], tmp_path: Path)
     finally:
         subprocess.run(["userdel", name], check=False)
     assert ui.request("GET", f"/?token={ui.token}")[0] == 303  # its own user still gets in
+
+
+SERIAL = "arn:aws:iam::123456789012:mfa/vaultuser"
+
+
+def configure_over_http(
+    ui: Console, cookie: str, setup: Setup, aws: StandIn, mfa: bool = False
+) -> None:
+    """A key AWS refuses writes nothing; the right one is checked and saved."""
+    csrf = ui.csrf(cookie)
+    form = {
+        "csrf": csrf,
+        "store": "file",
+        "access_key_id": aws.admin_keys["AccessKeyId"],
+        "secret_access_key": "not-the-secret",
+        "region": "us-east-1",
+        "iam_endpoint": aws.endpoint,
+        "sts_endpoint": aws.endpoint,
+    }
+    if mfa:
+        form.update(mfa_serial=SERIAL, unlock_for="1h")
+    before = (setup.config_dir / "config.toml").read_text()
+    status, _, body = ui.request("POST", "/configure", cookie=cookie, form=form)
+    assert status == 400 and "AWS refused the new root" in body, body
+    assert "not-the-secret" not in body
+    assert (setup.config_dir / "config.toml").read_text() == before
+    form["secret_access_key"] = aws.admin_keys["SecretAccessKey"]
+    status, _, body = ui.request("POST", "/configure", cookie=cookie, form=form)
+    assert status == 200 and "Saved." in body and "agent reloaded" in body, body
+    assert aws.admin_keys["SecretAccessKey"] not in body
+
+
+def lock_and_unlock(ui: Console, cookie: str) -> None:
+    """With root.mfa_serial the agent starts locked; unlock takes the code, lock refuses."""
+    csrf = ui.csrf(cookie)
+    status, _, body = ui.request("GET", "/lock", cookie=cookie)
+    assert "LOCKED" in body
+    form = {"csrf": csrf, "code": "12"}
+    status, _, body = ui.request("POST", "/unlock", cookie=cookie, form=form)
+    assert status == 400 and "6 digits" in body
+    form = {"csrf": csrf, "code": "123456"}
+    status, _, body = ui.request("POST", "/unlock", cookie=cookie, form=form)
+    assert status == 200 and "unlocked until" in body, body
+    status, _, body = ui.request("POST", "/lock", cookie=cookie, form={"csrf": csrf})
+    assert "LOCKED" in body and "(by Lock)" in body
+    form = {"csrf": csrf}
+    status, _, body = ui.request("POST", "/roles/ec2/generate", cookie=cookie, form=form)
+    assert status == 400 and "locked" in body.lower()
+
+
+def test_every_page_works_over_http(
+    running: tuple[Console, Setup], aws: StandIn, tmp_path: Path
+) -> None:
+    """Configure, create, edit (comments kept), renew, audit filters, MFA unlock and
+    lock, delete: the forms a browser would post, checked in the files and the agent."""
+    ui, setup = running
+    cookie = ui.sign_in()
+    configure_over_http(ui, cookie, setup, aws)
+    csrf = ui.csrf(cookie)
+    role = {
+        "csrf": csrf,
+        "name": "ec2",
+        "credential_type": "iam_user",
+        "policy_document": json.dumps(EC2_ONLY),
+        "ttl": "1h",
+    }
+    assert ui.request("POST", "/roles/new", cookie=cookie, form=role)[0] == 303
+    path = setup.config_dir / "roles" / "ec2.toml"
+    path.write_text("# mine: keep me\n" + path.read_text())
+    status, _, body = ui.request("GET", "/roles/ec2/edit", cookie=cookie)
+    assert status == 200 and "ec2:*" in body
+    edited = dict(role, ttl="2h", name="ignored")
+    assert ui.request("POST", "/roles/ec2/edit", cookie=cookie, form=edited)[0] == 303
+    text = path.read_text()
+    assert 'ttl = "2h"' in text and text.startswith("# mine: keep me")
+    status, _, body = ui.request("POST", "/roles/ec2/renew", cookie=cookie, form={"csrf": csrf})
+    assert status == 200 and "new keys: lease ec2/" in body, body
+
+    def renewals() -> str:  # the audit log is written in batches, just after
+        page = ui.request("GET", "/audit?role=ec2&op=renew", cookie=cookie)[2]
+        return page if "1 entries" in page else ""
+
+    assert "<svg" not in wait_for(renewals, message="the renew in the audit log")
+    status, _, body = ui.request("GET", "/audit?role=nobody", cookie=cookie)
+    assert "0 entries" in body
+    configure_over_http(ui, cookie, setup, aws, mfa=True)
+    lock_and_unlock(ui, cookie)
+    form = {"csrf": csrf}
+    status, _, _ = ui.request("POST", "/roles/ec2/delete", cookie=cookie, form=form)
+    assert status == 303 and not path.exists()
+    assert ui.request("GET", "/roles/ec2", cookie=cookie)[0] == 404
+    form = dict(role, ttl="1 fortnight")
+    status, _, body = ui.request("POST", "/roles/new", cookie=cookie, form=form)
+    assert status == 400 and "ttl" in body and not path.exists()
