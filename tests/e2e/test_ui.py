@@ -5,21 +5,24 @@ without its CSRF token, another user's connection)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import pwd
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 import botocore.exceptions
 import pytest
 
 from dyncreds.commands.root import STARTER_CONFIG
 from dyncreds.standin import StandIn
-from tests.conftest import EC2_ONLY, temp_users, wait_for
+from tests.conftest import EC2_ONLY, make_assumable_role, temp_users, wait_for
 from tests.e2e.uikit import Console, chromium, console, path_of, screenshot
 
 pytestmark = pytest.mark.e2e
@@ -412,3 +415,58 @@ def test_every_page_works_over_http(
     form = dict(role, ttl="1 fortnight")
     status, _, body = ui.request("POST", "/roles/new", cookie=cookie, form=form)
     assert status == 400 and "ttl" in body and not path.exists()
+
+
+class Federation(http.server.BaseHTTPRequestHandler):
+    """AWS's federation endpoint, as far as getSigninToken goes."""
+
+    sessions: ClassVar[list[dict[str, Any]]] = []
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        self.sessions.append(json.loads(query["Session"][0]))
+        body = json.dumps({"SigninToken": "the-signin-token"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_open_the_aws_console(running: tuple[Console, Setup], aws: StandIn, tmp_path: Path) -> None:
+    """Open the AWS console: the role's session becomes a sign-in URL the browser is
+    sent to (a 303; never shown on a page, never in the console's log)."""
+    ui, setup = running
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Federation)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cookie = ui.sign_in()
+        configure_over_http(ui, cookie, setup, aws)
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}/federation"
+        config_file = setup.config_dir / "config.toml"
+        config_file.write_text(
+            config_file.read_text().replace("[root]\n", f'[root]\nsignin_endpoint = "{endpoint}"\n')
+        )
+        role = {
+            "csrf": ui.csrf(cookie),
+            "name": "deploy",
+            "credential_type": "assumed_role",
+            "role_arns": make_assumable_role(aws),
+        }
+        assert ui.request("POST", "/roles/new", cookie=cookie, form=role)[0] == 303
+        form = {"csrf": role["csrf"]}
+        status, headers, _ = ui.request("POST", "/roles/deploy/login", cookie=cookie, form=form)
+        assert status == 303, headers
+        target = urlsplit(headers["location"])
+        assert f"{target.scheme}://{target.netloc}{target.path}" == endpoint
+        assert parse_qs(target.query)["SigninToken"] == ["the-signin-token"]
+        assert parse_qs(target.query)["Action"] == ["login"]
+        (session,) = Federation.sessions
+        assert session["sessionToken"]  # the role's STS session
+        form = {"csrf": role["csrf"]}
+        assert ui.request("POST", "/roles/nope/login", cookie=cookie, form=form)[0] == 404
+    finally:
+        server.shutdown()
+    assert "the-signin-token" not in ui.log() and session["sessionKey"] not in ui.log()

@@ -237,6 +237,7 @@ async def login(request: Request) -> Response:
     """Off to the AWS console, signed in as the role (the URL is never shown or logged)."""
     await form(request)
     name = request.path_params["name"]
+    _role_file(request, name)
     p = console(request).paths
 
     def fetch() -> dict[str, Any]:
