@@ -120,6 +120,8 @@ def configure_aws(driver: Any, aws: StandIn, setup: Setup) -> None:
     assert "checked: the root is arn:aws:iam::" in text_of(driver)
     assert aws.admin_keys["SecretAccessKey"] not in driver.page_source  # never echoed back
     assert by_id(driver, "secret_access_key").get_attribute("value") == ""
+    assert by_id(driver, "access_key_id").get_attribute("value") == aws.admin_keys["AccessKeyId"]
+    assert by_id(driver, "unlock_for").get_attribute("value") == ""  # a default stays unwritten
     config_toml = (setup.config_dir / "config.toml").read_text()
     assert "# dyncreds configuration." in config_toml  # comments kept
     assert f'iam_endpoint = "{aws.endpoint}"' in config_toml
@@ -202,6 +204,12 @@ def test_seed_flow_in_a_browser(setup: Setup, aws: StandIn, tmp_path: Path) -> N
         driver.set_window_size(390, 844)  # a phone
         visit(driver, tmp_path, ("Overview", "overview-phone"))
         driver.set_window_size(1280, 900)
+        dark = [{"name": "prefers-color-scheme", "value": "dark"}]
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": dark})
+        visit(driver, tmp_path, ("Leases", "leases-dark"))
+        background = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(21, 23, 26)"  # the system's dark scheme is followed
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
         # Revoke: the IAM user is gone.
         driver.get(f"http://{ui.host}/roles/ec2-full")
         by_id(driver, "revoke").click()

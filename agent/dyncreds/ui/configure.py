@@ -6,42 +6,47 @@ comments. The secret is a password field and is never sent back to the browser."
 from __future__ import annotations
 
 import argparse
+import tomllib
 from typing import Any
 
 import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dyncreds import config
-from dyncreds.aws.rootkeys import StaticKeys
+from dyncreds.aws.rootkeys import StaticKeys, read_credentials_file
 from dyncreds.client import ClientError
 from dyncreds.commands.roles import reload_agent
 from dyncreds.commands.root import apply_root
 from dyncreds.leases import Secret
+from dyncreds.protocol import DyncredsError
 from dyncreds.ui.web import console, form, render
 
 FIELDS = ("region", "iam_endpoint", "sts_endpoint", "mfa_serial", "unlock_for", "rotate_every")
 
 
 def current(request: Request) -> dict[str, Any]:
-    """What config.toml says now (for the form's initial values; never a secret)."""
+    """What config.toml's [root] says now, as written (defaults stay placeholders),
+    and the stored key's id (never its secret)."""
     p = console(request).paths
-    problems: list[config.Problem] = []
-    main = config.load_main(p.config_file, problems)
-    root = main.root if main else None
     values: dict[str, Any] = {key: "" for key in FIELDS}
     values.update(store="file", keyring_item="root", profile="", access_key_id="")
-    if root is None:
+    try:
+        root = tomllib.loads(p.config_file.read_text(encoding="utf-8")).get("root") or {}
+    except (OSError, ValueError):
         return values
     for key in FIELDS:
-        value = getattr(root, key, None)
-        if key in ("unlock_for", "rotate_every"):
-            value = config.format_duration(value) if value else ""
-        values[key] = value or ""
-    if root.keyring:
-        values.update(store="keyring", keyring_item=root.keyring)
-    elif root.profile:
-        values.update(store="profile", profile=root.profile)
+        if key in root:
+            values[key] = str(root[key])
+    if root.get("keyring"):
+        values.update(store="keyring", keyring_item=str(root["keyring"]))
+    elif root.get("profile"):
+        values.update(store="profile", profile=str(root["profile"]))
+    elif root.get("credentials_file"):
+        try:
+            keys = read_credentials_file(p.config_dir / str(root["credentials_file"]))
+            values["access_key_id"] = keys.access_key_id
+        except DyncredsError:
+            pass
     return values
 
 

@@ -8,6 +8,11 @@ dropped from the address bar by a redirect. Every answer carries a strict
 Content-Security-Policy and ``Cache-Control: no-store``. CSRF tokens are checked
 by the pages' form reader (``app.form``), one per session.
 
+Hypercorn does not hand the accepted socket to the app, but its scope carries the
+connection's two addresses, read from that socket; on loopback they name exactly one
+open connection, and ``peer.tcp_connection_uid`` asks the kernel who owns its other end
+(checked on every request, tens of microseconds).
+
 Nothing secret is logged: the log line is method, path (never the query) and status.
 """
 
