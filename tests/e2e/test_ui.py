@@ -219,6 +219,10 @@ def test_seed_flow_in_a_browser(setup: Setup, aws: StandIn, tmp_path: Path) -> N
         visit(driver, tmp_path, ("Audit", "audit"))
         assert "credentials" in text_of(driver) and "revoke" in text_of(driver)
         visit(driver, tmp_path, ("Lock", "lock"))
+        # The strict Content-Security-Policy broke nothing: the browser refused nothing.
+        console_lines = [str(e.get("message")) for e in driver.get_log("browser")]
+        refused = [m for m in console_lines if "Content Security Policy" in m or "Refused" in m]
+        assert not refused, refused
     log = ui.log()
     for leaked in (aws.admin_keys["SecretAccessKey"], keys["aws_secret_access_key"]):
         assert leaked not in log, "a secret is in the console's log"

@@ -152,6 +152,7 @@ def chromium(width: int = 1280, height: int = 900) -> Iterator[Any]:
         f"--window-size={width},{height}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports land here
     os.environ["SE_OFFLINE"] = "true"  # belt and braces: no Selenium Manager downloads
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(60)
