@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import pwd
+import re
 import subprocess
 import sys
 import threading
@@ -218,6 +219,10 @@ def test_seed_flow_in_a_browser(setup: Setup, aws: StandIn, tmp_path: Path) -> N
         assert temp_users(aws) == []
         visit(driver, tmp_path, ("Audit", "audit"))
         assert "credentials" in text_of(driver) and "revoke" in text_of(driver)
+        go(driver, "Overview")
+        submit(driver, "Rotate the root key")
+        driver.switch_to.alert.accept()
+        wait_for(lambda: "root rotated; new access key" in text_of(driver), message="rotated")
         visit(driver, tmp_path, ("Lock", "lock"))
         # The strict Content-Security-Policy broke nothing: the browser refused nothing.
         console_lines = [str(e.get("message")) for e in driver.get_log("browser")]
@@ -418,6 +423,13 @@ def test_every_page_works_over_http(
     assert "<svg" not in wait_for(renewals, message="the renew in the audit log")
     status, _, body = ui.request("GET", "/audit?role=nobody", cookie=cookie)
     assert "0 entries" in body
+    _, _, body = ui.request("GET", "/leases", cookie=cookie)
+    match = re.search(r'name="lease_id" value="([^"]+)"', body)
+    assert match and "<svg" in body
+    status, _, body = ui.request(
+        "POST", "/revoke", cookie=cookie, form={"csrf": csrf, "lease_id": match.group(1)}
+    )
+    assert status == 200 and f"{match.group(1)}: deleted" in body, body
     configure_over_http(ui, cookie, setup, aws, mfa=True)
     lock_and_unlock(ui, cookie)
     form = {"csrf": csrf}

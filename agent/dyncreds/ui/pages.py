@@ -15,7 +15,7 @@ from dyncreds.client import ClientError
 from dyncreds.commands.roles import role_rows
 from dyncreds.protocol import parse_rfc3339
 from dyncreds.ui import charts
-from dyncreds.ui.web import agent_status, ask, console, form, render, see_other
+from dyncreds.ui.web import agent_status, ask, console, form, render
 
 START = "dyncreds agent   (or: systemctl --user start dyncreds-agent.socket)"
 
@@ -75,7 +75,7 @@ def warnings(status: dict[str, Any] | None, error: str | None) -> list[dict[str,
     return found
 
 
-async def overview(request: Request) -> Response:
+async def overview(request: Request, note: str | None = None) -> Response:
     status, error = await agent_status(request)
     p = console(request).paths
     rows, problems = await trio.to_thread.run_sync(role_rows, p)
@@ -88,6 +88,7 @@ async def overview(request: Request) -> Response:
         warnings=warnings(status, error),
         roles=rows,
         problems=problems,
+        note=note,
     )
 
 
@@ -105,7 +106,7 @@ def spans(status: dict[str, Any], min_remaining: float) -> list[charts.Span]:
     return out
 
 
-async def leases(request: Request) -> Response:
+async def leases(request: Request, note: str | None = None) -> Response:
     status, error = await agent_status(request)
     chart = ""
     if status is not None:
@@ -115,7 +116,7 @@ async def leases(request: Request) -> Response:
         except config.ConfigError:
             min_remaining = 0.0
         chart = charts.timeline(spans(status, min_remaining), time.time())
-    return render(request, "leases.html", status=status, error=error, chart=chart)
+    return render(request, "leases.html", status=status, error=error, chart=chart, note=note)
 
 
 def _filtered(entries: list[dict[str, Any]], query: Any) -> list[dict[str, Any]]:
@@ -212,23 +213,14 @@ async def lock(request: Request) -> Response:
 async def rotate_root(request: Request) -> Response:
     await form(request)
     body, error = await _act(request, "rotate_root")
-    status, _ = await agent_status(request)
-    note = f"root rotated; new access key {body['access_key_id']}" if body else error
-    return render(
-        request,
-        "overview.html",
-        status=status,
-        error=None,
-        note=note,
-        socket=console(request).paths.socket,
-        warnings=warnings(status, None),
-        roles=[],
-        problems=[],
+    return await overview(
+        request, f"root rotated; new access key {body['access_key_id']}" if body else error
     )
 
 
 async def revoke_lease(request: Request) -> Response:
     data = await form(request)
-    lease_id = str(data.get("lease_id") or "")
-    await _act(request, "revoke", lease_id=lease_id)
-    return see_other("/leases")
+    body, error = await _act(request, "revoke", lease_id=str(data.get("lease_id") or ""))
+    results = (body or {}).get("results") or []
+    note = "; ".join(f"{r['lease_id']}: {r['outcome']}" for r in results) or error
+    return await leases(request, note or "revoked")
