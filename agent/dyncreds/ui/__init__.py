@@ -8,6 +8,7 @@ charts are server-rendered SVG.
 
 - ``serve``: the command - bind loopback, print the address with its token.
 - ``guard``: who may ask (same uid, exact Host, session cookie) and the headers.
-- ``app``: the routes; ``web``: what every page uses (agent requests, CSRF, render).
+- ``app``: the routes; ``web``: what every page uses (agent requests, CSRF, render);
+  ``writers``: the one seam to the CLI's configuration writers.
 - ``pages``, ``roles``, ``configure``: the pages; ``forms`` and ``charts``: pure.
 """

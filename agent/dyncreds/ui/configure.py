@@ -1,12 +1,12 @@
 """Configure AWS: the seed's page. The form is ``dyncreds configure root``'s flags;
-saving goes through the CLI's own ``apply_root`` - the new root checked with
+saving goes through the CLI's own code (``writers.save_root``) - the new root checked with
 sts:GetCallerIdentity before anything is written, config.toml keeping its
 comments. The secret is a password field and is never sent back to the browser."""
 
 from __future__ import annotations
 
-import argparse
 import tomllib
+from functools import partial
 from typing import Any
 
 import trio
@@ -15,10 +15,9 @@ from starlette.responses import Response
 
 from dyncreds.aws.rootkeys import StaticKeys, read_credentials_file
 from dyncreds.client import ClientError
-from dyncreds.commands.roles import reload_agent
-from dyncreds.commands.root import apply_root
 from dyncreds.leases import Secret
 from dyncreds.protocol import DyncredsError
+from dyncreds.ui import writers
 from dyncreds.ui.web import console, form, render
 
 FIELDS = ("region", "iam_endpoint", "sts_endpoint", "mfa_serial", "unlock_for", "rotate_every")
@@ -54,48 +53,49 @@ async def page(request: Request) -> Response:
     return render(request, "configure.html", values=current(request), errors=[], done=[])
 
 
-def _args(data: Any) -> argparse.Namespace:
-    """The form as ``configure root``'s flags (argparse's names and defaults)."""
-    store = str(data.get("store") or "file")
-    values = {key: str(data.get(key) or "").strip() or None for key in FIELDS}
-    return argparse.Namespace(
-        profile=str(data.get("profile") or "").strip() if store == "profile" else None,
-        store="keyring" if store == "keyring" else "file",
-        keyring_item=str(data.get("keyring_item") or "root").strip() or "root",
-        no_check=False,
-        **values,
-    )
+def _posted(data: Any) -> dict[str, Any]:
+    """The form's values, trimmed (the secret is not among them)."""
+    values = {key: str(data.get(key) or "").strip() for key in FIELDS}
+    for key in ("store", "profile", "keyring_item", "access_key_id"):
+        values[key] = str(data.get(key) or "").strip()
+    values["store"] = values["store"] or "file"
+    values["keyring_item"] = values["keyring_item"] or "root"
+    return values
 
 
 async def save(request: Request) -> Response:
     data = await form(request)
-    args = _args(data)
-    values = {**current(request), **{k: v for k, v in vars(args).items() if v}}
-    values["store"] = str(data.get("store") or "file")
+    values = _posted(data)
     keys = None
     errors: list[str] = []
     if values["store"] == "profile":
-        if not args.profile:
+        if not values["profile"]:
             errors.append("name the ~/.aws/config profile to use")
     else:
-        key_id = str(data.get("access_key_id") or "").strip()
         secret = str(data.get("secret_access_key") or "").strip()
-        values["access_key_id"] = key_id
-        if not key_id or not secret:
+        if not values["access_key_id"] or not secret:
             errors.append("both the access key id and the secret access key are required")
-        keys = StaticKeys(key_id, Secret(secret))
+        keys = StaticKeys(values["access_key_id"], Secret(secret))
     if errors:
         return render(request, "configure.html", 400, values=values, errors=errors, done=[])
     p = console(request).paths
     done: list[str] = []
+    save = partial(
+        writers.save_root,
+        p,
+        settings={key: values[key] or None for key in FIELDS},
+        keys=keys,
+        profile=values["profile"] if values["store"] == "profile" else None,
+        store=values["store"],
+        keyring_item=values["keyring_item"],
+        say=done.append,
+    )
     try:
-        problems = await trio.to_thread.run_sync(apply_root, p, None, keys, args, done.append)
+        errors = await trio.to_thread.run_sync(save)
     except ClientError as exc:
-        problems, errors = [], [str(exc)]
-    if problems or errors:
-        errors += [str(x) for x in problems]
-        if problems:
-            errors.append("nothing was written")
+        errors = [str(exc)]
+    if errors:
         return render(request, "configure.html", 400, values=values, errors=errors, done=[])
-    done.append(f"wrote {p.config_file}; {await trio.to_thread.run_sync(reload_agent, p)}")
+    reloaded = await trio.to_thread.run_sync(writers.reload_agent, p)
+    done.append(f"wrote {p.config_file}; {reloaded}")
     return render(request, "configure.html", values=current(request), errors=[], done=done)

@@ -12,9 +12,8 @@ from starlette.responses import Response
 
 from dyncreds import audit, config
 from dyncreds.client import ClientError
-from dyncreds.commands.roles import role_rows
 from dyncreds.protocol import parse_rfc3339
-from dyncreds.ui import charts
+from dyncreds.ui import charts, writers
 from dyncreds.ui.web import agent_status, ask, console, form, render
 
 START = "dyncreds agent   (or: systemctl --user start dyncreds-agent.socket)"
@@ -78,7 +77,7 @@ def warnings(status: dict[str, Any] | None, error: str | None) -> list[dict[str,
 async def overview(request: Request, note: str | None = None) -> Response:
     status, error = await agent_status(request)
     p = console(request).paths
-    rows, problems = await trio.to_thread.run_sync(role_rows, p)
+    rows, problems = await trio.to_thread.run_sync(writers.role_rows, p)
     return render(
         request,
         "overview.html",

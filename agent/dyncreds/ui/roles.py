@@ -5,6 +5,7 @@ role's page - Generate, Renew, Rotate, Revoke, Open the AWS console."""
 from __future__ import annotations
 
 import tomllib
+from functools import partial
 from typing import Any
 
 import trio
@@ -15,16 +16,9 @@ from starlette.responses import RedirectResponse, Response
 from dyncreds import config
 from dyncreds.client import ClientError
 from dyncreds.commands.lease import format_credentials
-from dyncreds.commands.login import console_url
-from dyncreds.commands.roles import (
-    aws_config_sections,
-    reload_agent,
-    role_rows,
-    shim_path,
-    write_role,
-)
+from dyncreds.commands.roles import aws_config_sections, shim_path
 from dyncreds.kinds import CREDENTIAL_TYPES, KINDS
-from dyncreds.ui import forms
+from dyncreds.ui import forms, writers
 from dyncreds.ui.web import agent_status, ask, console, form, render, see_other
 
 
@@ -39,7 +33,7 @@ def _role_file(request: Request, name: str) -> Any:
 
 async def index(request: Request) -> Response:
     p = console(request).paths
-    rows, problems = await trio.to_thread.run_sync(role_rows, p)
+    rows, problems = await trio.to_thread.run_sync(writers.role_rows, p)
     status, error = await agent_status(request)
     live = {r["name"]: r for r in (status or {}).get("roles", [])}
     return render(request, "roles.html", roles=rows, problems=problems, live=live, error=error)
@@ -113,14 +107,13 @@ async def _save(request: Request, editing: str | None) -> Response:
     try:
         spec = forms.spec_from_values(values)
         p = console(request).paths
-        problems = await trio.to_thread.run_sync(
-            lambda: write_role(p, name, lambda: spec, force=editing is not None)
-        )
+        save = partial(writers.save_role, p, name, spec, replace=editing is not None)
+        problems = await trio.to_thread.run_sync(save)
     except (ValueError, ClientError) as exc:
         return _form_page(request, values, editing, [str(exc)], None, 400)
     if problems:
-        return _form_page(request, values, editing, [str(x) for x in problems], None, 400)
-    note = await trio.to_thread.run_sync(reload_agent, p)
+        return _form_page(request, values, editing, problems, None, 400)
+    note = await trio.to_thread.run_sync(writers.reload_agent, p)
     return see_other(f"/roles/{name}?saved={'updated' if editing else 'created'}&agent={note}")
 
 
@@ -129,7 +122,7 @@ async def delete(request: Request) -> Response:
     name = request.path_params["name"]
     path = _role_file(request, name)
     path.unlink(missing_ok=True)
-    await trio.to_thread.run_sync(reload_agent, console(request).paths)
+    await trio.to_thread.run_sync(writers.reload_agent, console(request).paths)
     return see_other("/roles")
 
 
@@ -248,7 +241,7 @@ async def login(request: Request) -> Response:
             return creds
 
     try:
-        url = await trio.to_thread.run_sync(console_url, p, name, fetch)
+        url = await trio.to_thread.run_sync(writers.console_url, p, name, fetch)
     except (ClientError, config.ConfigError) as exc:
         return await show(request, message=str(exc), code=400)
     return RedirectResponse(url, 303)
