@@ -413,8 +413,13 @@ def test_every_page_works_over_http(
     assert ui.request("POST", "/roles/ec2/edit", cookie=cookie, form=edited)[0] == 303
     text = path.read_text()
     assert 'ttl = "2h"' in text and text.startswith("# mine: keep me")
-    status, _, body = ui.request("POST", "/roles/ec2/renew", cookie=cookie, form={"csrf": csrf})
+    form = {"csrf": csrf}
+    status, headers, body = ui.request("POST", "/roles/ec2/generate", cookie=cookie, form=form)
+    assert status == 200 and 'id="k-secret"' in body  # without htmx: the whole page
+    assert headers["cache-control"] == "no-store"
+    status, _, body = ui.request("POST", "/roles/ec2/renew", cookie=cookie, form=form)
     assert status == 200 and "new keys: lease ec2/" in body, body
+    assert "the old keys stay valid until" in body
 
     def renewals() -> str:  # the audit log is written in batches, just after
         page = ui.request("GET", "/audit?role=ec2&op=renew", cookie=cookie)[2]
@@ -426,6 +431,7 @@ def test_every_page_works_over_http(
     _, _, body = ui.request("GET", "/leases", cookie=cookie)
     match = re.search(r'name="lease_id" value="([^"]+)"', body)
     assert match and "<svg" in body
+    assert "ec2 (retiring)" in body  # the renewed lease's predecessor, on the timeline too
     status, _, body = ui.request(
         "POST", "/revoke", cookie=cookie, form={"csrf": csrf, "lease_id": match.group(1)}
     )

@@ -75,7 +75,7 @@ class Console:
         conn = http.client.HTTPConnection(address, int(port), timeout=60)
         sent = {"Host": host or self.host, **(headers or {})}
         if cookie:
-            sent["Cookie"] = f"dyncreds_ui={cookie}"
+            sent["Cookie"] = f"dyncreds_ui_{self.host.split(':')[1]}={cookie}"
         body = None
         if form is not None:
             body = urlencode(form)
@@ -92,7 +92,7 @@ class Console:
         """The session cookie the token is exchanged for."""
         status, headers, _ = self.request("GET", f"/?token={self.token}")
         assert status == 303 and headers["location"] == "/"
-        match = re.match(r"dyncreds_ui=([\w-]+)", headers["set-cookie"])
+        match = re.match(r"dyncreds_ui_\d+=([\w-]+)", headers["set-cookie"])
         assert match
         return match.group(1)
 

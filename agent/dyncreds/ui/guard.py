@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 
 from dyncreds.peer import tcp_connection_uid
 
-COOKIE = "dyncreds_ui"
+COOKIE = "dyncreds_ui"  # + "_PORT": browsers share cookies across a host's ports
 IDLE_AFTER = 15 * 60.0
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -127,10 +127,10 @@ class Guard:
                 return 401
             # The token leaves the address bar (and the history's next entry) at once.
             sid = self.sessions.open()
-            cookie = f"{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/".encode()
+            cookie = f"{self.cookie}={sid}; HttpOnly; SameSite=Strict; Path=/".encode()
             await _plain(send, 303, "signed in", [(b"location", b"/"), (b"set-cookie", cookie)])
             return 303
-        session = self.sessions.get(_cookie(headers))
+        session = self.sessions.get(_cookie(headers, self.cookie))
         if session is None:
             await _plain(
                 send, 401, "no session (or it expired): open the address `dyncreds ui` printed"
@@ -145,6 +145,10 @@ class Guard:
             return 403
         scope.setdefault("state", {})["session"] = session
         return await self._forward(scope, receive, send)
+
+    @property
+    def cookie(self) -> str:
+        return f"{COOKIE}_{(self.host or '').rpartition(':')[2]}"
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
         """Who and where, before anything else: this user, our exact Host."""
@@ -182,13 +186,13 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-def _cookie(headers: dict[str, str]) -> str | None:
+def _cookie(headers: dict[str, str], name: str) -> str | None:
     jar: SimpleCookie = SimpleCookie()
     try:
         jar.load(headers.get("cookie", ""))
     except Exception:  # a malformed Cookie header is no session
         return None
-    morsel = jar.get(COOKIE)
+    morsel = jar.get(name)
     return morsel.value if morsel else None
 
 
