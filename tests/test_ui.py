@@ -166,3 +166,12 @@ def test_the_console_loads_no_boto3_and_no_agent() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_an_edit_keeps_what_the_form_does_not_show() -> None:
+    written = {"credential_type": "iam_user", "policy_file": "/etc/p.json", "ttl": "1h"}
+    from_form = forms.spec_from_values(forms.values_from_form({"credential_type": "iam_user"}))
+    assert forms.keep_unshown(dict(from_form, ttl="2h"), written)["policy_file"] == "/etc/p.json"
+    typed = dict(from_form, policy_document='{"Statement": []}')
+    assert "policy_file" not in forms.keep_unshown(typed, written)  # the box replaces it
+    assert "ttl" not in forms.keep_unshown(from_form, written)  # cleared in the form: gone

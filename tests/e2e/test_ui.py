@@ -388,6 +388,19 @@ def lock_and_unlock(ui: Console, cookie: str) -> None:
     assert status == 400 and "locked" in body.lower()
 
 
+def edit_keeps_the_policy_file(ui: Console, cookie: str, setup: Setup, tmp_path: Path) -> None:
+    """A role whose policy is a file: the form does not show it, an edit keeps it."""
+    policy = tmp_path / "ec2.json"
+    policy.write_text(json.dumps(EC2_ONLY))
+    by_file = setup.config_dir / "roles" / "byfile.toml"
+    by_file.write_text(f'credential_type = "iam_user"\npolicy_file = "{policy}"\n')
+    assert str(policy) in ui.request("GET", "/roles/byfile/edit", cookie=cookie)[2]
+    form = {"csrf": ui.csrf(cookie), "credential_type": "iam_user", "ttl": "3h"}
+    assert ui.request("POST", "/roles/byfile/edit", cookie=cookie, form=form)[0] == 303
+    assert f'policy_file = "{policy}"' in by_file.read_text()
+    assert 'ttl = "3h"' in by_file.read_text()
+
+
 def test_every_page_works_over_http(
     running: tuple[Console, Setup], aws: StandIn, tmp_path: Path
 ) -> None:
@@ -413,6 +426,7 @@ def test_every_page_works_over_http(
     assert ui.request("POST", "/roles/ec2/edit", cookie=cookie, form=edited)[0] == 303
     text = path.read_text()
     assert 'ttl = "2h"' in text and text.startswith("# mine: keep me")
+    edit_keeps_the_policy_file(ui, cookie, setup, tmp_path)
     form = {"csrf": csrf}
     status, headers, body = ui.request("POST", "/roles/ec2/generate", cookie=cookie, form=form)
     assert status == 200 and 'id="k-secret"' in body  # without htmx: the whole page

@@ -131,6 +131,19 @@ def spec_from_values(values: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def keep_unshown(spec: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
+    """An edit keeps the role file's fields the form does not show (``policy_file``,
+    unless a policy was typed in the box: the two exclude each other)."""
+    kept = dict(spec)
+    for key, value in written.items():
+        if key in WIDGETS or key == "credential_type":
+            continue
+        if key == "policy_file" and spec.get("policy_document"):
+            continue
+        kept[key] = value
+    return kept
+
+
 def values_from_file(spec: dict[str, Any]) -> dict[str, Any]:
     """A role file (parsed TOML) as the form's values."""
     values: dict[str, Any] = {"credential_type": spec.get("credential_type", "iam_user")}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import tomllib
 from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 
 import trio
 from starlette.exceptions import HTTPException
@@ -68,6 +69,7 @@ def _form_page(
         errors=errors or [],
         policy_error=policy_error,
         templates=forms.POLICY_TEMPLATES,
+        written_policy_file=values.get("written_policy_file"),
     )
 
 
@@ -84,6 +86,7 @@ async def edit(request: Request) -> Response:
         raise HTTPException(400, f"{path}: {exc}; fix it with `dyncreds check`") from None
     values = forms.values_from_file(spec)
     values["name"] = name
+    values["written_policy_file"] = spec.get("policy_file")
     return _form_page(request, values, editing=name)
 
 
@@ -104,17 +107,20 @@ async def _save(request: Request, editing: str | None) -> Response:
     policy_error = forms.check_policy(values.get("policy_document", ""))
     if policy_error is not None:
         return _form_page(request, values, editing, [policy_error.message], policy_error, 400)
+    p = console(request).paths
     try:
         spec = forms.spec_from_values(values)
-        p = console(request).paths
+        if editing:  # what the form does not show (a policy_file) stays as written
+            spec = forms.keep_unshown(spec, tomllib.loads(p.role_file(name).read_text("utf-8")))
         save = partial(writers.save_role, p, name, spec, replace=editing is not None)
         problems = await trio.to_thread.run_sync(save)
-    except (ValueError, ClientError) as exc:
+    except (ValueError, OSError, ClientError) as exc:
         return _form_page(request, values, editing, [str(exc)], None, 400)
     if problems:
         return _form_page(request, values, editing, problems, None, 400)
     note = await trio.to_thread.run_sync(writers.reload_agent, p)
-    return see_other(f"/roles/{name}?saved={'updated' if editing else 'created'}&agent={note}")
+    saved = urlencode({"saved": "updated" if editing else "created", "agent": note})
+    return see_other(f"/roles/{name}?{saved}")
 
 
 async def delete(request: Request) -> Response:
