@@ -324,7 +324,8 @@ def test_another_user_is_refused(running: tuple[Console, Setup], tmp_path: Path)
                 f"--reuid={user.pw_uid}",
                 f"--regid={user.pw_gid}",
                 "--clear-groups",
-                sys.executable,
+                # The system's Python: another user may not reach this venv's.
+                "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable,
                 "-I",
                 "-c",
                 probe,
