@@ -175,3 +175,15 @@ def test_an_edit_keeps_what_the_form_does_not_show() -> None:
     typed = dict(from_form, policy_document='{"Statement": []}')
     assert "policy_file" not in forms.keep_unshown(typed, written)  # the box replaces it
     assert "ttl" not in forms.keep_unshown(from_form, written)  # cleared in the form: gone
+
+
+def test_the_console_listens_on_loopback_only() -> None:
+    for listen in ("0.0.0.0:8080", "[::]:8080", "192.168.1.2:80", "localhost:80", "127.0.0.1"):
+        result = subprocess.run(
+            [sys.executable, "-m", "dyncreds", "ui", "--no-open", "--listen", listen],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, (listen, result.stderr)
+        assert result.stderr.startswith(f"dyncreds: --listen {listen!r}")
