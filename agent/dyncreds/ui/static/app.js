@@ -41,5 +41,10 @@
     if (form && !confirm(form.dataset.confirm)) event.preventDefault();
   }, true);
   document.addEventListener("htmx:afterSwap", tick);
+  // An in-page request refused (the session expired, or an error): show the answer.
+  document.addEventListener("htmx:responseError", function (event) {
+    const target = document.getElementById("generated");
+    if (target) target.textContent = event.detail.xhr.responseText || "the request failed";
+  });
   document.addEventListener("DOMContentLoaded", function () { tick(); setInterval(tick, 1000); });
 })();
