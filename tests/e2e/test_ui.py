@@ -515,3 +515,25 @@ def test_open_the_aws_console(running: tuple[Console, Setup], aws: StandIn, tmp_
     finally:
         server.shutdown()
     assert "the-signin-token" not in ui.log() and session["sessionKey"] not in ui.log()
+
+
+def test_a_broken_config_toml_is_shown_and_left_alone(
+    running: tuple[Console, Setup], aws: StandIn
+) -> None:
+    ui, setup = running
+    cookie = ui.sign_in()
+    config_file = setup.config_dir / "config.toml"
+    config_file.write_text("[root\nregion = 'x'\n")
+    for page in ("/", "/audit", "/roles"):
+        status, _, body = ui.request("GET", page, cookie=cookie)
+        assert status == 200 and "invalid TOML" in body, page
+    form = {
+        "csrf": ui.csrf(cookie),
+        "access_key_id": aws.admin_keys["AccessKeyId"],
+        "secret_access_key": aws.admin_keys["SecretAccessKey"],
+        "region": "us-east-1",
+    }
+    status, _, body = ui.request("POST", "/configure", cookie=cookie, form=form)
+    assert status == 400 and "invalid TOML" in body and "fix it first" in body
+    assert config_file.read_text() == "[root\nregion = 'x'\n"
+    assert not (setup.config_dir / "root-credentials.toml").exists()

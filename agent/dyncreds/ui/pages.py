@@ -148,11 +148,9 @@ def _when(entry: dict[str, Any]) -> float:
 
 async def audit_page(request: Request) -> Response:
     p = console(request).paths
-    try:
-        cfg = config.load(p.config_dir)
-        path = p.state_dir / cfg.main.audit.file if cfg.main.audit.file else None
-    except config.ConfigError:
-        path = None
+    problems: list[config.Problem] = []
+    main = config.load_main(p.config_file, problems)  # a bad role file is no matter here
+    path = p.state_dir / main.audit.file if main and main.audit.file else None
     entries = await trio.to_thread.run_sync(audit.read, path) if path else []
     shown = _filtered(entries, request.query_params)
     handed = [
@@ -172,6 +170,7 @@ async def audit_page(request: Request) -> Response:
         total=len(shown),
         chart=chart,
         path=path,
+        problems=problems if main is None else [],
         query=request.query_params,
         roles=sorted({str(e.get("role")) for e in entries if e.get("role")}),
         ops=sorted({str(e.get("op")) for e in entries}),
