@@ -187,3 +187,15 @@ def test_the_console_listens_on_loopback_only() -> None:
         )
         assert result.returncode == 2, (listen, result.stderr)
         assert result.stderr.startswith(f"dyncreds: --listen {listen!r}")
+
+
+def test_without_the_ui_extra_the_command_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['starlette'] = None\n"  # as if not installed
+        "from dyncreds.commands import main; sys.exit(main(['ui', '--no-open']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert (
+        result.stderr == "dyncreds: the web console needs starlette: pip install 'dyncreds[ui]'\n"
+    )

@@ -39,7 +39,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         from dyncreds.ui import serve
     except ImportError as exc:
         raise CliError(
-            f"the web console needs {exc.name}: pip install 'dyncreds[ui]'", EXIT_USAGE
+            f"the web console needs {(exc.name or 'its libraries').split('.')[0]}: "
+            "pip install 'dyncreds[ui]'",
+            EXIT_USAGE,
         ) from None
     return serve.run(get_paths(args), args.listen, open_browser=not args.no_open)
 
