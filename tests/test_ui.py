@@ -116,6 +116,8 @@ def test_each_credential_type_gets_its_own_fields() -> None:
     assert "role_arns" in keys["assumed_role"] and "iam_groups" not in keys["assumed_role"]
     assert keys["session_token"] == {"ttl", "max_ttl", "region", "prefetch"}
     assert "username" in keys["static_user"] and "policy_document" not in keys["static_user"]
+    assert forms.fields_for(KINDS["assumed_role"])[0][0] == "role_arns"  # what it needs, first
+    assert forms.fields_for(KINDS["iam_user"])[0][0] == "policy_document"
 
 
 def test_the_form_and_the_role_file_agree() -> None:

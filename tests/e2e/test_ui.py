@@ -182,6 +182,21 @@ def visit(driver: Any, tmp_path: Path, *pages: tuple[str, str]) -> None:
         screenshot(driver, name, tmp_path)
 
 
+def role_forms(driver: Any, tmp_path: Path) -> None:
+    """Edit shows the role as written; Create has a form per credential type."""
+    from selenium.webdriver.common.by import By
+
+    go(driver, "Edit")
+    assert by_id(driver, "ttl").get_attribute("value") == "1h"
+    screenshot(driver, "role-edit", tmp_path)
+    go(driver, "Roles")
+    go(driver, "Create role")
+    go(driver, "assumed_role")
+    assert driver.find_elements(By.ID, "role_arns")
+    assert not driver.find_elements(By.ID, "iam_groups")
+    screenshot(driver, "role-new-assumed-role", tmp_path)
+
+
 def test_seed_flow_in_a_browser(setup: Setup, aws: StandIn, tmp_path: Path) -> None:
     with console(setup.env, tmp_path / "ui.log") as ui, chromium() as driver:
         # The printed address signs in and is dropped from the address bar.
@@ -200,6 +215,7 @@ def test_seed_flow_in_a_browser(setup: Setup, aws: StandIn, tmp_path: Path) -> N
         aws.client("ec2", **keys).describe_instances()
         with pytest.raises(botocore.exceptions.ClientError):
             aws.client("s3", **keys).list_buckets()
+        role_forms(driver, tmp_path)
         visit(driver, tmp_path, ("Overview", "overview"), ("Roles", "roles"), ("Leases", "leases"))
         assert "ec2-full" in text_of(driver) and "<svg" in driver.page_source
         driver.set_window_size(390, 844)  # a phone

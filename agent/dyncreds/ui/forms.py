@@ -58,9 +58,11 @@ POLICY_TEMPLATES = {
 
 
 def fields_for(kind: Kind) -> list[tuple[str, str, str, str]]:
-    """The type's own fields (policy_file is for files, not a form), then the common ones."""
+    """The type's own fields, the ones it needs first (policy_file is for files, not a
+    form), then the common ones."""
+    needed = {"policy_document" if n == "policy" else n for n in kind.needs_one_of}
     own = [f for f in FIELDS if f[0] in kind.fields]
-    return own + COMMON
+    return sorted(own, key=lambda f: f[0] not in needed) + COMMON  # what it needs first
 
 
 @dataclass(frozen=True)
