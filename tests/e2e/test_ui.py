@@ -183,8 +183,10 @@ def visit(driver: Any, tmp_path: Path, *pages: tuple[str, str]) -> None:
 
 
 def role_forms(driver: Any, tmp_path: Path) -> None:
-    """Edit shows the role as written; Create has a form per credential type."""
+    """Edit shows the role as written; Create has a form per credential type, whose
+    policy box a template fills."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     go(driver, "Edit")
     assert by_id(driver, "ttl").get_attribute("value") == "1h"
@@ -194,6 +196,8 @@ def role_forms(driver: Any, tmp_path: Path) -> None:
     go(driver, "assumed_role")
     assert driver.find_elements(By.ID, "role_arns")
     assert not driver.find_elements(By.ID, "iam_groups")
+    Select(by_id(driver, "policy-template")).select_by_visible_text("S3 read-only")
+    assert '"s3:Get*"' in by_id(driver, "policy_document").get_attribute("value")
     screenshot(driver, "role-new-assumed-role", tmp_path)
 
 
