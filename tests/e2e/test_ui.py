@@ -392,7 +392,9 @@ def configure_over_http(
 
 
 def lock_and_unlock(ui: Console, cookie: str) -> None:
-    """With root.mfa_serial the agent starts locked; unlock takes the code, lock refuses."""
+    """With root.mfa_serial the agent starts locked; unlock takes the code (the agent's
+    answer is shown: moto's IAM enforcement does not know the MFA session's keys, so
+    what they sign is tests/e2e/test_root_lock.py's, without enforcement), lock refuses."""
     csrf = ui.csrf(cookie)
     status, _, body = ui.request("GET", "/lock", cookie=cookie)
     assert "LOCKED" in body
