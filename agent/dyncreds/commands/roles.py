@@ -192,6 +192,23 @@ def cmd_role_list(args: argparse.Namespace) -> int:
     """The configured roles, read from the files (no agent needed): ``role list``
     and ``roles`` give the same answer."""
     p = get_paths(args)
+    rows, problems = role_rows(p)
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        print(f"no roles in {p.roles_dir} (add one with `dyncreds role create`)")
+    else:
+        for row in rows:
+            ttl = format_duration(row["ttl"]) if row["ttl"] else "-"
+            print(f"{row['name']:24} {row['type']:17} ttl={ttl:7} {row['file']}")
+    if problems and not args.json:
+        print(f"({plural(len(problems), 'problem')}; run `dyncreds check`)", file=sys.stderr)
+    return EXIT_OK
+
+
+def role_rows(p: paths.Paths) -> tuple[list[dict[str, Any]], list[config.Problem]]:
+    """Each role file's name, type, ttl, region and path (``invalid`` where the
+    loader refuses it), and the problems found."""
     problems: list[config.Problem] = []
     main = config.load_main(p.config_file, problems)
     defaults = main.lease if main else config.LeaseDefaults()
@@ -207,17 +224,7 @@ def cmd_role_list(args: argparse.Namespace) -> int:
                 "file": str(path),
             }
         )
-    if args.json:
-        print_json(rows)
-    elif not rows:
-        print(f"no roles in {p.roles_dir} (add one with `dyncreds role create`)")
-    else:
-        for row in rows:
-            ttl = format_duration(row["ttl"]) if row["ttl"] else "-"
-            print(f"{row['name']:24} {row['type']:17} ttl={ttl:7} {row['file']}")
-    if problems and not args.json:
-        print(f"({plural(len(problems), 'problem')}; run `dyncreds check`)", file=sys.stderr)
-    return EXIT_OK
+    return rows, problems
 
 
 def cmd_role_show(args: argparse.Namespace) -> int:
