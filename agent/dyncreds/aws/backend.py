@@ -15,8 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from dyncreds.aws import iam_user, naming, root, sessions, static_user, sts
+from dyncreds.aws.attempts import BotoHook
 from dyncreds.aws.iam_user import Propagation
-from dyncreds.aws.session import AwsSession, BotoHook
+from dyncreds.aws.session import AwsSession
 from dyncreds.config import Config, Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease
@@ -174,7 +175,7 @@ class AwsBackend:
         return str(result["Arn"])
 
     async def rotate_root(self) -> str:
-        return await root.rotate(self.aws, self.propagation, self.journal)
+        return await root.rotate(self.aws, self.propagation, self.journal, self.create_grace)
 
     async def root_key_created(self) -> float:
         return await root.key_created(self.aws)

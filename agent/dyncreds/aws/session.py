@@ -16,9 +16,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -27,6 +26,7 @@ import botocore.exceptions
 import trio
 
 from dyncreds import logs
+from dyncreds.aws.attempts import AnswerLost, Attempts, BotoHook, local, register
 from dyncreds.aws.rootkeys import (
     StaticKeys,
     read_credentials_file,
@@ -81,6 +81,10 @@ CONNECT_TIMEOUT = 5
 # AWS accepts these only from long-term credentials, never from an MFA session:
 # with mfa_serial they use the root key itself, and only while unlocked.
 LONG_TERM_ONLY = frozenset({"get_session_token", "get_federation_token"})
+# Creates that are not idempotent: an attempt whose answer was lost may have
+# created something, so botocore must not send another (a second key nobody
+# would journal); the caller reconciles instead (list, delete what is unknown).
+SEND_ONCE = frozenset({"create_access_key"})
 
 
 def aws_code(exc: BaseException) -> str | None:
@@ -109,6 +113,12 @@ def map_errors(operation: str) -> Iterator[None]:
             aws_code=code,
             retryable=code in RETRYABLE_CODES
             or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500,
+        ) from None
+    except AnswerLost:
+        raise Upstream(
+            f"AWS {operation} did not answer (it may have been done); not resent",
+            aws_code="RequestTimeout",
+            retryable=True,
         ) from None
     except trio.TooSlowError:
         raise Upstream(
@@ -157,9 +167,6 @@ def profile_loops(profile: str | None) -> bool:
     name = profile or os.environ.get("AWS_PROFILE") or "default"
     process = profiles.get(name, {}).get("credential_process", "")
     return "dyncreds-shim" in process
-
-
-BotoHook = Callable[..., Any]
 
 
 class AwsSession:
@@ -219,6 +226,17 @@ class AwsSession:
         with map_errors("session"):
             return boto3.Session(profile_name=self.root.profile, region_name=self.root.region)
 
+    def read_store(self) -> StaticKeys:
+        """What the root's store holds now (blocking: D-Bus for a keyring)."""
+        return self._read_root_keys()
+
+    def store_name(self) -> str:
+        if self.credentials_path is not None:
+            return f"the root credentials file {self.credentials_path}"
+        if self.root.keyring:
+            return f"the keyring item dyncreds/{self.root.keyring}"
+        return f"the systemd credential {self.root.systemd_credential}"
+
     def _read_root_keys(self) -> StaticKeys:
         """The root's static key, from wherever [root] says it is kept."""
         if self.credentials_path is not None:
@@ -243,7 +261,7 @@ class AwsSession:
         iam, sts = self._clients(session)
         dynamodb = None
         if self.fleet is not None:
-            dynamodb = _register(
+            dynamodb = register(
                 session.client(
                     "dynamodb",
                     endpoint_url=self.fleet.endpoint,
@@ -275,7 +293,7 @@ class AwsSession:
         config = self._botocore_config()
         iam = session.client("iam", endpoint_url=self.root.iam_endpoint, config=config)
         sts = session.client("sts", endpoint_url=self.root.sts_endpoint, config=config)
-        return _register(iam, self.event_hooks), _register(sts, self.event_hooks)
+        return register(iam, self.event_hooks), register(sts, self.event_hooks)
 
     # ------------------------------------------------------------------ MFA lock
 
@@ -345,7 +363,7 @@ class AwsSession:
                 retries={"mode": "standard", "total_max_attempts": 1},
             ),
         )
-        return _register(client, self.event_hooks)
+        return register(client, self.event_hooks)
 
     async def call(self, service: str, operation: str, /, **params: Any) -> dict[str, Any]:
         """Run one AWS operation (snake_case name) as the root, in a worker thread,
@@ -378,15 +396,15 @@ class AwsSession:
 
     async def call_client(self, client: Any, operation: str, /, **params: Any) -> dict[str, Any]:
         method = getattr(client, operation)
-        attempts = Attempts()
+        attempts = Attempts(once=operation in SEND_ONCE)
 
         def run() -> dict[str, Any]:
-            _local.attempts = attempts
+            local.attempts = attempts
             try:
                 result: dict[str, Any] = method(**params)
                 return result
             finally:
-                _local.attempts = None
+                local.attempts = None
 
         started = time.monotonic()
         outcome = "error"
@@ -416,41 +434,6 @@ class AwsSession:
                 seconds=round(time.monotonic() - started, 3),
             )
         return result
-
-
-@dataclass
-class Attempts:
-    """What botocore did for one call, seen from its ``before-send`` event."""
-
-    sent: int = 0
-    abandoned: bool = False
-
-
-class CallAbandoned(botocore.exceptions.BotoCoreError):
-    """Raised in a worker thread instead of sending an attempt nobody waits for.
-    Not a retryable error, so botocore's retry loop ends with it."""
-
-    fmt = "dyncreds abandoned this call: its caller gave up"
-
-
-_local = threading.local()
-
-
-def _before_send(**_: Any) -> None:
-    """Counts attempts, and stops those of an abandoned call (see call_client)."""
-    attempts: Attempts | None = getattr(_local, "attempts", None)
-    if attempts is not None:
-        if attempts.abandoned:
-            raise CallAbandoned()
-        attempts.sent += 1
-
-
-def _register(client: Any, hooks: list[tuple[str, BotoHook]]) -> Any:
-    # Ours first: an attempt is counted (or stopped) before any test hook answers it.
-    client.meta.events.register("before-send", _before_send)
-    for event, hook in hooks:
-        client.meta.events.register(event, hook)
-    return client
 
 
 def _camel(operation: str) -> str:
