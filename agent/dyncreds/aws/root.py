@@ -100,9 +100,9 @@ async def rotate(
     aws: AwsSession, propagation: Propagation, journal: Journal, create_grace: float = 300.0
 ) -> str:
     rotatable(aws)
+    _refuse_if_busy(journal)
     old = await held_key(aws)
     user_name = await root_user(aws)
-    _refuse_if_busy(journal)
     keys = (await aws.call("iam", "list_access_keys", UserName=user_name))["AccessKeyMetadata"]
     if len(keys) >= 2:
         others = ", ".join(k["AccessKeyId"] for k in keys if k["AccessKeyId"] != old.access_key_id)
