@@ -184,6 +184,8 @@ class Agent:
         self.root.refuse_if_locked()
         for _ in range(REQUEST_ROUNDS):
             lease = await self.worker_for(name).request()
+            # `lock` is a fence: a lease issued while it came is kept, not handed out.
+            self.root.refuse_if_locked()
             if lease is not None:
                 return lease
         raise Unavailable(f"role {name}: no usable lease after {REQUEST_ROUNDS} attempts")

@@ -81,6 +81,10 @@ CONNECT_TIMEOUT = 5
 # AWS accepts these only from long-term credentials, never from an MFA session:
 # with mfa_serial they use the root key itself, and only while unlocked.
 LONG_TERM_ONLY = frozenset({"get_session_token", "get_federation_token"})
+OVERTAKEN = (
+    "`dyncreds lock` came while this unlock was in flight, and wins: the agent stays "
+    "locked; run `dyncreds unlock` again"
+)
 # Creates that are not idempotent: an attempt whose answer was lost may have
 # created something, so botocore must not send another (a second key nobody
 # would journal); the caller reconciles instead (list, delete what is unknown).
@@ -308,8 +312,9 @@ class AwsSession:
         every other call is signed by that session. Returns when it ends."""
         if not self.lock.enabled:
             raise BadRequest("unlock needs root.mfa_serial in config.toml; this agent has no lock")
-        if not code.isdigit() or len(code) != 6:
+        if not (code.isascii() and code.isdigit()) or len(code) != 6:
             raise BadRequest("the MFA code is the 6 digits your device shows now")
+        epoch = self.lock.epoch  # a `lock` from now on wins over this unlock
         result = await self.call_client(
             self._long_sts,
             "get_session_token",
@@ -318,16 +323,38 @@ class AwsSession:
             DurationSeconds=int(self.root.unlock_for),
         )
         creds = result["Credentials"]
-        self._mfa_keys = (
+        keys = (
             creds["AccessKeyId"],
             Secret(creds["SecretAccessKey"]),
             Secret(creds["SessionToken"]),
         )
+        await self._prove_session(*keys)
+        if self.lock.epoch != epoch:
+            raise Locked(OVERTAKEN)
+        self._mfa_keys = keys
         # Building clients takes tens of milliseconds of CPU: not on the event loop.
         await trio.to_thread.run_sync(self.build)
+        if self.lock.epoch != epoch:  # a lock came while the clients were built
+            self.forget_session()
+            raise Locked(OVERTAKEN)
         until = float(creds["Expiration"].timestamp())
         self.lock.unlocked(until)
         return until
+
+    async def _prove_session(self, key_id: str, secret: Secret, token: Secret) -> None:
+        """GetCallerIdentity signed by the new MFA session: an unlock never claims a
+        session AWS does not accept."""
+        client = await trio.to_thread.run_sync(self.client_for_keys, "sts", key_id, secret, token)
+        try:
+            await self.call_client(client, "get_caller_identity")
+        except Upstream as exc:
+            log.error("root.unlock_rejected", aws_code=exc.aws_code, error=exc.message)
+            raise Upstream(
+                f"unlock failed: AWS rejected the MFA session it had just issued "
+                f"({exc.aws_code}); the agent stays locked. Check that [root] sts_endpoint "
+                "and iam_endpoint are the same AWS, then run `dyncreds unlock` again",
+                aws_code=exc.aws_code,
+            ) from None
 
     def forget_session(self) -> None:
         """`dyncreds lock`: the MFA session is dropped and every request refused."""
