@@ -41,6 +41,11 @@ def test_unlock_of_a_session_aws_rejects_names_the_code_and_stays_locked(
     assert agent.request("status")["root"]["locked"] is True
     assert "root.unlock_rejected" in agent.log()
     assert agent.request("credentials", role="u")["error"]["code"] == "locked"
+    # Six digits means six ASCII digits: full-width ones never reach AWS.
+    calls = len(made.proxy.calls_of("GetSessionToken"))
+    wide = agent.request("unlock", code="\uff11\uff12\uff13\uff14\uff15\uff16")
+    assert wide["error"]["code"] == "bad_request" and "6 digits" in wide["error"]["message"]
+    assert len(made.proxy.calls_of("GetSessionToken")) == calls
 
 
 def test_an_unlock_in_flight_when_lock_came_does_not_unlock(

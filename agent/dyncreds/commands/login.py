@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import urllib.error
 import urllib.parse
@@ -22,7 +23,7 @@ from typing import Any
 
 from dyncreds import config
 from dyncreds.client import EXIT_OK, EXIT_USAGE
-from dyncreds.commands.common import CliError, get_paths
+from dyncreds.commands.common import CliError, load
 from dyncreds.commands.lease import fetch_credentials
 
 CONSOLE = "https://console.aws.amazon.com/"
@@ -42,17 +43,61 @@ def signin_url(endpoint: str, creds: dict[str, Any], destination: str = CONSOLE)
     try:
         with urllib.request.urlopen(f"{endpoint}?{query}", timeout=20) as response:
             token = json.loads(response.read())["SigninToken"]
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-        reason = getattr(exc, "reason", None) or type(exc).__name__
-        raise CliError(f"the sign-in endpoint {endpoint} refused the session: {reason}") from None
+    except urllib.error.HTTPError as exc:  # it answered: a refusal
+        raise CliError(
+            f"the sign-in endpoint {endpoint} refused the session: HTTP {exc.code}"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:  # it never answered
+        reason = getattr(exc, "reason", None) or exc
+        raise CliError(
+            f"the sign-in endpoint {endpoint} could not be reached ({_why(reason)}); check the "
+            "network, or [root] signin_endpoint"
+        ) from None
+    except (ValueError, KeyError):
+        raise CliError(
+            f"the sign-in endpoint {endpoint} answered without a sign-in token"
+        ) from None
     login = urllib.parse.urlencode(
         {"Action": "login", "Issuer": "dyncreds", "Destination": destination, "SigninToken": token}
     )
     return f"{endpoint}?{login}"
 
 
+def _why(reason: object) -> str:
+    if isinstance(reason, socket.gaierror):
+        return f"DNS lookup failed: {reason.strerror or reason}"
+    if isinstance(reason, OSError):
+        return str(reason.strerror or type(reason).__name__)
+    return str(reason)
+
+
+def _federate(role_name: str, cfg: config.Config, creds: dict[str, Any]) -> dict[str, Any]:
+    """An IAM user's key cannot sign in: it gets a federation token first."""
+    from dyncreds.aws.probe import federation_token  # boto3: only here
+    from dyncreds.protocol import DyncredsError
+
+    try:
+        return federation_token(
+            region=cfg.main.root.region,
+            sts_endpoint=cfg.main.root.sts_endpoint,
+            access_key_id=creds["AccessKeyId"],
+            secret=creds["SecretAccessKey"],
+            name=f"dyncreds-{role_name}"[:32],
+            seconds=SESSION_SECONDS,
+        )
+    except DyncredsError as exc:
+        code = getattr(exc, "aws_code", None)
+        hint = (
+            f"; the role's policy must allow sts:GetFederationToken (add it to roles/{role_name}"
+            ".toml) for an iam_user role to sign in"
+            if code in ("AccessDenied", "AccessDeniedException")
+            else ""
+        )
+        raise CliError(f"login {role_name}: {exc.message}{hint}") from None
+
+
 def cmd_login(args: argparse.Namespace) -> int:
-    cfg = config.load(get_paths(args).config_dir)
+    cfg = load(args)
     role = cfg.roles.get(args.role)
     if role is None:
         raise CliError(f"unknown role {args.role!r} (see `dyncreds roles`)", EXIT_USAGE)
@@ -64,16 +109,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         )
     creds: dict[str, Any] = fetch_credentials(args)["credentials"]
     if not creds.get("SessionToken"):  # an IAM user's key: federate it first
-        from dyncreds.aws.probe import federation_token  # boto3: only here
-
-        creds = federation_token(
-            region=cfg.main.root.region,
-            sts_endpoint=cfg.main.root.sts_endpoint,
-            access_key_id=creds["AccessKeyId"],
-            secret=creds["SecretAccessKey"],
-            name=f"dyncreds-{role.name}"[:32],
-            seconds=SESSION_SECONDS,
-        )
+        creds = _federate(role.name, cfg, creds)
     url = signin_url(cfg.main.root.signin_endpoint, creds)
     if args.print or not webbrowser.open(url):
         print(url)
