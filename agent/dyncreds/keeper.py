@@ -57,6 +57,8 @@ class RootKeeper:
         self.counters = counters  # the agent's: root_rotations, on demand or scheduled
         self.on_unlock = on_unlock  # the reaper and the workers retry what waited
         self.on_change: Callable[[], None] = lambda: None  # systemd's STATUS= (daemon)
+        # The audit log's record(op, outcome, **fields) (daemon): scheduled rotations.
+        self.audit: Callable[..., None] = lambda op, outcome, **fields: None
         self.arn: str | None = None
         self.error: str | None = None
         self.next_rotation: float | None = None
@@ -135,6 +137,7 @@ class RootKeeper:
             return RECHECK
         if self.backend.lock.locked(self.wall()):
             return RECHECK  # the unlock wakes us
+        attempted = False
         try:
             due = await self.backend.root_key_created() + every
             self.next_rotation = due
@@ -142,9 +145,13 @@ class RootKeeper:
                 self.rotation_error = None
                 return min(due - self.wall(), RECHECK)
             log.info("root.rotate_scheduled", due=rfc3339(due))
-            await self.rotate()
+            attempted = True
+            key = await self.rotate()
+            self.audit("rotate_root", "ok", access_key_id=key, trigger="schedule")
             return 0.0  # read the new key's date
         except DyncredsError as exc:
+            if attempted:
+                self.audit("rotate_root", exc.code, trigger="schedule")
             self.rotation_error = exc.message
             delay = leases.backoff(failures + 1, self.rng(), base=60.0, cap=RETRY_CAP)
             log.error("root.rotate_failed", error=exc.message, retry_in=round(delay))
