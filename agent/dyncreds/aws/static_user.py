@@ -28,6 +28,7 @@ from dyncreds.protocol import Upstream
 log = logs.get("aws")
 
 KEYS_MAX = 2  # IAM's limit per user
+SKEW = 300.0  # keys created this long before a record may still be its (clock skew)
 
 
 async def user_keys(aws: AwsSession, user_name: str) -> list[str]:
@@ -50,7 +51,7 @@ async def create(
     """A new key of the role's user, proven to work, journaled; a lease of it."""
     user = str(role.username)
     on_step("list_keys")
-    existing = await user_keys(aws, user)
+    existing = await reconcile(aws, journal, user)
     if len(existing) >= KEYS_MAX:
         raise Upstream(
             f"IAM user {user} already has two access keys ({', '.join(existing)}); "
@@ -94,6 +95,44 @@ async def create(
         hard_expires_at=expires_at,
         user_name=user,
     )
+
+
+async def reconcile(aws: AwsSession, journal: Journal, user: str) -> list[str]:
+    """The user's keys, after deleting those an abandoned CreateAccessKey (its
+    answer lost or timed out) left: keys neither journaled nor the user's own
+    (listed before our record), created after that record. Runs before anything
+    else happens to the user."""
+    page = await aws.call("iam", "list_access_keys", UserName=user)
+    listed = {str(k["AccessKeyId"]): k["CreateDate"].timestamp() for k in page["AccessKeyMetadata"]}
+    blind = [
+        r
+        for r in journal.all()
+        if r.thing == "key" and r.user_name == user and r.access_key_id is None
+    ]
+    if not blind:
+        return list(listed)  # every create's answer arrived: nothing unknown exists
+    known = {r.access_key_id for r in journal.all() if r.access_key_id}
+    before = set().union(*(_listed(r.detail) for r in blind))
+    since = min(r.created_at for r in blind) - SKEW
+    for key, created in list(listed.items()):
+        if key in known or key in before or created < since:
+            continue
+        try:
+            await aws.call("iam", "delete_access_key", UserName=user, AccessKeyId=key)
+        except Upstream as exc:
+            if exc.aws_code not in GONE_CODES:
+                raise
+        log.warning("static_user.unknown_key_deleted", user=user, key=key)
+        del listed[key]
+    return list(listed)
+
+
+def _listed(detail: str | None) -> set[str]:
+    try:
+        keys = json.loads(detail or "[]")
+    except ValueError:
+        return set()
+    return {str(k) for k in keys} if isinstance(keys, list) else set()
 
 
 async def delete_key(
