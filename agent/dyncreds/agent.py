@@ -51,6 +51,7 @@ class Backend(RootBackend, Protocol):
     async def tagged_users(self) -> list[TaggedUser]: ...
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool: ...
     async def revoke_sessions(self, role: Any, at: float) -> None: ...
+    def restore(self, role: Any) -> Lease | None: ...
 
 
 class Agent:
@@ -93,7 +94,12 @@ class Agent:
             issue_timeout=float(agent.issue_timeout),
             counters=self.counters,
         )
-        self.workers = {name: Worker(role, self.ctx) for name, role in config.roles.items()}
+        # A static role's key sealed at rest is served again, not replaced (a restart
+        # must not cost one of the user's two key slots).
+        self.workers = {
+            name: Worker(role, self.ctx, backend.restore(role))
+            for name, role in config.roles.items()
+        }
         self.started_at = wall()
         self.root = RootKeeper(
             backend,

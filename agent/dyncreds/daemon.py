@@ -194,6 +194,10 @@ def run(
     except DyncredsError as exc:
         print(f"dyncreds agent: {exc.message}", file=sys.stderr)
         return 2
+    if hasattr(backend, "static_store"):  # static roles' keys, sealed at rest
+        from dyncreds.aws.staticstore import StaticStore
+
+        backend.static_store = StaticStore(paths.state_dir, cfg.main.root)
     sock = systemd_socket()
     activated = sock is not None
     if sock is None:

@@ -23,7 +23,7 @@ from dyncreds.aws.session import GONE_CODES, AwsSession
 from dyncreds.config import Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease, Secret
-from dyncreds.protocol import Upstream
+from dyncreds.protocol import Upstream, rfc3339
 
 log = logs.get("aws")
 
@@ -53,11 +53,7 @@ async def create(
     on_step("list_keys")
     existing = await reconcile(aws, journal, user)
     if len(existing) >= KEYS_MAX:
-        raise Upstream(
-            f"IAM user {user} already has two access keys ({', '.join(existing)}); "
-            "dyncreds needs a free slot for the key it rotates: delete one that is not in use",
-            aws_code="LimitExceeded",
-        )
+        raise _no_slot(journal, user, existing)
     await journal.creating(
         lease_id, role.name, user, now, expires_at, thing="key", detail=json.dumps(existing)
     )
@@ -94,6 +90,28 @@ async def create(
         expires_at=expires_at,
         hard_expires_at=expires_at,
         user_name=user,
+    )
+
+
+def _no_slot(journal: Journal, user: str, existing: list[str]) -> Upstream:
+    """Both of IAM's slots are taken: by dyncreds' own keys (one frees at the expiry
+    it announced, never earlier - or now, by `revoke`), or by the user's."""
+    ours = sorted(
+        (r for r in journal.all() if r.thing == "key" and r.access_key_id in existing),
+        key=lambda r: r.revoke_at,
+    )
+    if not ours:
+        return Upstream(
+            f"IAM user {user} already has two access keys ({', '.join(existing)}); "
+            "dyncreds needs a free slot for the key it rotates: delete one that is not in use",
+            aws_code="LimitExceeded",
+        )
+    first = ours[0]
+    return Upstream(
+        f"IAM user {user} already holds two access keys ({', '.join(existing)}), a third is "
+        f"not possible: {first.access_key_id} frees its slot at its announced expiry "
+        f"{rfc3339(first.revoke_at)}, or now with `dyncreds revoke {first.lease_id}`",
+        aws_code="LimitExceeded",
     )
 
 
