@@ -6,9 +6,8 @@ boto3 is blocking, so every call runs in a worker thread under one shared
 botocore's connect/read timeouts for each HTTP attempt, and a trio deadline for
 the call with all its retries, so a client never hangs on a sick AWS.
 
-Exceptions are mapped to dyncreds errors here and nowhere else (``map_errors``),
-as httpcore maps its backends' exceptions: AWS's error code is kept, the
-message is one line, and nothing from the request (keys, tokens) is echoed.
+Exceptions are mapped to dyncreds errors in one place, ``errors.map_errors``;
+what botocore does per attempt is watched in ``attempts``.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -26,7 +23,11 @@ import botocore.exceptions
 import trio
 
 from dyncreds import logs
-from dyncreds.aws.attempts import AnswerLost, Attempts, BotoHook, local, register
+from dyncreds.aws.attempts import Attempts, BotoHook, local, register
+from dyncreds.aws.errors import GONE_CODES as GONE_CODES
+from dyncreds.aws.errors import ROOT_REJECTED_CODES, RootRefreshFailed
+from dyncreds.aws.errors import aws_code as aws_code
+from dyncreds.aws.errors import map_errors as map_errors
 from dyncreds.aws.rootkeys import (
     StaticKeys,
     read_credentials_file,
@@ -37,44 +38,10 @@ from dyncreds.aws.rootkeys import (
 )
 from dyncreds.config import Config, RootSettings
 from dyncreds.leases import Secret
-from dyncreds.protocol import BadRequest, DyncredsError, Locked, Unavailable, Upstream
+from dyncreds.protocol import BadRequest, Locked, Unavailable, Upstream
 from dyncreds.rootlock import RootLock
 
 log = logs.get("aws")
-
-# AWS error codes worth retrying (besides botocore's own standard-mode retries).
-RETRYABLE_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "ServiceUnavailable",
-        "InternalFailure",
-        "InternalError",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "ServiceFailure",
-        "IDPCommunicationError",
-        "ConnectionError",
-        "SlowDown",
-        "PriorRequestNotComplete",
-    }
-)
-# Codes that mean AWS does not accept the credentials that signed the request.
-ROOT_REJECTED_CODES = frozenset(
-    {
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "UnrecognizedClientException",
-        "InvalidAccessKeyId",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "AuthFailure",
-    }
-)
-# Codes that mean "the thing is already gone": success, for a cleanup.
-GONE_CODES = frozenset({"NoSuchEntity", "NoSuchEntityException"})
 
 CONNECT_TIMEOUT = 5
 
@@ -89,79 +56,6 @@ OVERTAKEN = (
 # created something, so botocore must not send another (a second key nobody
 # would journal); the caller reconciles instead (list, delete what is unknown).
 SEND_ONCE = frozenset({"create_access_key"})
-
-
-def aws_code(exc: BaseException) -> str | None:
-    if isinstance(exc, Upstream):
-        return exc.aws_code
-    return None
-
-
-class RootRefreshFailed(Unavailable):
-    """The root's own credentials expired and their provider could not renew them."""
-
-
-@contextmanager
-def map_errors(operation: str) -> Iterator[None]:
-    """botocore / trio exceptions -> dyncreds errors, in one place."""
-    try:
-        yield
-    except DyncredsError:
-        raise
-    except botocore.exceptions.ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "Unknown")
-        message = " ".join(str(error.get("Message") or "").split())[:300]
-        raise Upstream(
-            f"AWS {operation} failed: {code}" + (f": {message}" if message else ""),
-            aws_code=code,
-            retryable=code in RETRYABLE_CODES
-            or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500,
-        ) from None
-    except AnswerLost:
-        raise Upstream(
-            f"AWS {operation} did not answer (it may have been done); not resent",
-            aws_code="RequestTimeout",
-            retryable=True,
-        ) from None
-    except trio.TooSlowError:
-        raise Upstream(
-            f"AWS {operation} did not answer in time", aws_code="RequestTimeout", retryable=True
-        ) from None
-    except (
-        botocore.exceptions.ConnectionError,
-        botocore.exceptions.HTTPClientError,
-    ) as exc:
-        raise Upstream(
-            f"AWS {operation} could not be reached: {type(exc).__name__}",
-            aws_code="ConnectionError",
-            retryable=True,
-        ) from None
-    except (
-        botocore.exceptions.CredentialRetrievalError,
-        botocore.exceptions.RefreshWithMFAUnsupportedError,
-        botocore.exceptions.PartialCredentialsError,
-    ) as exc:
-        # A profile root (SSO, credential_process, assumed role) that could not
-        # refresh: what its provider said, cut, with what to do.
-        said = " ".join(str(exc).split())[:200]
-        raise RootRefreshFailed(
-            f"the root's credentials could not be refreshed ({said}); fix the root profile "
-            "(e.g. `aws sso login`) - the agent picks it up without a restart"
-        ) from None
-    except botocore.exceptions.NoCredentialsError:
-        raise Unavailable("the root AWS credentials are missing or unusable") from None
-    except botocore.exceptions.ProfileNotFound as exc:
-        raise Unavailable(f"root profile not found: {exc.kwargs.get('profile')}") from None
-    except botocore.exceptions.ParamValidationError as exc:
-        raise Upstream(
-            f"AWS {operation} rejected the request: {' '.join(str(exc).split())[:300]}",
-            aws_code="ValidationError",
-        ) from None
-    except botocore.exceptions.BotoCoreError as exc:
-        raise Upstream(
-            f"AWS {operation} failed: {type(exc).__name__}", aws_code=type(exc).__name__
-        ) from None
 
 
 def profile_loops(profile: str | None) -> bool:
