@@ -9,15 +9,22 @@ slot frees and the `revoke LEASE` that frees it now."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from dyncreds.protocol import parse_rfc3339
 from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess
+from tests.e2e.test_keyring import item
+from tests.e2e.test_keyring import secret_service as secret_service  # a fixture
+from tests.e2e.test_root_store_faults import WRITE_ITEM
 from tests.e2e.test_static_user import ROLE, keys_of, make_user, works
 
 pytestmark = pytest.mark.e2e
@@ -87,3 +94,49 @@ def test_ten_restarts_and_three_rotations_in_one_period(
     for path in agent.state_dir.rglob("*"):
         if path.is_file():
             assert creds["SecretAccessKey"].encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("store", ["keyring", "systemd"])
+def test_the_seal_key_is_held_where_the_root_is(
+    store: str, aws: StandIn, short_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    make_user(aws)
+    agent = AgentProcess(short_dir, aws, {"legacy": ROLE})
+    creds = agent.config_dir / "root-credentials.toml"
+    config = agent.config_dir / "config.toml"
+    env: dict[str, str] = {}
+    if store == "keyring":
+        env = dict(request.getfixturevalue("secret_service"))
+        subprocess.run(
+            [sys.executable, "-c", WRITE_ITEM],
+            env=dict(os.environ, **env),
+            input=creds.read_text(),
+            text=True,
+            check=True,
+        )
+        line = 'keyring = "root"'
+    else:
+        credentials = short_dir / "credentials"
+        credentials.mkdir()
+        (credentials / "root").write_text(creds.read_text())
+        env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+        line = 'systemd_credential = "root"'
+    creds.unlink()
+    config.write_text(
+        config.read_text().replace('credentials_file = "root-credentials.toml"', line)
+    )
+    agent.start(env)
+    try:
+        first = agent.request("credentials", role="legacy")["credentials"]["AccessKeyId"]
+        for _ in range(2):
+            agent.stop()
+            agent.start(env)
+            assert agent.request("credentials", role="legacy")["credentials"]["AccessKeyId"] == (
+                first
+            )
+        assert keys_of(aws) == [first]
+        assert not (agent.state_dir / "seal.key").exists()  # held by the root's store
+        if store == "keyring":
+            assert item(env, "root.seal")
+    finally:
+        agent.stop()
