@@ -247,3 +247,10 @@ def test_an_unknown_credential_type_lists_the_known_ones(tmp_path: Path) -> None
     write(tmp_path, r='credential_type = "iam_usr"\n')
     with pytest.raises(ConfigError, match="'iam_usr' is not one of iam_user, assumed_role"):
         config.load(tmp_path)
+
+
+def test_required_audit_needs_an_audit_file(tmp_path: Path) -> None:
+    write(tmp_path, '[audit]\nfile = ""\nrequired = true\n')
+    assert any("required" in p and "[audit] file" in p for p in problems(tmp_path))
+    write(tmp_path, "[audit]\nrequired = true\n")
+    assert config.load(tmp_path).main.audit.required
