@@ -205,7 +205,15 @@ async def _prove_and_store(
                 f"key {new.access_key_id} was deleted"
             ) from None
         log.warning("root.rotate", step="stored_despite_error", error=why)
-    await trio.to_thread.run_sync(aws.build)  # re-reads the store: the new key from here on
+    try:
+        await trio.to_thread.run_sync(aws.build)  # re-reads the store: the new key from here on
+    except DyncredsError as exc:
+        await journal.revoke_now(record, time.time())  # finished once the store reads
+        raise Unavailable(
+            f"rotate-root failed locally: {aws.store_name()} holds the new key "
+            f"{new.access_key_id} but cannot be read back ({exc.message}); both keys are kept "
+            "until it can, then the agent keeps the one it holds"
+        ) from None
 
 
 async def _undo_new(
