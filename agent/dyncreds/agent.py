@@ -109,6 +109,7 @@ class Agent:
             counters=self.counters,
             on_unlock=self._unlocked,
         )
+        self.root.after_rotation = self.reaper.poke
         self.reload_error: str | None = None
         self.stopping = False
         self.revocations: deque[dict[str, str]] = deque(maxlen=20)  # for status

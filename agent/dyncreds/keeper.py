@@ -56,6 +56,8 @@ class RootKeeper:
         self.rng = rng
         self.counters = counters  # the agent's: root_rotations, on demand or scheduled
         self.on_unlock = on_unlock  # the reaper and the workers retry what waited
+        # The reaper: a rotation that did not finish left it a record, due now.
+        self.after_rotation: Callable[[], None] = lambda: None
         self.on_change: Callable[[], None] = lambda: None  # systemd's STATUS= (daemon)
         # The audit log's record(op, outcome, **fields) (daemon): scheduled rotations.
         self.audit: Callable[..., None] = lambda op, outcome, **fields: None
@@ -112,7 +114,10 @@ class RootKeeper:
 
     async def rotate(self) -> str:
         async with self._rotating:
-            key = await self.backend.rotate_root()
+            try:
+                key = await self.backend.rotate_root()
+            finally:
+                self.after_rotation()
         self.counters["root_rotations"] += 1
         self.rotation_error = None
         self._wake.set()  # the new key's CreateDate is the schedule's new origin
