@@ -162,3 +162,27 @@ def test_required_audit_refuses_credentials_it_cannot_record(
     assert agent.request("credentials", role="ec2")["ok"]
     served = [e for e in audit_lines(agent) if e["op"] == "credentials" and e["outcome"] == "ok"]
     assert len(served) == 2  # the two that were handed out, each recorded
+
+
+def test_the_log_is_capped_with_one_rotated_file_and_can_be_off(
+    aws: StandIn, start_agent: Callable[..., AgentProcess], short_dir: Path
+) -> None:
+    agent = start_agent({"ec2": iam_user_role()}, tables="[audit]\nmax_size = 4096\n")
+    path = agent.state_dir / "audit.jsonl"
+    for _ in range(3):  # each round: enough lines to pass max_size, then a batch more
+        for _ in range(15):
+            assert agent.request("credentials", role="ec2")["ok"]
+        wait_for(lambda: path.exists() and path.stat().st_size, message="written")
+    rotated = path.with_name("audit.jsonl.1")
+    wait_for(rotated.exists, message="one rotated file")
+    assert not path.with_name("audit.jsonl.2").exists()
+    read = json.loads(agent.cli("audit", "--json").stdout)
+    assert len(read) == len(audit_lines(agent)) + len(rotated.read_text().splitlines())
+    agent.stop()
+    off = AgentProcess(short_dir / "off", aws, {"ec2": iam_user_role()}, "", '[audit]\nfile = ""\n')
+    off.start()
+    try:
+        assert off.request("credentials", role="ec2")["ok"]
+        assert not (off.state_dir / "audit.jsonl").exists()
+    finally:
+        off.stop()
