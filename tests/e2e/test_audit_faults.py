@@ -179,6 +179,7 @@ def test_the_log_is_capped_with_one_rotated_file_and_can_be_off(
     read = json.loads(agent.cli("audit", "--json").stdout)
     assert len(read) == len(audit_lines(agent)) + len(rotated.read_text().splitlines())
     agent.stop()
+    (short_dir / "off").mkdir(mode=0o700)
     off = AgentProcess(short_dir / "off", aws, {"ec2": iam_user_role()}, "", '[audit]\nfile = ""\n')
     off.start()
     try:
