@@ -187,3 +187,26 @@ def test_the_log_is_capped_with_one_rotated_file_and_can_be_off(
         assert not (off.state_dir / "audit.jsonl").exists()
     finally:
         off.stop()
+
+
+def test_renew_rotate_and_rotate_root_are_recorded(
+    aws: StandIn, start_agent: Callable[..., AgentProcess]
+) -> None:
+    from tests.e2e.test_static_user import ROLE, make_user
+
+    make_user(aws)
+    agent = start_agent({"ec2": iam_user_role(), "legacy": ROLE})
+    assert agent.request("credentials", role="ec2")["ok"]
+    renewed = agent.request("renew", role="ec2")
+    rotated = agent.request("rotate", role="legacy")
+    root = agent.request("rotate_root")
+    assert renewed["ok"] and rotated["ok"] and root["ok"], (renewed, rotated, root)
+
+    def recorded() -> dict[str, dict[str, Any]]:
+        return {e["op"]: e for e in audit_lines(agent) if e["op"] != "credentials"}
+
+    ops = wait_for(lambda: len(recorded()) == 3 and recorded(), message="three records")
+    assert ops["renew"]["lease_id"] == renewed["lease"]["id"]
+    assert ops["rotate"]["lease_id"] == rotated["lease"]["id"]
+    assert all(e["outcome"] == "ok" and e["peer"]["pid"] for e in ops.values())
+    assert ops["rotate_root"]["role"] is None
