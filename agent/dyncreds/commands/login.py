@@ -19,11 +19,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import webbrowser
+from collections.abc import Callable
 from typing import Any
 
-from dyncreds import config
+from dyncreds import config, paths
 from dyncreds.client import EXIT_OK, EXIT_USAGE
-from dyncreds.commands.common import CliError, load
+from dyncreds.commands.common import CliError, get_paths
 from dyncreds.commands.lease import fetch_credentials
 
 CONSOLE = "https://console.aws.amazon.com/"
@@ -97,25 +98,34 @@ def _federate(role_name: str, cfg: config.Config, creds: dict[str, Any]) -> dict
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    cfg = load(args)
-    role = cfg.roles.get(args.role)
+    url = console_url(get_paths(args), args.role, lambda: fetch_credentials(args)["credentials"])
+    if args.print or not webbrowser.open(url):
+        print(url)
+    else:
+        print(f"opened the AWS console as {args.role} in your browser", file=sys.stderr)
+    return EXIT_OK
+
+
+def console_url(p: paths.Paths, name: str, fetch: Callable[[], dict[str, Any]]) -> str:
+    """The role's console sign-in URL (a secret for 15 minutes); ``fetch`` gets the
+    role's credentials from the agent. ``login`` and the web console use this."""
+    try:
+        cfg = config.load(p.config_dir)
+    except config.ConfigError as exc:
+        raise CliError("\n".join(str(x) for x in exc.problems), EXIT_USAGE) from None
+    role = cfg.roles.get(name)
     if role is None:
-        raise CliError(f"unknown role {args.role!r} (see `dyncreds roles`)", EXIT_USAGE)
+        raise CliError(f"unknown role {name!r} (see `dyncreds roles`)", EXIT_USAGE)
     if role.credential_type == "session_token":
         raise CliError(
             "GetSessionToken credentials cannot sign in to the console (AWS refuses them); "
             "use an assumed_role or federation_token role",
             EXIT_USAGE,
         )
-    creds: dict[str, Any] = fetch_credentials(args)["credentials"]
+    creds: dict[str, Any] = fetch()
     if not creds.get("SessionToken"):  # an IAM user's key: federate it first
         creds = _federate(role.name, cfg, creds)
-    url = signin_url(cfg.main.root.signin_endpoint, creds)
-    if args.print or not webbrowser.open(url):
-        print(url)
-    else:
-        print(f"opened the AWS console as {role.name} in your browser", file=sys.stderr)
-    return EXIT_OK
+    return signin_url(cfg.main.root.signin_endpoint, creds)
 
 
 def add_commands(add: Any) -> None:
