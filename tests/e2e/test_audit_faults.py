@@ -169,12 +169,18 @@ def test_the_log_is_capped_with_one_rotated_file_and_can_be_off(
 ) -> None:
     agent = start_agent({"ec2": iam_user_role()}, tables="[audit]\nmax_size = 4096\n")
     path = agent.state_dir / "audit.jsonl"
-    for _ in range(3):  # each round: enough lines to pass max_size, then a batch more
+    rotated = path.with_name("audit.jsonl.1")
+    for _ in range(10):  # rounds of lines, each written before the next: past max_size
+        if rotated.exists():
+            break
+        written = len(audit_lines(agent))
         for _ in range(15):
             assert agent.request("credentials", role="ec2")["ok"]
-        wait_for(lambda: path.exists() and path.stat().st_size, message="written")
-    rotated = path.with_name("audit.jsonl.1")
-    wait_for(rotated.exists, message="one rotated file")
+        wait_for(
+            lambda w=written: rotated.exists() or len(audit_lines(agent)) >= w + 15,
+            message="the round written",
+        )
+    assert rotated.exists()
     assert not path.with_name("audit.jsonl.2").exists()
     read = json.loads(agent.cli("audit", "--json").stdout)
     assert len(read) == len(audit_lines(agent)) + len(rotated.read_text().splitlines())
