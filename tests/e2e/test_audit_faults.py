@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,10 @@ def test_required_audit_refuses_credentials_it_cannot_record(
     assert len(served) == 2  # the two that were handed out, each recorded
 
 
+def round_written(agent: AgentProcess, rotated: Path, lines: int) -> bool:
+    return rotated.exists() or len(audit_lines(agent)) >= lines
+
+
 def test_the_log_is_capped_with_one_rotated_file_and_can_be_off(
     aws: StandIn, start_agent: Callable[..., AgentProcess], short_dir: Path
 ) -> None:
@@ -176,10 +181,7 @@ def test_the_log_is_capped_with_one_rotated_file_and_can_be_off(
         written = len(audit_lines(agent))
         for _ in range(15):
             assert agent.request("credentials", role="ec2")["ok"]
-        wait_for(
-            lambda w=written: rotated.exists() or len(audit_lines(agent)) >= w + 15,
-            message="the round written",
-        )
+        wait_for(partial(round_written, agent, rotated, written + 15), message="the round")
     assert rotated.exists()
     assert not path.with_name("audit.jsonl.2").exists()
     read = json.loads(agent.cli("audit", "--json").stdout)
