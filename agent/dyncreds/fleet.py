@@ -81,6 +81,7 @@ class Fleet:
         self.fleet_size = 1
         self.took_over: list[dict[str, Any]] = []  # agents whose records we adopted
         self.taken_from_us = 0  # times a peer took our records while we were cut off
+        self.audit: Callable[..., None] = lambda op, outcome, **fields: None  # (daemon)
 
     @property
     def heartbeat_every(self) -> float:
@@ -165,6 +166,7 @@ class Fleet:
         for lease_id in lost:
             self.journal.drop(lease_id)
         self.taken_from_us += 1
+        self.audit("fleet_taken_over", "ok", records=len(lost))
         log.warning(
             "fleet.taken_over",
             records=len(lost),
@@ -211,6 +213,7 @@ class Fleet:
         self.took_over.append(
             {"agent": peer.agent_id, "host": peer.host, "at": rfc3339(now), "records": len(adopted)}
         )
+        self.audit("fleet_takeover", "ok", agent=peer.agent_id, records=len(adopted))
         log.warning(
             "fleet.takeover",
             agent=peer.agent_id,
