@@ -6,8 +6,9 @@ the socket lives in a directory of mode 0700 owned by the user, the socket is
 0600, and every connection's peer uid (SO_PEERCRED) must be ours even if those
 modes were loosened. Each connection is bounded: 64 KiB per line, an idle
 timeout between requests, a total lifetime, and a cap on connections at once
-(beyond it the accept loop simply stops accepting, so clients queue in the
-kernel's backlog instead of failing).
+(connections.py: at the cap the connection that has waited longest for its next
+request is closed, never one being answered; when all are busy, clients queue in
+the kernel's backlog; running out of descriptors is survived, not logged in a loop).
 
 Anything a client sends ends in an error response or a closed connection of
 its own; nothing it sends can stop the server or reach another connection.
@@ -28,6 +29,7 @@ from typing import Any
 import trio
 
 from dyncreds import audit, logs, protocol
+from dyncreds.connections import Gate, cap_for
 from dyncreds.protocol import (
     MAX_LINE,
     DyncredsError,
@@ -156,7 +158,8 @@ class Server:
             "refused": 0,
             "bad_requests": 0,
         }
-        self._slots = trio.CapacityLimiter(limits.max_connections)
+        self._gate = Gate(cap_for(limits.max_connections), limits.idle_timeout, "server")
+        self._refusals = logs.Throttle(log)
         self._idle = trio.Event()
         self._idle.set()
         self._receiving: set[trio.CancelScope] = set()
@@ -173,18 +176,9 @@ class Server:
         nursery, so cancelling this task stops accepting while requests in flight
         finish (see ``drain``)."""
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-        task_status.started()
-        async with listener:
-            while True:
-                # Back-pressure: at the cap, stop accepting; the kernel queues.
-                token = object()
-                await self._slots.acquire_on_behalf_of(token)
-                try:
-                    stream = await listener.accept()
-                except BaseException:
-                    self._slots.release_on_behalf_of(token)
-                    raise
-                connections.start_soon(self._connection, stream, token)
+        async with listener, trio.open_nursery() as sweeper:
+            sweeper.start_soon(self._gate.sweep)
+            await self._gate.serve(listener, self._connection, connections, task_status=task_status)
 
     def drain(self) -> None:
         """Shutting down: connections close after the request they are handling;
@@ -196,7 +190,7 @@ class Server:
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
-    async def _connection(self, stream: trio.SocketStream, token: object) -> None:
+    async def _connection(self, stream: trio.SocketStream) -> None:
         self.active += 1
         self._idle = trio.Event() if self.active == 1 else self._idle
         self.counters["connections"] += 1
@@ -217,7 +211,6 @@ class Server:
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
                 await stream.aclose()
-            self._slots.release_on_behalf_of(token)
             self.active -= 1
             if self.active == 0:
                 self._idle.set()
@@ -230,7 +223,7 @@ class Server:
         pid, uid, _ = peer_credentials(stream.socket)
         if uid != self.uid:
             self.counters["refused"] += 1
-            log.warning("request.peer_refused", uid=uid, pid=pid)
+            self._refusals.warning("request.peer_refused", kind=str(uid), uid=uid, pid=pid)
             await self._send(
                 stream, timer, protocol.error(Forbidden(f"this agent serves uid {self.uid} only"))
             )
@@ -246,6 +239,7 @@ class Server:
                     return
                 if self.draining:
                     return
+                self._gate.waiting(stream)  # until a whole line arrives
                 timer.deadline = trio.current_time() + limits.idle_timeout
                 self._receiving.add(timer)
                 try:
@@ -259,6 +253,7 @@ class Server:
             if newline > limits.max_line:
                 await self._too_large(stream, timer)
                 return
+            self._gate.busy(stream)
             line = bytes(buffer[:newline])
             del buffer[: newline + 1]
             if not line.strip():

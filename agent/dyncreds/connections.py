@@ -1,0 +1,159 @@
+"""How many connections a listener holds, and which go first: one policy for the
+agent's Unix socket (server.py) and the endpoints' loopback HTTP (httpserve.py).
+
+Any local process can open connections and hold them open; with the usual limit
+of 1,024 descriptors a few thousand idle ones used to lock every client out for
+minutes. So:
+
+- the soft ``RLIMIT_NOFILE`` is raised to the hard one at start (``raise_nofile``),
+  and the cap on connections is derived from what remains (``cap_for``);
+- a connection *waits* from the end of its last answer until its next request is
+  complete (idle, or still sending its headers); it is *busy* while answered;
+- at the cap, a new connection closes the one that has waited longest, never a
+  busy one; when every connection is busy, accepting pauses (the kernel queues);
+- a connection that waits longer than ``wait_timeout`` is closed by a sweep that
+  only looks at the oldest waiter (the table is ordered by the time waiting began);
+- ``accept`` failing for lack of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+  closes the longest waiter and retries, or backs off up to a second when none
+  waits; logged at most once per interval, with a count.
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from dyncreds import logs
+
+log = logs.get("connections")
+
+CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+BACKOFF_MAX = 1.0
+# Descriptors kept for everything else a process holds (journal, logs, AWS
+# connections, the agent link), out of the soft limit.
+RESERVED_FDS = 64
+
+Handler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+def raise_nofile() -> int:
+    """Raise the soft descriptor limit to the hard one; the soft limit now."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ValueError, OSError):
+        return 1024
+
+
+def cap_for(wanted: int) -> int:
+    """``wanted``, or fewer where the descriptor limit could not hold them all."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(8, min(wanted, (soft - RESERVED_FDS) // 2))
+
+
+class Gate:
+    """The connections of one server: counted, capped, the waiters in order."""
+
+    def __init__(self, limit: int, wait_timeout: float, area: str):
+        self.limit = limit
+        self.wait_timeout = wait_timeout
+        self.counters = {"closed_waiting": 0, "accept_failures": 0}
+        self._open: set[trio.SocketStream] = set()
+        # stream -> when it began waiting; insertion order is waiting order.
+        self._waiting: OrderedDict[trio.SocketStream, float] = OrderedDict()
+        self._room = trio.Event()
+        self._log = logs.Throttle(logs.get(area))
+
+    @property
+    def open(self) -> int:
+        return len(self._open)
+
+    def waiting(self, stream: trio.SocketStream) -> None:
+        """The connection waits for its next request (kept in place if it already was)."""
+        if stream not in self._waiting:
+            self._waiting[stream] = trio.current_time()
+            self._room.set()
+
+    def busy(self, stream: trio.SocketStream) -> None:
+        """A whole request arrived: the connection is not closed to make room."""
+        self._waiting.pop(stream, None)
+
+    def _close(self, stream: trio.SocketStream) -> None:
+        self._waiting.pop(stream, None)
+        self._open.discard(stream)
+        self.counters["closed_waiting"] += 1
+        # Closing the socket frees its descriptor now and wakes its task, which is
+        # blocked in a receive (ClosedResourceError) and ends.
+        stream.socket.close()
+
+    def make_room(self) -> bool:
+        """Close the connection that has waited longest; False when none waits."""
+        if not self._waiting:
+            return False
+        self._close(next(iter(self._waiting)))
+        return True
+
+    async def sweep(self) -> None:
+        """Close connections that waited longer than ``wait_timeout``, until cancelled."""
+        while True:
+            await trio.sleep(max(self.wait_timeout / 4, 0.05))
+            expired = trio.current_time() - self.wait_timeout
+            while self._waiting:
+                stream, since = next(iter(self._waiting.items()))
+                if since > expired:
+                    break
+                self._close(stream)
+
+    async def serve(
+        self,
+        listener: trio.SocketListener,
+        handler: Handler,
+        nursery: trio.Nursery,
+        *,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept until cancelled, each connection a task in ``nursery``."""
+        backoff = 0.0
+        task_status.started()
+        while True:
+            while len(self._open) >= self.limit and not self.make_room():
+                self._room = trio.Event()  # every connection is busy: wait for one
+                await self._room.wait()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in CAPACITY_ERRNOS:
+                    raise
+                self.counters["accept_failures"] += 1
+                self._log.warning(
+                    "connections.accept_failed",
+                    error=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+                    open=len(self._open),
+                )
+                if self.make_room():
+                    await trio.lowlevel.checkpoint()
+                else:
+                    backoff = min(backoff * 2 or 0.01, BACKOFF_MAX)
+                    await trio.sleep(backoff)
+                continue
+            backoff = 0.0
+            self._open.add(stream)
+            nursery.start_soon(self._run, handler, stream)
+
+    async def _run(self, handler: Handler, stream: trio.SocketStream) -> None:
+        try:
+            await handler(stream)
+        finally:
+            self._waiting.pop(stream, None)
+            self._open.discard(stream)
+            self._room.set()
