@@ -58,7 +58,7 @@ def cap_for(wanted: int) -> int:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(8, min(wanted, (soft - RESERVED_FDS) // 2))
+    return min(wanted, max(8, (soft - RESERVED_FDS) // 2))
 
 
 class Gate:
@@ -126,8 +126,10 @@ class Gate:
         backoff = 0.0
         task_status.started()
         while True:
-            while len(self._open) >= self.limit and not self.make_room():
-                self._room = trio.Event()  # every connection is busy: wait for one
+            # Over the cap (by the one just accepted): close the longest waiter;
+            # when every connection is busy, accept nothing more until one is not.
+            while len(self._open) > self.limit and not self.make_room():
+                self._room = trio.Event()
                 await self._room.wait()
             try:
                 stream = await listener.accept()

@@ -61,16 +61,7 @@ async def serve_connection(
         client = "?"
     if endpoint.mode == "imds":  # IMDSv2's answers do not survive a hop (a container's NAT)
         _hop_limit(stream.socket)
-    uid: int | None = None
-    if endpoint.peer_check:
-        uid = peer.tcp_peer_uid(stream.socket)  # type: ignore[arg-type]
-        if uid != endpoint.uid:
-            with trio.move_on_after(1):
-                await _send(stream, endpoint.refuse_peer(uid, client), False)
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
-            return
-    who = (client, uid, gate)
+    who = _Peer(client, gate)
     pending = b""
     # One scope for the connection's every deadline (idle, answering, lifetime),
     # moved as it goes: when one passes, the connection ends.
@@ -95,15 +86,38 @@ async def serve_connection(
         await stream.aclose()
 
 
+class _Peer:
+    """Who a connection is: its address, and its owner once its first request came
+    (asked then, not at accept: a flood of idle connections costs no lookups)."""
+
+    __slots__ = ("checked", "client", "gate", "uid")
+
+    def __init__(self, client: str, gate: Gate | None):
+        self.client = client
+        self.gate = gate
+        self.uid: int | None = None
+        self.checked = False
+
+    def refused(self, endpoint: Endpoint, stream: trio.SocketStream) -> bool:
+        """Is this connection's owner someone else (or unknown)? Asked once."""
+        if self.checked:
+            return False
+        self.checked = True
+        if not endpoint.peer_check:
+            return False
+        self.uid = peer.tcp_peer_uid(stream.socket)  # type: ignore[arg-type]
+        return self.uid != endpoint.uid
+
+
 async def _one_request(
     endpoint: Endpoint,
     conn: h11.Connection,
     stream: trio.SocketStream,
-    who: tuple[str, int | None, Gate | None],
+    who: _Peer,
     timer: tuple[trio.CancelScope, float],
 ) -> bool:
     """Read one request and answer it; False when the connection should close."""
-    client, uid, gate = who
+    gate = who.gate
     if gate is not None:
         gate.waiting(stream)
     scope, end = timer
@@ -124,9 +138,12 @@ async def _one_request(
         return False
     if gate is not None:
         gate.busy(stream)
+    if who.refused(endpoint, stream):
+        await _send(stream, endpoint.refuse_peer(who.uid, who.client), False)
+        return False
     request, headers = got
     keep_alive = _keep_alive(request.http_version, headers)
-    reply = await endpoint.answer(request.method, request.target, headers, client, uid)
+    reply = await endpoint.answer(request.method, request.target, headers, who.client, who.uid)
     await _send(stream, reply, keep_alive)
     return keep_alive
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from dyncreds import peer
+from dyncreds import logs, peer
 from dyncreds.agentlink import AgentLink, Watch
 from dyncreds.client import EXIT_OK, EXIT_USAGE
 from dyncreds.commands.common import CliError
@@ -93,6 +93,7 @@ async def run_exec(
     socket: str, role: str, command: list[str], region: str | None, use_token_file: bool
 ) -> int:
     raise_nofile()
+    logs.setup("warning")  # refusals and failures, throttled (logs.Throttle)
     link, watch = AgentLink(socket), Watch(socket)
     endpoint = Endpoint(link, role, watch=watch)
     listeners = await open_listeners("127.0.0.1", 0)
@@ -178,6 +179,7 @@ async def run_serve(
     socket: str, args: argparse.Namespace, host: str, port: int, region: str | None
 ) -> int:
     raise_nofile()
+    logs.setup("warning")
     link, watch = AgentLink(socket), Watch(socket)
     loopback = peer.is_loopback(host)
     endpoint = Endpoint(
