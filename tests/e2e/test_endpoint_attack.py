@@ -6,8 +6,8 @@ the lock fence as seen through ``serve``."""
 
 from __future__ import annotations
 
+import functools
 import http.client
-import json
 import os
 import pty
 import pwd
@@ -21,22 +21,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dyncreds import audit
 from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, raw_request, wait_for
+from tests.e2e import test_endpoint
 from tests.e2e.conftest import Rig
 from tests.e2e.test_clients import available, need
-from tests.e2e.test_endpoint import (  # noqa: F401 - fixtures
-    Served,
-    client_command,
-    endpoint_agent,
-    exec_,
-    go_default_chain,
-    served,
-)
+from tests.e2e.test_endpoint import Served, client_command, exec_
+
+# The endpoint tests' fixtures, shared.
+endpoint_agent = test_endpoint.endpoint_agent
+served = test_endpoint.served
+go_default_chain = test_endpoint.go_default_chain
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +75,7 @@ def curl_as(who: tuple[int, int], *args: str) -> tuple[int, str]:
     return int(status or 0), body
 
 
-def audit_lines(agent: AgentProcess, **match: object) -> list[dict[str, object]]:
+def audit_lines(agent: AgentProcess, **match: object) -> list[dict[str, Any]]:
     entries = audit.read(agent.state_dir / "audit.jsonl")
     return [e for e in entries if all(e.get(k) == v for k, v in match.items())]
 
@@ -117,9 +117,10 @@ def test_another_user_gets_nothing_from_ecs_or_imds(
     assert len(mine.stdout) >= 32
     # Each refusal is in the audit log with the peer's uid, reported by the endpoint.
     uid = stranger[0]
+
     def refusals() -> list[dict[str, object]]:
         found = audit_lines(endpoint_agent, op="endpoint", outcome="forbidden")
-        return [e for e in found if e["client"] == {"address": e["client"]["address"], "uid": uid}]  # type: ignore[index]
+        return [e for e in found if e["client"] == {"address": e["client"]["address"], "uid": uid}]
 
     refused = wait_for(lambda: len(refusals()) >= 2 and refusals(), message="both refusals audited")
     assert {e["mode"] for e in refused} == {"ecs", "imds"}
@@ -197,6 +198,10 @@ def test_a_connection_flood_does_not_lock_the_endpoint_out(
     assert "Traceback" not in err and err.count("\n") <= 5, err[-2000:]
 
 
+def _connected(sock: socket.socket, path: str) -> bool:
+    return sock.connect_ex(path) == 0
+
+
 def test_a_connection_flood_does_not_lock_the_agent_socket_out(
     endpoint_agent: AgentProcess,
 ) -> None:
@@ -209,7 +214,8 @@ def test_a_connection_flood_does_not_lock_the_agent_socket_out(
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             held.append(sock)
             # (A full backlog answers EAGAIN at once: try again as the agent accepts.)
-            wait_for(lambda s=sock: s.connect_ex(str(endpoint_agent.socket)) == 0, timeout=10)
+            path = str(endpoint_agent.socket)
+            wait_for(functools.partial(_connected, sock, path), timeout=10)
         started = time.monotonic()
         assert raw_request(endpoint_agent.socket, {"op": "ping"}, timeout=10)["ok"]
         assert time.monotonic() - started < 1.0
@@ -303,18 +309,18 @@ def test_a_signal_to_exec_alone_is_forwarded_and_the_child_never_outlives_it(
     assert "served, interrupts: 1" in process.stdout.read()
 
     # exec killed outright: its child gets SIGTERM instead of living on unknowingly.
-    process = subprocess.Popen(
+    killed = subprocess.Popen(
         [sys.executable, "-m", "dyncreds", "exec", "ec2", "--", "sleep", "60"],
         env=endpoint_agent.env, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     child = wait_for(
         lambda: subprocess.run(
-            ["pgrep", "-P", str(process.pid), "sleep"], capture_output=True, text=True
+            ["pgrep", "-P", str(killed.pid), "sleep"], capture_output=True, text=True
         ).stdout.strip(),
         message="the child started",
     )
-    process.kill()
-    process.wait()
+    killed.kill()
+    killed.wait()
 
     def gone() -> bool:
         try:
@@ -416,11 +422,14 @@ def test_imds_header_parsing_is_strict(
         key = "X-aws-ec2-metadata-token-ttl-seconds"
         assert s.get("/latest/api/token", "PUT", **{key: ttl})[0] == 400, ttl
     arabic = "٦٠".encode()  # Arabic-Indic 60: int() takes it, IMDS must not
-    assert _raw(
-        s,
-        b"PUT /latest/api/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"X-aws-ec2-metadata-token-ttl-seconds: " + arabic + b"\r\n\r\n",
-    ) == 400
+    assert (
+        _raw(
+            s,
+            b"PUT /latest/api/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"X-aws-ec2-metadata-token-ttl-seconds: " + arabic + b"\r\n\r\n",
+        )
+        == 400
+    )
     # A flood of session tokens does not evict the one in use.
     conn = http.client.HTTPConnection(s.host, s.port, timeout=10)
     for _ in range(1100):
@@ -436,9 +445,7 @@ def test_imds_header_parsing_is_strict(
 SERIAL = "arn:aws:iam::123456789012:mfa/vaultuser"
 
 
-def test_after_lock_returns_serve_hands_out_nothing(
-    aws: StandIn, rig: Callable[..., Rig]
-) -> None:
+def test_after_lock_returns_serve_hands_out_nothing(aws: StandIn, rig: Callable[..., Rig]) -> None:
     aws.enforce_iam(unauthenticated_requests=1_000_000_000)  # as test_root_lock.py
     agent = rig(
         {"ec2": iam_user_role()}, tables=f'mfa_serial = "{SERIAL}"\nunlock_for = "1h"\n'
@@ -476,13 +483,13 @@ def test_after_lock_returns_serve_hands_out_nothing(
 
 def test_every_hand_out_and_refusal_of_exec_is_audited(endpoint_agent: AgentProcess) -> None:
     program = (
-        "import os, urllib.request, urllib.error\n"
+        "import os, urllib.request as r, urllib.error\n"
         "url = os.environ['AWS_CONTAINER_CREDENTIALS_FULL_URI']\n"
         "token = os.environ['AWS_CONTAINER_AUTHORIZATION_TOKEN']\n"
         "for _ in range(33):\n"
-        "    urllib.request.urlopen(urllib.request.Request(url, headers={'Authorization': token})).read()\n"
+        "    r.urlopen(r.Request(url, headers={'Authorization': token})).read()\n"
         "try:\n"
-        "    urllib.request.urlopen(urllib.request.Request(url, headers={'Authorization': 'x'}))\n"
+        "    r.urlopen(r.Request(url, headers={'Authorization': 'x'}))\n"
         "except urllib.error.HTTPError as exc:\n"
         "    print(exc.code)\n"
     )
@@ -490,14 +497,16 @@ def test_every_hand_out_and_refusal_of_exec_is_audited(endpoint_agent: AgentProc
     assert result.returncode == 0 and result.stdout.strip() == "403", result.stderr
 
     def counted() -> int:
-        return sum(int(e["count"]) for e in audit_lines(endpoint_agent, op="endpoint", outcome="ok"))  # type: ignore[call-overload]
+        return sum(
+            int(e["count"]) for e in audit_lines(endpoint_agent, op="endpoint", outcome="ok")
+        )
 
     wait_for(lambda: counted() == 33, message="33 hand-outs in the audit log")
     handed = audit_lines(endpoint_agent, op="endpoint", outcome="ok")
     for entry in handed:
         assert entry["role"] == "ec2" and str(entry["access_key_id"]).startswith("AKIA")
-        assert entry["first"] <= entry["last"]  # type: ignore[operator]
-        assert entry["client"]["uid"] == os.geteuid()  # type: ignore[index]
-        assert "dyncreds" in str(entry["peer"]["cmdline"])  # type: ignore[index]
+        assert entry["first"] <= entry["last"]
+        assert entry["client"]["uid"] == os.geteuid()
+        assert "dyncreds" in str(entry["peer"]["cmdline"])
     (refused,) = wait_for(lambda: audit_lines(endpoint_agent, op="endpoint", outcome="forbidden"))
     assert refused["count"] == 1 and "wrong authorization token" in str(refused["reason"])

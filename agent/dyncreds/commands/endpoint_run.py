@@ -208,7 +208,9 @@ async def run_serve(
             file=sys.stderr,
         )
     wanted = Path(args.token_file) if args.token_file and not args.imds else None
+    # Signals first: a SIGTERM right after the lines are printed still cleans up.
     with (
+        trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals,
         tempfile.TemporaryDirectory(prefix="dyncreds-serve-") as private,
         token_file(wanted, endpoint.token) as path,
     ):
@@ -216,13 +218,12 @@ async def run_serve(
         for line in serve_lines(base, endpoint, path, files):
             print(line)
         sys.stdout.flush()
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(serve, endpoint, listeners)
-                nursery.start_soon(watch.run)
-                nursery.start_soon(endpoint.reports.run)
-                async for _ in signals:
-                    break
-                nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, endpoint, listeners)
+            nursery.start_soon(watch.run)
+            nursery.start_soon(endpoint.reports.run)
+            async for _ in signals:
+                break
+            nursery.cancel_scope.cancel()
         await _finish(endpoint)
     return EXIT_OK
