@@ -21,7 +21,9 @@ minutes. So:
 from __future__ import annotations
 
 import errno
+import os
 import resource
+import socket as stdsocket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +36,7 @@ log = logs.get("connections")
 
 CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 BACKOFF_MAX = 1.0
+BURST = 256  # connections accepted per pass of the event loop, at most
 # Descriptors kept for everything else a process holds (journal, logs, AWS
 # connections, the agent link), out of the soft limit.
 RESERVED_FDS = 64
@@ -72,6 +75,7 @@ class Gate:
         # stream -> when it began waiting; insertion order is waiting order.
         self._waiting: OrderedDict[trio.SocketStream, float] = OrderedDict()
         self._room = trio.Event()
+        self._backoff = 0.0
         self._log = logs.Throttle(logs.get(area))
 
     @property
@@ -122,35 +126,56 @@ class Gate:
         *,
         task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept until cancelled, each connection a task in ``nursery``."""
-        backoff = 0.0
+        """Accept until cancelled, each connection a task in ``nursery``.
+
+        A burst is accepted in one pass of the event loop, through a second handle
+        on the listening socket: trio's ``accept`` yields after every connection,
+        and behind a flood of thousands the one client that matters waited for a
+        pass of the loop per connection ahead of it."""
+        raw = stdsocket.socket(fileno=os.dup(listener.socket.fileno()))
+        raw.setblocking(False)
         task_status.started()
-        while True:
+        with raw:
+            while True:
+                await trio.lowlevel.wait_readable(raw)
+                await self._accept_burst(raw, handler, nursery)
+
+    async def _accept_burst(
+        self, raw: stdsocket.socket, handler: Handler, nursery: trio.Nursery
+    ) -> None:
+        for _ in range(BURST):
             # Over the cap (by the one just accepted): close the longest waiter;
             # when every connection is busy, accept nothing more until one is not.
             while len(self._open) > self.limit and not self.make_room():
                 self._room = trio.Event()
                 await self._room.wait()
             try:
-                stream = await listener.accept()
+                sock, _ = raw.accept()
+            except (BlockingIOError, InterruptedError):
+                self._backoff = 0.0
+                return
             except OSError as exc:
                 if exc.errno not in CAPACITY_ERRNOS:
                     raise
-                self.counters["accept_failures"] += 1
-                self._log.warning(
-                    "connections.accept_failed",
-                    error=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
-                    open=len(self._open),
-                )
-                if self.make_room():
-                    await trio.lowlevel.checkpoint()
-                else:
-                    backoff = min(backoff * 2 or 0.01, BACKOFF_MAX)
-                    await trio.sleep(backoff)
-                continue
-            backoff = 0.0
+                await self._out_of_descriptors(exc)
+                return
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             self._open.add(stream)
             nursery.start_soon(self._run, handler, stream)
+        await trio.lowlevel.checkpoint()  # (a long burst lets the connections run too)
+
+    async def _out_of_descriptors(self, exc: OSError) -> None:
+        self.counters["accept_failures"] += 1
+        self._log.warning(
+            "connections.accept_failed",
+            error=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+            open=len(self._open),
+        )
+        if self.make_room():
+            await trio.lowlevel.checkpoint()
+        else:
+            self._backoff = min(self._backoff * 2 or 0.01, BACKOFF_MAX)
+            await trio.sleep(self._backoff)
 
     async def _run(self, handler: Handler, stream: trio.SocketStream) -> None:
         try:

@@ -55,6 +55,14 @@ async def serve_connection(
     endpoint: Endpoint, stream: trio.SocketStream, gate: Gate | None = None
 ) -> None:
     """One HTTP/1.1 connection, keep-alive, bounded in size and time."""
+    if gate is not None:
+        # Nothing is set up for a connection until it speaks: a flood of silent
+        # ones costs a wait each, and the gate closes the oldest to make room.
+        gate.waiting(stream)
+        try:
+            await trio.lowlevel.wait_readable(stream.socket)
+        except trio.ClosedResourceError:
+            return
     try:
         client = "{}:{}".format(*stream.socket.getpeername()[:2])
     except OSError:
