@@ -107,6 +107,11 @@ class Gate:
         self._close(next(iter(self._waiting)))
         return True
 
+    def close_waiting(self) -> None:
+        """Shutting down: every connection waiting for a request closes now."""
+        while self.make_room():
+            pass
+
     async def sweep(self) -> None:
         """Close connections that waited longer than ``wait_timeout``, until cancelled."""
         while True:
@@ -144,11 +149,6 @@ class Gate:
         self, raw: stdsocket.socket, handler: Handler, nursery: trio.Nursery
     ) -> None:
         for _ in range(BURST):
-            # Over the cap (by the one just accepted): close the longest waiter;
-            # when every connection is busy, accept nothing more until one is not.
-            while len(self._open) > self.limit and not self.make_room():
-                self._room = trio.Event()
-                await self._room.wait()
             try:
                 sock, _ = raw.accept()
             except (BlockingIOError, InterruptedError):
@@ -160,6 +160,15 @@ class Gate:
                 await self._out_of_descriptors(exc)
                 return
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            # At the cap: close the longest waiter for it (never itself); when every
+            # connection is busy, it waits, and nothing more is accepted meanwhile.
+            try:
+                while len(self._open) >= self.limit and not self.make_room():
+                    self._room = trio.Event()
+                    await self._room.wait()
+            except BaseException:
+                sock.close()
+                raise
             self._open.add(stream)
             nursery.start_soon(self._run, handler, stream)
         await trio.lowlevel.checkpoint()  # (a long burst lets the connections run too)

@@ -186,11 +186,22 @@ class Server:
         self.draining = True
         for scope in list(self._receiving):
             scope.cancel()
+        self._gate.close_waiting()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
     async def _connection(self, stream: trio.SocketStream) -> None:
+        # Nothing is set up until the client speaks: a flood of silent connections
+        # costs a wait each, and the gate closes the oldest of them to make room.
+        self._gate.waiting(stream)
+        try:
+            await trio.lowlevel.wait_readable(stream.socket)
+        except trio.ClosedResourceError:
+            return
+        except BaseException:
+            stream.socket.close()  # cancelled (the agent is stopping)
+            raise
         self.active += 1
         self._idle = trio.Event() if self.active == 1 else self._idle
         self.counters["connections"] += 1
