@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import resource
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from dyncreds.agentlink import AgentLink
 from dyncreds.commands.sdkenv import without_credentials
 from dyncreds.connections import Gate
 from dyncreds.endpoint import IMDS_CREDS, Endpoint, ImdsSessions, imds_ttl
+from dyncreds.httpserve import _hop_limit
 from dyncreds.protocol import rfc3339
 from dyncreds.watchers import ACK_WAIT, Watchers
 
@@ -86,6 +88,16 @@ def test_repeated_warnings_are_counted_not_repeated(caplog: pytest.LogCaptureFix
         throttle.warning("endpoint.request", kind="403", status=403)
     records = [getattr(r, "dyncreds_fields", {}) for r in caplog.records]
     assert records == [{"status": 403}, {"status": 401}, {"status": 403, "repeated": 499}]
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+async def test_imds_answers_do_not_survive_a_hop(family: int) -> None:
+    with trio.socket.socket(family, socket.SOCK_STREAM) as sock:
+        _hop_limit(sock)
+        if family == socket.AF_INET6:
+            assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 1
+        else:
+            assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 1
 
 
 # --------------------------------------------------------------------------- the gate

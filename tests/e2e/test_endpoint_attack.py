@@ -225,6 +225,29 @@ def test_a_connection_flood_does_not_lock_the_agent_socket_out(
     assert "Traceback" not in endpoint_agent.log()
 
 
+def _soft_nofile(pid: int) -> int:
+    return resource.prlimit(pid, resource.RLIMIT_NOFILE)[0]
+
+
+def test_the_descriptor_limit_is_raised_to_the_hard_one(
+    aws: StandIn, start_agent: Callable[..., AgentProcess]
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need(hard > 512, "the hard descriptor limit is too low to tell")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # what the children inherit
+    try:
+        agent = start_agent({"ec2": iam_user_role()})
+        s = Served(agent)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert agent.process is not None
+        assert _soft_nofile(agent.process.pid) == hard
+        assert _soft_nofile(s.process.pid) == hard
+    finally:
+        s.stop()
+
+
 def test_bad_requests_do_not_flood_the_log(
     endpoint_agent: AgentProcess, served: Callable[..., Served]
 ) -> None:
