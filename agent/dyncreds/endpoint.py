@@ -340,8 +340,7 @@ class Endpoint:
                     return answer
                 # The agent changed (a lock?) while we asked: this answer may
                 # predate it; ask again.
-            message = "the agent's state kept changing while asked; try again"
-            return {"ok": False, "error": {"code": "unavailable", "message": message}}
+            return _CHANGING
 
     async def _credentials(self, need: float = 0.0) -> tuple[Answer | None, Reply]:
         try:
@@ -362,26 +361,45 @@ class Endpoint:
     async def _renewed(self, need: float) -> dict[str, Any] | Answer:
         """IMDS: botocore stretches credentials that expire within 20 minutes (and
         signs with them past their expiry), so fewer than ``need`` seconds left
-        asks the agent for a new lease, once per such answer."""
+        asks the agent for a new lease: once, however many requests saw it."""
         async with self._fetching:
             cached = self._cached
-            if cached is not None and cached[2].expires_at - time.time() >= need:
-                return cached[2]
+            now = trio.current_time()
+            if (
+                cached is not None
+                and self._cache_usable(now - cached[0], cached[1])
+                and cached[2].expires_at - time.time() >= need
+            ):
+                return cached[2]  # another request renewed meanwhile
             self._cached = None
             response = await self.link.call({"op": "renew", "role": self.role})
             if not response.get("ok"):
                 return response
-        got = await self._from_agent()
-        if isinstance(got, Answer) and got.expires_at - time.time() < need:
-            message = (
-                f"role {self.role}: its credentials have under {int(need // 60)} minutes "
-                "left, too little for IMDS clients; raise the role's ttl"
-            )
-            return {"ok": False, "error": {"code": "unavailable", "message": message}}
-        return got
+            epoch = self.watch.epoch if self.watch is not None else 0
+            response = await self.link.credentials(self.role)
+            if not response.get("ok"):
+                return response
+            answer = _answer(response)
+            if answer.expires_at - time.time() < need:
+                message = (
+                    f"role {self.role}: its credentials have under {int(need // 60)} minutes "
+                    "left, too little for IMDS clients; raise the role's ttl"
+                )
+                return {"ok": False, "error": {"code": "unavailable", "message": message}}
+            if self.watch is not None and self.watch.epoch != epoch:
+                return _CHANGING  # (a lock may have come after this answer)
+            self._cached = (trio.current_time(), epoch, answer)
+            return answer
 
 
 _NO_REPLY = Reply(500, b"")
+_CHANGING = {
+    "ok": False,
+    "error": {
+        "code": "unavailable",
+        "message": "the agent's state changed while it was asked (a lock?); try again",
+    },
+}
 
 
 def _reason(reply: Reply) -> str | None:
