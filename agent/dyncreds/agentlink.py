@@ -107,8 +107,10 @@ class Watch:
         while True:
             try:
                 await self._hold()
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
+            except (ValueError, KeyError, TypeError) as exc:  # not the agent's answer
+                log.warning("endpoint.watch_failed", error=type(exc).__name__)
             except trio.TooSlowError:
                 log.warning("endpoint.watch_silent", seconds=WATCH_SILENCE)
             if self.live:
@@ -190,7 +192,7 @@ class Reports:
             chunk = events[start : start + REPORT_CHUNK]
             try:
                 answer = await self.link.call({"op": "report", "events": chunk})
-            except AgentDown:
+            except (AgentDown, ValueError):
                 answer = {"ok": False}
             if not answer.get("ok"):
                 self.dropped += sum(e["count"] for e in chunk)
