@@ -378,6 +378,31 @@ def test_a_static_default_profile_does_not_capture_the_child(
     assert ":user/" in result.stdout and "DECOY" not in result.stdout
 
 
+def test_the_lines_serve_prints_make_the_role_win_in_a_shell(
+    aws: StandIn, endpoint_agent: AgentProcess, served: Callable[..., Served]
+) -> None:
+    decoy = "[default]\naws_access_key_id = AKIADECOYDECOYDECOY0\naws_secret_access_key = x\n"
+    Path(os.environ["AWS_SHARED_CREDENTIALS_FILE"]).write_text(decoy)
+    Path(os.environ["AWS_CONFIG_FILE"]).write_text(decoy + "region = us-east-1\n")
+    s = served()
+    assert s.process.stdout is not None
+    rest = [s.process.stdout.readline() for _ in range(3)]
+    assert rest[-1].startswith("unset ") and "AWS_ACCESS_KEY_ID" in rest[-1]
+    lines = [f"export {k}={v}" for k, v in s.lines.items()] + rest
+    program = "import boto3, os; print(boto3.client('sts', endpoint_url=os.environ['EP'])" + (
+        ".get_caller_identity()['Arn'])"
+    )
+    script = "export AWS_ACCESS_KEY_ID=AKIADECOY AWS_SECRET_ACCESS_KEY=x AWS_PROFILE=x\n"
+    script += "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    result = subprocess.run(
+        ["sh", "-c", script + f'exec {sys.executable} -c "{program}"'],
+        env=dict(os.environ, EP=aws.endpoint), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert ":user/" in result.stdout
+    s.stop()
+
+
 def test_the_users_other_settings_still_apply(endpoint_agent: AgentProcess) -> None:
     Path(os.environ["AWS_SHARED_CREDENTIALS_FILE"]).write_text(
         "[default]\naws_access_key_id = AKIADECOY\naws_secret_access_key = x\n"
