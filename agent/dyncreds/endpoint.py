@@ -8,10 +8,14 @@ a program that runs for a day refreshes by itself across lease replacements and
 never holds a static key.
 
 This module answers requests; ``httpserve.py`` carries them (h11 on trio sockets,
-bounded like the Unix socket's connections). Every request must name a loopback
+bounded like the Unix socket's connections) and refuses, before any of this runs, a
+loopback connection whose owner is not our uid. Every request must name a loopback
 ``Host`` (DNS rebinding) and carry the token: ECS's ``Authorization`` header, compared in
-constant time, or an IMDSv2 session token obtained with PUT. Tokens and
-credentials are never logged.
+constant time, or an IMDSv2 session token obtained with PUT (no secret: IMDS is
+loopback-only, see commands/endpoint.py). IMDS answers keep more than 21 minutes, for
+botocore. Answers come from a one-second cache only while the agent watch is up and
+unchanged (agentlink.py: the lock fence); every hand-out and refusal is counted for
+the audit log. Tokens and credentials are never logged.
 """
 
 from __future__ import annotations
