@@ -1,5 +1,5 @@
 """The endpoints' parts, in process: IMDS parsing and its session table, the
-config copy without credentials, throttled warnings, the connection gate out of
+config copy without credentials, throttled warnings, the connection held out of
 descriptors, the agent's watchers (the lock fence), and the IMDS 21-minute rule
 against a stand-in agent socket."""
 
@@ -23,7 +23,7 @@ import trio.testing
 from dyncreds import logs
 from dyncreds.agentlink import AgentLink
 from dyncreds.commands.sdkenv import without_credentials
-from dyncreds.connections import Gate
+from dyncreds.connections import Connections
 from dyncreds.endpoint import IMDS_CREDS, Endpoint, ImdsSessions, imds_ttl
 from dyncreds.httpserve import _hop_limit
 from dyncreds.protocol import rfc3339
@@ -100,7 +100,7 @@ async def test_imds_answers_do_not_survive_a_hop(family: int) -> None:
             assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 1
 
 
-# --------------------------------------------------------------------------- the gate
+# --------------------------------------------------------------------------- the held
 
 HOLDER = """
 import resource, socket, sys
@@ -118,16 +118,16 @@ print(late.recv(10).decode().strip(), flush=True)
 async def test_out_of_descriptors_the_gate_closes_waiters_and_logs_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    gate = Gate(limit=10_000, wait_timeout=60, area="test")  # a cap the limit cannot hold
+    held = Connections(limit=10_000, wait_timeout=60, area="test")  # a cap the limit cannot hold
 
     async def handler(stream: trio.SocketStream) -> None:
         async with stream:
-            gate.waiting(stream)
+            held.waiting(stream)
             try:
                 data = await stream.receive_some(100)
             except trio.ClosedResourceError:
                 return
-            gate.busy(stream)
+            held.busy(stream)
             if data:
                 await stream.send_all(b"pong\n")
 
@@ -139,7 +139,7 @@ async def test_out_of_descriptors_the_gate_closes_waiters_and_logs_once(
         async with trio.open_nursery() as nursery:
             resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 40, hard))
             try:
-                await nursery.start(gate.serve, listeners[0], handler, nursery)
+                await nursery.start(held.serve, listeners[0], handler, nursery)
                 result = await trio.run_process(
                     [sys.executable, "-c", HOLDER, str(port)], capture_stdout=True
                 )
@@ -147,7 +147,7 @@ async def test_out_of_descriptors_the_gate_closes_waiters_and_logs_once(
                 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
             nursery.cancel_scope.cancel()
     assert result.stdout.decode().strip() == "pong"
-    assert gate.counters["accept_failures"] > 0 and gate.counters["closed_waiting"] > 0
+    assert held.counters["accept_failures"] > 0 and held.counters["closed_waiting"] > 0
     failures = [r for r in caplog.records if r.getMessage() == "connections.accept_failed"]
     assert len(failures) == 1  # once per interval, however many times accept failed
 

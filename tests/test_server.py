@@ -153,7 +153,7 @@ async def test_at_the_cap_the_longest_idle_connection_makes_room(serve: ServerFa
     await held[1].send_all(b'{"op":"ping"}\n')
     with trio.fail_after(2):
         assert json.loads(await read_line(held[1]))["ok"] is True
-    assert server._gate.counters["closed_waiting"] == 1
+    assert server._held.counters["closed_waiting"] == 1
     for stream in (third, *held):
         await stream.aclose()
 

@@ -64,7 +64,7 @@ def cap_for(wanted: int) -> int:
     return min(wanted, max(8, (soft - RESERVED_FDS) // 2))
 
 
-class Gate:
+class Connections:
     """The connections of one server: counted, capped, the waiters in order."""
 
     def __init__(self, limit: int, wait_timeout: float, area: str):

@@ -31,6 +31,7 @@ from dyncreds import __version__, config, logs, statedir
 from dyncreds.agent import Agent
 from dyncreds.audit import AuditLog
 from dyncreds.connections import raise_nofile
+from dyncreds.gate import Door
 from dyncreds.journal.sqlite import SqliteJournal
 from dyncreds.paths import Paths
 from dyncreds.protocol import DyncredsError
@@ -142,12 +143,18 @@ class StartupError(Exception):
     """Printed as one line; exit status 2."""
 
 
-def prepare(paths: Paths) -> tuple[config.Config, SqliteJournal, str]:
+def prepare(
+    paths: Paths, system_paths: Paths | None = None
+) -> tuple[config.Config, SqliteJournal, str, Paths]:
+    """Configuration, then the state dir and journal - a system-mode agent's own
+    (``system_paths``) when config.toml says ``mode = "system"``."""
     try:
         cfg = config.load(paths.config_dir)
     except config.ConfigError as exc:
         lines = "\n".join(str(p) for p in exc.problems)
         raise StartupError(f"invalid configuration:\n{lines}") from None
+    if cfg.main.agent.mode == "system" and system_paths is not None:
+        paths = system_paths
     try:
         statedir.prepare(paths.state_dir)
         statedir.lock(paths.state_dir)
@@ -161,7 +168,7 @@ def prepare(paths: Paths) -> tuple[config.Config, SqliteJournal, str]:
             "The orphan sweep will revoke what it held at the expiry each user announced.",
             file=sys.stderr,
         )
-    return cfg, journal, ident
+    return cfg, journal, ident, paths
 
 
 def run(
@@ -170,6 +177,7 @@ def run(
     log_format: str | None = None,
     log_level: str | None = None,
     backend_factory: Callable[..., Any] | None = None,
+    system_paths: Paths | None = None,
 ) -> int:
     harden()
     # boto3's worker threads (signing, parsing) hold the GIL in slices of the switch
@@ -177,7 +185,7 @@ def run(
     # GIL behind them. A shorter slice bounds that wait (5 ms by default).
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        cfg, journal, ident = prepare(paths)
+        cfg, journal, ident, paths = prepare(paths, system_paths)
     except StartupError as exc:
         print(f"dyncreds agent: {exc}", file=sys.stderr)
         return 2
@@ -198,11 +206,12 @@ def run(
     except DyncredsError as exc:
         print(f"dyncreds agent: {exc.message}", file=sys.stderr)
         return 2
+    system = cfg.main.agent.mode == "system"
     sock = systemd_socket()
     activated = sock is not None
     if sock is None:
         try:
-            sock = bind_unix(paths.socket)
+            sock = bind_unix(paths.socket, public=system)
         except SocketSetupError as exc:
             print(f"dyncreds agent: {exc}", file=sys.stderr)
             return 2
@@ -267,12 +276,18 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
         finally:
             sd_notify(f"READY=1\nSTATUS={agent.summary()}")
 
+    settings = agent.config.main.audit
+    audit_log = AuditLog(
+        paths.state_dir / settings.file if settings.file else None, settings.max_size
+    )
+
     def process_status() -> dict[str, Any]:
         return {
             "dumpable": dumpable(),
             "config_dir": str(paths.config_dir),
             "state_dir": str(paths.state_dir),
             "socket": str(paths.socket),
+            "audit_dropped": audit_log.dropped,
         }
 
     # `systemctl --user status` shows a lock or an unlock at once, not at the next tick.
@@ -280,16 +295,10 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
         sd_notify(f"STATUS={agent.summary()}")
 
     agent.root.on_change = status_changed
-    settings = agent.config.main.audit
-    audit_log = AuditLog(
-        paths.state_dir / settings.file if settings.file else None, settings.max_size
-    )
-
-    def process_status_with_audit() -> dict[str, Any]:
-        return {**process_status(), "audit_dropped": audit_log.dropped}
-
-    watchers = Watchers()
-    server = Server(make_handler(agent, reload, process_status_with_audit, audit_log, watchers))
+    # System mode: every local user may connect; the rules decide.
+    door = Door(lambda: agent.config.main.access) if agent.mode == "system" else None
+    watchers = Watchers()  # the endpoints' watches: the lock fence
+    server = Server(make_handler(agent, reload, process_status, audit_log, watchers), door=door)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
             await outer.start(agent.run)

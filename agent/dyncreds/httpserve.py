@@ -25,7 +25,7 @@ import h11
 import trio
 
 from dyncreds import logs, peer
-from dyncreds.connections import Gate, cap_for
+from dyncreds.connections import Connections, cap_for
 from dyncreds.endpoint import Endpoint, Reply, error_reply
 
 log = logs.get("endpoint")
@@ -52,13 +52,13 @@ def _hop_limit(sock: trio.socket.SocketType) -> None:
 
 
 async def serve_connection(
-    endpoint: Endpoint, stream: trio.SocketStream, gate: Gate | None = None
+    endpoint: Endpoint, stream: trio.SocketStream, held: Connections | None = None
 ) -> None:
     """One HTTP/1.1 connection, keep-alive, bounded in size and time."""
-    if gate is not None:
+    if held is not None:
         # Nothing is set up for a connection until it speaks: a flood of silent
-        # ones costs a wait each, and the gate closes the oldest to make room.
-        gate.waiting(stream)
+        # ones costs a wait each, and the oldest is closed to make room.
+        held.waiting(stream)
         try:
             await trio.lowlevel.wait_readable(stream.socket)
         except trio.ClosedResourceError:
@@ -69,7 +69,7 @@ async def serve_connection(
         client = "?"
     if endpoint.mode == "imds":  # IMDSv2's answers do not survive a hop (a container's NAT)
         _hop_limit(stream.socket)
-    who = _Peer(client, gate)
+    who = _Peer(client, held)
     pending = b""
     # One scope for the connection's every deadline (idle, answering, lifetime),
     # moved as it goes: when one passes, the connection ends.
@@ -98,11 +98,11 @@ class _Peer:
     """Who a connection is: its address, and its owner once its first request came
     (asked then, not at accept: a flood of idle connections costs no lookups)."""
 
-    __slots__ = ("checked", "client", "gate", "uid")
+    __slots__ = ("checked", "client", "held", "uid")
 
-    def __init__(self, client: str, gate: Gate | None):
+    def __init__(self, client: str, held: Connections | None):
         self.client = client
-        self.gate = gate
+        self.held = held
         self.uid: int | None = None
         self.checked = False
 
@@ -125,9 +125,9 @@ async def _one_request(
     timer: tuple[trio.CancelScope, float],
 ) -> bool:
     """Read one request and answer it; False when the connection should close."""
-    gate = who.gate
-    if gate is not None:
-        gate.waiting(stream)
+    held = who.held
+    if held is not None:
+        held.waiting(stream)
     scope, end = timer
     # One budget for a request to arrive and be answered. The deadline is moved
     # only when that changes it by more than a second: moving a trio deadline on
@@ -144,8 +144,8 @@ async def _one_request(
         return False
     if got is None:
         return False
-    if gate is not None:
-        gate.busy(stream)
+    if held is not None:
+        held.busy(stream)
     if who.refused(endpoint, stream):
         await _send(stream, endpoint.refuse_peer(who.uid, who.client), False)
         return False
@@ -228,18 +228,18 @@ async def serve(
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled. A failing connection ends alone, never the server."""
-    gate = Gate(cap_for(MAX_CONNECTIONS), WAIT_TIMEOUT, "endpoint")
+    held = Connections(cap_for(MAX_CONNECTIONS), WAIT_TIMEOUT, "endpoint")
 
     async def handler(stream: trio.SocketStream) -> None:
         try:
-            await serve_connection(endpoint, stream, gate)
+            await serve_connection(endpoint, stream, held)
         except Exception:
             log.exception("endpoint.connection_error")
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(gate.sweep)
+        nursery.start_soon(held.sweep)
         for listener in listeners:
-            await nursery.start(gate.serve, listener, handler, nursery)
+            await nursery.start(held.serve, listener, handler, nursery)
         task_status.started(listeners)
 
 
