@@ -391,10 +391,11 @@ def configure_over_http(
     assert aws.admin_keys["SecretAccessKey"] not in body
 
 
-def lock_and_unlock(ui: Console, cookie: str) -> None:
-    """With root.mfa_serial the agent starts locked; unlock takes the code (the agent's
-    answer is shown: moto's IAM enforcement does not know the MFA session's keys, so
-    what they sign is tests/e2e/test_root_lock.py's, without enforcement), lock refuses."""
+def lock_and_unlock(ui: Console, cookie: str, aws: StandIn) -> None:
+    """With root.mfa_serial the agent starts locked; unlock takes the code, lock refuses.
+    moto's IAM enforcement does not know the MFA session's keys, and unlock proves the
+    session before it says so: under enforcement the page names AWS's refusal; with
+    enforcement off (as tests/e2e/test_root_lock.py runs) the unlock goes through."""
     csrf = ui.csrf(cookie)
     status, _, body = ui.request("GET", "/lock", cookie=cookie)
     assert "LOCKED" in body
@@ -403,6 +404,12 @@ def lock_and_unlock(ui: Console, cookie: str) -> None:
     assert status == 400 and "6 digits" in body
     form = {"csrf": csrf, "code": "123456"}
     status, _, body = ui.request("POST", "/unlock", cookie=cookie, form=form)
+    assert status == 400 and "InvalidClientTokenId" in body, body
+    aws.enforce_iam(unauthenticated_requests=1_000_000_000)  # off for the session's proof
+    try:
+        status, _, body = ui.request("POST", "/unlock", cookie=cookie, form=form)
+    finally:
+        aws.enforce_iam()
     assert status == 200 and "unlocked until" in body, body
     status, _, body = ui.request("POST", "/lock", cookie=cookie, form={"csrf": csrf})
     assert "LOCKED" in body and "(by Lock)" in body
@@ -474,7 +481,7 @@ def test_every_page_works_over_http(
     )
     assert status == 200 and f"{match.group(1)}: deleted" in body, body
     configure_over_http(ui, cookie, setup, aws, mfa=True)
-    lock_and_unlock(ui, cookie)
+    lock_and_unlock(ui, cookie, aws)
     form = {"csrf": csrf}
     status, _, _ = ui.request("POST", "/roles/ec2/delete", cookie=cookie, form=form)
     assert status == 303 and not path.exists()

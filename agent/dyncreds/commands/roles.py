@@ -135,8 +135,13 @@ def aws_config_sections(
 def cmd_aws_config(args: argparse.Namespace) -> int:
     cfg = load(args)
     regions = {name: role.region for name, role in cfg.roles.items()}
+    unasked = ""
     if not regions or any(name not in regions for name in args.roles):
-        regions = {**served_roles(args), **regions}
+        served, unasked = served_roles(args)
+        regions = {**served, **regions}
+    if not regions:
+        where = f"; the agent could not say ({unasked})" if unasked else ""
+        raise CliError(f"no roles in {get_paths(args).roles_dir}{where}", EXIT_USAGE)
     wanted = []
     for name in args.roles or sorted(regions):
         if name not in regions:
@@ -155,15 +160,15 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def served_roles(args: argparse.Namespace) -> dict[str, str | None]:
+def served_roles(args: argparse.Namespace) -> tuple[dict[str, str | None], str]:
     """The roles the agent serves this user (a system agent's, whose configuration
-    the user cannot read), by name, with their regions; none if it cannot say."""
+    the user cannot read), by name, with their regions; or none and why not."""
     try:
-        with Client(get_paths(args).socket, timeout=10) as client:
+        with Client(get_paths(args).socket, timeout=30) as client:
             listed = client.request("roles")["roles"]
-    except ClientError:
-        return {}
-    return {str(r["name"]): r.get("region") for r in listed}
+    except ClientError as exc:
+        return {}, str(exc)
+    return {str(r["name"]): r.get("region") for r in listed}, ""
 
 
 def cmd_role_create(args: argparse.Namespace) -> int:
