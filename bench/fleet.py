@@ -33,7 +33,7 @@ LEASES = 50
 
 
 def bench_fleet() -> None:
-    from dyncreds.aws.fleet_table import record_item
+    from dyncreds.fleetitems import encode_record
     from dyncreds.journal import Record
     from dyncreds.journal.dynamodb import DynamoDbJournal
 
@@ -84,7 +84,7 @@ def bench_fleet() -> None:
         lifecycle, beats, _ = trio.run(run)
         record = Record("r/0001", "ci-role", "dyncreds-someone-ci-role-1800000000-abcd", "AKIA"
                         "EXAMPLEEXAMPLE12", "active", 1.8e9, 1.8e9 + 3600)  # fmt: skip
-        record_bytes = len(str(record_item(record, "a" * 16, "a" * 16, "ci")))
+        record_bytes = len(str(encode_record(record, "a" * 16, "a" * 16, "ci")))
         agent_bytes = 220  # pk, sk, host, pid, heartbeat, started_at, leases, expires
         per_lease_writes = sum(lifecycle.values()) / LEASES
         model = _model(per_lease_writes, agent_bytes)

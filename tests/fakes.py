@@ -188,5 +188,5 @@ class FakeBackend:
     async def revoke_sessions(self, role: Role, at: float) -> None:
         self.sessions_denied.append((role.name, at))
 
-    async def tagged_users(self) -> list[TaggedUser]:
+    async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]:
         return []

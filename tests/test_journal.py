@@ -149,18 +149,19 @@ async def test_a_fleet_record_taken_over_is_fenced_off(tmp_path: Path, aws: Stan
     a = DynamoDbJournal(table, "agent-a", on_lost=lost.append)
     await a.creating("r/1", "r", "user-1", now=100, revoke_at=3700)
     await a.activate("r/1", 3700)
-    await table.adopt("agent-a", "r/1", "agent-a", "agent-b")
+    (held,) = await table.records("agent-a", "agent-a")
+    assert await table.adopt(held, "agent-b", lambda r: {}) is not None
     with pytest.raises(TakenOver):
         await a.revoking("r/1")
     assert lost == ["r/1"] and a.get("r/1") is None and a.lost == ["r/1"]
     assert not await a.revoke_now("r/1", 200)
     assert not await a.forget("r/1")
-    with pytest.raises(TakenOver):  # a second adopter loses: exactly one wins
-        await table.adopt("agent-a", "r/1", "agent-a", "agent-c")
+    # a second adopter, with what it read before: exactly one wins
+    assert await table.adopt(held, "agent-c", lambda r: {}) is None
     b = DynamoDbJournal(table, "agent-b")
     records = await table.records("agent-a", "agent-b")
     assert [r.lease_id for r, _ in records] == ["r/1"]
-    b.adopt(records[0][0], "agent-a", now=200)
+    b.adopted(records[0][0], "agent-a")
     await b.revoking("r/1")
     assert await b.forget("r/1")
     assert await table.records("agent-a", "agent-b") == []

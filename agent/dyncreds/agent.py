@@ -48,7 +48,7 @@ class Backend(RootBackend, Protocol):
     async def delete_key(
         self, user_name: str, access_key_id: str | None, keep: list[str]
     ) -> bool: ...
-    async def tagged_users(self) -> list[TaggedUser]: ...
+    async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]: ...
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool: ...
     async def revoke_sessions(self, role: Any, at: float) -> None: ...
 
@@ -182,6 +182,8 @@ class Agent:
         After waiting, the request asks again - of a new worker, if a reload
         replaced the role meanwhile."""
         self.root.refuse_if_locked()
+        if self.fleet is not None and self.worker_for(name).state.role.kind.revocable:
+            await self.fleet.ensure_current()  # after a pause: were we taken over?
         for _ in range(REQUEST_ROUNDS):
             lease = await self.worker_for(name).request()
             if lease is not None:
