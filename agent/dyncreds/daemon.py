@@ -258,6 +258,7 @@ def _join_fleet(
         poke_reaper=agent.reaper.poke,
         create_grace=float(cfg.main.agent.create_grace),
         tokens=tokens,
+        sweep_soon=agent.reaper.sweep_soon,
     )
     agent.reaper.scope = fleet.sweep_scope()
     return fleet

@@ -91,6 +91,7 @@ class Fleet:
         create_grace: float = 300.0,
         tokens: TokenStore | None = None,
         clock: Callable[[], float] = trio.current_time,
+        sweep_soon: Callable[[], None] = lambda: None,
     ):
         self.settings = settings
         self.table = table
@@ -125,6 +126,7 @@ class Fleet:
             wall=wall,
             clock=clock,
             poke_reaper=poke_reaper,
+            sweep_soon=sweep_soon,
         )
         self.taken_from_us = 0  # times a peer took our records while we were cut off
 

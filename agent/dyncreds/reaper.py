@@ -98,6 +98,7 @@ class Reaper:
         self._unwritten: set[str] = set()  # retire requests the journal refused
         self._locked_out: set[str] = set()  # due, but waiting for `dyncreds unlock`
         self.scope: SweepScope | None = None  # set by the daemon in a fleet
+        self._sweep_now = trio.Event()
 
     def poke(self) -> None:
         self._poke.set()
@@ -238,6 +239,10 @@ class Reaper:
 
     # ------------------------------------------------------------------ orphans
 
+    def sweep_soon(self) -> None:
+        """Sweep now rather than at the next hour (a dead peer's tag just became ours)."""
+        self._sweep_now.set()
+
     async def run_sweeps(self) -> None:
         await trio.sleep(SWEEP_FIRST_AFTER)
         while True:
@@ -245,7 +250,9 @@ class Reaper:
                 await self.sweep_orphans()
             except Exception as exc:
                 log.warning("orphan.sweep_failed", error=logs.said(exc))
-            await trio.sleep(self.sweep.every)
+            with trio.move_on_after(self.sweep.every):
+                await self._sweep_now.wait()
+            self._sweep_now = trio.Event()
 
     async def sweep_orphans(self) -> list[str]:
         """Users carrying this agent's tag that the journal does not know are

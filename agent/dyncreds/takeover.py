@@ -66,6 +66,7 @@ class Takeover:
         wall: Callable[[], float],
         clock: Callable[[], float],
         poke_reaper: Callable[[], None],
+        sweep_soon: Callable[[], None] = lambda: None,
     ):
         self.table = table
         self.journal = journal
@@ -75,6 +76,7 @@ class Takeover:
         self.wall = wall
         self.clock = clock  # monotonic: liveness is judged on it, never on walls
         self.poke_reaper = poke_reaper
+        self.sweep_soon = sweep_soon  # the dead agent's tag: users whose records were lost
         self.observer = Observer()
         self.fleet_size = 1
         self.swept: set[str] = set()  # dead agents taken over by us: we sweep their tags
@@ -148,6 +150,7 @@ class Takeover:
         origins = {peer.agent_id} | set(peer.adopted)
         # Remember the origins first: if we die mid-way, our successor finds them.
         await self.table.add_adopted(self.agent_id, origins)
+        self.swept.add(peer.agent_id)
         adopted, failed = 0, 0
         for origin in sorted(origins):
             for held in await self.table.records(origin, peer.agent_id):
@@ -182,6 +185,8 @@ class Takeover:
             silent_for=round(self.observer.silent_for(peer.agent_id, self.clock())),
         )
         self.poke_reaper()
+        if not resumed:
+            self.sweep_soon()
 
     def _adopt_changes(self, record: Record, peer: AgentItem, now: float) -> dict[str, Any]:
         """A record's times once ours: a half-created user is deleted now and again
