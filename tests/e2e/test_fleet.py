@@ -10,10 +10,15 @@ has, and, once back, stops serving those a peer took over meanwhile."""
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,15 +51,22 @@ class Fleet:
         self.agents: dict[str, AgentProcess] = {}
 
     def agent(
-        self, name: str, dynamodb: str | None = None, roles: dict[str, str] | None = None
+        self,
+        name: str,
+        dynamodb: str | None = None,
+        roles: dict[str, str] | None = None,
+        settings: str = "",
+        root: str = "",
     ) -> AgentProcess:
+        """``settings``: lines for [agent]; ``root``: more lines for [root]."""
         base = self.base / name
         base.mkdir(mode=0o700)
         made = AgentProcess(
             base,
             self.aws,
             roles or {"r": ROLE},
-            tables=fleet_table(dynamodb or self.proxy.endpoint),
+            agent=settings,
+            tables=root + fleet_table(dynamodb or self.proxy.endpoint),
         )
         config = made.config_dir / "config.toml"
         config.write_text(
@@ -73,6 +85,17 @@ class Fleet:
 
     def delete_user_calls(self, user: str) -> int:
         return sum(1 for c in self.proxy.calls_of("DeleteUser") if c.params.get("UserName") == user)
+
+    def deleted(self, user: str) -> list[float]:
+        """When each DeleteUser of this user that succeeded reached AWS (true time)."""
+        return [
+            c.received
+            for c in self.proxy.calls_of("DeleteUser")
+            if c.params.get("UserName") == user and c.status == 200
+        ]
+
+    def created_users(self) -> list[str]:
+        return [c.params["UserName"] for c in self.proxy.calls_of("CreateUser") if c.status == 200]
 
 
 @pytest.fixture
@@ -203,3 +226,108 @@ def test_fleet_commands_without_a_fleet_say_what_to_add(short_dir: Path, aws: St
         assert result.returncode != 0 and "[fleet]" in result.stderr
     finally:
         lone.stop()
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def joined(agent: AgentProcess) -> bool:
+    return bool(agent.request("status")["fleet"]["joined"])
+
+
+def fleet_status(agent: AgentProcess) -> dict[str, Any]:
+    return dict(json.loads(agent.cli("fleet", "status", "--json").stdout))
+
+
+def faketime(offset: str) -> dict[str, str]:
+    """The environment that runs one agent process on a clock ``offset`` off
+    (libfaketime, from Debian's faketime package)."""
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found:
+        if os.environ.get("DYNCREDS_REQUIRE_CLIENTS"):
+            pytest.fail("libfaketime is not installed (.ci/install-clients installs faketime)")
+        pytest.skip("libfaketime is not installed")
+    return {"LD_PRELOAD": found[0], "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+def test_a_paused_agent_deletes_the_user_it_created_after_its_record_was_taken(
+    fleet: Fleet,
+) -> None:
+    """a is stopped (SIGSTOP) right after journaling a user, before CreateUser; b
+    takes a over and deletes the user that is not there yet, keeping the record
+    for a second look after create_grace. a resumes: its CreateUser lands, the
+    record is not its own any more - and a deletes what it just created."""
+    own = FaultProxy(fleet.aws.endpoint).start()  # a's DynamoDB
+    try:
+        a = fleet.agent("a", dynamodb=own.endpoint)
+        b = fleet.agent("b")
+        a.cli("fleet", "init")
+        a.start()
+        b.start()
+        wait_for(lambda: joined(a) and joined(b), message="both joined")
+        assert a.process is not None
+        pid = a.process.pid
+        own.add(
+            Fault(
+                frozenset({"PutItem"}),
+                contains='"creating"',
+                times=1,
+                then=lambda: os.kill(pid, signal.SIGSTOP),
+            )
+        )
+        answer: dict[str, Any] = {}
+        asking = threading.Thread(target=lambda: answer.update(a.request("credentials", role="r")))
+        asking.start()
+        try:
+            wait_for(lambda: "fleet.takeover" in b.log(), timeout=30, message="b takes a over")
+            wait_for(lambda: "revoked_pending_recheck" in b.log(), message="b deletes, to recheck")
+            assert fleet.created_users() == []  # a is stopped before its CreateUser
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        asking.join(60)
+        wait_for(fleet.created_users, message="a's CreateUser, once resumed")
+        (user, *_) = fleet.created_users()
+        wait_for(lambda: not user_exists(fleet.aws, user), timeout=30, message="a deletes it")
+        assert len(fleet.deleted(user)) == 1
+        assert "lease.reclaimed" in a.log()
+        # b keeps its record for the second look after create_grace
+        pending = fleet_status(b)["pending"]
+        assert any(p["owner"] != a.request("status")["agent"]["id"] for p in pending)
+        assert "Traceback" not in a.log() + b.log()
+    finally:
+        own.stop()
+
+
+def test_clocks_off_by_seconds_or_minutes(fleet: Fleet) -> None:
+    """s runs 30 s behind (libfaketime), f 10 min ahead. Nobody's wall clock
+    judges a peer: f, beyond the 60 s bound, does not join and claims nobody;
+    s joins, and each agent's skew against AWS's clock is shown. When s dies, b
+    revokes s's lease at the instant s announced - on s's clock, 30 s later than
+    b's - and not before."""
+    s, b = fleet.agent("s"), fleet.agent("b")
+    f = fleet.agent("f")
+    s.cli("fleet", "init")
+    s.start(faketime("-30s"))
+    b.start()
+    f.start(faketime("+10m"))
+    wait_for(lambda: joined(s) and joined(b), message="s and b join")
+    held = lease_of(s)
+    (user,) = temp_users(fleet.aws)
+    announced = parse_rfc3339(held["expires_at"])  # on s's clock
+    assert s.request("status")["fleet"]["skew"] == pytest.approx(-30, abs=2)
+    skews = {a["host"] + str(a["pid"]): a["skew"] for a in fleet_status(b)["agents"]}
+    assert sorted(round(v) for v in skews.values()) == pytest.approx([-30, 0], abs=2)
+    wait_for(lambda: "fleet.not_joining" in f.log(), message="f refuses to join")
+    view = f.request("status")["fleet"]
+    assert not view["joined"] and "ahead of AWS" in view["error"]
+    refused = f.request("credentials", role="r")
+    assert refused["error"]["code"] == "unavailable" and "clock" in refused["error"]["message"]
+    time.sleep(6)  # longer than dead_after: nobody was claimed
+    assert "fleet.takeover" not in s.log() + b.log() + f.log()
+
+    s.kill()
+    wait_for(lambda: "fleet.takeover" in b.log(), timeout=30, message="b takes s over")
+    wait_for(lambda: fleet.deleted(user), timeout=120, interval=0.5, message="revoked")
+    (deleted_at,) = fleet.deleted(user)
+    assert deleted_at >= announced + 30, "revoked before the instant s announced"
+    assert deleted_at <= announced + 30 + 15
