@@ -423,7 +423,8 @@ async def test_an_agent_that_lost_an_issuing_record_journals_its_user_again(
     """Paused after journaling, a resumes after b took the record over: the
     issuance fails, and what a created is journaled again as a's own, due now."""
     table, wall = Table(), WallClock()
-    _, a_journal, a_lost = member(table, "a", wall)
+    a, a_journal, a_lost = member(table, "a", wall)
+    await a.beat_once()  # joined
     await a_journal.creating("r/1", "r", "user-1", wall(), wall() + 3600)
     table.records[("a", "r/1")] = (table.records[("a", "r/1")][0], RecordMeta("b", "a", 2))
     with pytest.raises(TakenOver):

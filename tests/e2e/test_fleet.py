@@ -331,3 +331,99 @@ def test_clocks_off_by_seconds_or_minutes(fleet: Fleet) -> None:
     (deleted_at,) = fleet.deleted(user)
     assert deleted_at >= announced + 30, "revoked before the instant s announced"
     assert deleted_at <= announced + 30 + 15
+
+
+def test_a_takeover_whose_replies_were_lost_is_still_won_and_finished(fleet: Fleet) -> None:
+    """b's claim and its first adopt write both reach the table, but their replies
+    are lost; botocore retries each and meets its own write. b reads it back:
+    the claim is won and the record adopted - not "another peer was first"."""
+    own = FaultProxy(fleet.aws.endpoint).start()  # b's DynamoDB
+    try:
+        a, b = fleet.agent("a"), fleet.agent("b", dynamodb=own.endpoint)
+        a.cli("fleet", "init")
+        a.start()
+        b.start()
+        wait_for(lambda: joined(a) and joined(b), message="both joined")
+        lease_of(a)
+        claim = own.add(
+            Fault(frozenset({"UpdateItem"}), contains="taken_by = :me", lose_reply=True, times=1)
+        )
+        adopt = own.add(
+            Fault(frozenset({"UpdateItem"}), contains="#owner = :new", lose_reply=True, times=1)
+        )
+        a.kill()
+        wait_for(lambda: "fleet.takeover " in b.log() or "fleet.takeover\n" in b.log(), timeout=30)
+        assert claim.hits == 1 and adopt.hits == 1
+        assert b.log().count("fleet.write_already_applied") == 2
+        assert "fleet.takeover_lost" not in b.log()
+        status = fleet_status(b)
+        b_id = b.request("status")["agent"]["id"]
+        (record,) = status["pending"]
+        assert record["owner"] == b_id
+        assert status["unfinished_takeovers"] == []
+        assert b.request("status")["fleet"]["took_over"][0]["records"] == 1
+    finally:
+        own.stop()
+
+
+def test_a_copied_identity_is_refused_in_one_line(fleet: Fleet) -> None:
+    """b's state dir gets a's agent-id (a cloned image): b sees a's item change
+    under a start token it never used, and stays out of the fleet, saying so in
+    one line; a goes on."""
+    a, b = fleet.agent("a"), fleet.agent("b")
+    a.cli("fleet", "init")
+    a.start()
+    held = lease_of(a)  # at once: an issuance may come before the fleet's load
+    b.state_dir.mkdir(mode=0o700)
+    (b.state_dir / "agent-id").write_text((a.state_dir / "agent-id").read_text())
+    b.start()
+    wait_for(lambda: "fleet.identity_conflict" in b.log(), timeout=30, message="b refused")
+    (line,) = [x for x in b.log().splitlines() if "fleet.identity_conflict" in x]
+    assert "is in use by another agent" in line and "agent-id" in line
+    refused = b.request("credentials", role="r")
+    assert refused["error"]["code"] == "unavailable"
+    assert "in use by another agent" in refused["error"]["message"]
+    assert lease_of(a)["id"] == held["id"] and "fleet.identity_conflict" not in a.log()
+    assert [x["alive"] for x in fleet_status(a)["agents"]] == [True]
+
+
+def test_bad_items_are_skipped_shown_and_end_no_agent(fleet: Fleet) -> None:
+    """Hand-written items that do not fit: a roster item whose heartbeat is a
+    string, one whose pid is a list, and a record (of an agent about to die)
+    whose revoke_at is a string. Every agent lives on; a takeover still happens;
+    `fleet status` lists them; a restarted agent starts."""
+    a, b, c = fleet.agent("a"), fleet.agent("b"), fleet.agent("c")
+    a.cli("fleet", "init")
+    for made in (a, b, c):
+        made.start()
+    wait_for(lambda: all(joined(x) for x in (a, b, c)), message="all joined")
+    lease_of(c)
+    c_id = c.request("status")["agent"]["id"]
+    client = fleet.aws.client("dynamodb")
+    for item in [
+        {"pk": {"S": "ci#agents"}, "sk": {"S": "string-heartbeat"}, "heartbeat": {"S": "x"}},
+        {"pk": {"S": "ci#agents"}, "sk": {"S": "list-pid"}, "pid": {"L": [{"N": "1"}]}},
+        {
+            "pk": {"S": f"ci#records#{c_id}"},
+            "sk": {"S": "r/bad"},
+            "lease_id": {"S": "r/bad"},
+            "owner": {"S": c_id},
+            "origin": {"S": c_id},
+            "revoke_at": {"S": "soon"},
+        },
+    ]:
+        client.put_item(TableName="dyncreds-fleet", Item=item)
+    c.kill()
+    wait_for(lambda: "fleet.takeover" in a.log() + b.log(), timeout=30, message="c taken over")
+    time.sleep(3)  # a few more heartbeats and roster reads
+    assert a.process is not None and a.process.poll() is None
+    assert b.process is not None and b.process.poll() is None
+    bad = {x["item"] for x in fleet_status(a)["bad_items"]}
+    assert {"ci#agents/string-heartbeat", "ci#agents/list-pid"} <= bad
+    assert f"ci#records#{c_id}/r/bad" in {x["item"] for x in fleet_status(b)["bad_items"]}
+    assert a.log().count("fleet.bad_item item=ci#agents/list-pid") == 1  # logged once
+    b.stop()
+    b.start()
+    wait_for(lambda: joined(b), message="b joins again")
+    assert lease_of(b)["id"]
+    assert "Traceback" not in a.log() + b.log()

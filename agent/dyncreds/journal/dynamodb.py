@@ -76,22 +76,28 @@ class DynamoDbJournal(MemoryRows):
         self._lock = trio.Lock()
         self.lost: list[str] = []  # records taken over from us, or gone (for status)
         self._dropped: dict[str, Record] = {}  # the last few, for ``abandon``
+        self._this_run: set[str] = set()  # created by this process (recovery skips them)
 
     # ---------------------------------------------------------------- loading
 
-    async def load(self) -> int:
-        """This agent's records: its own partition and those it adopted. Writes wait
-        meanwhile (start-up serves beside recovery: a record created during the
-        load must not be overwritten by a snapshot taken before it)."""
+    async def load(self) -> list[str]:
+        """This agent's records from the table: its own partition and those it
+        adopted, once it has joined the fleet. Writes wait meanwhile; a record
+        this run already holds (an issuance that went first) is not overwritten
+        by the snapshot. The ids loaded."""
         if self.joined is not None:
             await self.joined.wait()
+        loaded = []
         async with self._lock:
             origins = {self.agent_id} | await self.table.adopted(self.agent_id)
             for origin in sorted(origins):
                 for record, meta in await self.table.records(origin, self.agent_id):
+                    if record.lease_id in self._rows:
+                        continue
                     self._rows[record.lease_id] = record
                     self._origin[record.lease_id] = meta.origin
-            return len(self._rows)
+                    loaded.append(record.lease_id)
+            return loaded
 
     def adopted(self, record: Record, origin: str) -> None:
         """A record taken over from a dead peer: already ours in the table, as it
@@ -180,9 +186,15 @@ class DynamoDbJournal(MemoryRows):
         )
         async with self._lock:
             self._refuse()
+            if self.joined is not None and not self.joined.is_set():
+                raise Unavailable(
+                    "this agent has not joined the fleet yet (see `dyncreds status`); "
+                    "retry in a moment"
+                )
             await self.table.put_new(record, self.agent_id)
             self._rows[lease_id] = record
             self._origin[lease_id] = self.agent_id
+            self._this_run.add(lease_id)
 
     async def key_created(self, lease_id: str, access_key_id: str) -> None:
         async with self._lock:
@@ -285,14 +297,19 @@ class DynamoDbJournal(MemoryRows):
                 return False
             self._rows.pop(lease_id, None)
             self._origin.pop(lease_id, None)
+            self._this_run.discard(lease_id)
             return True
 
     async def recover(self, now: float) -> int:
-        """Load this agent's records, then make half-done ones due now."""
+        """Load this agent's records, then make the half-done ones of an earlier
+        run due now - not those of this run's issuances in flight (a request can
+        come before the agent has joined and loaded)."""
         await self.load()
         count = 0
         async with self._lock:
             for record in list(self._rows.values()):
+                if record.lease_id in self._this_run:
+                    continue
                 if record.state in ("creating", "revoking"):
                     await self._set(
                         record.lease_id,
