@@ -94,6 +94,13 @@ class Fleet:
             if c.params.get("UserName") == user and c.status == 200
         ]
 
+    def user_of(self, lease_id: str) -> str:
+        """The IAM user an iam_user lease was made of (its dyncreds:lease tag)."""
+        for call in self.proxy.calls_of("CreateUser"):
+            if call.status == 200 and lease_id in call.params.values():
+                return call.params["UserName"]
+        raise AssertionError(f"no CreateUser for {lease_id}")
+
     def created_users(self) -> list[str]:
         return [c.params["UserName"] for c in self.proxy.calls_of("CreateUser") if c.status == 200]
 
@@ -427,3 +434,78 @@ def test_bad_items_are_skipped_shown_and_end_no_agent(fleet: Fleet) -> None:
     wait_for(lambda: joined(b), message="b joins again")
     assert lease_of(b)["id"]
     assert "Traceback" not in a.log() + b.log()
+
+
+def test_a_dead_agents_tag_is_swept_by_the_peer_that_took_it_over(fleet: Fleet) -> None:
+    """a serves two users; the record of one is deleted by hand, then a dies. b
+    adopts the other record, sweeps a's tag and finds the user no record tracks:
+    each user is deleted once, neither before the expiry it announced."""
+    a = fleet.agent("a", roles={"r": ROLE, "q": ROLE})
+    b = fleet.agent("b", settings='orphan_min_age = "1s"')
+    a.cli("fleet", "init")
+    a.start()
+    b.start()
+    wait_for(lambda: joined(a) and joined(b), message="both joined")
+    tracked, untracked = lease_of(a, "r"), lease_of(a, "q")
+    a_id = a.request("status")["agent"]["id"]
+    fleet.aws.client("dynamodb").delete_item(
+        TableName="dyncreds-fleet",
+        Key={"pk": {"S": f"ci#records#{a_id}"}, "sk": {"S": untracked["id"]}},
+    )
+    a.kill()
+    wait_for(lambda: "orphan.found" in b.log(), timeout=30, message="b sweeps a's tag")
+    assert b.log().count("orphan.found") == 1  # the adopted one is tracked: not an orphan
+    for lease in (tracked, untracked):
+        user, expires = fleet.user_of(lease["id"]), parse_rfc3339(lease["expires_at"])
+        wait_for(lambda u=user: fleet.deleted(u), timeout=90, interval=0.5, message="deleted")
+        (deleted_at,) = fleet.deleted(user)
+        assert deleted_at >= expires, "revoked before its announced expiry"
+        assert not user_exists(fleet.aws, user)
+
+
+def test_a_recreated_table_is_said_as_such(fleet: Fleet) -> None:
+    """The table is deleted and created again while a serves a lease: a says its
+    item is gone (not that a peer declared it dead), joins again, and stops
+    serving the lease the table lost."""
+    a = fleet.agent("a")
+    a.cli("fleet", "init")
+    a.start()
+    held = lease_of(a)
+    client = fleet.aws.client("dynamodb")
+    client.delete_table(TableName="dyncreds-fleet")
+    a.cli("fleet", "init")
+    wait_for(lambda: "fleet.item_gone" in a.log(), timeout=20, message="a sees its item gone")
+    wait_for(lambda: a.request("status")["fleet"]["lost_leases"] == [held["id"]], timeout=20)
+    assert "fleet.taken_over" not in a.log()
+    assert a.request("status")["fleet"]["taken_from_us"] == 0
+    assert lease_of(a)["id"] != held["id"]
+
+
+def test_a_creating_record_that_landed_late_is_cleaned_up(fleet: Fleet) -> None:
+    """a's PutItem(creating) is held on the way past the call's deadline: the
+    issuance fails, having created nothing; later the PutItem lands. a finds the
+    record it does not know in its partition and cleans it up."""
+    own = FaultProxy(fleet.aws.endpoint).start()  # a's DynamoDB
+    try:
+        a = fleet.agent(
+            "a",
+            dynamodb=own.endpoint,
+            settings='aws_call_timeout = "1s"\nissue_timeout = "5s"',
+            root="max_retries = 0\n",
+        )
+        a.cli("fleet", "init")
+        a.start()
+        wait_for(lambda: joined(a), message="a joined")
+        own.add(Fault(frozenset({"PutItem"}), contains='"creating"', hold=3.0, times=1))
+        failed = a.request("credentials", role="r")
+        assert not failed["ok"] and fleet.created_users() == []
+        client = fleet.aws.client("dynamodb")
+
+        def records() -> list[Any]:
+            return list(client.scan(TableName="dyncreds-fleet")["Items"])
+
+        wait_for(lambda: any("creating" in str(i) for i in records()), message="the late put")
+        wait_for(lambda: "fleet.stale_records" in a.log(), timeout=20, message="a finds it")
+        wait_for(lambda: not any("records" in i["pk"]["S"] for i in records()), timeout=20)
+    finally:
+        own.stop()
