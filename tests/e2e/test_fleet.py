@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -457,7 +458,7 @@ def test_a_dead_agents_tag_is_swept_by_the_peer_that_took_it_over(fleet: Fleet) 
     assert b.log().count("orphan.found") == 1  # the adopted one is tracked: not an orphan
     for lease in (tracked, untracked):
         user, expires = fleet.user_of(lease["id"]), parse_rfc3339(lease["expires_at"])
-        wait_for(lambda u=user: fleet.deleted(u), timeout=90, interval=0.5, message="deleted")
+        wait_for(partial(fleet.deleted, user), timeout=90, interval=0.5, message="deleted")
         (deleted_at,) = fleet.deleted(user)
         assert deleted_at >= expires, "revoked before its announced expiry"
         assert not user_exists(fleet.aws, user)
