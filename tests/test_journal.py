@@ -279,3 +279,31 @@ async def test_every_item_read_is_validated_and_a_bad_one_skipped(
     assert await table.agent("pid-list") is None
     skew = table.skew()  # measured from the Date of the table's answers
     assert skew is not None and abs(skew) < 3
+
+
+async def test_an_agent_item_written_by_0_2_is_judged_and_claimed_by_its_heartbeat(
+    tmp_path: Path, aws: StandIn
+) -> None:
+    """0.2 agents write no token and no counter: their wall-clock heartbeat is
+    the pulse, and the claim is conditional on it (exactly one claimer wins)."""
+    from dyncreds.fleetitems import AgentConflict
+
+    table = fleet_table(tmp_path, aws)
+    aws.client("dynamodb").put_item(
+        TableName="journal-contract",
+        Item={
+            "pk": {"S": "t#agents"},
+            "sk": {"S": "old"},
+            "host": {"S": "h"},
+            "pid": {"N": "7"},
+            "heartbeat": {"N": "1700000000.125"},
+            "leases": {"N": "1"},
+        },
+    )
+    (old,) = await table.roster()
+    assert old.pulse == ("", 0, 1700000000.125)
+    await table.claim(old, "new", 1.0)
+    with pytest.raises(AgentConflict):
+        await table.claim(old, "other", 1.0)
+    claimed = await table.agent("old")
+    assert claimed is not None and claimed.taken_by == "new"

@@ -72,9 +72,9 @@ def adopted_revoke_at(revoke_at: float, owner_skew: float | None, my_skew: float
 class Observer:
     """When each peer's pulse last changed, on this agent's monotonic clock."""
 
-    seen: dict[str, tuple[tuple[str, int], float]] = field(default_factory=dict)
+    seen: dict[str, tuple[tuple[str, int, float], float]] = field(default_factory=dict)
 
-    def observe(self, agent_id: str, pulse: tuple[str, int], mono: float) -> None:
+    def observe(self, agent_id: str, pulse: tuple[str, int, float], mono: float) -> None:
         last = self.seen.get(agent_id)
         if last is None or last[0] != pulse:
             self.seen[agent_id] = (pulse, mono)

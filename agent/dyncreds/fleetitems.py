@@ -48,9 +48,9 @@ class AgentItem(msgspec.Struct, frozen=True, kw_only=True):
     adopted: frozenset[str] = frozenset()
 
     @property
-    def pulse(self) -> tuple[str, int]:
-        """What changes while the agent lives."""
-        return (self.token, self.beat)
+    def pulse(self) -> tuple[str, int, float]:
+        """What changes while the agent lives (a 0.2 agent: only ``heartbeat``)."""
+        return (self.token, self.beat, self.heartbeat)
 
 
 class RecordMeta(msgspec.Struct, frozen=True):

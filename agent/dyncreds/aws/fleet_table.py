@@ -132,19 +132,19 @@ class FleetTable(FleetRecords):
         """Declare ``dead`` dead and ours to clean up, on condition that its pulse
         is the one we judged it by and nobody claimed it: AgentConflict if another
         peer was first or it heartbeated meanwhile."""
-        pulse = "#token = :token" if dead.token else "attribute_not_exists(#token)"
+        if dead.token:
+            pulse = "#token = :token AND beat = :beat"
+            seen = {":token": {"S": dead.token}, ":beat": {"N": str(dead.beat)}}
+        else:  # an item written by 0.2: its heartbeat is all that changes
+            pulse = "attribute_not_exists(#token) AND heartbeat = :heartbeat"
+            seen = {":heartbeat": {"N": str(number(dead.heartbeat))}}
         await self._agent_write(
             dead.agent_id,
             lambda item: item is not None and item.get("taken_by") == me,
             UpdateExpression="SET taken_by = :me, taken_at = :now REMOVE finished",
-            ConditionExpression=f"{pulse} AND beat = :beat AND attribute_not_exists(taken_by)",
+            ConditionExpression=f"{pulse} AND attribute_not_exists(taken_by)",
             ExpressionAttributeNames={"#token": "token"},
-            ExpressionAttributeValues={
-                ":me": {"S": me},
-                ":now": {"N": str(number(now))},
-                ":beat": {"N": str(dead.beat)},
-                **({":token": {"S": dead.token}} if dead.token else {}),
-            },
+            ExpressionAttributeValues={":me": {"S": me}, ":now": {"N": str(number(now))}, **seen},
         )
 
     async def inherit(self, claimed: AgentItem, me: str, now: float) -> None:
