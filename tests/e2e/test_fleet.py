@@ -605,7 +605,9 @@ def test_churn_every_user_deleted_once_none_early_none_left(fleet: Fleet) -> Non
     while time.monotonic() - started < CHURN_SECONDS:
         churn.step(time.monotonic())
         time.sleep(churn.rng.uniform(0.1, 0.4))
+    churned = time.monotonic()
     churn.settle()
+    settled = time.monotonic()
     assert churn.served, f"seed {seed}: nothing was served"
     latest = max(parse_rfc3339(lease["expires_at"]) - churn.skew[n] for n, lease in churn.served)
     wait_for(
@@ -628,5 +630,41 @@ def test_churn_every_user_deleted_once_none_early_none_left(fleet: Fleet) -> Non
     assert "Traceback" not in logs
     print(
         f"churn seed {seed}: {len(churn.served)} served, {len(fleet.created_users())} users, "
-        f"{logs.count('fleet.takeover ')} takeovers, events {churn.events}"
+        f"{logs.count('fleet.takeover ')} takeovers, events {churn.events}; "
+        f"churn {churned - started:.0f}s, settle {settled - churned:.0f}s, "
+        f"drain {time.monotonic() - settled:.0f}s"
     )
+
+
+def test_a_takeover_whose_claimer_died_is_inherited_and_finished(fleet: Fleet) -> None:
+    """b claims dead a and is SIGKILLed at its first adopt write: a's item says
+    taken by b, nothing adopted - an unfinished takeover, shown as such. c takes
+    dead b over, inherits b's claim on a, and adopts a's record too."""
+    own = FaultProxy(fleet.aws.endpoint)  # b's DynamoDB
+    a, b, c = fleet.agent("a"), fleet.agent("b", dynamodb="http://127.0.0.1:1"), fleet.agent("c")
+    own.on_kill = b.kill
+    own.start()
+    try:
+        config = b.config_dir / "config.toml"
+        config.write_text(config.read_text().replace("http://127.0.0.1:1", own.endpoint))
+        a.cli("fleet", "init")
+        for made in (a, b):
+            made.start()
+        wait_for(lambda: joined(a) and joined(b), message="a and b joined")
+        lease_of(a)
+        a_id = a.request("status")["agent"]["id"]
+        own.add(Fault(frozenset({"UpdateItem"}), contains="#owner = :new", kill="before", times=1))
+        a.kill()
+        assert b.process is not None
+        wait_for(lambda: b.process is not None and b.process.poll() is not None, timeout=30)
+        c.start()
+        wait_for(lambda: a_id in fleet_status(c)["unfinished_takeovers"], message="unfinished")
+        assert "(unfinished)" in c.cli("fleet", "status").stdout
+        wait_for(lambda: "fleet.takeover_inherited" in c.log(), timeout=30, message="inherited")
+        status = fleet_status(c)
+        c_id = c.request("status")["agent"]["id"]
+        assert status["unfinished_takeovers"] == []
+        assert [p["owner"] for p in status["pending"]] == [c_id]
+        assert {x["taken_over_by"] for x in status["agents"] if not x["me"]} == {c_id}
+    finally:
+        own.stop()
