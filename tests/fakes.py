@@ -63,6 +63,7 @@ class FakeBackend:
     rotated_at: list[float] = field(default_factory=list)  # wall times
     rotate_fails: int = 0  # the next this many rotations fail
     unlock_for: float = 3600.0
+    tagged: list[TaggedUser] = field(default_factory=list)  # the orphan sweep finds these
 
     def configure(self, config: Config) -> None:
         pass
@@ -189,4 +190,5 @@ class FakeBackend:
         self.sessions_denied.append((role.name, at))
 
     async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]:
-        return []
+        wanted = agents or set()
+        return [u for u in self.tagged if not wanted or u.tags.get("dyncreds:agent") in wanted]

@@ -22,7 +22,7 @@ from dyncreds.fleetclock import SKEW_MARGIN
 from dyncreds.fleetitems import AgentConflict, AgentItem, RecordMeta
 from dyncreds.journal import Record, RecordGone, TakenOver
 from dyncreds.journal.dynamodb import DynamoDbJournal
-from dyncreds.protocol import Unavailable, Upstream
+from dyncreds.protocol import Unavailable, Upstream, parse_rfc3339
 from tests.fakes import WallClock
 
 SETTINGS = FleetSettings(heartbeat=Seconds(10), dead_after=Seconds(60))
@@ -559,3 +559,45 @@ async def test_a_cut_off_agent_keeps_its_records_until_declared_dead_then_is_fen
         await trio.sleep(300)
         assert table.agents["b"].taken_by is None  # b was never in doubt
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("scoped", [False, True])
+async def test_the_orphan_sweep_goes_on_past_a_user_whose_record_a_peer_holds(
+    autojump_clock: trio.testing.MockClock, scoped: bool
+) -> None:
+    """Two users carry a's tag and are unknown to a's journal: one's record was
+    taken over by b (it still sits in a's partition, b's now), one's was lost.
+    The first is not a's to take in - whether the fleet says so up front
+    (``scope``) or the conditional PutItem does - and the sweep goes on to the
+    second, revoked at the expiry its tag announced."""
+    from collections import Counter
+
+    from dyncreds.aws.iam_user import TaggedUser
+    from dyncreds.reaper import Reaper, SweepSettings
+    from tests.fakes import FakeBackend
+
+    table, wall = Table(), WallClock()
+    a, a_journal, _ = member(table, "a", wall)
+    await a.beat_once()
+    taken = Record("r/taken", "r", "user-taken", "AKIA1", "active", wall(), wall() + 600)
+    table.records[("a", "r/taken")] = (taken, RecordMeta("b", "a", 3))
+    expires = "2027-01-15T08:00:00Z"
+    backend = FakeBackend(
+        tagged=[
+            TaggedUser(
+                f"user-{x}",
+                {"dyncreds:agent": "a", "dyncreds:lease": f"r/{x}", "dyncreds:expires": expires},
+                wall() - 3600,
+            )
+            for x in ("taken", "lost")
+        ]
+    )
+    reaper = Reaper(
+        a_journal, backend, wall=wall, rng=lambda: 0.5, counters=Counter(), sweep=SweepSettings()
+    )
+    if scoped:
+        reaper.scope = a.sweep_scope()
+    assert await reaper.sweep_orphans() == ["user-lost"]
+    record = a_journal.get("r/lost")
+    assert record is not None and record.revoke_at == parse_rfc3339(expires)
+    assert table.records[("a", "r/taken")][1].owner == "b"  # untouched
