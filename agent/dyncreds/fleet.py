@@ -269,6 +269,9 @@ class Fleet:
             self._refuse(exc.current)
             return
         self.tokens.save([self.token])
+        adopted = self.journal.origins() - {self.agent_id}
+        if adopted:  # an item re-created (gone, or new) must still lead a successor there
+            await self.table.add_adopted(self.agent_id, adopted)
         self.registered = True
         self.journal.refusal = None
         self.joined.set()
@@ -308,11 +311,14 @@ class Fleet:
         """Our heartbeat's condition failed: say why, and act on it."""
         current = exc.current
         if current is None:
-            log.warning(
-                "fleet.item_gone",
-                note="this agent's item is gone from the fleet table (deleted by hand, or "
-                "the table was re-created): registering again",
-            )
+            if exc.missing:
+                log.warning(
+                    "fleet.item_gone",
+                    note="this agent's item is gone from the fleet table (deleted by hand, "
+                    "or the table was re-created): registering again",
+                )
+            else:  # logged as fleet.bad_item by the table
+                log.warning("fleet.item_bad", note="registering again over it")
             self.registered = False
             await self._keep_only_ours("gone")
         elif current.taken_by is not None:
@@ -320,11 +326,15 @@ class Fleet:
             self.registered = False
         elif current.token != self.token:
             self._refuse(current)
+        else:  # ours, unclaimed: the write raced a change; the next heartbeat says
+            log.info("fleet.heartbeat_raced", agent=self.agent_id)
 
     async def _keep_only_ours(self, why: str) -> None:
         """Keep only what the table still says is ours."""
         before = {r.lease_id for r in self.journal.all()}
-        origins = {self.agent_id} | await self.table.adopted(self.agent_id)
+        # What memory holds counts too: an item deleted by hand lost its `adopted`.
+        origins = {self.agent_id} | self.journal.origins()
+        origins |= await self.table.adopted(self.agent_id)
         still = set()
         for origin in origins:
             still |= {r.lease_id for r, _ in await self.table.records(origin, self.agent_id)}

@@ -105,6 +105,10 @@ class DynamoDbJournal(MemoryRows):
         self._rows[record.lease_id] = record
         self._origin[record.lease_id] = origin
 
+    def origins(self) -> set[str]:
+        """The partitions of the records held here (this agent's, and adopted ones)."""
+        return set(self._origin.values())
+
     def drop(self, lease_id: str) -> None:
         """No longer ours: forget it here (the table says who owns it now)."""
         record = self._rows.pop(lease_id, None)
