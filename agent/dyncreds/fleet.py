@@ -222,7 +222,8 @@ class Fleet:
             return
         self._check_again = now + self.heartbeat_every
         self._checking = checking = trio.Event()
-        log.info("fleet.check_after_gap", gap=round(now - self.last_contact))
+        if self.registered:  # not at start-up: there was no contact to have a gap from
+            log.info("fleet.check_after_gap", gap=round(now - self.last_contact))
         try:
             with trio.move_on_after(SERVE_CHECK_TIMEOUT):
                 await self.beat_once()
