@@ -246,6 +246,8 @@ class Fleet:
             log.error("fleet.unreachable", error=exc.message)
         self.reachable = False
         self.error = exc.message
+        if not self.registered:
+            self.journal.join_error = exc  # what a new issuance is told
 
     # ------------------------------------------------------------------ joining
 

@@ -31,7 +31,7 @@ import trio
 
 from dyncreds import logs
 from dyncreds.journal import LostRecord, MemoryRows, Record, RecordGone, TakenOver
-from dyncreds.protocol import Unavailable
+from dyncreds.protocol import Unavailable, Upstream
 
 log = logs.get("journal")
 
@@ -72,6 +72,7 @@ class DynamoDbJournal(MemoryRows):
         self.on_lost = on_lost
         self.joined = joined  # set by the fleet once registered (None: no wait)
         self.refusal: str | None = None  # set by the fleet while it refuses this agent
+        self.join_error: Exception | None = None  # why the fleet could not join yet
         self._origin: dict[str, str] = {}  # lease id -> the partition it lives in
         self._lock = trio.Lock()
         self.lost: list[str] = []  # records taken over from us, or gone (for status)
@@ -191,6 +192,8 @@ class DynamoDbJournal(MemoryRows):
         async with self._lock:
             self._refuse()
             if self.joined is not None and not self.joined.is_set():
+                if isinstance(self.join_error, Upstream):  # why: the table cannot be used
+                    raise Upstream(self.join_error.message, aws_code=self.join_error.aws_code)
                 raise Unavailable(
                     "this agent has not joined the fleet yet (see `dyncreds status`); "
                     "retry in a moment"
