@@ -179,3 +179,14 @@ def test_every_completion_script_knows_every_command() -> None:
             c for c in commands if not re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", text)
         )
         assert not missing, f"{name} does not complete {missing}"
+
+
+def test_system_mode_status_names_each_lines_consumer() -> None:
+    roles = [
+        {**STATUS["roles"][0], "consumer": "alice"},  # type: ignore[index]
+        {**STATUS["roles"][0], "consumer": "bob", "lease_id": "ec2-full/22222222"},  # type: ignore[index]
+        {**STATUS["roles"][1], "consumer": None},  # type: ignore[index]
+    ]
+    text = render_status({**STATUS, "roles": roles}, NOW, width=100)
+    assert "ec2-full (alice)" in text and "ec2-full (bob)" in text
+    assert "deploy-production-account  " in text

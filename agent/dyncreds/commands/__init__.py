@@ -19,13 +19,19 @@ from typing import Any
 from dyncreds import __version__
 from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK
 from dyncreds.commands import audit, endpoint, fleet, lease, login, roles, root, setup
-from dyncreds.commands.common import CliError, get_paths
+from dyncreds.commands.common import CliError
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from dyncreds import daemon  # trio and the AWS backend: only for this command
+    from dyncreds import daemon, paths  # trio and the AWS backend: only for this command
 
-    return daemon.run(get_paths(args), log_format=args.log_format, log_level=args.log_level)
+    where = (args.config_dir, args.state_dir, args.socket)
+    return daemon.run(
+        paths.resolve(*where),
+        log_format=args.log_format,
+        log_level=args.log_level,
+        system_paths=paths.resolve(*where, system=True),
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -98,7 +104,6 @@ HINTS = {
     "unknown_role": "see `dyncreds roles`, or add it with `dyncreds role create`",
     "upstream": "AWS refused or could not be reached; `dyncreds status` shows the details",
     "unavailable": "see `dyncreds status` and the agent's log",
-    "forbidden": "the agent serves only the user it runs as",
     "locked": "run `dyncreds unlock`",
 }
 

@@ -14,7 +14,9 @@ CliError = ClientError
 
 
 def get_paths(args: argparse.Namespace) -> paths.Paths:
-    return paths.resolve(args.config_dir, args.state_dir, args.socket)
+    """The CLI's paths: its socket is the first agent that answers (the user's own,
+    then the host's system agent), as the shim finds it."""
+    return paths.resolve(args.config_dir, args.state_dir, args.socket, discover=True)
 
 
 def load(args: argparse.Namespace) -> config.Config:

@@ -16,6 +16,7 @@ from typing import Any
 
 from dyncreds import config
 from dyncreds.client import EXIT_OK, EXIT_USAGE, Client, ClientError
+from dyncreds.commands import imds
 from dyncreds.commands.common import CliError, get_paths, print_json
 from dyncreds.commands.render import render_status, terminal_width, use_colour
 
@@ -59,6 +60,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     with Client(socket) as client:
         status = client.request("status")
     status.pop("ok", None)
+    if warning := imds.status_warning(status):  # the host's door around the agent
+        status["root"]["warning"] = "; ".join(filter(None, (status["root"]["warning"], warning)))
     if args.json:
         print_json(status)
     else:

@@ -22,11 +22,12 @@ from typing import Any
 from dyncreds import config, paths
 from dyncreds.aws.rootkeys import read_credentials_file
 from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client, ClientError
+from dyncreds.commands import imds
 from dyncreds.commands.common import CliError, get_paths, load, print_json
 from dyncreds.config import format_duration
 from dyncreds.kinds import CREDENTIAL_TYPES
 from dyncreds.protocol import DyncredsError
-from dyncreds.views import root_warning
+from dyncreds.views import root_source, root_warning
 
 
 def plural(count: int, word: str) -> str:
@@ -87,6 +88,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{p.config_dir}: ok, {plural(len(roles), 'role')}{listed}")
         if warning := root_warning(cfg.main.root):
             print(f"warning: {warning}", file=sys.stderr)
+        if warning := imds.check_warning(cfg.main.agent.mode, root_source(cfg.main.root)):
+            print(f"warning: {warning}", file=sys.stderr)
     return EXIT_USAGE if problems else EXIT_OK
 
 
@@ -117,13 +120,15 @@ def aws_config_sections(
 
 def cmd_aws_config(args: argparse.Namespace) -> int:
     cfg = load(args)
+    regions = {name: role.region for name, role in cfg.roles.items()}
+    if not regions or any(name not in regions for name in args.roles):
+        regions = {**served_roles(args), **regions}
     wanted = []
-    for name in args.roles or sorted(cfg.roles):
-        role = cfg.roles.get(name)
-        if role is None:
-            known = ", ".join(sorted(cfg.roles)) or "none"
+    for name in args.roles or sorted(regions):
+        if name not in regions:
+            known = ", ".join(sorted(regions)) or "none"
             raise CliError(f"unknown role {name!r} (known: {known})", EXIT_USAGE)
-        wanted.append((name, role.region))
+        wanted.append((name, regions[name]))
     shim = Path(args.shim) if args.shim else shim_path()
     if shim is None or not (shim.is_file() and os.access(shim, os.X_OK)):
         raise CliError(
@@ -133,6 +138,17 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
         )
     print(aws_config_sections(wanted, cfg.main.root.region, shim.absolute()), end="")
     return EXIT_OK
+
+
+def served_roles(args: argparse.Namespace) -> dict[str, str | None]:
+    """The roles the agent serves this user (a system agent's, whose configuration
+    the user cannot read), by name, with their regions; none if it cannot say."""
+    try:
+        with Client(get_paths(args).socket, timeout=10) as client:
+            listed = client.request("roles")["roles"]
+    except ClientError:
+        return {}
+    return {str(r["name"]): r.get("region") for r in listed}
 
 
 def cmd_role_create(args: argparse.Namespace) -> int:
