@@ -35,6 +35,7 @@ from dyncreds.protocol import Unavailable, Upstream
 
 log = logs.get("journal")
 
+JOIN_WAIT = 5.0  # a new record waits this long for the agent to join the fleet
 RECLAIM = "+reclaim"  # suffix of a record that journals a user again after its record was lost
 
 
@@ -189,6 +190,9 @@ class DynamoDbJournal(MemoryRows):
         record = Record(
             lease_id, role, user_name, None, "creating", now, revoke_at, thing=thing, detail=detail
         )
+        if self.joined is not None and not self.joined.is_set() and self.refusal is None:
+            with trio.move_on_after(JOIN_WAIT):  # an agent just started: it is joining
+                await self.joined.wait()
         async with self._lock:
             self._refuse()
             if self.joined is not None and not self.joined.is_set():
