@@ -8,6 +8,8 @@ import os
 import random
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +42,7 @@ class Churn:
         self.stopped: dict[str, float] = {}  # name -> when to SIGCONT it
         self.served: list[tuple[str, dict[str, str]]] = []  # (agent, lease)
         self.events: list[str] = []
+        self.asking = ThreadPoolExecutor(max_workers=6)
 
     def start(self, name: str) -> None:
         self.agents[name].start(self.env[name])
@@ -73,9 +76,14 @@ class Churn:
             self.down[name] = now + self.rng.uniform(0.5, 7)
 
     def _ask(self, name: str) -> None:
+        """A client asks, on its own thread: several issuances are in flight when
+        an agent is killed or stopped."""
         role = self.rng.choice(sorted(CHURN_ROLES))
+        self.asking.submit(self._request, name, self.agents[name].socket, role)
+
+    def _request(self, name: str, socket: Path, role: str) -> None:
         try:
-            answer = raw_request(self.agents[name].socket, {"op": "credentials", "role": role}, 30)
+            answer = raw_request(socket, {"op": "credentials", "role": role}, 30)
         except OSError:
             return
         if answer.get("ok"):
@@ -87,10 +95,12 @@ class Churn:
         os.kill(process.pid, sig)
 
     def settle(self) -> None:
-        """Everyone back, then restarted once more: no role stays warm."""
+        """Everyone back, every client answered, then each agent restarted once
+        more: no role stays warm."""
         for name in list(self.stopped):
             self._signal(name, signal.SIGCONT)
         self.stopped.clear()
+        self.asking.shutdown(wait=True)
         for name in list(self.down):
             self.start(name)
         self.down.clear()
