@@ -503,6 +503,7 @@ async def test_a_delayed_creating_put_is_cleaned_up(
     a, a_journal, _ = member(table, "a", wall)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(a.run)
+        nursery.start_soon(a_journal.recover, wall())  # as the agent does at start
         await trio.sleep(1)
         late = Record("r/late", "r", "user-late", None, "creating", wall(), wall() + 3600)
         table.records[("a", "r/late")] = (late, RecordMeta("a", "a", 1))

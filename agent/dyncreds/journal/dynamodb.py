@@ -79,6 +79,7 @@ class DynamoDbJournal(MemoryRows):
         self.lost: list[str] = []  # records taken over from us, or gone (for status)
         self._dropped: dict[str, Record] = {}  # the last few, for ``abandon``
         self._this_run: set[str] = set()  # created by this process (recovery skips them)
+        self.loaded = False
 
     # ---------------------------------------------------------------- loading
 
@@ -99,6 +100,7 @@ class DynamoDbJournal(MemoryRows):
                     self._rows[record.lease_id] = record
                     self._origin[record.lease_id] = meta.origin
                     loaded.append(record.lease_id)
+            self.loaded = True
             return loaded
 
     def adopted(self, record: Record, origin: str) -> None:
@@ -131,7 +133,9 @@ class DynamoDbJournal(MemoryRows):
         """Records of this agent's own partition that memory does not know - a
         ``creating`` PutItem that landed after its call was given up - are taken
         in and made due (nothing was served from them). Their lease ids."""
-        found = []
+        found: list[str] = []
+        if not self.loaded:
+            return found  # the load takes in what is there; it has not run yet
         async with self._lock:
             for record, meta in await self.table.records(self.agent_id, self.agent_id):
                 if record.lease_id in self._rows or meta.origin != self.agent_id:
