@@ -158,9 +158,9 @@ class Agent:
             try:
                 recovered = await self.journal.recover(self.wall())
                 break
-            except DyncredsError as exc:
+            except Exception as exc:  # never the end of the agent: retried
                 failures += 1
-                log.error("agent.recover_failed", error=exc.message, attempt=failures)
+                log.error("agent.recover_failed", error=logs.said(exc), attempt=failures)
                 await trio.sleep(min(2.0**failures, 60.0))
         if recovered:
             log.info("agent.recovering", records=recovered)

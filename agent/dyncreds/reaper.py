@@ -125,7 +125,7 @@ class Reaper:
             for lease_id in list(self._unwritten):
                 try:
                     await self.journal.revoke_now(lease_id, self.wall())
-                except DyncredsError:
+                except Exception:
                     break  # the journal still cannot be written: at the next wake-up
                 self._unwritten.discard(lease_id)
             now = self.wall()
