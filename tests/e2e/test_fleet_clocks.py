@@ -138,3 +138,25 @@ def test_a_dead_agents_tag_is_swept_by_the_peer_that_took_it_over(fleet: FleetRi
         (deleted_at,) = fleet.deleted(user)
         assert deleted_at >= expires, "revoked before its announced expiry"
         assert not user_exists(fleet.aws, user)
+
+
+def test_a_resumed_zombie_checks_before_it_serves_a_lease_taken_from_it(
+    fleet: FleetRig,
+) -> None:
+    """a serves a lease, then is stopped (SIGSTOP) for longer than dead_after; b
+    takes it over. The first request after SIGCONT waits for a check with the
+    table: the lease b now owns is not served again, a new one is."""
+    a, b = fleet.agent("a"), fleet.agent("b")
+    a.cli("fleet", "init")
+    a.start()
+    b.start()
+    wait_for(lambda: joined(a) and joined(b), message="both joined")
+    held = lease_of(a)
+    assert a.process is not None
+    os.kill(a.process.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: "fleet.takeover" in b.log(), timeout=30, message="b takes a over")
+    finally:
+        os.kill(a.process.pid, signal.SIGCONT)
+    assert lease_of(a)["id"] != held["id"]
+    assert "fleet.check_after_gap" in a.log() and "fleet.taken_over" in a.log()
