@@ -7,6 +7,7 @@ import argparse
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -179,6 +180,29 @@ def test_every_completion_script_knows_every_command() -> None:
             c for c in commands if not re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", text)
         )
         assert not missing, f"{name} does not complete {missing}"
+
+
+def test_status_wraps_a_warning_and_never_cuts_it() -> None:
+    warning = (
+        "the root key is in a plain file (root-credentials.toml): "
+        "`dyncreds configure root --store keyring` moves it to the OS keyring"
+    )
+    root: dict[str, Any] = dict(STATUS["root"])  # type: ignore[call-overload]
+    status = dict(STATUS, root=dict(root, warning=warning, error="x " * 50))
+    for width in (40, 60, 80):
+        text = render_status(status, NOW, width=width)
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("warning: "))
+        joined = lines[start]
+        for line in lines[start + 1 :]:
+            if not line.startswith("  "):
+                break
+            joined += " " + line.strip()
+        assert joined == f"warning: {warning}"
+        assert "`dyncreds configure root --store keyring`" in text  # a command stays whole
+        # Over the width only when a single word (an ARN) or a `command` is longer.
+        for line in lines[1 : lines.index("")]:  # the sentences above the table
+            assert len(line) <= width or "`" in line or " " not in line.strip(), line
 
 
 def test_system_mode_status_names_each_lines_consumer() -> None:

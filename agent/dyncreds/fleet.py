@@ -414,6 +414,26 @@ class Fleet:
         )
 
 
+async def fleet_view(
+    table: FleetTableOps, settings: FleetSettings, now: float, me: str | None
+) -> dict[str, Any]:
+    """The whole fleet as the table says, for `fleet status` on a machine with no
+    agent of its own (``me`` None), with the root's or a profile's credentials.
+    With no agent's observations, silence is estimated on AWS's clock - each
+    heartbeat's time less its agent's skew, against this machine's, also less its
+    own - for display only: no agent claims a peer by it."""
+    roster = await table.roster()
+    records = await table.all_records()
+    mine = table.skew() or 0.0
+    by_id = {peer.agent_id: peer for peer in roster}
+
+    def silent_for(agent_id: str) -> float:
+        peer = by_id[agent_id]
+        return max(0.0, (now - mine) - (peer.heartbeat - (peer.skew or 0.0)))
+
+    return fleet_status(settings, me, roster, records, silent_for=silent_for, bad=table.bad)
+
+
 async def _guarded(event: str, job: Callable[[], Awaitable[Any]]) -> None:
     """Run one round of a fleet loop: no exception ends the agent."""
     try:

@@ -38,7 +38,7 @@ def _agent_row(
 
 def fleet_status(
     settings: FleetSettings,
-    me: str,
+    me: str | None,
     roster: list[AgentItem],
     records: list[tuple[Record, RecordMeta]],
     *,

@@ -153,3 +153,15 @@ def test_kill_at_every_rotation_step(
     finally:
         db.close()
     assert set(keys_of(aws)) <= journaled, "a key of ours that no journal knows"
+
+
+def test_a_retired_static_key_revoked_says_key_deleted(
+    aws: StandIn, start_agent: Callable[..., AgentProcess]
+) -> None:
+    make_user(aws)
+    agent = start_agent({"legacy": ROLE})
+    agent.request("credentials", role="legacy")
+    agent.cli("rotate", "legacy")  # the first key retires, journaled, not current
+    results = agent.request("revoke", role="legacy")["results"]
+    assert len(results) == 2
+    assert {r["outcome"] for r in results} == {"key deleted"}  # never a bare "deleted"

@@ -18,9 +18,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import webbrowser
+from collections.abc import Callable
 from typing import Any
 
-from dyncreds import config
+from dyncreds import config, paths
 from dyncreds.client import EXIT_OK, EXIT_USAGE
 from dyncreds.commands.common import CliError, get_paths
 from dyncreds.commands.lease import fetch_credentials
@@ -52,17 +53,28 @@ def signin_url(endpoint: str, creds: dict[str, Any], destination: str = CONSOLE)
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    cfg = config.load(get_paths(args).config_dir)
-    role = cfg.roles.get(args.role)
+    url = console_url(get_paths(args), args.role, lambda: fetch_credentials(args)["credentials"])
+    if args.print or not webbrowser.open(url):
+        print(url)
+    else:
+        print(f"opened the AWS console as {args.role} in your browser", file=sys.stderr)
+    return EXIT_OK
+
+
+def console_url(p: paths.Paths, name: str, fetch: Callable[[], dict[str, Any]]) -> str:
+    """The role's console sign-in URL (a secret for 15 minutes); ``fetch`` gets the
+    role's credentials from the agent. ``login`` and the web console use this."""
+    cfg = config.load(p.config_dir)
+    role = cfg.roles.get(name)
     if role is None:
-        raise CliError(f"unknown role {args.role!r} (see `dyncreds roles`)", EXIT_USAGE)
+        raise CliError(f"unknown role {name!r} (see `dyncreds roles`)", EXIT_USAGE)
     if role.credential_type == "session_token":
         raise CliError(
             "GetSessionToken credentials cannot sign in to the console (AWS refuses them); "
             "use an assumed_role or federation_token role",
             EXIT_USAGE,
         )
-    creds: dict[str, Any] = fetch_credentials(args)["credentials"]
+    creds: dict[str, Any] = fetch()
     if not creds.get("SessionToken"):  # an IAM user's key: federate it first
         from dyncreds.aws.probe import federation_token  # boto3: only here
 
@@ -74,12 +86,7 @@ def cmd_login(args: argparse.Namespace) -> int:
             name=f"dyncreds-{role.name}"[:32],
             seconds=SESSION_SECONDS,
         )
-    url = signin_url(cfg.main.root.signin_endpoint, creds)
-    if args.print or not webbrowser.open(url):
-        print(url)
-    else:
-        print(f"opened the AWS console as {role.name} in your browser", file=sys.stderr)
-    return EXIT_OK
+    return signin_url(cfg.main.root.signin_endpoint, creds)
 
 
 def add_commands(add: Any) -> None:

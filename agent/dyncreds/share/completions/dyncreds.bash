@@ -7,7 +7,7 @@ _dyncreds_roles() {
 _dyncreds() {
     local cur prev words cword
     _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; }
-    local commands="agent status creds revoke rotate renew exec serve login audit roles reload check aws-config role init configure rotate-root unlock lock fleet install-units completion demo version"
+    local commands="agent status creds revoke rotate renew exec serve login audit roles reload check aws-config role init configure rotate-root unlock lock fleet install-units completion ui demo version"
     if [ "$COMP_CWORD" -eq 1 ]; then
         COMPREPLY=($(compgen -W "$commands" -- "$cur")); return
     fi

@@ -5,7 +5,7 @@ function __dyncreds_roles
         basename $f .toml
     end
 end
-set -l cmds agent status creds revoke rotate renew exec serve login audit roles reload check aws-config role init configure rotate-root unlock lock fleet install-units completion demo version
+set -l cmds agent status creds revoke rotate renew exec serve login audit roles reload check aws-config role init configure rotate-root unlock lock fleet install-units completion ui demo version
 complete -c dyncreds -f -n "not __fish_seen_subcommand_from $cmds" -a "$cmds"
 complete -c dyncreds -f -n "__fish_seen_subcommand_from creds exec renew rotate serve login aws-config" -a "(__dyncreds_roles)"
 complete -c dyncreds -f -n "__fish_seen_subcommand_from revoke" -l role -a "(__dyncreds_roles)"
