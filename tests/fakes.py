@@ -87,6 +87,9 @@ class FakeBackend:
             raise Locked(self.lock.why(self._now()))
         return self.key_created_at
 
+    def restore(self, role: Role) -> Lease | None:
+        return None  # nothing sealed at rest: every start issues anew
+
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool:
         return False
 
@@ -195,3 +198,17 @@ class FakeBackend:
     async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]:
         wanted = agents or set()
         return [u for u in self.tagged if not wanted or u.tags.get("dyncreds:agent") in wanted]
+
+
+class MemoryTokens:
+    """A state dir's fleet start tokens, in memory (fleet.TokenStore)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.where = "the state directory"
+
+    def load(self) -> list[str]:
+        return list(self.tokens)
+
+    def save(self, tokens: list[str]) -> None:
+        self.tokens = list(tokens)

@@ -17,13 +17,13 @@ import trio
 import trio.testing
 
 from dyncreds.config import FleetSettings, Seconds
-from dyncreds.fleet import Fleet, MemoryTokens
+from dyncreds.fleet import Fleet
 from dyncreds.fleetclock import SKEW_MARGIN
 from dyncreds.fleetitems import AgentConflict, AgentItem, RecordMeta
 from dyncreds.journal import Record, RecordGone, TakenOver
 from dyncreds.journal.dynamodb import DynamoDbJournal
 from dyncreds.protocol import Unavailable, Upstream, parse_rfc3339
-from tests.fakes import WallClock
+from tests.fakes import MemoryTokens, WallClock
 
 SETTINGS = FleetSettings(heartbeat=Seconds(10), dead_after=Seconds(60))
 Held = tuple[Record, RecordMeta]
@@ -188,6 +188,7 @@ def member(
     lost: list[str] = []
     view = table.view(agent_id)
     journal = DynamoDbJournal(view, agent_id, on_lost=lost.append)
+    tokens = tokens or MemoryTokens()
     fleet = Fleet(SETTINGS, view, journal, agent_id, wall=wall, rng=lambda: 0.5, tokens=tokens)
     return fleet, journal, lost
 

@@ -65,18 +65,6 @@ class TokenStore(Protocol):
     def save(self, tokens: list[str]) -> None: ...
 
 
-class MemoryTokens:
-    def __init__(self) -> None:
-        self.tokens: list[str] = []
-        self.where = "the state directory"
-
-    def load(self) -> list[str]:
-        return list(self.tokens)
-
-    def save(self, tokens: list[str]) -> None:
-        self.tokens = list(tokens)
-
-
 class Fleet:
     def __init__(
         self,
@@ -89,7 +77,7 @@ class Fleet:
         poke_reaper: Callable[[], None] = lambda: None,
         rng: Callable[[], float] = random.random,
         create_grace: float = 300.0,
-        tokens: TokenStore | None = None,
+        tokens: TokenStore,
         clock: Callable[[], float] = trio.current_time,
         sweep_soon: Callable[[], None] = lambda: None,
     ):
@@ -102,7 +90,7 @@ class Fleet:
         self.poke_reaper = poke_reaper
         self.rng = rng
         self.create_grace = create_grace
-        self.tokens = tokens or MemoryTokens()
+        self.tokens = tokens
         self.host = socket.gethostname().split(".")[0]
         self.token = secrets.token_hex(8)  # this run's
         self.beat = 0
@@ -129,6 +117,15 @@ class Fleet:
             sweep_soon=sweep_soon,
         )
         self.taken_from_us = 0  # times a peer took our records while we were cut off
+
+    @property
+    def audit(self) -> Callable[..., None]:
+        """The audit log's ``record`` (set by the daemon): takeovers, both ways."""
+        return self.takeover.audit
+
+    @audit.setter
+    def audit(self, record: Callable[..., None]) -> None:
+        self.takeover.audit = record
 
     @property
     def heartbeat_every(self) -> float:
@@ -347,6 +344,7 @@ class Fleet:
             self.journal.drop(lease_id)
         if why == "taken":
             self.taken_from_us += 1
+            self.audit("fleet_taken_over", "ok", records=len(lost))
             log.warning(
                 "fleet.taken_over",
                 records=len(lost),

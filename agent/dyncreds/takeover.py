@@ -82,6 +82,7 @@ class Takeover:
         self.swept: set[str] = set()  # dead agents taken over by us: we sweep their tags
         self.skews: dict[str, float | None] = {}  # each peer's, as it last said
         self.took_over: list[dict[str, Any]] = []  # agents whose records we adopted
+        self.audit: Callable[..., None] = lambda op, outcome, **fields: None  # (Fleet's)
 
     async def check(self) -> list[str]:
         """Read the roster; take over every dead agent we win, and finish every
@@ -175,6 +176,7 @@ class Takeover:
         self.took_over.append(
             {"agent": peer.agent_id, "host": peer.host, "at": rfc3339(now), "records": adopted}
         )
+        self.audit("fleet_takeover", "ok", agent=peer.agent_id, records=adopted)
         log.warning(
             "fleet.takeover",
             agent=peer.agent_id,

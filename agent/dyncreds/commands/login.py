@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import urllib.error
 import urllib.parse
@@ -43,13 +44,57 @@ def signin_url(endpoint: str, creds: dict[str, Any], destination: str = CONSOLE)
     try:
         with urllib.request.urlopen(f"{endpoint}?{query}", timeout=20) as response:
             token = json.loads(response.read())["SigninToken"]
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-        reason = getattr(exc, "reason", None) or type(exc).__name__
-        raise CliError(f"the sign-in endpoint {endpoint} refused the session: {reason}") from None
+    except urllib.error.HTTPError as exc:  # it answered: a refusal
+        raise CliError(
+            f"the sign-in endpoint {endpoint} refused the session: HTTP {exc.code}"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:  # it never answered
+        reason = getattr(exc, "reason", None) or exc
+        raise CliError(
+            f"the sign-in endpoint {endpoint} could not be reached ({_why(reason)}); check the "
+            "network, or [root] signin_endpoint"
+        ) from None
+    except (ValueError, KeyError):
+        raise CliError(
+            f"the sign-in endpoint {endpoint} answered without a sign-in token"
+        ) from None
     login = urllib.parse.urlencode(
         {"Action": "login", "Issuer": "dyncreds", "Destination": destination, "SigninToken": token}
     )
     return f"{endpoint}?{login}"
+
+
+def _why(reason: object) -> str:
+    if isinstance(reason, socket.gaierror):
+        return f"DNS lookup failed: {reason.strerror or reason}"
+    if isinstance(reason, OSError):
+        return str(reason.strerror or type(reason).__name__)
+    return str(reason)
+
+
+def _federate(role_name: str, cfg: config.Config, creds: dict[str, Any]) -> dict[str, Any]:
+    """An IAM user's key cannot sign in: it gets a federation token first."""
+    from dyncreds.aws.probe import federation_token  # boto3: only here
+    from dyncreds.protocol import DyncredsError
+
+    try:
+        return federation_token(
+            region=cfg.main.root.region,
+            sts_endpoint=cfg.main.root.sts_endpoint,
+            access_key_id=creds["AccessKeyId"],
+            secret=creds["SecretAccessKey"],
+            name=f"dyncreds-{role_name}"[:32],
+            seconds=SESSION_SECONDS,
+        )
+    except DyncredsError as exc:
+        code = getattr(exc, "aws_code", None)
+        hint = (
+            f"; the role's policy must allow sts:GetFederationToken (add it to roles/{role_name}"
+            ".toml) for an iam_user role to sign in"
+            if code in ("AccessDenied", "AccessDeniedException")
+            else ""
+        )
+        raise CliError(f"login {role_name}: {exc.message}{hint}") from None
 
 
 def cmd_login(args: argparse.Namespace) -> int:
@@ -64,7 +109,10 @@ def cmd_login(args: argparse.Namespace) -> int:
 def console_url(p: paths.Paths, name: str, fetch: Callable[[], dict[str, Any]]) -> str:
     """The role's console sign-in URL (a secret for 15 minutes); ``fetch`` gets the
     role's credentials from the agent. ``login`` and the web console use this."""
-    cfg = config.load(p.config_dir)
+    try:
+        cfg = config.load(p.config_dir)
+    except config.ConfigError as exc:
+        raise CliError("\n".join(str(x) for x in exc.problems), EXIT_USAGE) from None
     role = cfg.roles.get(name)
     if role is None:
         raise CliError(f"unknown role {name!r} (see `dyncreds roles`)", EXIT_USAGE)
@@ -76,16 +124,7 @@ def console_url(p: paths.Paths, name: str, fetch: Callable[[], dict[str, Any]]) 
         )
     creds: dict[str, Any] = fetch()
     if not creds.get("SessionToken"):  # an IAM user's key: federate it first
-        from dyncreds.aws.probe import federation_token  # boto3: only here
-
-        creds = federation_token(
-            region=cfg.main.root.region,
-            sts_endpoint=cfg.main.root.sts_endpoint,
-            access_key_id=creds["AccessKeyId"],
-            secret=creds["SecretAccessKey"],
-            name=f"dyncreds-{role.name}"[:32],
-            seconds=SESSION_SECONDS,
-        )
+        creds = _federate(role.name, cfg, creds)
     return signin_url(cfg.main.root.signin_endpoint, creds)
 
 

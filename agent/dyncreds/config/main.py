@@ -153,6 +153,12 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
             "a file name in the state dir (no /)",
         ),
         (
+            "audit",
+            "required",
+            not (main.audit.required and not main.audit.file),
+            "refuses every credential request without an audit file: set [audit] file",
+        ),
+        (
             "lease",
             "max_ttl",
             lease.max_ttl >= lease.ttl,

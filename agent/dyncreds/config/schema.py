@@ -131,6 +131,7 @@ class LeaseDefaults(Table):
 class AuditSettings(Table):
     file: str = "audit.jsonl"  # relative to the state dir; "" turns the audit log off
     max_size: int = 10 << 20  # bytes; then it is rotated, one old file kept
+    required: bool = False  # Vault's fail-closed: refuse credentials that cannot be recorded
 
 
 class FleetSettings(Table):
