@@ -30,10 +30,11 @@ PRICE_READ = 0.125
 HOURS_PER_MONTH = 730
 ROLES_PER_HOST = 5
 LEASES = 50
+DEAD_AFTER = 300.0  # the default: how often an agent reconciles its own partition
 
 
 def bench_fleet() -> None:
-    from dyncreds.aws.fleet_table import record_item
+    from dyncreds.fleetitems import AgentItem, encode_record
     from dyncreds.journal import Record
     from dyncreds.journal.dynamodb import DynamoDbJournal
 
@@ -62,7 +63,8 @@ def bench_fleet() -> None:
             seconds.setdefault(name, []).append((time.perf_counter() - started) * 1000)
 
         async def run() -> tuple[Counter[str], Counter[str], int]:
-            await table.register("bench-agent", "host", 1, time.time())
+            me = AgentItem(agent_id="bench-agent", host="host", pid=1, token="bench")
+            await table.register(me, [], time.time())
             ops.clear()
             for n in range(LEASES):  # one iam_user lease's whole life, LEASES times
                 lease = f"r/{n:04d}"
@@ -76,16 +78,17 @@ def bench_fleet() -> None:
                 await timed("forget", journal.forget(lease))
             lifecycle = Counter(ops)
             ops.clear()
-            for _ in range(LEASES):
-                await timed("heartbeat", table.heartbeat("bench-agent", time.time(), 5))
+            for n in range(LEASES):
+                beat = AgentItem(agent_id="bench-agent", token="bench", beat=n + 1, leases=5)
+                await timed("heartbeat", table.heartbeat(beat, time.time()))
                 await timed("roster", table.roster())
             return lifecycle, Counter(ops), len(await table.roster())
 
         lifecycle, beats, _ = trio.run(run)
         record = Record("r/0001", "ci-role", "dyncreds-someone-ci-role-1800000000-abcd", "AKIA"
                         "EXAMPLEEXAMPLE12", "active", 1.8e9, 1.8e9 + 3600)  # fmt: skip
-        record_bytes = len(str(record_item(record, "a" * 16, "a" * 16, "ci")))
-        agent_bytes = 220  # pk, sk, host, pid, heartbeat, started_at, leases, expires
+        record_bytes = len(str(encode_record(record, "a" * 16, "a" * 16, "ci")))
+        agent_bytes = 270  # pk, sk, host, pid, token, beat, heartbeat, skew, started_at, ...
         per_lease_writes = sum(lifecycle.values()) / LEASES
         model = _model(per_lease_writes, agent_bytes)
         emit(
@@ -120,6 +123,7 @@ def _model(per_lease_writes: float, agent_bytes: int) -> dict[str, dict[str, flo
         writes = hosts * (beats + lease_writes)
         roster_rru = math.ceil(hosts * agent_bytes / 4096)  # a consistent read of it all
         reads = (3600 / check_every(heartbeat, hosts)) * hosts * roster_rru
+        reads += hosts * 3600 / DEAD_AFTER  # each agent re-reads its partition (stale records)
         cost = (writes * PRICE_WRITE + reads * PRICE_READ) / 1e6 * HOURS_PER_MONTH
         out[str(hosts)] = {
             "writes_per_hour": round(writes),

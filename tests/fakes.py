@@ -63,6 +63,7 @@ class FakeBackend:
     rotated_at: list[float] = field(default_factory=list)  # wall times
     rotate_fails: int = 0  # the next this many rotations fail
     unlock_for: float = 3600.0
+    tagged: list[TaggedUser] = field(default_factory=list)  # the orphan sweep finds these
     consumers: list[str | None] = field(default_factory=list)  # system mode: for whom
 
     def configure(self, config: Config) -> None:
@@ -194,5 +195,20 @@ class FakeBackend:
     async def revoke_sessions(self, role: Role, at: float) -> None:
         self.sessions_denied.append((role.name, at))
 
-    async def tagged_users(self) -> list[TaggedUser]:
-        return []
+    async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]:
+        wanted = agents or set()
+        return [u for u in self.tagged if not wanted or u.tags.get("dyncreds:agent") in wanted]
+
+
+class MemoryTokens:
+    """A state dir's fleet start tokens, in memory (fleet.TokenStore)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.where = "the state directory"
+
+    def load(self) -> list[str]:
+        return list(self.tokens)
+
+    def save(self, tokens: list[str]) -> None:
+        self.tokens = list(tokens)

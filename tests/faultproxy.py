@@ -39,6 +39,12 @@ class Fault:
     agent never hears back); the callback kills the agent.
     ``hold``: keep the request this long, then forward it even if the client has
     given up on it (a slow network path, a hung AWS endpoint).
+    ``lose_reply``: forward it (AWS does it) and close the connection without an
+    answer: the client's SDK retries a request that already took effect.
+    ``then``: called once AWS answered, before the answer goes back (e.g. SIGSTOP
+    the agent right after a write landed).
+    ``contains``: match only requests whose body holds this text (DynamoDB's
+    operations are JSON: an expression, a value).
     """
 
     actions: frozenset[str] | None = None  # None: every action
@@ -49,10 +55,15 @@ class Fault:
     only_key: Callable[[str | None], bool] | None = None
     hold: float = 0.0  # seconds to hold the request before forwarding it anyway
     drop: bool = False  # close the connection without an answer (a network cut)
+    lose_reply: bool = False
+    then: Callable[[], None] | None = None
+    contains: str | None = None
     hits: int = 0
 
-    def matches(self, call: Call) -> bool:
+    def matches(self, call: Call, body: bytes = b"") -> bool:
         if self.actions is not None and call.action not in self.actions:
+            return False
+        if self.contains is not None and self.contains.encode() not in body:
             return False
         if self.only_key is not None and not self.only_key(call.key_id):
             return False
@@ -93,8 +104,12 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(data)
 
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client killed mid-request (the tests kill agents): not news
+
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -114,7 +129,7 @@ class FaultProxy:
         )
         with self._lock:
             self.calls.append(call)
-            fault = next((f for f in self.faults if f.matches(call)), None)
+            fault = next((f for f in self.faults if f.matches(call, body)), None)
             if fault is not None:
                 fault.hits += 1
         if fault is not None and (fault.drop or fault.kill == "before"):
@@ -132,8 +147,11 @@ class FaultProxy:
             time.sleep(fault.hold)
         call.forwarded = time.time()
         call.status, data, content_type = self._forward(h, body)
-        if fault is not None and fault.kill == "after":
-            self.on_kill()
+        if fault is not None and fault.then is not None:
+            fault.then()
+        if fault is not None and (fault.kill == "after" or fault.lose_reply):
+            if fault.kill == "after":
+                self.on_kill()
             h.close_connection = True
             return
         h._reply(call.status, data, content_type)

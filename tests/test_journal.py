@@ -149,18 +149,19 @@ async def test_a_fleet_record_taken_over_is_fenced_off(tmp_path: Path, aws: Stan
     a = DynamoDbJournal(table, "agent-a", on_lost=lost.append)
     await a.creating("r/1", "r", "user-1", now=100, revoke_at=3700)
     await a.activate("r/1", 3700)
-    await table.adopt("agent-a", "r/1", "agent-a", "agent-b")
+    (held,) = await table.records("agent-a", "agent-a")
+    assert await table.adopt(held, "agent-b", lambda r: {}) is not None
     with pytest.raises(TakenOver):
         await a.revoking("r/1")
     assert lost == ["r/1"] and a.get("r/1") is None and a.lost == ["r/1"]
     assert not await a.revoke_now("r/1", 200)
     assert not await a.forget("r/1")
-    with pytest.raises(TakenOver):  # a second adopter loses: exactly one wins
-        await table.adopt("agent-a", "r/1", "agent-a", "agent-c")
+    # a second adopter, with what it read before: exactly one wins
+    assert await table.adopt(held, "agent-c", lambda r: {}) is None
     b = DynamoDbJournal(table, "agent-b")
     records = await table.records("agent-a", "agent-b")
     assert [r.lease_id for r, _ in records] == ["r/1"]
-    b.adopt(records[0][0], "agent-a", now=200)
+    b.adopted(records[0][0], "agent-a")
     await b.revoking("r/1")
     assert await b.forget("r/1")
     assert await table.records("agent-a", "agent-b") == []
@@ -184,3 +185,125 @@ async def test_a_record_created_while_the_fleet_journal_loads_is_kept(
         nursery.start_soon(journal.creating, "r/new", "r", "user-new", 2.0, 3600.0)
     assert journal.get("r/new") is not None and journal.get("r/old") is not None
     assert journal.user_names() == {"user-old", "user-new"}
+
+
+async def test_a_conditional_write_whose_reply_was_lost_is_not_a_lost_race(
+    tmp_path: Path, aws: StandIn
+) -> None:
+    """Every conditional write of the fleet, with its first reply lost (AWS did
+    it; the connection closed before the answer): botocore retries, the retry
+    meets the condition the first attempt changed, the item is read back and
+    "already mine" is success - never "a peer won" or "taken over"."""
+    from dyncreds.fleetitems import AgentItem
+    from dyncreds.journal.dynamodb import DynamoDbJournal
+    from tests.faultproxy import Fault, FaultProxy
+
+    proxy = FaultProxy(aws.endpoint).start()
+    try:
+        table = aws.fleet_table(tmp_path, table="lost-replies", name="t", endpoint=proxy.endpoint)
+
+        def lose(action: str, contains: str) -> Fault:
+            return proxy.add(
+                Fault(frozenset({action}), lose_reply=True, times=1, contains=contains)
+            )
+
+        me = AgentItem(agent_id="a", host="h", pid=1, token="t1", beat=1)
+        faults = [lose("UpdateItem", "REMOVE taken_by")]
+        await table.register(me, [], 1.0)
+        faults.append(lose("UpdateItem", "beat = :beat, leases"))
+        await table.heartbeat(AgentItem(agent_id="a", token="t1", beat=2), 2.0)
+        await table.register(AgentItem(agent_id="b", token="t2"), [], 1.0)
+        dead = await table.agent("b")
+        assert dead is not None
+        faults.append(lose("UpdateItem", "taken_by = :me, taken_at"))
+        await table.claim(dead, "a", 3.0)  # not AgentConflict: a won
+        faults.append(lose("UpdateItem", "finished = :yes"))
+        await table.finish("b", "a")
+
+        b = DynamoDbJournal(table, "b")
+        faults.append(lose("PutItem", "creating"))
+        await b.creating("r/1", "r", "u", now=100, revoke_at=3700)  # not TakenOver
+        faults.append(lose("UpdateItem", "#owner = :new"))
+        (held,) = await table.records("b", "b")
+        adopted = await table.adopt(held, "a", lambda r: {"revoke_at": 3702.0})
+        assert adopted is not None and adopted[1].owner == "a" and adopted[0].revoke_at == 3702
+        await table.add_adopted("a", {"b"})
+        a = DynamoDbJournal(table, "a")
+        await a.load()
+        assert a.get("r/1") is not None
+        faults.append(lose("DeleteItem", "owner"))
+        assert await a.forget("r/1")
+
+        assert all(f.hits == 1 for f in faults), [f.contains for f in faults if f.hits != 1]
+        item = await table.agent("b")
+        assert item is not None and item.taken_by == "a" and item.finished
+        assert await table.records("b", "a") == []
+    finally:
+        proxy.stop()
+
+
+async def test_every_item_read_is_validated_and_a_bad_one_skipped(
+    tmp_path: Path, aws: StandIn
+) -> None:
+    """Hand-written items that do not fit the schema: each is skipped, remembered
+    (for `fleet status`) once, and the good ones are read as usual."""
+    from dyncreds.fleetitems import AgentItem
+    from dyncreds.journal.dynamodb import DynamoDbJournal
+
+    table = fleet_table(tmp_path, aws)
+    await table.register(AgentItem(agent_id="good", token="t"), [], 1.0)
+    good = DynamoDbJournal(table, "good")
+    await good.creating("r/ok", "r", "u", now=1, revoke_at=2)
+    client = aws.client("dynamodb")
+    bad_items = [
+        {"pk": {"S": "t#agents"}, "sk": {"S": "beat-str"}, "heartbeat": {"S": "soon"}},
+        {"pk": {"S": "t#agents"}, "sk": {"S": "pid-list"}, "pid": {"L": [{"N": "1"}]}},
+        {
+            "pk": {"S": "t#records#good"},
+            "sk": {"S": "r/bad"},
+            **{k: {"S": v} for k, v in [("lease_id", "r/bad"), ("role", "r"), ("user_name", "x")]},
+            **{
+                k: {"S": v} for k, v in [("state", "active"), ("owner", "good"), ("origin", "good")]
+            },
+            "created_at": {"N": "1"},
+            "revoke_at": {"S": "tomorrow"},
+        },
+    ]
+    for item in bad_items:
+        client.put_item(TableName="journal-contract", Item=item)
+    for _ in range(2):
+        assert [a.agent_id for a in await table.roster()] == ["good"]
+        assert [r.lease_id for r, _ in await table.records("good", "good")] == ["r/ok"]
+    assert sorted(table.bad) == ["t#agents/beat-str", "t#agents/pid-list", "t#records#good/r/bad"]
+    assert "revoke_at" in table.bad["t#records#good/r/bad"]
+    assert await table.agent("pid-list") is None
+    skew = table.skew()  # measured from the Date of the table's answers
+    assert skew is not None and abs(skew) < 3
+
+
+async def test_an_agent_item_written_by_0_2_is_judged_and_claimed_by_its_heartbeat(
+    tmp_path: Path, aws: StandIn
+) -> None:
+    """0.2 agents write no token and no counter: their wall-clock heartbeat is
+    the pulse, and the claim is conditional on it (exactly one claimer wins)."""
+    from dyncreds.fleetitems import AgentConflict
+
+    table = fleet_table(tmp_path, aws)
+    aws.client("dynamodb").put_item(
+        TableName="journal-contract",
+        Item={
+            "pk": {"S": "t#agents"},
+            "sk": {"S": "old"},
+            "host": {"S": "h"},
+            "pid": {"N": "7"},
+            "heartbeat": {"N": "1700000000.125"},
+            "leases": {"N": "1"},
+        },
+    )
+    (old,) = await table.roster()
+    assert old.pulse == ("", 0, 1700000000.125)
+    await table.claim(old, "new", 1.0)
+    with pytest.raises(AgentConflict):
+        await table.claim(old, "other", 1.0)
+    claimed = await table.agent("old")
+    assert claimed is not None and claimed.taken_by == "new"

@@ -21,17 +21,18 @@ def test_second_lock_is_refused_naming_the_holder(tmp_path: Path) -> None:
     os.close(statedir.lock(tmp_path))  # free again once the holder is gone
 
 
-def test_agent_id_survives_a_lost_state_dir(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_agent_ids_are_random_and_kept(tmp_path: Path) -> None:
+    """Two state dirs on one machine (or two clones sharing /etc/machine-id) get
+    two ids; an id, once made, is what the state dir keeps."""
+    state, other = tmp_path / "state", tmp_path / "other"
     statedir.prepare(state)
-    first = statedir.agent_id(state)
-    (state / statedir.ID_FILE).unlink()
-    state.rmdir()
-    statedir.prepare(state)
-    assert statedir.agent_id(state) == first
-    other = tmp_path / "other"
     statedir.prepare(other)
-    assert statedir.agent_id(other) != first  # two state dirs, two agents
+    first = statedir.agent_id(state)
+    assert len(first) == 16 and statedir.agent_id(other) != first
+    assert statedir.agent_id(state) == first
+    assert (state / statedir.ID_FILE).stat().st_mode & 0o077 == 0
+    (state / statedir.ID_FILE).unlink()
+    assert statedir.agent_id(state) != first  # nothing derives it from the machine
 
 
 def test_an_existing_agent_id_is_kept(tmp_path: Path) -> None:

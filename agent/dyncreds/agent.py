@@ -55,7 +55,7 @@ class Backend(RootBackend, Protocol):
     async def delete_key(
         self, user_name: str, access_key_id: str | None, keep: list[str]
     ) -> bool: ...
-    async def tagged_users(self) -> list[TaggedUser]: ...
+    async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]: ...
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool: ...
     async def revoke_sessions(self, role: Any, at: float) -> None: ...
     def restore(self, role: Any) -> Lease | None: ...
@@ -162,9 +162,9 @@ class Agent:
             try:
                 recovered = await self.journal.recover(self.wall())
                 break
-            except DyncredsError as exc:
+            except Exception as exc:  # never the end of the agent: retried
                 failures += 1
-                log.error("agent.recover_failed", error=exc.message, attempt=failures)
+                log.error("agent.recover_failed", error=logs.said(exc), attempt=failures)
                 await trio.sleep(min(2.0**failures, 60.0))
         if recovered:
             log.info("agent.recovering", records=recovered)
@@ -221,6 +221,8 @@ class Agent:
         or the one issuance in flight. After waiting, the request asks again - of a
         new worker, if a reload replaced the role meanwhile."""
         self.root.refuse_if_locked()
+        if self.fleet is not None and self.role(name).kind.revocable:
+            await self.fleet.ensure_current()  # after a pause: were we taken over?
         for _ in range(REQUEST_ROUNDS):
             lease = await self.worker_for(name, asker).request()
             # `lock` is a fence: a lease issued while it came is kept, not handed out.

@@ -221,7 +221,9 @@ def run(
             return 2
     agent = Agent(cfg, journal, backend, ident, load_config=lambda: config.load(paths.config_dir))
     if fleet_parts is not None:
-        agent.fleet = _join_fleet(cfg, fleet_parts, journal, backend, agent, ident)
+        agent.fleet = _join_fleet(
+            cfg, fleet_parts, journal, backend, agent, ident, statedir.TokenFile(paths.state_dir)
+        )
     try:
         trio.run(_main, agent, sock, paths, activated)
     finally:
@@ -250,7 +252,13 @@ def _fleet_journal(cfg: config.Config, local: Any, ident: str) -> tuple[Any, Any
 
 
 def _join_fleet(
-    cfg: config.Config, parts: Any, journal: Any, backend: Any, agent: Agent, ident: str
+    cfg: config.Config,
+    parts: Any,
+    journal: Any,
+    backend: Any,
+    agent: Agent,
+    ident: str,
+    tokens: statedir.TokenFile,
 ) -> Any:
     from dyncreds.fleet import Fleet
 
@@ -258,9 +266,19 @@ def _join_fleet(
     holder["backend"] = backend  # the table signs with the backend's current root
     journal.on_lost = agent.lost
     assert cfg.main.fleet is not None
-    return Fleet(
-        cfg.main.fleet, table, journal, ident, wall=agent.wall, poke_reaper=agent.reaper.poke
+    fleet = Fleet(
+        cfg.main.fleet,
+        table,
+        journal,
+        ident,
+        wall=agent.wall,
+        poke_reaper=agent.reaper.poke,
+        create_grace=float(cfg.main.agent.create_grace),
+        tokens=tokens,
+        sweep_soon=agent.reaper.sweep_soon,
     )
+    agent.reaper.scope = fleet.sweep_scope()
+    return fleet
 
 
 def _unlink_own_socket(path: Path, sock: stdsocket.socket) -> None:

@@ -62,6 +62,15 @@ def get(area: str) -> EventLogger:
     return EventLogger(logging.getLogger(f"dyncreds.{area}"))
 
 
+def said(exc: BaseException) -> str:
+    """An unexpected exception as one short line, for a loop that must go on:
+    a dyncreds error's own message, else its type and message."""
+    message = getattr(exc, "message", None)
+    if isinstance(message, str):
+        return message
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+
+
 THROTTLE_INTERVAL = 10.0
 
 

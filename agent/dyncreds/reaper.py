@@ -9,7 +9,12 @@ announced: that time is the record's ``revoke_at``.
 
 The **orphan sweep** finds users tagged with this agent's id that the journal
 does not know (it was lost or restored from an old copy) and hands them to the
-reaper. Users of other agents are never touched.
+reaper. Users of other agents are never touched - but in a fleet (``scope``)
+those of the dead agents this one took over are its own, and a user whose
+record someone still holds is not an orphan. One user that cannot be taken in
+does not stop the sweep.
+
+No exception ends the reaper: an unexpected one is an attempt that failed.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class Deleter(Protocol):
     async def delete_key(
         self, user_name: str, access_key_id: str | None, keep: list[str]
     ) -> bool: ...
-    async def tagged_users(self) -> list[TaggedUser]: ...
+    async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]: ...
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool: ...
 
 
@@ -55,6 +60,14 @@ class Outcome:
 
     event: trio.Event = field(default_factory=trio.Event)
     ok: bool = False
+
+
+class SweepScope(Protocol):
+    """Fleet: whose tags this agent sweeps, and whether a record tracks a user."""
+
+    def agents(self) -> set[str]: ...
+    async def tracked(self, agent: str, lease_id: str) -> bool: ...
+    def revoke_at(self, agent: str, announced: float) -> float: ...
 
 
 @dataclass
@@ -84,6 +97,8 @@ class Reaper:
         self._done: dict[str, Outcome] = {}
         self._unwritten: set[str] = set()  # retire requests the journal refused
         self._locked_out: set[str] = set()  # due, but waiting for `dyncreds unlock`
+        self.scope: SweepScope | None = None  # set by the daemon in a fleet
+        self._sweep_now = trio.Event()
 
     def poke(self) -> None:
         self._poke.set()
@@ -110,7 +125,7 @@ class Reaper:
             for lease_id in list(self._unwritten):
                 try:
                     await self.journal.revoke_now(lease_id, self.wall())
-                except DyncredsError:
+                except Exception:
                     break  # the journal still cannot be written: at the next wake-up
                 self._unwritten.discard(lease_id)
             now = self.wall()
@@ -132,9 +147,9 @@ class Reaper:
         try:
             await self.journal.revoking(record.lease_id)
             done = await self._delete(record)
-        except DyncredsError as exc:  # the journal itself failed
+        except Exception as exc:  # the journal itself failed (or a bug: never fatal)
             done = False
-            log.error("lease.revoke_unjournaled", lease=record.lease_id, error=exc.message)
+            log.error("lease.revoke_unjournaled", lease=record.lease_id, error=logs.said(exc))
             # Out of the due list until the disk recovers; retried with the rest.
             await trio.sleep(min(SLOW_RETRY, MAX_SLEEP))
         # Whoever asked while this attempt ran learns its outcome too.
@@ -154,8 +169,8 @@ class Reaper:
             )
             self._locked_out.add(record.lease_id)
             return False
-        except (DyncredsError, trio.TooSlowError) as exc:
-            message = exc.message if isinstance(exc, DyncredsError) else "timed out"
+        except Exception as exc:  # trio.TooSlowError, AWS, or a bug: an attempt that failed
+            message = "timed out" if isinstance(exc, trio.TooSlowError) else logs.said(exc)
             attempts = record.attempts + 1
             delay = (
                 leases.backoff(attempts, self.rng(), cap=SLOW_RETRY)
@@ -224,14 +239,20 @@ class Reaper:
 
     # ------------------------------------------------------------------ orphans
 
+    def sweep_soon(self) -> None:
+        """Sweep now rather than at the next hour (a dead peer's tag just became ours)."""
+        self._sweep_now.set()
+
     async def run_sweeps(self) -> None:
         await trio.sleep(SWEEP_FIRST_AFTER)
         while True:
             try:
                 await self.sweep_orphans()
-            except DyncredsError as exc:
-                log.warning("orphan.sweep_failed", error=exc.message)
-            await trio.sleep(self.sweep.every)
+            except Exception as exc:
+                log.warning("orphan.sweep_failed", error=logs.said(exc))
+            with trio.move_on_after(self.sweep.every):
+                await self._sweep_now.wait()
+            self._sweep_now = trio.Event()
 
     async def sweep_orphans(self) -> list[str]:
         """Users carrying this agent's tag that the journal does not know are
@@ -241,23 +262,36 @@ class Reaper:
         now = self.wall()
         known = self.journal.user_names()
         found = []
-        for user in await self.backend.tagged_users():
+        agents = self.scope.agents() if self.scope is not None else None
+        for user in await self.backend.tagged_users(agents):
             if user.name in known or now - user.created_at < self.sweep.min_age:
                 continue
-            lease_id = user.tags.get("dyncreds:lease") or f"orphan/{user.name}"
-            if self.journal.get(lease_id) is not None:
-                lease_id = f"orphan/{user.name}"
-            role = user.tags.get("dyncreds:role", "?")
-            # Revoked at the expiry it announced (its tag), never earlier.
-            revoke_at = max(now, _announced(user.tags.get("dyncreds:expires")) or now)
-            await self.journal.creating(lease_id, role, user.name, user.created_at, revoke_at)
-            await self.journal.activate(lease_id, revoke_at)
-            found.append(user.name)
-            log.warning("orphan.found", user=user.name, lease=lease_id)
+            try:
+                if await self._take_in(user, now):
+                    found.append(user.name)
+            except DyncredsError as exc:  # e.g. its record exists, a peer's: not ours
+                log.info("orphan.skipped", user=user.name, error=exc.message)
         if found:
             self.counters["orphans"] += len(found)
             self.poke()
         return found
+
+    async def _take_in(self, user: TaggedUser, now: float) -> bool:
+        lease_id = user.tags.get("dyncreds:lease") or f"orphan/{user.name}"
+        owner = user.tags.get("dyncreds:agent", "")
+        if self.scope is not None and await self.scope.tracked(owner, lease_id):
+            return False  # a record still tracks it (a peer's, or one taken from us)
+        if self.journal.get(lease_id) is not None:
+            lease_id = f"orphan/{user.name}"
+        role = user.tags.get("dyncreds:role", "?")
+        # Revoked at the expiry it announced (its tag), never earlier.
+        revoke_at = max(now, _announced(user.tags.get("dyncreds:expires")) or now)
+        if self.scope is not None:  # announced on its agent's clock: the same instant on ours
+            revoke_at = self.scope.revoke_at(owner, revoke_at)
+        await self.journal.creating(lease_id, role, user.name, user.created_at, revoke_at)
+        await self.journal.activate(lease_id, revoke_at)
+        log.warning("orphan.found", user=user.name, lease=lease_id, agent=owner)
+        return True
 
 
 def _announced(tag: str | None) -> float | None:

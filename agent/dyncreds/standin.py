@@ -104,9 +104,11 @@ class StandIn:
         table: str,
         name: str,
         event_hooks: list[tuple[str, Any]] | None = None,
+        endpoint: str | None = None,
     ) -> Any:
         """A fleet table on the stand-in, created by `fleet init`'s own code, and the
-        FleetTable that reaches it as a fleet agent's root would (tests, benchmarks).
+        FleetTable that reaches it as a fleet agent's root would (tests, benchmarks),
+        through ``endpoint`` if given (a fault proxy in front of the stand-in).
         The admin's keys stay on this object: a failing call never shows them as an
         argument in a traceback."""
         from dyncreds import config
@@ -127,7 +129,7 @@ class StandIn:
             [fleet]
             table = "{table}"
             name = "{name}"
-            endpoint = "{self.endpoint}"
+            endpoint = "{endpoint or self.endpoint}"
             """)
         )
         cfg = config.load(base)

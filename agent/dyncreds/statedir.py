@@ -5,17 +5,20 @@ state dir, for the agent's whole life) -> the agent id -> open the journal.
 Every failure here is one line saying what and what to do (``StateError``).
 
 The **agent id** is tagged on every IAM user the agent creates; the orphan
-sweep adopts only users that carry it. It is derived, not random: a hash of the
-machine id, the user id and the state dir's path, so that an agent whose state
-dir was lost and re-created at the same place still recognises its users. An
-id already written by an earlier version (``agent-id``) is kept.
+sweep adopts only users that carry it, and a fleet keys the agent's heartbeat
+and records by it. It is random, made once and kept in ``agent-id``: an id
+derived from the machine (as before 0.3) collided on cloned images and
+containers sharing ``/etc/machine-id``. An id already written by an earlier
+version is kept. A state dir that is copied still copies its id: a fleet detects
+that (``agent-token`` holds the start tokens this state dir registered with;
+fleet.py) and refuses the second holder.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
+import secrets
 import sqlite3
 import time
 from pathlib import Path
@@ -24,7 +27,7 @@ from dyncreds.journal.sqlite import SqliteJournal
 
 LOCK_FILE = "agent.lock"
 ID_FILE = "agent-id"
-MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+TOKEN_FILE = "agent-token"
 
 
 class StateError(Exception):
@@ -68,17 +71,6 @@ def lock(path: Path) -> int:
     return fd
 
 
-def machine_id() -> str:
-    for name in MACHINE_ID_FILES:
-        try:
-            value = Path(name).read_text().strip()
-        except OSError:
-            continue
-        if value:
-            return value
-    return os.uname().nodename
-
-
 def agent_id(path: Path) -> str:
     id_path = path / ID_FILE
     try:
@@ -89,13 +81,40 @@ def agent_id(path: Path) -> str:
         pass
     except OSError as exc:
         raise StateError(f"cannot read {id_path}: {exc.strerror or exc}") from None
-    seed = f"{machine_id()}:{os.getuid()}:{path.resolve()}"
-    value = hashlib.sha256(seed.encode()).hexdigest()[:16]
+    value = secrets.token_hex(8)
     try:
-        id_path.write_text(value + "\n")
+        _write_atomically(id_path, value + "\n")
     except OSError as exc:
         raise StateError(f"cannot write {id_path}: {exc.strerror or exc}") from None
     return value
+
+
+class TokenFile:
+    """The fleet start tokens this state dir registered with (fleet.TokenStore)."""
+
+    def __init__(self, path: Path):
+        self.path = path / TOKEN_FILE
+        self.where = str(path)
+
+    def load(self) -> list[str]:
+        try:
+            return self.path.read_text().split()
+        except FileNotFoundError:
+            return []
+
+    def save(self, tokens: list[str]) -> None:
+        _write_atomically(self.path, "".join(f"{t}\n" for t in tokens))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
 
 
 def open_journal(path: Path) -> tuple[SqliteJournal, Path | None]:

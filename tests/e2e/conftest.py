@@ -12,6 +12,7 @@ import pytest
 
 from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess
+from tests.e2e.fleetrig import FleetRig
 from tests.faultproxy import FaultProxy
 
 
@@ -64,3 +65,13 @@ def rig(aws: StandIn, short_dir: Path) -> Iterator[Callable[..., Rig]]:
         if made.agent.process and made.agent.process.poll() is None:
             made.agent.stop()
         made.proxy.stop()
+
+
+@pytest.fixture
+def fleet(aws: StandIn, short_dir: Path) -> Iterator[FleetRig]:
+    """A fleet's table and proxy; its agents made by ``fleet.agent(name)``."""
+    made = FleetRig(aws, short_dir)
+    try:
+        yield made
+    finally:
+        made.stop()

@@ -6,95 +6,39 @@ An agent SIGKILLed for good while it holds a served iam_user lease: a peer takes
 it over (exactly one of the two racing peers wins) and deletes the user at the
 expiry the lease announced - not before - with exactly one DeleteUser. An agent
 cut off from the table refuses new iam_user leases, keeps serving the ones it
-has, and, once back, stops serving those a peer took over meanwhile."""
+has, and, once back, stops serving those a peer took over meanwhile.
+
+Then faults at the edge: lost replies of conditional writes, a copied identity,
+hand-written bad items, a re-created table, a PutItem that lands late, a claimer
+killed mid-takeover (clocks and pauses: test_fleet_clocks.py; churn:
+test_fleet_churn.py)."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dyncreds.protocol import parse_rfc3339
 from dyncreds.standin import StandIn
-from tests.conftest import AgentProcess, iam_user_role, temp_users, wait_for
+from tests.conftest import AgentProcess, temp_users, wait_for
+from tests.e2e.fleetrig import (
+    ROLE,
+    FleetRig,
+    fleet_status,
+    joined,
+    lease_of,
+    user_exists,
+)
 from tests.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.e2e
 
-ROLE = iam_user_role(extra='ttl = "60s"\nmax_ttl = "60s"\n')
 
-
-def fleet_table(endpoint: str) -> str:
-    return f"""
-    [fleet]
-    table = "dyncreds-fleet"
-    name = "ci"
-    endpoint = "{endpoint}"
-    heartbeat = "1s"
-    dead_after = "4s"
-    """
-
-
-class Fleet:
-    def __init__(self, aws: StandIn, base: Path):
-        self.aws = aws
-        self.base = base
-        self.proxy = FaultProxy(aws.endpoint).start()  # IAM, STS and DynamoDB of all
-        self.agents: dict[str, AgentProcess] = {}
-
-    def agent(
-        self, name: str, dynamodb: str | None = None, roles: dict[str, str] | None = None
-    ) -> AgentProcess:
-        base = self.base / name
-        base.mkdir(mode=0o700)
-        made = AgentProcess(
-            base,
-            self.aws,
-            roles or {"r": ROLE},
-            tables=fleet_table(dynamodb or self.proxy.endpoint),
-        )
-        config = made.config_dir / "config.toml"
-        config.write_text(
-            config.read_text().replace(
-                f'_endpoint = "{self.aws.endpoint}"', f'_endpoint = "{self.proxy.endpoint}"'
-            )
-        )
-        self.agents[name] = made
-        return made
-
-    def stop(self) -> None:
-        for made in self.agents.values():
-            if made.process and made.process.poll() is None:
-                made.stop()
-        self.proxy.stop()
-
-    def delete_user_calls(self, user: str) -> int:
-        return sum(1 for c in self.proxy.calls_of("DeleteUser") if c.params.get("UserName") == user)
-
-
-@pytest.fixture
-def fleet(aws: StandIn, short_dir: Path) -> Iterator[Fleet]:
-    made = Fleet(aws, short_dir)
-    try:
-        yield made
-    finally:
-        made.stop()
-
-
-def user_exists(aws: StandIn, name: str) -> bool:
-    return any(u["UserName"] == name for u in aws.client("iam").list_users()["Users"])
-
-
-def lease_of(agent: AgentProcess, role: str = "r") -> dict[str, str]:
-    result = agent.request("credentials", role=role)
-    assert result["ok"], result
-    return dict(result["lease"])
-
-
-def test_a_dead_agents_users_are_deleted_once_at_their_announced_expiry(fleet: Fleet) -> None:
+def test_a_dead_agents_users_are_deleted_once_at_their_announced_expiry(fleet: FleetRig) -> None:
     a, b, c = fleet.agent("a"), fleet.agent("b"), fleet.agent("c")
     init = a.cli("fleet", "init")
     assert "dyncreds-fleet" in init.stdout
@@ -139,7 +83,7 @@ def test_a_dead_agents_users_are_deleted_once_at_their_announced_expiry(fleet: F
 
 
 def test_an_agent_cut_off_from_the_table_refuses_iam_users_and_is_fenced_when_back(
-    fleet: Fleet,
+    fleet: FleetRig,
 ) -> None:
     cut = FaultProxy(fleet.aws.endpoint).start()  # d's DynamoDB only
     try:
@@ -179,7 +123,7 @@ def test_an_agent_cut_off_from_the_table_refuses_iam_users_and_is_fenced_when_ba
         cut.stop()
 
 
-def test_a_missing_table_is_an_error_that_names_fleet_init(fleet: Fleet) -> None:
+def test_a_missing_table_is_an_error_that_names_fleet_init(fleet: FleetRig) -> None:
     f = fleet.agent("f", roles={"r": ROLE, "s": 'credential_type = "session_token"\n'})
     f.start()
     refused = f.request("credentials", role="r")
@@ -203,3 +147,184 @@ def test_fleet_commands_without_a_fleet_say_what_to_add(short_dir: Path, aws: St
         assert result.returncode != 0 and "[fleet]" in result.stderr
     finally:
         lone.stop()
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_a_takeover_whose_replies_were_lost_is_still_won_and_finished(fleet: FleetRig) -> None:
+    """b's claim and its first adopt write both reach the table, but their replies
+    are lost; botocore retries each and meets its own write. b reads it back:
+    the claim is won and the record adopted - not "another peer was first"."""
+    own = FaultProxy(fleet.aws.endpoint).start()  # b's DynamoDB
+    try:
+        a, b = fleet.agent("a"), fleet.agent("b", dynamodb=own.endpoint)
+        a.cli("fleet", "init")
+        a.start()
+        b.start()
+        wait_for(lambda: joined(a) and joined(b), message="both joined")
+        lease_of(a)
+        claim = own.add(
+            Fault(frozenset({"UpdateItem"}), contains="taken_by = :me", lose_reply=True, times=1)
+        )
+        adopt = own.add(
+            Fault(frozenset({"UpdateItem"}), contains="#owner = :new", lose_reply=True, times=1)
+        )
+        a.kill()
+        wait_for(lambda: "fleet.takeover " in b.log() or "fleet.takeover\n" in b.log(), timeout=30)
+        assert claim.hits == 1 and adopt.hits == 1
+        assert b.log().count("fleet.write_already_applied") == 2
+        assert "fleet.takeover_lost" not in b.log()
+        status = fleet_status(b)
+        b_id = b.request("status")["agent"]["id"]
+        (record,) = status["pending"]
+        assert record["owner"] == b_id
+        assert status["unfinished_takeovers"] == []
+        assert b.request("status")["fleet"]["took_over"][0]["records"] == 1
+    finally:
+        own.stop()
+
+
+def test_a_copied_identity_is_refused_in_one_line(fleet: FleetRig) -> None:
+    """b's state dir gets a's agent-id (a cloned image): b sees a's item change
+    under a start token it never used, and stays out of the fleet, saying so in
+    one line; a goes on."""
+    a, b = fleet.agent("a"), fleet.agent("b")
+    a.cli("fleet", "init")
+    a.start()
+    held = lease_of(a)  # at once: an issuance may come before the fleet's load
+    b.state_dir.mkdir(mode=0o700)
+    (b.state_dir / "agent-id").write_text((a.state_dir / "agent-id").read_text())
+    b.start()
+    wait_for(lambda: "fleet.identity_conflict" in b.log(), timeout=30, message="b refused")
+    (line,) = [x for x in b.log().splitlines() if "fleet.identity_conflict" in x]
+    assert "is in use by another agent" in line and "agent-id" in line
+    refused = b.request("credentials", role="r")
+    assert refused["error"]["code"] == "unavailable"
+    assert "in use by another agent" in refused["error"]["message"]
+    assert lease_of(a)["id"] == held["id"] and "fleet.identity_conflict" not in a.log()
+    assert [x["alive"] for x in fleet_status(a)["agents"]] == [True]
+
+
+def test_bad_items_are_skipped_shown_and_end_no_agent(fleet: FleetRig) -> None:
+    """Hand-written items that do not fit: a roster item whose heartbeat is a
+    string, one whose pid is a list, and a record (of an agent about to die)
+    whose revoke_at is a string. Every agent lives on; a takeover still happens;
+    `fleet status` lists them; a restarted agent starts."""
+    a, b, c = fleet.agent("a"), fleet.agent("b"), fleet.agent("c")
+    a.cli("fleet", "init")
+    for made in (a, b, c):
+        made.start()
+    wait_for(lambda: all(joined(x) for x in (a, b, c)), message="all joined")
+    lease_of(c)
+    c_id = c.request("status")["agent"]["id"]
+    client = fleet.aws.client("dynamodb")
+    for item in [
+        {"pk": {"S": "ci#agents"}, "sk": {"S": "string-heartbeat"}, "heartbeat": {"S": "x"}},
+        {"pk": {"S": "ci#agents"}, "sk": {"S": "list-pid"}, "pid": {"L": [{"N": "1"}]}},
+        {
+            "pk": {"S": f"ci#records#{c_id}"},
+            "sk": {"S": "r/bad"},
+            "lease_id": {"S": "r/bad"},
+            "owner": {"S": c_id},
+            "origin": {"S": c_id},
+            "revoke_at": {"S": "soon"},
+        },
+    ]:
+        client.put_item(TableName="dyncreds-fleet", Item=item)
+    c.kill()
+    wait_for(lambda: "fleet.takeover" in a.log() + b.log(), timeout=30, message="c taken over")
+    time.sleep(3)  # a few more heartbeats and roster reads
+    assert a.process is not None and a.process.poll() is None
+    assert b.process is not None and b.process.poll() is None
+    bad = {x["item"] for x in fleet_status(a)["bad_items"]}
+    assert {"ci#agents/string-heartbeat", "ci#agents/list-pid"} <= bad
+    assert f"ci#records#{c_id}/r/bad" in {x["item"] for x in fleet_status(b)["bad_items"]}
+    assert a.log().count("fleet.bad_item item=ci#agents/list-pid") == 1  # logged once
+    b.stop()
+    b.start()
+    wait_for(lambda: joined(b), message="b joins again")
+    assert lease_of(b)["id"]
+    assert "Traceback" not in a.log() + b.log()
+
+
+def test_a_recreated_table_is_said_as_such(fleet: FleetRig) -> None:
+    """The table is deleted and created again while a serves a lease: a says its
+    item is gone (not that a peer declared it dead), joins again, and stops
+    serving the lease the table lost."""
+    a = fleet.agent("a")
+    a.cli("fleet", "init")
+    a.start()
+    held = lease_of(a)
+    client = fleet.aws.client("dynamodb")
+    client.delete_table(TableName="dyncreds-fleet")
+    a.cli("fleet", "init")
+    wait_for(lambda: "fleet.item_gone" in a.log(), timeout=20, message="a sees its item gone")
+    wait_for(lambda: a.request("status")["fleet"]["lost_leases"] == [held["id"]], timeout=20)
+    assert "fleet.taken_over" not in a.log()
+    assert a.request("status")["fleet"]["taken_from_us"] == 0
+    assert lease_of(a)["id"] != held["id"]
+
+
+def test_a_creating_record_that_landed_late_is_cleaned_up(fleet: FleetRig) -> None:
+    """a's PutItem(creating) is held on the way past the call's deadline: the
+    issuance fails, having created nothing; later the PutItem lands. a finds the
+    record it does not know in its partition and cleans it up."""
+    own = FaultProxy(fleet.aws.endpoint).start()  # a's DynamoDB
+    try:
+        a = fleet.agent(
+            "a",
+            dynamodb=own.endpoint,
+            settings='aws_call_timeout = "1s"\nissue_timeout = "5s"',
+            root="max_retries = 0\n",
+        )
+        a.cli("fleet", "init")
+        a.start()
+        wait_for(lambda: joined(a), message="a joined")
+        own.add(Fault(frozenset({"PutItem"}), contains='"creating"', hold=3.0, times=1))
+        failed = a.request("credentials", role="r")
+        assert not failed["ok"] and fleet.created_users() == []
+        client = fleet.aws.client("dynamodb")
+
+        def records() -> list[Any]:
+            return list(client.scan(TableName="dyncreds-fleet")["Items"])
+
+        wait_for(lambda: any("creating" in str(i) for i in records()), message="the late put")
+        wait_for(lambda: "fleet.stale_records" in a.log(), timeout=20, message="a finds it")
+        wait_for(lambda: not any("records" in i["pk"]["S"] for i in records()), timeout=20)
+    finally:
+        own.stop()
+
+
+def test_a_takeover_whose_claimer_died_is_inherited_and_finished(fleet: FleetRig) -> None:
+    """b claims dead a and is SIGKILLed at its first adopt write: a's item says
+    taken by b, nothing adopted - an unfinished takeover, shown as such. c takes
+    dead b over, inherits b's claim on a, and adopts a's record too."""
+    own = FaultProxy(fleet.aws.endpoint)  # b's DynamoDB
+    a, b, c = fleet.agent("a"), fleet.agent("b", dynamodb="http://127.0.0.1:1"), fleet.agent("c")
+    own.on_kill = b.kill
+    own.start()
+    try:
+        config = b.config_dir / "config.toml"
+        config.write_text(config.read_text().replace("http://127.0.0.1:1", own.endpoint))
+        a.cli("fleet", "init")
+        for made in (a, b):
+            made.start()
+        wait_for(lambda: joined(a) and joined(b), message="a and b joined")
+        lease_of(a)
+        a_id = a.request("status")["agent"]["id"]
+        own.add(Fault(frozenset({"UpdateItem"}), contains="#owner = :new", kill="before", times=1))
+        a.kill()
+        assert b.process is not None
+        wait_for(lambda: b.process is not None and b.process.poll() is not None, timeout=30)
+        c.start()
+        wait_for(lambda: a_id in fleet_status(c)["unfinished_takeovers"], message="unfinished")
+        assert "(unfinished)" in c.cli("fleet", "status").stdout
+        wait_for(lambda: "fleet.takeover_inherited" in c.log(), timeout=30, message="inherited")
+        status = fleet_status(c)
+        c_id = c.request("status")["agent"]["id"]
+        assert status["unfinished_takeovers"] == []
+        assert [p["owner"] for p in status["pending"]] == [c_id]
+        assert {x["taken_over_by"] for x in status["agents"] if not x["me"]} == {c_id}
+    finally:
+        own.stop()

@@ -246,8 +246,8 @@ class AwsBackend:
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool:
         return await root.finish_interrupted(self.aws, user_name, old_key, since)
 
-    async def tagged_users(self) -> list[iam_user.TaggedUser]:
-        return await iam_user.list_tagged_users(self.aws, self.agent_id)
+    async def tagged_users(self, agents: set[str] | None = None) -> list[iam_user.TaggedUser]:
+        return await iam_user.list_tagged_users(self.aws, agents or {self.agent_id})
 
 
 Issuer = Callable[[AwsBackend, Role, str, float, OnStep, str], Awaitable[Lease]]

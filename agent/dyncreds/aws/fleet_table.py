@@ -1,275 +1,174 @@
 """The fleet's DynamoDB table: every operation the fleet makes on it, and nothing
 else (the rules - who owns what, when to take over - are fleet.py's and
-journal/dynamodb.py's).
+journal/dynamodb.py's; the items' schemas are fleetitems.py's).
 
 One table per fleet, two kinds of items (``pk``, ``sk``):
 
-  ``{name}#agents``            / AGENT_ID  an agent's heartbeat: host, pid, heartbeat,
-                                           leases, taken_by, adopted, expires (TTL)
+  ``{name}#agents``            / AGENT_ID  an agent's heartbeat: host, pid, token, beat,
+                                           heartbeat, skew, leases, taken_by, finished,
+                                           adopted, expires (TTL)
   ``{name}#records#{ORIGIN}``  / LEASE_ID  a journal record created by agent ORIGIN:
                                            the Record's fields, owner, version
 
 A record never moves: a takeover changes its ``owner`` (a conditional write on the
-old owner: the fencing token), and the new owner remembers the origin partitions
-it adopted, so that its own successor can find them. Reads of the roster are one
-Query; a takeover Queries the dead agent's partitions. Every write that an agent
-makes to a record is conditional on ``owner`` being itself: an agent whose
-records were taken over learns it at its next write (``ConditionalCheckFailed``).
+old owner and the version it read: the fencing token), and the new owner
+remembers the origin partitions it adopted, so that its own successor can find
+them. Every write an agent makes to a record is conditional on ``owner`` being
+itself: an agent whose records were taken over learns it at its next write.
+
+Every conditional write is re-read when its condition fails, and every item
+read is validated: see fleet_records.py, which holds the plumbing and the
+record operations; this module adds the roster and ``fleet init``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
-from dyncreds.aws.session import AwsSession
-from dyncreds.config import FleetSettings
-from dyncreds.journal import Record, TakenOver
+from dyncreds.aws.fleet_records import KEEP_DEAD_FOR, TTL_ATTRIBUTE, FleetRecords, _key
+from dyncreds.fleetitems import AgentConflict, AgentItem, BadItem, agent_item, number, value
 from dyncreds.protocol import Upstream
 
-TTL_ATTRIBUTE = "expires"
-KEEP_DEAD_FOR = 30 * 86400  # a dead agent's item stays visible this long (TTL)
-_FIELDS = (
-    "lease_id", "role", "user_name", "access_key_id", "state", "created_at", "revoke_at",
-    "attempts", "next_attempt", "last_error", "settle_until", "thing", "detail",
-)  # fmt: skip
+__all__ = ["TTL_ATTRIBUTE", "FleetTable", "create_table"]
 
 
-@dataclass(frozen=True)
-class AgentItem:
-    agent_id: str
-    host: str
-    pid: int
-    heartbeat: float
-    started_at: float
-    leases: int
-    taken_by: str | None
-    taken_at: float | None
-    adopted: frozenset[str]
-
-    def alive(self, now: float, dead_after: float) -> bool:
-        return self.taken_by is None and now - self.heartbeat < dead_after
-
-
-def _number(value: float | int) -> Decimal:
-    return Decimal(str(round(value, 3)))
-
-
-def record_item(record: Record, owner: str, origin: str, fleet: str) -> dict[str, Any]:
-    item: dict[str, Any] = {"pk": f"{fleet}#records#{origin}", "sk": record.lease_id}
-    for name in _FIELDS:
-        value = getattr(record, name)
-        if value is None:
-            continue
-        item[name] = _number(value) if isinstance(value, (int, float)) else value
-    item.update(owner=owner, origin=origin, version=1)
-    return item
-
-
-def item_record(item: dict[str, Any]) -> Record:
-    values: dict[str, Any] = {}
-    for name in _FIELDS:
-        value = item.get(name)
-        if isinstance(value, Decimal):
-            value = int(value) if name == "attempts" else float(value)
-        values[name] = value
-    return Record(**values)
-
-
-class FleetTable:
+class FleetTable(FleetRecords):
     """The table's operations, each one AWS call through the root's session (in a
     worker thread, bounded, mapped errors: aws/session.py)."""
 
-    def __init__(self, settings: FleetSettings, session: Callable[[], AwsSession]):
-        self.settings = settings
-        self.name = settings.name
-        self._session = session  # late-bound: the backend rebuilds it on reload
-
-    @property
-    def agents_pk(self) -> str:
-        return f"{self.name}#agents"
-
-    def records_pk(self, origin: str) -> str:
-        return f"{self.name}#records#{origin}"
-
-    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        aws = self._session()
-        try:
-            return await aws.call_client(
-                aws.dynamodb, operation, TableName=self.settings.table, **params
-            )
-        except Upstream as exc:
-            if exc.aws_code == "ConditionalCheckFailedException":
-                raise TakenOver(exc.message) from None
-            if exc.aws_code == "ResourceNotFoundException":
-                raise Upstream(
-                    f"the fleet table {self.settings.table} does not exist in "
-                    f"{self.settings.region}: run `dyncreds fleet init`",
-                    aws_code=exc.aws_code,
-                ) from None
-            raise Upstream(
-                f"the fleet table {self.settings.table} cannot be used: {exc.message}",
-                aws_code=exc.aws_code,
-                retryable=exc.retryable,
-                sent=exc.sent,
-            ) from None
-
-    # ------------------------------------------------------------------ records
-
-    async def put_new(self, record: Record, owner: str) -> None:
-        await self._call(
-            "put_item",
-            Item=_encode(record_item(record, owner, owner, self.name)),
-            ConditionExpression="attribute_not_exists(pk)",
-        )
-
-    async def update(
-        self, origin: str, lease_id: str, owner: str, changes: dict[str, Any], *, only_if: str = ""
-    ) -> None:
-        """SET ``changes`` on a record we own (``only_if``: a further condition)."""
-        names = {f"#{k}": k for k in changes}
-        values = {f":{k}": _value(v) for k, v in changes.items()}
-        sets = [f"#{k} = :{k}" for k, v in changes.items() if v is not None]
-        removes = [f"#{k}" for k, v in changes.items() if v is None]
-        expression = ("SET " + ", ".join([*sets, "version = version + :one"])) + (
-            " REMOVE " + ", ".join(removes) if removes else ""
-        )
-        values = {k: v for k, v in values.items() if v is not None}
-        values[":me"] = {"S": owner}
-        values[":one"] = {"N": "1"}
-        await self._call(
-            "update_item",
-            Key=_key(self.records_pk(origin), lease_id),
-            UpdateExpression=expression,
-            ConditionExpression="#owner = :me" + (f" AND ({only_if})" if only_if else ""),
-            ExpressionAttributeNames={**names, "#owner": "owner"},
-            ExpressionAttributeValues=values,
-        )
-
-    async def delete(self, origin: str, lease_id: str, owner: str) -> None:
-        await self._call(
-            "delete_item",
-            Key=_key(self.records_pk(origin), lease_id),
-            ConditionExpression="#owner = :me",
-            ExpressionAttributeNames={"#owner": "owner"},
-            ExpressionAttributeValues={":me": {"S": owner}},
-        )
-
-    async def records(self, origin: str, owner: str) -> list[tuple[Record, str]]:
-        """The records in ``origin``'s partition that ``owner`` owns (consistent)."""
-        found: list[tuple[Record, str]] = []
-        params: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk",
-            "FilterExpression": "#owner = :owner",
-            "ExpressionAttributeNames": {"#owner": "owner"},
-            "ExpressionAttributeValues": {
-                ":pk": {"S": self.records_pk(origin)},
-                ":owner": {"S": owner},
-            },
-            "ConsistentRead": True,
-        }
-        while True:
-            page = await self._call("query", **params)
-            found.extend((item_record(_decode(i)), origin) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return found
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-    async def adopt(self, origin: str, lease_id: str, old_owner: str, new_owner: str) -> None:
-        """Take one record over: exactly one peer's write succeeds."""
-        await self._call(
-            "update_item",
-            Key=_key(self.records_pk(origin), lease_id),
-            UpdateExpression="SET #owner = :new, version = version + :one",
-            ConditionExpression="#owner = :old",
-            ExpressionAttributeNames={"#owner": "owner"},
-            ExpressionAttributeValues={
-                ":new": {"S": new_owner},
-                ":old": {"S": old_owner},
-                ":one": {"N": "1"},
-            },
-        )
-
-    async def all_records(self, limit: int = 1000) -> list[tuple[Record, str, str]]:
-        """(record, owner, origin) of the whole fleet, for `fleet status` (a Scan)."""
-        found: list[tuple[Record, str, str]] = []
-        params: dict[str, Any] = {
-            "FilterExpression": "begins_with(pk, :prefix)",
-            "ExpressionAttributeValues": {":prefix": {"S": f"{self.name}#records#"}},
-        }
-        while len(found) < limit:
-            page = await self._call("scan", **params)
-            for raw in page.get("Items", []):
-                item = _decode(raw)
-                found.append((item_record(item), str(item["owner"]), str(item["origin"])))
-            if "LastEvaluatedKey" not in page:
-                break
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return found[:limit]
-
     # ------------------------------------------------------------------ agents
 
-    async def register(self, agent_id: str, host: str, pid: int, now: float) -> None:
-        """This agent is alive (again): a fresh heartbeat, any old claim cleared."""
-        await self._call(
-            "update_item",
-            Key=_key(self.agents_pk, agent_id),
-            UpdateExpression="SET host = :host, pid = :pid, heartbeat = :now, started_at = :now, "
+    async def agent(self, agent_id: str) -> AgentItem | None:
+        """One agent's item as it is now (consistent); None if missing or bad."""
+        item = await self._get(self.agents_pk, agent_id)
+        return self._agent(item)
+
+    def _agent(self, item: dict[str, Any] | None) -> AgentItem | None:
+        if item is None:
+            return None
+        try:
+            return agent_item(item)
+        except BadItem as exc:
+            self._skip(exc)
+            return None
+
+    async def _agent_write(
+        self, agent_id: str, mine: Callable[[dict[str, Any] | None], bool], **params: Any
+    ) -> None:
+        done, current = await self._conditional(
+            "update_item", self.agents_pk, agent_id, mine, **params
+        )
+        if not done:
+            raise AgentConflict(self._agent(current), missing=current is None)
+
+    async def register(self, me: AgentItem, accept: list[str], now: float) -> None:
+        """This agent is alive (again): a new token, any old claim cleared - on
+        condition that the item is new, or holds a token in ``accept`` (this state
+        dir's earlier runs, or one judged dead). AgentConflict otherwise."""
+        tokens = {f":t{i}": {"S": t} for i, t in enumerate(accept)}
+        accepted = " OR ".join(f"#token = {name}" for name in tokens)
+        await self._agent_write(
+            me.agent_id,
+            lambda item: item is not None and item.get("token") == me.token,
+            UpdateExpression="SET host = :host, pid = :pid, #token = :token, beat = :beat, "
+            "heartbeat = :now, started_at = :now, skew = :skew, "
             f"leases = if_not_exists(leases, :zero), {TTL_ATTRIBUTE} = :expires "
-            "REMOVE taken_by, taken_at",
+            "REMOVE taken_by, taken_at, finished",
+            ConditionExpression="attribute_not_exists(pk) OR attribute_not_exists(#token) OR "
+            + (accepted + " OR " if accepted else "")
+            + "#token = :token",
+            ExpressionAttributeNames={"#token": "token"},
             ExpressionAttributeValues={
-                ":host": {"S": host},
-                ":pid": {"N": str(pid)},
-                ":now": {"N": str(_number(now))},
+                ":host": {"S": me.host},
+                ":pid": {"N": str(me.pid)},
+                ":token": {"S": me.token},
+                ":beat": {"N": str(me.beat)},
+                ":now": {"N": str(number(now))},
+                ":skew": value(me.skew) or {"NULL": True},
                 ":zero": {"N": "0"},
                 ":expires": {"N": str(int(now) + KEEP_DEAD_FOR)},
+                **tokens,
             },
         )
 
-    async def heartbeat(self, agent_id: str, now: float, leases: int) -> None:
-        """TakenOver if a peer declared this agent dead and took it over."""
-        await self._call(
-            "update_item",
-            Key=_key(self.agents_pk, agent_id),
-            UpdateExpression=f"SET heartbeat = :now, leases = :leases, {TTL_ATTRIBUTE} = :expires",
-            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(taken_by)",
+    async def heartbeat(self, me: AgentItem, now: float) -> None:
+        """AgentConflict if this agent's item is not its own any more: a peer
+        claimed it, another process registered with its id, or it is gone."""
+        await self._agent_write(
+            me.agent_id,
+            lambda item: (
+                item is not None
+                and item.get("token") == me.token
+                and item.get("beat") == me.beat
+                and "taken_by" not in item
+            ),
+            UpdateExpression="SET heartbeat = :now, beat = :beat, leases = :leases, skew = :skew, "
+            f"{TTL_ATTRIBUTE} = :expires",
+            ConditionExpression="#token = :token AND attribute_not_exists(taken_by)",
+            ExpressionAttributeNames={"#token": "token"},
             ExpressionAttributeValues={
-                ":now": {"N": str(_number(now))},
-                ":leases": {"N": str(leases)},
+                ":now": {"N": str(number(now))},
+                ":beat": {"N": str(me.beat)},
+                ":token": {"S": me.token},
+                ":leases": {"N": str(me.leases)},
+                ":skew": value(me.skew) or {"NULL": True},
                 ":expires": {"N": str(int(now) + KEEP_DEAD_FOR)},
             },
         )
 
     async def roster(self) -> list[AgentItem]:
-        found: list[AgentItem] = []
-        params: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": self.agents_pk}},
-            "ConsistentRead": True,
-        }
-        while True:
-            page = await self._call("query", **params)
-            found.extend(_agent(_decode(i)) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return found
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return await self._query(
+            {
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": self.agents_pk}},
+                "ConsistentRead": True,
+            },
+            agent_item,
+        )
 
     async def claim(self, dead: AgentItem, me: str, now: float) -> None:
-        """Declare ``dead`` dead and ours to clean up; TakenOver if another peer was
-        first or it heartbeated meanwhile (the heartbeat we judged it by changed)."""
-        await self._call(
-            "update_item",
-            Key=_key(self.agents_pk, dead.agent_id),
+        """Declare ``dead`` dead and ours to clean up, on condition that its pulse
+        is the one we judged it by and nobody claimed it: AgentConflict if another
+        peer was first or it heartbeated meanwhile."""
+        if dead.token:
+            pulse = "#token = :token AND beat = :beat"
+            seen = {":token": {"S": dead.token}, ":beat": {"N": str(dead.beat)}}
+        else:  # an item written by 0.2: its heartbeat is all that changes
+            pulse = "attribute_not_exists(#token) AND heartbeat = :heartbeat"
+            seen = {":heartbeat": {"N": str(number(dead.heartbeat))}}
+        await self._agent_write(
+            dead.agent_id,
+            lambda item: item is not None and item.get("taken_by") == me,
+            UpdateExpression="SET taken_by = :me, taken_at = :now REMOVE finished",
+            ConditionExpression=f"{pulse} AND attribute_not_exists(taken_by)",
+            ExpressionAttributeNames={"#token": "token"},
+            ExpressionAttributeValues={":me": {"S": me}, ":now": {"N": str(number(now))}, **seen},
+        )
+
+    async def inherit(self, claimed: AgentItem, me: str, now: float) -> None:
+        """An unfinished takeover whose claimer is dead becomes ours."""
+        await self._agent_write(
+            claimed.agent_id,
+            lambda item: item is not None and item.get("taken_by") == me,
             UpdateExpression="SET taken_by = :me, taken_at = :now",
-            ConditionExpression="heartbeat = :seen AND attribute_not_exists(taken_by)",
+            ConditionExpression="taken_by = :old AND attribute_not_exists(finished)",
             ExpressionAttributeValues={
                 ":me": {"S": me},
-                ":now": {"N": str(_number(now))},
-                ":seen": {"N": str(_number(dead.heartbeat))},
+                ":old": {"S": str(claimed.taken_by)},
+                ":now": {"N": str(number(now))},
             },
+        )
+
+    async def finish(self, dead: str, me: str) -> None:
+        """Everything ``dead`` owned is adopted: the takeover is finished."""
+        await self._agent_write(
+            dead,
+            lambda item: item is not None and item.get("finished") is True,
+            UpdateExpression="SET finished = :yes",
+            ConditionExpression="taken_by = :me",
+            ExpressionAttributeValues={":me": {"S": me}, ":yes": {"BOOL": True}},
         )
 
     async def add_adopted(self, agent_id: str, origins: set[str]) -> None:
@@ -281,11 +180,8 @@ class FleetTable:
         )
 
     async def adopted(self, agent_id: str) -> set[str]:
-        result = await self._call(
-            "get_item", Key=_key(self.agents_pk, agent_id), ConsistentRead=True
-        )
-        item = result.get("Item")
-        return set(_decode(item).get("adopted", set())) if item else set()
+        item = await self.agent(agent_id)
+        return set(item.adopted) if item else set()
 
 
 # ---------------------------------------------------------------------- the table itself
@@ -322,59 +218,3 @@ def create_table(client: Any, table: str) -> bool:
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
     return created
-
-
-# ---------------------------------------------------------------------- encoding
-
-
-def _key(pk: str, sk: str) -> dict[str, Any]:
-    return {"pk": {"S": pk}, "sk": {"S": sk}}
-
-
-def _value(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, (int, float, Decimal)):
-        return {"N": str(_number(float(value)) if not isinstance(value, int) else value)}
-    return {"S": str(value)}
-
-
-def _encode(item: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in item.items():
-        encoded = _value(value)
-        if encoded is not None:
-            out[key] = encoded
-    return out
-
-
-def _decode(item: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, typed in item.items():
-        ((kind, value),) = typed.items()
-        if kind == "N":
-            out[key] = Decimal(value)
-        elif kind == "SS":
-            out[key] = set(value)
-        elif kind == "BOOL":
-            out[key] = bool(value)
-        else:
-            out[key] = value
-    return out
-
-
-def _agent(item: dict[str, Any]) -> AgentItem:
-    taken_at = item.get("taken_at")
-    return AgentItem(
-        agent_id=str(item["sk"]),
-        host=str(item.get("host", "?")),
-        pid=int(item.get("pid", 0)),
-        heartbeat=float(item.get("heartbeat", 0)),
-        started_at=float(item.get("started_at", 0)),
-        leases=int(item.get("leases", 0)),
-        taken_by=item.get("taken_by"),
-        taken_at=float(taken_at) if taken_at is not None else None,
-        adopted=frozenset(item.get("adopted", set())),
-    )

@@ -335,8 +335,8 @@ async def delete(aws: AwsSession, user_name: str) -> bool:
     return True
 
 
-async def list_tagged_users(aws: AwsSession, agent_id: str) -> list[TaggedUser]:
-    """Every user tagged with this agent's id (for the orphan sweep)."""
+async def list_tagged_users(aws: AwsSession, agent_ids: set[str]) -> list[TaggedUser]:
+    """Every user tagged with one of these agents' ids (for the orphan sweep)."""
     found: list[TaggedUser] = []
     marker: str | None = None
     while True:
@@ -350,7 +350,7 @@ async def list_tagged_users(aws: AwsSession, agent_id: str) -> list[TaggedUser]:
                     continue
                 raise
             user_tags = {t["Key"]: t["Value"] for t in tag_page.get("Tags", [])}
-            if user_tags.get("dyncreds:agent") == agent_id:
+            if user_tags.get("dyncreds:agent") in agent_ids:
                 found.append(TaggedUser(name, user_tags, user["CreateDate"].timestamp()))
         if not page.get("IsTruncated"):
             return found

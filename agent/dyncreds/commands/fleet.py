@@ -105,26 +105,33 @@ def read_table(cfg: config.Config, profile: str | None) -> dict[str, Any]:
 def render_fleet(status: dict[str, Any], now: float) -> str:
     lines = [
         f"fleet {status['name']}  table {status['table']}  "
-        f"(an agent silent {status['dead_after']}s is dead)",
+        f"(an agent whose heartbeat stays unchanged {status['dead_after']}s is dead)",
         "",
     ]
-    header = ("AGENT", "HOST", "PID", "STATE", "HEARTBEAT", "LEASES", "TAKEN OVER BY")
+    header = ("AGENT", "HOST", "PID", "STATE", "SILENT", "SKEW", "LEASES", "TAKEN OVER BY")
     rows = [header]
     for agent in status["agents"]:
         state = "alive" if agent["alive"] else "dead"
+        taken = (agent["taken_over_by"] or "-")[:16]
+        if agent.get("takeover_unfinished"):
+            taken += " (unfinished)"
+        skew = agent.get("skew")
         rows.append(
             (
                 agent["id"][:16] + (" *" if agent["me"] else ""),
                 agent["host"][:20],
                 str(agent["pid"]),
                 state,
-                relative(now, agent["last_heartbeat"]),
+                f"{agent['silent_for']}s",
+                "?" if skew is None else f"{skew:+.0f}s",
                 str(agent["leases"]),
-                (agent["taken_over_by"] or "-")[:16],
+                taken,
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    for bad in status.get("bad_items", []):
+        lines.append(f"skipped a bad item {bad['item']}: {bad['error']}")
     pending = status["pending"]
     lines.append("")
     lines.append(f"{len(pending)} IAM users or keys tracked (* = this agent)")

@@ -139,6 +139,20 @@ def _root_lines(root: dict[str, Any], paint: Any, width: int) -> list[str]:
     return lines
 
 
+def _fleet_lines(fleet: dict[str, Any] | None, paint: Paint, width: int) -> list[str]:
+    """The fleet this agent is in: table, its clock's skew against AWS's, trouble."""
+    if not fleet:
+        return []
+    skew = fleet.get("skew")
+    said = "unknown" if skew is None else f"{skew:+.1f}s"
+    lines = wrap(f"fleet: {fleet['name']} (table {fleet['table']})  clock vs AWS {said}", width)
+    if fleet.get("error"):
+        lines += wrap(f"fleet: {fleet['error']}", width, paint, "31")
+    elif fleet.get("skew_warning"):
+        lines += wrap(f"fleet: {fleet['skew_warning']}", width, paint, "33")
+    return lines
+
+
 def render_status(
     status: dict[str, Any], now: float, *, colour: bool = False, width: int = 80
 ) -> str:
@@ -155,6 +169,7 @@ def render_status(
     lines.extend(_root_lines(root, paint, width))
     if agent.get("reload_error"):
         lines += wrap(f"last reload rejected: {agent['reload_error']}", width, paint, "31")
+    lines.extend(_fleet_lines(status.get("fleet"), paint, width))
     lines.append("")
     rows = [_row(role, now) for role in status["roles"]]
     if not rows:

@@ -62,6 +62,11 @@ class TakenOver(LostRecord):
     and took the record over (the conditional write on its owner failed)."""
 
 
+class RecordGone(LostRecord):
+    """Fleet: the record is not in the table at all (deleted by hand, or the table
+    was re-created) - not the same thing as a peer taking it over."""
+
+
 class JournalUnavailable(Unavailable):
     """The journal cannot be written (full disk, broken file): no new iam_user
     lease is issued until it can, and the agent keeps running."""
