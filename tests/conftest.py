@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file
-from dyncreds.client import Client, ClientError
+from dyncreds.client import Client, CliError
 from dyncreds.leases import Secret
 from dyncreds.standin import TRUST_VAULTUSER, StandIn
 
@@ -244,7 +244,7 @@ def raw_request(path: Path, request: dict[str, Any], timeout: float = 60) -> dic
     try:
         with Client(path, timeout) as client:
             return client.call(**request)
-    except ClientError as exc:
+    except CliError as exc:
         raise ConnectionError(str(exc)) from None
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 
@@ -164,18 +163,3 @@ def test_conflicting_revoke_flags_are_a_usage_error() -> None:
         text=True,
     )
     assert result.returncode == 2 and "exactly one of" in result.stderr
-
-
-def test_every_completion_script_knows_every_command() -> None:
-    from importlib.resources import files
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    commands = set(sub.choices)
-    scripts = files("dyncreds") / "share" / "completions"
-    for name in ("dyncreds.bash", "dyncreds.fish", "_dyncreds"):
-        text = scripts.joinpath(name).read_text()
-        missing = sorted(
-            c for c in commands if not re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", text)
-        )
-        assert not missing, f"{name} does not complete {missing}"

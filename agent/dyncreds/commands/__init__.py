@@ -1,25 +1,46 @@
 """``dyncreds``: the command line. One module per area - ``lease`` (status,
-creds, exec, revoke, renew), ``roles`` (check, reload, aws-config, role ...),
-``root`` (init, configure root, rotate-root) - and this one, which builds the
-parser and runs the chosen command.
+creds, revoke, renew, rotate), ``endpoint`` (exec, serve), ``login``, ``audit``,
+``roles`` (check, reload, aws-config, role ...), ``root`` (init, configure root,
+rotate-root, unlock, lock), ``fleet``, ``setup`` (install-units), ``completion`` -
+each adding its commands with ``add_commands(cli)``; this one builds the parser
+and runs the chosen command.
 
-Talks to the agent through client.py. Exit codes: 0 success, 1 the agent
-answered with an error, 2 usage or configuration error, 3 the agent is not
-running (the message says how to start it).
+Talks to the agent through client.py, which names every exit status: 0 success,
+1 the agent answered with an error, 2 usage or configuration error, 3 the agent is
+not running (the message says how to start it); ``exec`` keeps the shell's 126,
+127 and 128+N.
+
+Nothing heavy is imported at start-up (see commands/common.py): a command imports
+what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from dyncreds import __version__
-from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK
-from dyncreds.commands import audit, endpoint, fleet, lease, login, roles, root, setup
-from dyncreds.commands.common import CliError, get_paths
+from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_SIGNAL_BASE
+from dyncreds.commands import (
+    audit,
+    completion,
+    endpoint,
+    fleet,
+    lease,
+    login,
+    roles,
+    root,
+    setup,
+)
+from dyncreds.commands.common import CliError, Commands, get_paths
+from dyncreds.commands.completion import offer_directories, offer_files
+
+# In the order `dyncreds --help` lists them (after `agent`).
+MODULES = (lease, endpoint, login, audit, roles, root, fleet, setup, completion)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -45,11 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     # the defaults afterwards.
     common = argparse.ArgumentParser(add_help=False)
     hide = argparse.SUPPRESS
-    common.add_argument(
-        "--config-dir", default=hide, help="configuration directory (DYNCREDS_CONFIG_DIR)"
+    offer_directories(
+        common.add_argument(
+            "--config-dir", default=hide, help="configuration directory (DYNCREDS_CONFIG_DIR)"
+        )
     )
-    common.add_argument("--state-dir", default=hide, help="state directory (DYNCREDS_STATE_DIR)")
-    common.add_argument("--socket", default=hide, help="agent socket path (DYNCREDS_SOCKET)")
+    offer_directories(
+        common.add_argument(
+            "--state-dir", default=hide, help="state directory (DYNCREDS_STATE_DIR)"
+        )
+    )
+    offer_files(
+        common.add_argument("--socket", default=hide, help="agent socket path (DYNCREDS_SOCKET)")
+    )
     common.add_argument("--json", action="store_true", default=hide, help="machine-readable output")
 
     parser = argparse.ArgumentParser(
@@ -59,29 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     sub.required = True
-
-    def add(name: str, fn: Any, help_text: str, flags: bool = True) -> argparse.ArgumentParser:
-        # flags=False: a command the global flags mean nothing to (demo, version ...).
-        parents = [common] if flags else []
-        p = sub.add_parser(name, parents=parents, help=help_text, description=help_text)
-        p.set_defaults(fn=fn)
-        return p
-
-    p = add("agent", cmd_agent, "run the agent in the foreground (systemd runs it this way)")
+    parser.add_argument("--version", action="version", version=f"dyncreds {__version__}")
+    cli = Commands(parser, sub, common)
+    p = cli.add("agent", cmd_agent, "run the agent in the foreground (systemd runs it this way)")
     p.add_argument("--log-format", choices=["text", "json"], help="log line format")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
-    parser.add_argument("--version", action="version", version=f"dyncreds {__version__}")
-    lease.add_commands(add)
-    endpoint.add_commands(add)
-    login.add_commands(add)
-    audit.add_commands(add)
-    roles.add_commands(add, sub, common)
-    root.add_commands(add, sub, common)
-    fleet.add_commands(sub, common)
-    setup.add_commands(add)
-    p = add("demo", cmd_demo, "the whole flow, offline, on an embedded AWS stand-in", False)
+    for module in MODULES:
+        module.add_commands(cli)
+    p = cli.add(
+        "demo", cmd_demo, "the whole flow, offline, on an embedded AWS stand-in", flags=False
+    )
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
-    add("version", cmd_version, "print the version", False)
+    cli.add("version", cmd_version, "print the version", flags=False)
     return parser
 
 
@@ -136,6 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         report(exc, as_json=args.json)
         return exc.status
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGNAL_BASE + signal.SIGINT
     except BrokenPipeError:
         return EXIT_OK

@@ -13,7 +13,13 @@ from typing import Any
 
 import trio
 
-from dyncreds.client import EXIT_OK, EXIT_USAGE
+from dyncreds.client import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_COMMAND_NOT_FOUND,
+    EXIT_OK,
+    EXIT_SIGNAL_BASE,
+    EXIT_USAGE,
+)
 from dyncreds.commands.common import CliError
 from dyncreds.endpoint import ECS_PATH, AgentLink, Endpoint
 from dyncreds.httpserve import bound_port, open_listeners, serve
@@ -79,16 +85,18 @@ async def run_exec(
             try:
                 process = await trio.lowlevel.open_process(command, env=env)
             except FileNotFoundError:
-                raise CliError(f"command not found: {command[0]}", 127) from None
+                raise CliError(f"command not found: {command[0]}", EXIT_COMMAND_NOT_FOUND) from None
             except PermissionError:
-                raise CliError(f"cannot execute {command[0]}: permission denied", 126) from None
+                raise CliError(
+                    f"cannot execute {command[0]}: permission denied", EXIT_CANNOT_EXECUTE
+                ) from None
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve, endpoint, listeners)
                 nursery.start_soon(_forward, signals, process)
                 code = await process.wait()
                 nursery.cancel_scope.cancel()
         await link.aclose()
-    return code if code >= 0 else 128 - code
+    return code if code >= 0 else EXIT_SIGNAL_BASE - code
 
 
 async def _forward(signals: Any, process: trio.Process) -> None:

@@ -8,9 +8,7 @@ import time
 from typing import Any
 
 from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import CliError, get_paths, load, print_json
-from dyncreds.commands.render import relative
-from dyncreds.protocol import DyncredsError
+from dyncreds.commands.common import CliError, Commands, get_paths, load, print_json
 
 
 def cmd_fleet_init(args: argparse.Namespace) -> int:
@@ -23,6 +21,7 @@ def cmd_fleet_init(args: argparse.Namespace) -> int:
     # boto3 only for this command, and only now: the CLI starts without it.
     from dyncreds.aws.fleet_table import create_table
     from dyncreds.aws.session import AwsSession, map_errors
+    from dyncreds.protocol import DyncredsError
 
     try:
         aws = AwsSession(cfg, call_timeout=20.0, concurrency=1)
@@ -51,6 +50,8 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
 
 
 def render_fleet(status: dict[str, Any], now: float) -> str:
+    from dyncreds.commands.render import relative
+
     lines = [
         f"fleet {status['name']}  table {status['table']}  "
         f"(an agent silent {status['dead_after']}s is dead)",
@@ -85,19 +86,11 @@ def render_fleet(status: dict[str, Any], now: float) -> str:
     return "\n".join(lines)
 
 
-def add_commands(sub: Any, common: Any) -> None:
-    p = sub.add_parser(
-        "fleet", parents=[common], help="the fleet's DynamoDB table: create it, or show it"
-    )
-    what = p.add_subparsers(dest="what", metavar="WHAT")
-    what.required = True
-    p = what.add_parser(
+def add_commands(cli: Commands) -> None:
+    fleet = cli.group("fleet", "the fleet's DynamoDB table: create it, or show it", "WHAT")
+    fleet.add(
         "init",
-        parents=[common],
-        help="create the fleet table (on-demand, TTL) with the root's credentials; idempotent",
+        cmd_fleet_init,
+        "create the fleet table (on-demand, TTL) with the root's credentials; idempotent",
     )
-    p.set_defaults(fn=cmd_fleet_init)
-    p = what.add_parser(
-        "status", parents=[common], help="every agent of the fleet, alive or dead, and its leases"
-    )
-    p.set_defaults(fn=cmd_fleet_status)
+    fleet.add("status", cmd_fleet_status, "every agent of the fleet, alive or dead, and its leases")

@@ -14,15 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
-import webbrowser
 from typing import Any
 
-from dyncreds import config
 from dyncreds.client import EXIT_OK, EXIT_USAGE
-from dyncreds.commands.common import CliError, get_paths
+from dyncreds.commands.common import CliError, Commands, get_paths
+from dyncreds.commands.completion import offer_roles
 from dyncreds.commands.lease import fetch_credentials
 
 CONSOLE = "https://console.aws.amazon.com/"
@@ -31,6 +27,10 @@ SESSION_SECONDS = 3600
 
 def signin_url(endpoint: str, creds: dict[str, Any], destination: str = CONSOLE) -> str:
     """getSigninToken with the session, then the login URL that carries the token."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
     session = json.dumps(
         {
             "sessionId": creds["AccessKeyId"],
@@ -52,6 +52,10 @@ def signin_url(endpoint: str, creds: dict[str, Any], destination: str = CONSOLE)
 
 
 def cmd_login(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from dyncreds import config
+
     cfg = config.load(get_paths(args).config_dir)
     role = cfg.roles.get(args.role)
     if role is None:
@@ -82,7 +86,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_commands(add: Any) -> None:
-    p = add("login", cmd_login, "open (or print) an AWS console sign-in URL for the role")
-    p.add_argument("role", help="the role's name")
+def add_commands(cli: Commands) -> None:
+    p = cli.add("login", cmd_login, "open (or print) an AWS console sign-in URL for the role")
+    offer_roles(p.add_argument("role", help="the role's name"))
     p.add_argument("--print", action="store_true", help="print the URL instead of opening it")

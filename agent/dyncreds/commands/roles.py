@@ -12,21 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dyncreds import config, paths
-from dyncreds.aws.rootkeys import read_credentials_file
-from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client, ClientError
-from dyncreds.commands.common import CliError, get_paths, load, print_json
-from dyncreds.config import format_duration
+from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client
+from dyncreds.commands.common import CliError, Commands, get_paths, load, print_json
+from dyncreds.commands.completion import offer_files, offer_roles
 from dyncreds.kinds import CREDENTIAL_TYPES
-from dyncreds.protocol import DyncredsError
-from dyncreds.views import root_warning
+
+if TYPE_CHECKING:
+    from dyncreds import paths
 
 
 def plural(count: int, word: str) -> str:
@@ -46,7 +43,7 @@ def reload_agent(p: paths.Paths) -> str:
                 )
             roles = client.request("reload")["roles"]
         return f"agent reloaded ({plural(len(roles), 'role')})"
-    except ClientError as exc:
+    except CliError as exc:
         if exc.status == EXIT_NOT_RUNNING:
             return "agent not running; it will read the change when it starts"
         return f"agent did not reload: {exc}"
@@ -63,6 +60,11 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from dyncreds import config
+    from dyncreds.aws.rootkeys import read_credentials_file
+    from dyncreds.protocol import DyncredsError
+    from dyncreds.views import root_warning
+
     p = get_paths(args)
     problems: list[str] = []
     roles: list[str] = []
@@ -93,6 +95,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def shim_path() -> Path | None:
     """The dyncreds-shim of this installation: beside this Python (a venv, pipx),
     in the user scripts dir (pip --user), or on PATH - whichever exists."""
+    import shutil
+    import sysconfig
+
     candidates = [Path(sys.executable).parent / "dyncreds-shim"]
     user_scripts = sysconfig.get_path("scripts", f"{os.name}_user")
     if user_scripts:
@@ -136,6 +141,8 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
 
 
 def cmd_role_create(args: argparse.Namespace) -> int:
+    from dyncreds import config
+
     p = get_paths(args)
     name = args.name
     if not config.ROLE_NAME.fullmatch(name):
@@ -216,6 +223,9 @@ def _policy_text(args: argparse.Namespace) -> str | None:
 def cmd_role_list(args: argparse.Namespace) -> int:
     """The configured roles, read from the files (no agent needed): ``role list``
     and ``roles`` give the same answer."""
+    from dyncreds import config
+    from dyncreds.config import format_duration
+
     p = get_paths(args)
     problems: list[config.Problem] = []
     main = config.load_main(p.config_file, problems)
@@ -250,9 +260,9 @@ def cmd_role_show(args: argparse.Namespace) -> int:
     path = p.role_file(args.name)
     if not path.exists():
         print(f"dyncreds: no role {args.name!r} in {p.roles_dir}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(path.read_text(), end="")
-    return 0
+    return EXIT_OK
 
 
 def cmd_role_delete(args: argparse.Namespace) -> int:
@@ -260,29 +270,29 @@ def cmd_role_delete(args: argparse.Namespace) -> int:
     path = p.role_file(args.name)
     if not path.exists():
         print(f"dyncreds: no role {args.name!r} in {p.roles_dir}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     path.unlink()
     print(f"removed {path}; {reload_agent(p)}")
-    return 0
+    return EXIT_OK
 
 
-def add_commands(add: Any, sub: Any, common: Any) -> None:
-    add("roles", cmd_role_list, "configured roles and their types (same as `role list`)")
-    add("reload", cmd_reload, "re-read configuration (same as SIGHUP)")
-    add("check", cmd_check, "validate configuration offline")
-    p = add("aws-config", cmd_aws_config, "print ~/.aws/config profiles that use the shim")
-    p.add_argument("roles", nargs="*", help="roles to print (default: all)")
-    p.add_argument("--shim", help="the dyncreds-shim path to write (default: this install's)")
+def add_commands(cli: Commands) -> None:
+    cli.add("roles", cmd_role_list, "configured roles and their types (same as `role list`)")
+    cli.add("reload", cmd_reload, "re-read configuration (same as SIGHUP)")
+    cli.add("check", cmd_check, "validate configuration offline")
+    p = cli.add("aws-config", cmd_aws_config, "print ~/.aws/config profiles that use the shim")
+    offer_roles(p.add_argument("roles", nargs="*", help="roles to print (default: all)"))
+    offer_files(
+        p.add_argument("--shim", help="the dyncreds-shim path to write (default: this install's)")
+    )
 
-    p = sub.add_parser("role", parents=[common], help="create, list, show or delete roles")
-    roles = p.add_subparsers(dest="action", metavar="ACTION")
-    roles.required = True
-    p = roles.add_parser("create", parents=[common], help="write roles/NAME.toml and reload")
+    roles = cli.group("role", "create, list, show or delete roles", "ACTION")
+    p = roles.add("create", cmd_role_create, "write roles/NAME.toml and reload")
     p.add_argument("name", help="the role's name: [A-Za-z0-9][A-Za-z0-9_-]{0,63}")
     p.add_argument(
         "--type", required=True, choices=list(CREDENTIAL_TYPES), help="the credential type"
     )
-    p.add_argument("--policy-file", help="policy JSON file, or - for stdin")
+    offer_files(p.add_argument("--policy-file", help="policy JSON file, or - for stdin"))
     p.add_argument("--policy-document", help="policy JSON inline")
     p.add_argument("--policy-arn", action="append", help="a managed policy ARN (repeatable)")
     p.add_argument("--iam-group", action="append", help="an IAM group (iam_user; repeatable)")
@@ -300,12 +310,8 @@ def add_commands(add: Any, sub: Any, common: Any) -> None:
     p.add_argument("--tag", action="append", help="KEY=VALUE (iam_tags or session_tags)")
     p.add_argument("--prefetch", action="store_true", help="keep a lease warm from start-up")
     p.add_argument("--force", action="store_true", help="replace an existing role")
-    p.set_defaults(fn=cmd_role_create)
-    p = roles.add_parser("list", parents=[common], help="roles in the config directory")
-    p.set_defaults(fn=cmd_role_list)
-    p = roles.add_parser("show", parents=[common], help="print roles/NAME.toml")
-    p.add_argument("name", help="the role's name")
-    p.set_defaults(fn=cmd_role_show)
-    p = roles.add_parser("delete", parents=[common], help="remove roles/NAME.toml and reload")
-    p.add_argument("name", help="the role's name")
-    p.set_defaults(fn=cmd_role_delete)
+    roles.add("list", cmd_role_list, "roles in the config directory")
+    p = roles.add("show", cmd_role_show, "print roles/NAME.toml")
+    offer_roles(p.add_argument("name", help="the role's name"))
+    p = roles.add("delete", cmd_role_delete, "remove roles/NAME.toml and reload")
+    offer_roles(p.add_argument("name", help="the role's name"))

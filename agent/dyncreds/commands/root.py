@@ -5,24 +5,20 @@ not import boto3."""
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tomlkit
-import tomlkit.exceptions
-
-from dyncreds import config
-from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file, write_keyring
 from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import CliError, get_paths, print_json
+from dyncreds.commands.common import CliError, Commands, get_paths, print_json
 from dyncreds.commands.roles import reload_agent
-from dyncreds.config.problems import read_text
-from dyncreds.files import atomic_write
-from dyncreds.leases import Secret
-from dyncreds.protocol import DyncredsError
+
+if TYPE_CHECKING:
+    import tomlkit
+
+    from dyncreds import config
+    from dyncreds.aws.rootkeys import StaticKeys
 
 STARTER_CONFIG = """\
 # dyncreds configuration. Every key is optional; these are the defaults.
@@ -55,10 +51,12 @@ region = "us-east-1"
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from dyncreds.files import atomic_write
+
     p = get_paths(args)
     if p.config_file.exists() and not args.force:
         print(f"dyncreds: {p.config_file} exists (use --force to overwrite)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     p.config_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write(p.config_file, STARTER_CONFIG, 0o644)
     p.roles_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +64,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"wrote {p.config_file}; next: `dyncreds configure root`, then "
         f"`dyncreds role create NAME --type iam_user --policy-file policy.json`"
     )
-    return 0
+    return EXIT_OK
 
 
 def cmd_configure_root(args: argparse.Namespace) -> int:
@@ -75,9 +73,16 @@ def cmd_configure_root(args: argparse.Namespace) -> int:
     Everything is checked before anything is written - the flags, the resulting
     config.toml, and (unless --no-check) the key itself with sts:GetCallerIdentity -
     and then each file is replaced atomically, config.toml keeping its comments."""
+    import tomlkit
+
+    from dyncreds import config
+    from dyncreds.files import atomic_write
+
     p = get_paths(args)
     if args.profile and (args.access_key_id or args.secret_stdin):
-        raise CliError("--profile and --access-key-id/--secret-stdin exclude each other", 2)
+        raise CliError(
+            "--profile and --access-key-id/--secret-stdin exclude each other", EXIT_USAGE
+        )
     doc = _load_document(p.config_file)
     root = doc.get("root")
     if root is None:
@@ -135,6 +140,9 @@ def _choose_store(root: Any, keys: StaticKeys | None, args: argparse.Namespace) 
 def _store_key(
     config_dir: Path, keys: StaticKeys, args: argparse.Namespace, file: str | None
 ) -> None:
+    from dyncreds.aws.rootkeys import write_credentials_file, write_keyring
+    from dyncreds.protocol import DyncredsError
+
     if args.store == "keyring":
         try:
             write_keyring(args.keyring_item, keys)
@@ -150,6 +158,11 @@ def _store_key(
 def _load_document(path: Path) -> tomlkit.TOMLDocument:
     """config.toml as an editable document that keeps its comments and layout
     (the commented starter when there is none yet)."""
+    import tomlkit
+    import tomlkit.exceptions
+
+    from dyncreds.config.problems import read_text
+
     try:
         text = read_text(path)
     except FileNotFoundError:
@@ -163,6 +176,11 @@ def _load_document(path: Path) -> tomlkit.TOMLDocument:
 
 
 def _read_key(args: argparse.Namespace) -> StaticKeys:
+    import getpass
+
+    from dyncreds.aws.rootkeys import StaticKeys
+    from dyncreds.leases import Secret
+
     key_id = args.access_key_id or os.environ.get("DYNCREDS_ROOT_ACCESS_KEY_ID")
     if args.secret_stdin:
         if not key_id:
@@ -246,16 +264,14 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_commands(add: Any, sub: Any, common: Any) -> None:
-    p = add("init", cmd_init, "write a commented starter config.toml")
+def add_commands(cli: Commands) -> None:
+    p = cli.add("init", cmd_init, "write a commented starter config.toml")
     p.add_argument("--force", action="store_true", help="overwrite an existing config.toml")
-    p = sub.add_parser("configure", parents=[common], help="configure the root identity")
-    configure = p.add_subparsers(dest="what", metavar="WHAT")
-    configure.required = True
-    p = configure.add_parser(
+    configure = cli.group("configure", "configure the root identity", "WHAT")
+    p = configure.add(
         "root",
-        parents=[common],
-        help="root AWS identity: a profile, or an access key whose secret "
+        cmd_configure_root,
+        "root AWS identity: a profile, or an access key whose secret "
         "is read from a prompt or stdin (never from the command line)",
     )
     p.add_argument("--profile", help="use this ~/.aws/config profile as the root")
@@ -287,10 +303,9 @@ def add_commands(add: Any, sub: Any, common: Any) -> None:
         action="store_true",
         help="do not check the new root with sts:GetCallerIdentity before saving it",
     )
-    p.set_defaults(fn=cmd_configure_root)
-    add("rotate-root", cmd_rotate_root, "rotate the agent's own static access key")
-    p = add("unlock", cmd_unlock, "give the agent an MFA session (root.mfa_serial)")
+    cli.add("rotate-root", cmd_rotate_root, "rotate the agent's own static access key")
+    p = cli.add("unlock", cmd_unlock, "give the agent an MFA session (root.mfa_serial)")
     p.add_argument(
         "--code", help="the MFA device's current code (asked on a terminal if not given)"
     )
-    add("lock", cmd_lock, "forget the MFA session and refuse every credential request")
+    cli.add("lock", cmd_lock, "forget the MFA session and refuse every credential request")

@@ -1,0 +1,81 @@
+"""The CLI starts light: ``dyncreds --version`` and ``dyncreds status`` load no
+trio, boto3, botocore or h11 (a command imports what it needs when it runs), and
+every command module is under the import contract that says so."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import dyncreds.commands
+from tests.test_commands import NOW, STATUS
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("trio", "boto3", "botocore", "h11")
+# The trio side of exec and serve: imported by those two commands only, when they run.
+RUNS_TRIO = {"dyncreds.commands.endpoint_run"}
+
+# Runs the CLI in a fresh interpreter beside a stand-in agent socket that answers
+# one canned status, then names every heavy module the run loaded.
+PROBE = """
+import json, socket, sys, threading
+path, answer, argv = sys.argv[1], sys.argv[2].encode() + b"\\n", json.loads(sys.argv[3])
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+server.listen()
+def serve():
+    conn, _ = server.accept()
+    conn.recv(65536)
+    conn.sendall(answer)
+    conn.close()
+threading.Thread(target=serve, daemon=True).start()
+from dyncreds.commands import main
+try:
+    status = main(["--socket", path, *argv])
+except SystemExit as exc:
+    status = exc.code
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"trio", "boto3", "botocore", "h11"})
+print(json.dumps({"status": status, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+def run_cli(argv: list[str], short_dir: Path) -> tuple[int, list[str], str]:
+    answer = json.dumps({"ok": True, **STATUS})
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(short_dir / "agent.sock"), answer, json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "HOME": str(short_dir)},
+    )
+    report = json.loads(result.stderr.strip().splitlines()[-1])
+    return report["status"], report["heavy"], result.stdout
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("argv", [["--version"], ["status"], ["status", "--json"], ["roles"]])
+def test_light_commands_load_no_trio_boto3_or_h11(argv: list[str], short_dir: Path) -> None:
+    status, heavy, out = run_cli(argv, short_dir)
+    assert status == 0, out
+    assert heavy == [], f"dyncreds {' '.join(argv)} loaded {heavy}"
+    if argv == ["status"]:
+        assert "ec2-full" in out and "retiring leases" in out
+    assert NOW  # the canned status is the one tests/test_commands.py renders
+
+
+def test_every_command_module_is_under_the_start_up_contract() -> None:
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    startup = next(c for c in contracts["contracts"] if c["name"].startswith("CLI start-up"))
+    assert set(startup["forbidden_modules"]) >= set(HEAVY)
+    package = Path(dyncreds.commands.__file__).parent
+    modules = {f"dyncreds.commands.{p.stem}" for p in package.glob("*.py")} - {
+        "dyncreds.commands.__init__"
+    }
+    covered = set(startup["source_modules"])
+    assert "dyncreds.commands" in covered
+    assert modules - RUNS_TRIO <= covered, sorted(modules - RUNS_TRIO - covered)
