@@ -131,6 +131,7 @@ def test_every_option_and_argument_has_help() -> None:
     assert _options(build_parser()) == []
 
 
+@pytest.mark.process
 def test_version_flag() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dyncreds", "--version"], capture_output=True, text=True
@@ -138,6 +139,7 @@ def test_version_flag() -> None:
     assert result.returncode == 0 and result.stdout.startswith("dyncreds ")
 
 
+@pytest.mark.process
 def test_demo_help_lists_only_what_applies() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dyncreds", "demo", "--help"], capture_output=True, text=True
@@ -156,6 +158,7 @@ def test_errors_are_sentences_for_people_and_codes_for_json(
     assert '"code": "unknown_role"' in capsys.readouterr().out
 
 
+@pytest.mark.process
 def test_conflicting_revoke_flags_are_a_usage_error() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dyncreds", "--socket", "/nonexistent", "revoke", "r/1", "--all"],
