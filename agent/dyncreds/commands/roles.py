@@ -224,7 +224,7 @@ def cmd_role_list(args: argparse.Namespace) -> int:
     """The configured roles, read from the files (no agent needed): ``role list``
     and ``roles`` give the same answer."""
     from dyncreds import config
-    from dyncreds.config import format_duration
+    from dyncreds.timefmt import format_duration
 
     p = get_paths(args)
     problems: list[config.Problem] = []
