@@ -224,3 +224,19 @@ def test_completion_command_prints_the_script_and_lists_words(setup: dict[str, s
     assert set(dyncreds("completion", "--list", "roles").split()) == {"ec2-full", "deploy"}
     leases = dyncreds("completion", "--list", "leases").split()
     assert "ec2-full/00000000" in leases
+
+
+@pytest.mark.process
+def test_zsh_registers_the_completion_for_dyncreds(tmp_path: Path) -> None:
+    (tmp_path / "_dyncreds").write_text(script(build_parser(), "zsh"))
+    load = (
+        "autoload -U compinit; compinit -u -D; "
+        f'eval "$(<{tmp_path / "_dyncreds"})"; print -r -- "$_comps[dyncreds]"'
+    )
+    run = subprocess.run(
+        [need("zsh"), "-f", "-c", load],
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "_shtab_dyncreds", run.stderr
