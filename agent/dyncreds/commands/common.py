@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from dyncreds.client import EXIT_USAGE
@@ -57,6 +57,28 @@ class Commands:
         sub = p.add_subparsers(dest=f"{name}_command", metavar=metavar)
         sub.required = True
         return Commands(self.root, sub, self._common)
+
+
+class CredentialTypes(Collection[str]):
+    """``--type``'s choices, from kinds.py when argparse first asks (a ``role
+    create``, its help, a completion script): kinds' dataclasses would cost every
+    other command's start-up a fifth of its time. Give the argument a ``metavar``,
+    or argparse asks at once (to check the metavar)."""
+
+    @staticmethod
+    def _names() -> tuple[str, ...]:
+        from dyncreds.kinds import CREDENTIAL_TYPES
+
+        return CREDENTIAL_TYPES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def get_paths(args: argparse.Namespace) -> paths.Paths:

@@ -18,9 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import CliError, Commands, get_paths, load, print_json
+from dyncreds.commands.common import (
+    CliError,
+    Commands,
+    CredentialTypes,
+    get_paths,
+    load,
+    print_json,
+)
 from dyncreds.commands.completion import offer_files, offer_roles
-from dyncreds.kinds import CREDENTIAL_TYPES
 
 if TYPE_CHECKING:
     from dyncreds import paths
@@ -290,7 +296,11 @@ def add_commands(cli: Commands) -> None:
     p = roles.add("create", cmd_role_create, "write roles/NAME.toml and reload")
     p.add_argument("name", help="the role's name: [A-Za-z0-9][A-Za-z0-9_-]{0,63}")
     p.add_argument(
-        "--type", required=True, choices=list(CREDENTIAL_TYPES), help="the credential type"
+        "--type",
+        required=True,
+        choices=CredentialTypes(),
+        metavar="TYPE",
+        help="the credential type: %(choices)s",
     )
     offer_files(p.add_argument("--policy-file", help="policy JSON file, or - for stdin"))
     p.add_argument("--policy-document", help="policy JSON inline")
