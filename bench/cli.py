@@ -11,6 +11,7 @@ tests/test_cli_startup.py).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -35,6 +36,23 @@ LOADED = (
     "    pass\n"
     f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}), file=sys.stderr)\n"
 )
+
+
+def _instructions(argv: list[str], env: dict[str, str]) -> int | None:
+    """Instructions one run executes, under valgrind (when installed): unlike
+    times, the same on a busy machine as on an idle one."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    count = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+    run = subprocess.run(
+        [*count, *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    found = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
+    return int(found.group(1).replace(",", "")) if found else None
 
 
 def _loaded(python: str, argv: list[str], env: dict[str, str]) -> list[str]:
@@ -68,6 +86,13 @@ def bench_cli() -> None:
                 for name in commands
                 if name != "python_floor"
             }
+            counts = {name: _instructions(argv, env.env) for name, argv in commands.items()}
+            floor_count = counts["python_floor"]
+            instructions = {
+                name: {"count": count, "ratio_to_floor": round(count / floor_count, 2)}
+                for name, count in counts.items()
+                if count and floor_count and name != "python_floor"
+            }
             loaded = {
                 name: _loaded(python, argv[1:], env.env)
                 for name, argv in commands.items()
@@ -78,6 +103,8 @@ def bench_cli() -> None:
             **result,
             ratio_to_floor=ratios,
             target_ratio=4,
+            python_floor_instructions=counts["python_floor"],
+            instructions=instructions,
             heavy_modules_loaded=loaded,
             machine=cpu_note(),
         )
