@@ -3,7 +3,8 @@
 ``python -c pass`` from the same venv, interleaved so that noise hits all alike.
 
 dyncreds is installed as a user installs it (regular, in a fresh venv). The target
-is at most 4x ``python -c pass``: a command imports what it needs when it runs,
+is at most 4x ``python -c pass`` (in time, and in instructions counted by valgrind,
+which a busy machine does not disturb): a command imports what it needs when it runs,
 and --version and status load no trio, boto3, botocore or h11 (also a test:
 tests/test_cli_startup.py).
 """
