@@ -1,9 +1,11 @@
 """The CLI starts light: ``dyncreds --version`` and ``dyncreds status`` load no
-trio, boto3, botocore or h11 (a command imports what it needs when it runs), and
-every command module is under the import contract that says so."""
+trio, boto3, botocore or h11 (a command imports what it needs when it runs), every
+command module is under the import contract that says so, and a command line
+builds only the parser of the command it names - the same parser as the whole."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import dyncreds.commands
+from dyncreds.commands import build_parser, named_command
 from tests.test_commands import STATUS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,3 +95,50 @@ def test_every_command_module_is_under_the_start_up_contract() -> None:
     covered = set(startup["source_modules"])
     assert "dyncreds.commands" in covered
     assert modules - RUNS_TRIO <= covered, sorted(modules - RUNS_TRIO - covered)
+
+
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def helps(parser: argparse.ArgumentParser, path: str = "") -> dict[str, str]:
+    """Every (sub)command's help text, by its path."""
+    found = {path: parser.format_help()}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= helps(sub, f"{path} {name}".strip())
+    return found
+
+
+def test_a_command_line_builds_only_its_command_and_the_same_one() -> None:
+    whole = build_parser()
+    for name, sub in subparsers(whole).items():
+        lazy = build_parser(name)
+        assert list(subparsers(lazy)) == [name]
+        assert helps(subparsers(lazy)[name], name) == helps(sub, name), name
+    # A name that is no command gets the whole parser, whose error lists them all.
+    assert list(subparsers(build_parser("bogus"))) == list(subparsers(whole))
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["status"], "status"),
+        (["--config-dir", "status", "roles"], "roles"),  # a flag's value is no command
+        (["--socket=/s", "--json", "role", "show", "x"], "role"),
+        (["--conf", "d", "exec", "r", "--", "env"], "exec"),  # argparse's abbreviations
+        (["status", "--config-dir", "d"], "status"),
+        (["--help"], None),
+        (["--config-dir"], None),  # the whole parser says what is wrong
+        ([], None),
+    ],
+)
+def test_the_named_command_is_read_as_argparse_reads_it(
+    argv: list[str], command: str | None
+) -> None:
+    assert named_command(argv) == command
+    if command is not None:
+        whole = build_parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+        assert whole.subcommand == command

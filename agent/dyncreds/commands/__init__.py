@@ -60,10 +60,10 @@ def cmd_version(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # Global flags may stand before or after the command. SUPPRESS keeps a
-    # subcommand's parser from resetting a flag given before it; main() fills in
-    # the defaults afterwards.
+def global_flags() -> argparse.ArgumentParser:
+    """The flags every command takes, before or after its name. SUPPRESS keeps a
+    subcommand's parser from resetting a flag given before it; main() fills in the
+    defaults afterwards."""
     common = argparse.ArgumentParser(add_help=False)
     hide = argparse.SUPPRESS
     offer_directories(
@@ -80,7 +80,32 @@ def build_parser() -> argparse.ArgumentParser:
         common.add_argument("--socket", default=hide, help="agent socket path (DYNCREDS_SOCKET)")
     )
     common.add_argument("--json", action="store_true", default=hide, help="machine-readable output")
+    return common
 
+
+def named_command(argv: Sequence[str]) -> str | None:
+    """The command a command line names, read with the global flags alone (and
+    ``--version`` answered here); None when there is none to read (``--help``, a
+    bad global flag), and the whole parser then answers."""
+    first = argparse.ArgumentParser(
+        prog="dyncreds", parents=[global_flags()], add_help=False, exit_on_error=False
+    )
+    first.add_argument("--version", action="version", version=f"dyncreds {__version__}")
+    first.add_argument("command", nargs="?")
+    first.add_argument("rest", nargs=argparse.REMAINDER)
+    try:
+        known, _ = first.parse_known_args(argv)
+    except argparse.ArgumentError:
+        return None
+    command: str | None = known.command
+    return command
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser: every command's, or only ``command``'s (the others are not built:
+    argparse's ~40 parsers were most of the CLI's start-up). An unknown ``command``
+    gets the whole parser, whose error lists the commands."""
+    common = global_flags()
     parser = argparse.ArgumentParser(
         prog="dyncreds",
         parents=[common],
@@ -89,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     sub.required = True
     parser.add_argument("--version", action="version", version=f"dyncreds {__version__}")
-    cli = Commands(parser, sub, common)
+    cli = Commands(build_parser, sub, common, only=command)
     p = cli.add("agent", cmd_agent, "run the agent in the foreground (systemd runs it this way)")
     p.add_argument("--log-format", choices=["text", "json"], help="log line format")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
@@ -100,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     cli.add("version", cmd_version, "print the version", flags=False)
+    if command is not None and not cli.built:
+        return build_parser()
     return parser
 
 
@@ -135,8 +162,8 @@ def report(exc: CliError, *, as_json: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(named_command(argv))
     # `exec ROLE -- CMD`: argparse must not read CMD's own flags.
     if "exec" in argv and "--" in argv:
         split = argv.index("--")

@@ -9,7 +9,6 @@ from typing import Any
 from dyncreds.client import EXIT_OK, EXIT_USAGE
 from dyncreds.commands.common import CliError, Commands, get_paths, load, print_json
 from dyncreds.commands.completion import offer_roles
-from dyncreds.timefmt import parse_rfc3339
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -47,6 +46,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _when(entry: dict[str, Any]) -> float:
+    from dyncreds.timefmt import parse_rfc3339
+
     try:
         return parse_rfc3339(str(entry.get("time")))
     except ValueError:

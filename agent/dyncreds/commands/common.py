@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Collection, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dyncreds.client import EXIT_USAGE
 from dyncreds.client import CliError as CliError
@@ -27,36 +27,69 @@ Command = Callable[[argparse.Namespace], int]
 
 class Commands:
     """Where a command module adds its commands, top-level or in a group
-    (``role create``, ``fleet init``): every module has ``add_commands(cli)``."""
+    (``role create``, ``fleet init``): every module has ``add_commands(cli)``.
+
+    With ``only``, only that command is built; ``add`` hands the others' modules a
+    stand-in that drops their arguments (``Unbuilt``)."""
 
     def __init__(
         self,
-        root: argparse.ArgumentParser,
-        sub: argparse._SubParsersAction[argparse.ArgumentParser],
+        whole: Callable[[], argparse.ArgumentParser],
+        sub: argparse._SubParsersAction[argparse.ArgumentParser] | None,
         common: argparse.ArgumentParser,
+        only: str | None = None,
+        built: list[str] | None = None,
     ) -> None:
-        self.root = root  # the whole parser (`completion` generates from it)
-        self._sub = sub
+        self.whole = whole  # builds the whole parser (`completion` generates from it)
+        self._sub = sub  # None: a group that is not built
         self._common = common
+        self._only = only
+        self.built: list[str] = [] if built is None else built  # the commands built
+
+    def _skips(self, name: str) -> bool:
+        return self._sub is None or (self._only is not None and name != self._only)
 
     def add(
         self, name: str, fn: Command, help_text: str, *, flags: bool = True
     ) -> argparse.ArgumentParser:
         """A command that runs ``fn``. ``flags=False``: the global flags mean nothing
         to it (demo, version ...)."""
+        if self._skips(name) or self._sub is None:
+            return cast(argparse.ArgumentParser, Unbuilt())
         parents = [self._common] if flags else []
         p = self._sub.add_parser(name, parents=parents, help=help_text, description=help_text)
         p.set_defaults(fn=fn)
+        self.built.append(name)
         return p
 
     def group(self, name: str, help_text: str, metavar: str) -> Commands:
         """A command made of commands: ``dyncreds NAME METAVAR ...``."""
+        if self._skips(name) or self._sub is None:
+            return Commands(self.whole, None, self._common, built=self.built)
         p = self._sub.add_parser(
             name, parents=[self._common], help=help_text, description=help_text
         )
         sub = p.add_subparsers(dest=f"{name}_command", metavar=metavar)
         sub.required = True
-        return Commands(self.root, sub, self._common)
+        self.built.append(name)
+        return Commands(self.whole, sub, self._common, built=self.built)
+
+
+class Unbuilt:
+    """Stands in for the parser of a command the command line does not name: what
+    its module adds to it is dropped, unbuilt."""
+
+    def add_argument(self, *_args: Any, **_kwargs: Any) -> argparse.Action:
+        return argparse.Action([], "unbuilt")
+
+    def set_defaults(self, **_kwargs: Any) -> None:
+        return None
+
+    def add_mutually_exclusive_group(self, **_kwargs: Any) -> Unbuilt:
+        return self
+
+    def add_argument_group(self, *_args: Any, **_kwargs: Any) -> Unbuilt:
+        return self
 
 
 class CredentialTypes(Collection[str]):

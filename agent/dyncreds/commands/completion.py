@@ -108,7 +108,7 @@ def cmd_completion(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.shell is None:
         raise CliError("completion needs a shell: bash, zsh or fish", EXIT_USAGE)
-    sys.stdout.write(script(args.root_parser, args.shell))
+    sys.stdout.write(script(args.whole_parser(), args.shell))  # this run built one command
     if sys.stdout.isatty():
         print(f"# save this as {SAVE_AS[args.shell]}", file=sys.stderr)
     return EXIT_OK
@@ -119,4 +119,4 @@ def add_commands(cli: Commands) -> None:
     p.add_argument("shell", nargs="?", choices=SHELLS, help="bash, zsh or fish")
     # What the scripts run at each Tab; not for people.
     p.add_argument("--list", choices=["roles", "leases"], help=argparse.SUPPRESS)
-    p.set_defaults(root_parser=cli.root)
+    p.set_defaults(whole_parser=cli.whole)
