@@ -1,6 +1,7 @@
 """`make bench` (all) or `make bench BENCH=name`: one JSON object per benchmark.
 
-Benchmarks: shim, throughput, herd, issuance, scale, contention, endpoint, fleet, cli.
+Benchmarks: shim, throughput, herd, issuance, scale, contention, endpoint, fleet,
+system, cli.
 Each starts what it needs (moto's server, an agent on a temp socket) and stops
 it. The machine is shared and noisy: read medians and ratios, not single times.
 """
@@ -36,6 +37,7 @@ from bench.harness import (
     time_interleaved,
 )
 from bench.load import fixed_http_server, h11_floor, run_load
+from bench.system import bench_system
 from dyncreds import client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -503,6 +505,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "contention": bench_contention,
     "endpoint": bench_endpoint,
     "fleet": bench_fleet,
+    "system": bench_system,
     "cli": bench_cli,
 }
 

@@ -50,6 +50,8 @@ MAX_RESPONSE = 1 << 20
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its terminating NUL
 
 START_HINT = "start it with `systemctl --user start dyncreds-agent.socket` or `dyncreds agent`"
+# A system-mode agent (one for the host's users); tried when the user has none.
+SYSTEM_SOCKET = "/run/dyncreds/agent.sock"
 
 
 def socket_path(env: dict[str, str] | os._Environ[str] | None = None) -> str:
@@ -68,6 +70,15 @@ def socket_path(env: dict[str, str] | os._Environ[str] | None = None) -> str:
     if runtime:
         return runtime + "/dyncreds/agent.sock"
     return runtime_fallback(env) + "/dyncreds/agent.sock"
+
+
+def socket_paths(env: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
+    """Where clients look, in order: ``$DYNCREDS_SOCKET`` alone when set; else the
+    user's own socket (``socket_path``), then the system agent's. A client uses the
+    first one an agent answers on."""
+    env = os.environ if env is None else env
+    own = socket_path(env)
+    return [own] if env.get("DYNCREDS_SOCKET") else [own, SYSTEM_SOCKET]
 
 
 def runtime_fallback(env: dict[str, str] | os._Environ[str]) -> str:
@@ -226,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # an environment too broken to name a path
         return _fail(f"cannot find the agent socket: {exc}", EXIT_NOT_RUNNING)
     out, message, status = fetch(role, path, timeout)
+    if status == EXIT_NOT_RUNNING and not os.environ.get("DYNCREDS_SOCKET"):
+        # The user runs no agent of their own: the host's system agent, if any.
+        out, system_message, status = fetch(role, SYSTEM_SOCKET, timeout)
+        if status != EXIT_NOT_RUNNING:
+            message = system_message
+        else:
+            message = message.replace(f" at {path})", f" at {path} nor {SYSTEM_SOCKET})")
     if status:
         return _fail(message, status)
     view = memoryview(out)

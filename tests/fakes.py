@@ -63,6 +63,7 @@ class FakeBackend:
     rotated_at: list[float] = field(default_factory=list)  # wall times
     rotate_fails: int = 0  # the next this many rotations fail
     unlock_for: float = 3600.0
+    consumers: list[str | None] = field(default_factory=list)  # system mode: for whom
 
     def configure(self, config: Config) -> None:
         pass
@@ -94,12 +95,14 @@ class FakeBackend:
         lease_id: str,
         now: float,
         on_step: Callable[[str], None] = lambda step: None,
+        consumer: str | None = None,
     ) -> Lease:
         if self.lock.locked(self._now()):
             raise Locked(self.lock.why(self._now()))
         await trio.sleep(self.latency)
         if self.fail_with is not None:
             raise self.fail_with
+        self.consumers.append(consumer)
         if self.on_issue:
             self.on_issue(role)
         if role.credential_type == "static_user":

@@ -166,3 +166,14 @@ def test_conflicting_revoke_flags_are_a_usage_error() -> None:
         text=True,
     )
     assert result.returncode == 2 and "exactly one of" in result.stderr
+
+
+def test_system_mode_status_names_each_lines_consumer() -> None:
+    roles = [
+        {**STATUS["roles"][0], "consumer": "alice"},  # type: ignore[index]
+        {**STATUS["roles"][0], "consumer": "bob", "lease_id": "ec2-full/22222222"},  # type: ignore[index]
+        {**STATUS["roles"][1], "consumer": None},  # type: ignore[index]
+    ]
+    text = render_status({**STATUS, "roles": roles}, NOW, width=100)
+    assert "ec2-full (alice)" in text and "ec2-full (bob)" in text
+    assert "deploy-production-account  " in text

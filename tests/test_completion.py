@@ -83,9 +83,9 @@ def setup(short_dir: Path) -> Iterator[dict[str, str]]:
                 conn, _ = server.accept()
             except OSError:
                 return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(answer)
+            with conn:  # a client may only connect (paths.discover_socket's probe)
+                if conn.recv(65536):
+                    conn.sendall(answer)
 
     threading.Thread(target=serve, daemon=True).start()
     try:

@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 import trio
 
 from dyncreds import __version__, logs, revocation, views
-from dyncreds.config import Config, ConfigError
+from dyncreds.access import Asker
+from dyncreds.broker import RoleState
+from dyncreds.config import Config, ConfigError, Role
 from dyncreds.journal import Journal
 from dyncreds.keeper import RootBackend, RootKeeper
-from dyncreds.leases import Lease, Timing
+from dyncreds.leases import Lease, LeaseKey, Timing
 from dyncreds.protocol import BadRequest, DyncredsError, Unavailable, UnknownRole, rfc3339
 from dyncreds.reaper import Reaper, SweepSettings
-from dyncreds.worker import Context, Worker, keeps_key
+from dyncreds.worker import Context, Worker, WorkerTable, keeps_key
 
 if TYPE_CHECKING:  # the agent itself never imports boto3
     from dyncreds.aws.iam_user import TaggedUser
@@ -41,7 +43,12 @@ class Backend(RootBackend, Protocol):
 
     def configure(self, config: Config) -> None: ...
     async def issue(
-        self, role: Any, lease_id: str, now: float, on_step: Callable[[str], None] = ...
+        self,
+        role: Any,
+        lease_id: str,
+        now: float,
+        on_step: Callable[[str], None] = ...,
+        consumer: str | None = None,
     ) -> Lease: ...
     async def extend(self, lease: Lease, expires_at: float) -> None: ...
     async def delete_user(self, user_name: str) -> bool: ...
@@ -93,7 +100,12 @@ class Agent:
             issue_timeout=float(agent.issue_timeout),
             counters=self.counters,
         )
-        self.workers = {name: Worker(role, self.ctx) for name, role in config.roles.items()}
+        self.mode = agent.mode
+        self.workers = WorkerTable(
+            (LeaseKey(name), Worker(role, self.ctx))
+            for name, role in config.roles.items()
+            if self._shared(role)
+        )
         self.started_at = wall()
         self.root = RootKeeper(
             backend,
@@ -168,22 +180,45 @@ class Agent:
 
     # ------------------------------------------------------------------ requests
 
-    def worker_for(self, name: str) -> Worker:
+    def _shared(self, role: Role) -> bool:
+        """One lease for everyone: in user mode always; in system mode only a
+        kind that cannot be split (one static user's key)."""
+        return self.mode == "user" or role.kind.shared
+
+    def role(self, name: str) -> Role:
+        role = self.config.roles.get(name)
+        if role is None:
+            known = ", ".join(sorted(self.config.roles)) or "none configured"
+            raise UnknownRole(f"unknown role {name[:64]!r} (known: {known})")
+        return role
+
+    def key(self, name: str, asker: Asker | None = None) -> LeaseKey:
+        """Whose lease a request is about: the role's, or (system mode) the asker's."""
+        role = self.role(name)
+        if asker is None or self._shared(role):
+            return LeaseKey(name)
+        return LeaseKey(name, asker.uid)
+
+    def worker_for(self, name: str, asker: Asker | None = None) -> Worker:
+        """The worker of ``name`` for ``asker`` (system mode: made at its first request)."""
         if self.stopping:
             raise Unavailable("the agent is shutting down")
-        worker = self.workers.get(name)
+        key = self.key(name, asker)
+        worker = self.workers.get(key)
         if worker is None:
-            known = ", ".join(sorted(self.workers)) or "none configured"
-            raise UnknownRole(f"unknown role {name[:64]!r} (known: {known})")
+            consumer = asker.user if asker is not None and key.uid is not None else None
+            worker = Worker(self.role(name), self.ctx, uid=key.uid, consumer=consumer)
+            self.workers[key] = worker
+            worker.start()
         return worker
 
-    async def credentials(self, name: str) -> Lease:
-        """A servable lease for the role: from memory, or the one issuance in flight.
-        After waiting, the request asks again - of a new worker, if a reload
-        replaced the role meanwhile."""
+    async def credentials(self, name: str, asker: Asker | None = None) -> Lease:
+        """A servable lease for the role (system mode: the asker's own): from memory,
+        or the one issuance in flight. After waiting, the request asks again - of a
+        new worker, if a reload replaced the role meanwhile."""
         self.root.refuse_if_locked()
         for _ in range(REQUEST_ROUNDS):
-            lease = await self.worker_for(name).request()
+            lease = await self.worker_for(name, asker).request()
             if lease is not None:
                 return lease
         raise Unavailable(f"role {name}: no usable lease after {REQUEST_ROUNDS} attempts")
@@ -195,10 +230,10 @@ class Agent:
             raise BadRequest(f"rotate is for static_user roles; {name} is renewed with `renew`")
         return await self.renew(name)
 
-    async def renew(self, name: str) -> tuple[Lease, Lease | None]:
+    async def renew(self, name: str, asker: Asker | None = None) -> tuple[Lease, Lease | None]:
         """Replace the role's lease now (new keys); the old one is retired per its
         rules. Returns the new lease and the one it replaced, if any."""
-        worker = self.worker_for(name)
+        worker = self.worker_for(name, asker)
         old = worker.state.lease
         new = await worker.renew()
         return new, (old if old is not None and old.id != new.id else None)
@@ -210,11 +245,18 @@ class Agent:
         role: str | None = None,
         everything: bool = False,
         force: bool = False,
+        owner: int | None = None,
     ) -> list[dict[str, str]]:
-        """Revoke now; one result per lease saying what happened to it (revocation.py)."""
+        """Revoke now; one result per lease saying what happened to it (revocation.py).
+        ``owner``: a non-admin's uid in system mode, whose own leases only are revoked."""
         return await revocation.revoke(
-            self, lease_id=lease_id, role=role, everything=everything, force=force
+            self, lease_id=lease_id, role=role, everything=everything, force=force, owner=owner
         )
+
+    def workers_of(self, name: str) -> list[Worker]:
+        """Every worker of a configured role (one per consumer in system mode)."""
+        self.role(name)
+        return self.workers.of_role(name)
 
     async def sweep_orphans(self) -> list[str]:
         return await self.reaper.sweep_orphans()
@@ -232,6 +274,8 @@ class Agent:
                 raise BadRequest(
                     "[fleet] changed: restart the agent to join, leave or move a fleet"
                 )
+            if new.main.agent.mode != self.mode:
+                raise BadRequest("agent.mode changed: restart the agent to change who it serves")
             # The root is rebuilt every time: its key file (or store) may have
             # changed underneath an unchanged [root] table.
             await self.offload(self.backend.configure, new)
@@ -246,7 +290,7 @@ class Agent:
         self.ctx.spawn(self.root.identify)
         self.root.configure(new.main.root)
         self._install(new)
-        return sorted(self.workers)
+        return sorted(self.config.roles)
 
     def _reject(self, reason: str) -> NoReturn:
         self.reload_error = reason
@@ -266,18 +310,21 @@ class Agent:
         changed = [n for n in new.roles if n in old_roles and new.roles[n] != old_roles[n]]
         kept: dict[str, Lease] = {}
         for name in removed + changed:
-            worker = self.workers.pop(name)
-            worker.close()
-            lease = worker.state.lease
-            if lease is not None and keeps_key(worker.state.role, new.roles.get(name)):
-                kept[name] = lease  # the same user's key: no new key for a new period
-            elif lease is not None:
-                # Retired per its rules: an iam_user lives to its announced expiry.
-                what = "removed" if name in removed else "changed"
-                log.info(f"config.role_{what}", role=name, lease=lease.id)
+            for worker in self.workers.of_role(name):  # every consumer's, in system mode
+                del self.workers[worker.key]
+                worker.close()
+                lease = worker.state.lease
+                if lease is not None and keeps_key(worker.state.role, new.roles.get(name)):
+                    kept[name] = lease  # the same user's key: no new key for a new period
+                elif lease is not None:
+                    # Retired per its rules: an iam_user lives to its announced expiry.
+                    what = "removed" if name in removed else "changed"
+                    log.info(f"config.role_{what}", role=name, lease=lease.id)
         for name in added + changed:
+            if not self._shared(new.roles[name]):
+                continue  # system mode: each consumer's worker starts at its first request
             worker = Worker(new.roles[name], self.ctx, kept.get(name))
-            self.workers[name] = worker
+            self.workers[LeaseKey(name)] = worker
             worker.start()
         log.info(
             "config.reloaded",
@@ -291,19 +338,37 @@ class Agent:
 
     # ------------------------------------------------------------------ views
 
-    def current_lease(self, name: str) -> Lease | None:
-        worker = self.workers.get(name)
+    def current_lease(self, name: str, asker: Asker | None = None) -> Lease | None:
+        try:
+            worker = self.workers.get(self.key(name, asker))
+        except UnknownRole:
+            return None
         return worker.state.lease if worker else None
 
-    def roles(self) -> list[dict[str, Any]]:
-        return views.roles_view(w.state for w in self.workers.values())
+    def roles(self, only: list[str] | None = None) -> list[dict[str, Any]]:
+        """``only``: the roles a non-admin may see (system mode)."""
+        return views.roles_view(
+            RoleState(role=role)
+            for name, role in self.config.roles.items()
+            if only is None or name in only
+        )
 
-    def status(self) -> dict[str, Any]:
+    def status(self, only: list[str] | None = None, owner: int | None = None) -> dict[str, Any]:
+        """``only``/``owner``: a non-admin in system mode sees the roles it may use
+        and its own leases, nothing else of anyone's."""
         now = self.now()
-        roles = [
-            views.role_view(w.state, w.inflight.step if w.inflight else None, now, self.timing)
-            for _, w in sorted(self.workers.items())
-        ]
+        roles = views.lease_rows(
+            self.config.roles,
+            {
+                key: (w.state, w.inflight.step if w.inflight else None, w.consumer)
+                for key, w in self.workers.items()
+            },
+            now,
+            self.timing,
+            system=self.mode == "system",
+            only=only,
+            owner=owner,
+        )
         current = {w.state.lease.id for w in self.workers.values() if w.state.lease}
         root = self.config.main.root
         return {
@@ -315,18 +380,20 @@ class Agent:
                 "uptime": int(now - self.started_at),
                 "reload_error": self.reload_error,
                 "stopping": self.stopping,
+                "mode": self.mode,
             },
             "root": self.root.view(views.root_source(root), views.root_warning(root)),
             "roles": roles,
-            "retiring": views.retiring_view(self.journal.all(), current),
-            "revocations": list(self.revocations),
-            "fleet": self.fleet.view() if self.fleet else None,
+            "retiring": views.retiring_view(self.journal.all(), current) if only is None else [],
+            "revocations": list(self.revocations) if only is None else [],
+            "fleet": self.fleet.view() if self.fleet and only is None else None,
             "counters": dict(self.counters),
         }
 
     def summary(self) -> str:
         """systemd's STATUS= line: `systemctl --user status` shows a lock first."""
-        text = views.summary({n: w.state for n, w in self.workers.items()}, self.journal.count())
+        states = {f"{k.role}:{k.uid}": w.state for k, w in self.workers.items()}
+        text = views.summary(states, self.journal.count())
         lock = self.backend.lock
         if lock.locked(self.now()):
             return (

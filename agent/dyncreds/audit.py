@@ -39,11 +39,14 @@ class Peer:
 
     pid: int
     uid: int
+    user: str | None = None  # system mode: the consumer's user name
     _info: dict[str, Any] | None = field(default=None, repr=False)
 
     def info(self) -> dict[str, Any]:
         if self._info is None:
             self._info = {"pid": self.pid, "uid": self.uid, **_proc(self.pid)}
+            if self.user is not None:
+                self._info["user"] = self.user
         return self._info
 
 

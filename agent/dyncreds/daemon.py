@@ -30,6 +30,7 @@ import trio
 from dyncreds import __version__, config, logs, statedir
 from dyncreds.agent import Agent
 from dyncreds.audit import AuditLog
+from dyncreds.gate import Door
 from dyncreds.journal.sqlite import SqliteJournal
 from dyncreds.paths import Paths
 from dyncreds.protocol import DyncredsError
@@ -138,12 +139,18 @@ class StartupError(Exception):
     """Printed as one line; exit status 2."""
 
 
-def prepare(paths: Paths) -> tuple[config.Config, SqliteJournal, str]:
+def prepare(
+    paths: Paths, system_paths: Paths | None = None
+) -> tuple[config.Config, SqliteJournal, str, Paths]:
+    """Configuration, then the state dir and journal - a system-mode agent's own
+    (``system_paths``) when config.toml says ``mode = "system"``."""
     try:
         cfg = config.load(paths.config_dir)
     except config.ConfigError as exc:
         lines = "\n".join(str(p) for p in exc.problems)
         raise StartupError(f"invalid configuration:\n{lines}") from None
+    if cfg.main.agent.mode == "system" and system_paths is not None:
+        paths = system_paths
     try:
         statedir.prepare(paths.state_dir)
         statedir.lock(paths.state_dir)
@@ -157,7 +164,7 @@ def prepare(paths: Paths) -> tuple[config.Config, SqliteJournal, str]:
             "The orphan sweep will revoke what it held at the expiry each user announced.",
             file=sys.stderr,
         )
-    return cfg, journal, ident
+    return cfg, journal, ident, paths
 
 
 def run(
@@ -166,6 +173,7 @@ def run(
     log_format: str | None = None,
     log_level: str | None = None,
     backend_factory: Callable[..., Any] | None = None,
+    system_paths: Paths | None = None,
 ) -> int:
     harden()
     # boto3's worker threads (signing, parsing) hold the GIL in slices of the switch
@@ -173,7 +181,7 @@ def run(
     # GIL behind them. A shorter slice bounds that wait (5 ms by default).
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        cfg, journal, ident = prepare(paths)
+        cfg, journal, ident, paths = prepare(paths, system_paths)
     except StartupError as exc:
         print(f"dyncreds agent: {exc}", file=sys.stderr)
         return 2
@@ -194,11 +202,12 @@ def run(
     except DyncredsError as exc:
         print(f"dyncreds agent: {exc.message}", file=sys.stderr)
         return 2
+    system = cfg.main.agent.mode == "system"
     sock = systemd_socket()
     activated = sock is not None
     if sock is None:
         try:
-            sock = bind_unix(paths.socket)
+            sock = bind_unix(paths.socket, public=system)
         except SocketSetupError as exc:
             print(f"dyncreds agent: {exc}", file=sys.stderr)
             return 2
@@ -284,7 +293,10 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
     def process_status_with_audit() -> dict[str, Any]:
         return {**process_status(), "audit_dropped": audit_log.dropped}
 
-    server = Server(make_handler(agent, reload, process_status_with_audit, audit_log))
+    door = None
+    if agent.mode == "system":  # every local user may connect; the rules decide
+        door = Door(lambda: agent.config.main.access)
+    server = Server(make_handler(agent, reload, process_status_with_audit, audit_log), door=door)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
             await outer.start(agent.run)

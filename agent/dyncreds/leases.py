@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -104,6 +104,15 @@ class Lease:
     def summary(self) -> dict[str, object]:
         """What ``credentials`` and ``renew`` answer about the lease. No secrets."""
         return {"id": self.id, "role": self.role, "expires_at": rfc3339(self.expires_at)}
+
+
+class LeaseKey(NamedTuple):
+    """Whose lease: one per role in user mode (``uid`` None); one per (role,
+    consumer uid) in system mode, so consumers never share keys. The agent's
+    worker table is keyed by it."""
+
+    role: str
+    uid: int | None = None
 
 
 def new_lease_id(role: str) -> str:

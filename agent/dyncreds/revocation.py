@@ -20,7 +20,7 @@ from dyncreds.journal import Journal
 from dyncreds.leases import Lease
 from dyncreds.protocol import BadRequest, DyncredsError, Upstream, rfc3339
 from dyncreds.reaper import Reaper
-from dyncreds.worker import Worker
+from dyncreds.worker import Worker, WorkerTable
 
 log = logs.get("agent")
 
@@ -28,7 +28,7 @@ log = logs.get("agent")
 class RevokeHost(Protocol):
     """What a revocation needs of the agent (agent.py)."""
 
-    workers: dict[str, Worker]
+    workers: WorkerTable
     journal: Journal
     reaper: Reaper
     backend: Any  # agent.Backend: revoke_sessions
@@ -36,7 +36,7 @@ class RevokeHost(Protocol):
     revocations: deque[dict[str, str]]
 
     def now(self) -> float: ...
-    def worker_for(self, name: str) -> Worker: ...
+    def workers_of(self, name: str) -> list[Worker]: ...
 
 
 async def revoke(
@@ -46,17 +46,22 @@ async def revoke(
     role: str | None = None,
     everything: bool = False,
     force: bool = False,
+    owner: int | None = None,
 ) -> list[dict[str, str]]:
     """Revoke now; one result per lease saying exactly what happened to it:
     "deleted", "denied from T", or "valid until T: STS credentials cannot be
-    deleted"."""
+    deleted". ``owner`` (system mode, a non-admin): only that uid's own current
+    leases - never a shared one, a retiring one or another role's sessions."""
     # The protocol allows exactly one of lease_id, role and everything.
-    workers = [agent.worker_for(role)] if role is not None else list(agent.workers.values())
+    workers = agent.workers_of(role) if role is not None else list(agent.workers.values())
+    if owner is not None:
+        workers = [w for w in workers if w.key.uid == owner]
     current = {lease.id: lease for w in workers if (lease := w.revoke(lease_id))}
     targets = list(current) + [
         r.lease_id
         for r in agent.journal.all()
-        if r.lease_id not in current
+        if owner is None
+        and r.lease_id not in current
         and r.thing != "root_key"  # a root rotation cleans up after itself
         and (everything or r.lease_id == lease_id or (role and r.role == role))
     ]
@@ -68,7 +73,9 @@ async def revoke(
         log.warning("lease.forgotten", leases=",".join(targets))
         return [{"lease_id": t, "outcome": "forgotten (still in AWS)"} for t in targets]
     now = agent.now()
-    denied = await _deny_sessions(agent, current, role, everything, now)
+    denied = (
+        set() if owner is not None else await _deny_sessions(agent, current, role, everything, now)
+    )
     failures: list[str] = []
     results: dict[str, str] = {}
 
@@ -103,11 +110,11 @@ async def _deny_sessions(
     if role is not None:
         names.add(role)
     if everything:
-        names |= set(agent.workers)
+        names |= set(agent.workers.roles())
     roles = [
-        w.state.role
+        ws[0].state.role
         for n in sorted(names)
-        if (w := agent.workers.get(n)) and w.state.role.revoke_sessions
+        if (ws := agent.workers.of_role(n)) and ws[0].state.role.revoke_sessions
     ]
     for target in roles:
         await agent.backend.revoke_sessions(target, now)

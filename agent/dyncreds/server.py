@@ -19,7 +19,6 @@ import errno
 import os
 import socket as stdsocket
 import stat
-import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import trio
 
-from dyncreds import audit, logs, protocol
+from dyncreds import audit, gate, logs, peer, protocol
 from dyncreds.protocol import (
     MAX_LINE,
     DyncredsError,
@@ -58,14 +57,16 @@ class SocketSetupError(Exception):
 # --------------------------------------------------------------------------- set-up
 
 
-def ensure_private_dir(path: Path) -> None:
+def ensure_private_dir(path: Path, public: bool = False) -> None:
     """Create the socket's directory 0700, or refuse one that is not ours and private.
     Its parent must not let anyone else swap it (``/tmp/runtime-UID`` is a name
-    another user could take first): ours, or root's, or sticky like /tmp."""
+    another user could take first): ours, or root's, or sticky like /tmp.
+    ``public`` (system mode): 0755, every user may reach the socket, none may
+    replace it."""
     if not path.parent.exists():
         ensure_private_dir(path.parent)  # e.g. /tmp/runtime-UID: private too
     try:
-        path.mkdir(mode=0o700)
+        path.mkdir(mode=0o755 if public else 0o700)
     except FileExistsError:
         pass
     parent = os.stat(path.parent)
@@ -82,10 +83,11 @@ def ensure_private_dir(path: Path) -> None:
         raise SocketSetupError(f"{path}: is not a directory")
     if info.st_uid != os.getuid():
         raise SocketSetupError(f"{path}: owned by uid {info.st_uid}, not by us ({os.getuid()})")
-    if stat.S_IMODE(info.st_mode) & 0o077:
+    if stat.S_IMODE(info.st_mode) & (0o022 if public else 0o077):
+        expected = "755" if public else "700"
         raise SocketSetupError(
-            f"{path}: mode {stat.S_IMODE(info.st_mode):04o} lets others in; expected 0700 "
-            f"(run `chmod 700 {path}`)"
+            f"{path}: mode {stat.S_IMODE(info.st_mode):04o} lets others in; expected 0{expected} "
+            f"(run `chmod {expected} {path}`)"
         )
 
 
@@ -112,17 +114,19 @@ def _remove_stale_socket(path: Path) -> None:
     raise SocketSetupError(f"another dyncreds agent is already listening on {path}")
 
 
-def bind_unix(path: Path, backlog: int = 1024) -> stdsocket.socket:
-    ensure_private_dir(path.parent)
+def bind_unix(path: Path, backlog: int = 1024, public: bool = False) -> stdsocket.socket:
+    """``public`` (system mode): a 0666 socket in a 0755 directory - every local user
+    may connect, and the access rules decide each request."""
+    ensure_private_dir(path.parent, public)
     _remove_stale_socket(path)
     sock = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
     try:
-        old_umask = os.umask(0o177)  # the socket is born 0600: no window with looser modes
+        old_umask = os.umask(0o111 if public else 0o177)  # born with its final mode
         try:
             sock.bind(str(path))
         finally:
             os.umask(old_umask)
-        os.chmod(path, 0o600)
+        os.chmod(path, 0o666 if public else 0o600)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
@@ -135,18 +139,27 @@ def bind_unix(path: Path, backlog: int = 1024) -> stdsocket.socket:
 
 
 def peer_credentials(sock: Any) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end (Linux SO_PEERCRED)."""
-    raw = sock.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    return pid, uid, gid
+    """(pid, uid, gid) of the process at the other end, as the kernel says
+    (SO_PEERCRED, through ``peer.unix_peer``); uid -1, nobody's, where it has none."""
+    found = peer.unix_peer(sock)
+    return (found.pid, found.uid, found.gid) if found is not None else (0, -1, -1)
 
 
 # --------------------------------------------------------------------------- serving
 
 
 class Server:
-    def __init__(self, handle: Handler, limits: Limits = Limits(), uid: int | None = None):
+    def __init__(
+        self,
+        handle: Handler,
+        limits: Limits = Limits(),
+        uid: int | None = None,
+        door: gate.Door | None = None,
+    ):
+        """``door``: system mode - every uid may connect, and each request is
+        decided by the access rules (the handler checks ``gate.current``)."""
         self.handle = handle
+        self.door = door
         self.limits = limits
         self.uid = os.getuid() if uid is None else uid
         self.active = 0
@@ -228,7 +241,9 @@ class Server:
 
     async def _converse(self, stream: trio.SocketStream, timer: trio.CancelScope) -> None:
         pid, uid, _ = peer_credentials(stream.socket)
-        if uid != self.uid:
+        if self.door is not None:
+            gate.current.set(self.door.connection(uid))  # for this connection's requests
+        elif uid != self.uid:
             self.counters["refused"] += 1
             log.warning("request.peer_refused", uid=uid, pid=pid)
             await self._send(

@@ -10,11 +10,14 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from dyncreds import __version__, protocol
+from dyncreds import __version__, audit, gate, logs, protocol
+from dyncreds.access import Asker, subject
 from dyncreds.agent import Agent
 from dyncreds.audit import AuditLog
 from dyncreds.leases import Lease
 from dyncreds.protocol import DyncredsError
+
+log = logs.get("server")
 
 
 class ResponseCache:
@@ -76,12 +79,30 @@ def make_handler(
     process_status: Callable[[], dict[str, Any]] = dict,
     audit_log: AuditLog | None = None,
 ) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
-    """The op table, and the audit log around the ops it names (AUDITED)."""
+    """The op table, the access check of system mode (``gate.current`` is set for
+    each connection), and the audit log around the ops it names (AUDITED) and
+    around every refusal."""
     serve = _op_table(agent, on_reload, process_status)
-    if audit_log is None or not audit_log.enabled:
-        return serve
+    if audit_log is not None and not audit_log.enabled:
+        audit_log = None
+
+    async def checked(request: protocol.AnyRequest) -> bytes:
+        visitor = gate.current.get()
+        if visitor is not None:
+            try:
+                await visitor.check(request)
+            except protocol.Forbidden as exc:
+                _name_peer(visitor)
+                log.warning("request.forbidden", user=visitor.asker.user, uid=visitor.uid)
+                if audit_log is not None:
+                    op = AUDITED.get(type(request)) or type(request).__struct_config__.tag
+                    audit_log.record(str(op), exc.code, role=subject(request))
+                raise
+            _name_peer(visitor)
+        return await (serve if audit_log is None else audited)(request)
 
     async def audited(request: protocol.AnyRequest) -> bytes:
+        assert audit_log is not None
         op = AUDITED.get(type(request))
         if op is None:
             return await serve(request)
@@ -91,7 +112,7 @@ def make_handler(
         except DyncredsError as exc:
             audit_log.record(op, exc.code, role=role)
             raise
-        lease = agent.current_lease(role) if role else None
+        lease = agent.current_lease(role, _asker()) if role else None
         audit_log.record(
             op,
             "ok",
@@ -101,7 +122,28 @@ def make_handler(
         )
         return response
 
-    return audited
+    return checked
+
+
+def _name_peer(visitor: gate.Visitor) -> None:
+    """The audit log names the consumer, not only its uid."""
+    peer = audit.current_peer.get()
+    if peer is not None and peer.user is None:
+        peer.user = visitor.asker.user
+
+
+def _asker() -> Asker | None:
+    """System mode: who is asking (their leases are theirs alone)."""
+    visitor = gate.current.get()
+    return visitor.asker if visitor is not None else None
+
+
+def _viewer(agent: Agent) -> tuple[list[str] | None, int | None]:
+    """System mode, a non-admin: the roles it may see and its uid; else (None, None)."""
+    visitor = gate.current.get()
+    if visitor is None or visitor.admin:
+        return None, None
+    return visitor.policy.visible(visitor.asker, agent.config.roles), visitor.uid
 
 
 def _op_table(
@@ -116,30 +158,31 @@ def _op_table(
     async def handle(request: protocol.AnyRequest) -> bytes:
         match request:
             case protocol.CredentialProcess(role=role):
-                return cache.credential_process(await agent.credentials(role))
+                return cache.credential_process(await agent.credentials(role, _asker()))
             case protocol.GetCredentials(role=role):
-                return cache.credentials(await agent.credentials(role))
+                return cache.credentials(await agent.credentials(role, _asker()))
             case protocol.Ping():
                 return protocol.ok({"version": __version__, "pid": os.getpid()})
             case protocol.Status():
-                status = agent.status()
+                only, owner = _viewer(agent)
+                status = agent.status(only, owner)
                 status["agent"].update(process_status())
                 return protocol.ok(status)
             case protocol.Roles():
-                return protocol.ok({"roles": agent.roles()})
+                return protocol.ok({"roles": agent.roles(_viewer(agent)[0])})
             case protocol.Revoke(lease_id=lease_id, role=role, all=everything, force=force):
+                owner = _owner("forget leases (--force)" if force else None)
                 results = await agent.revoke(
-                    lease_id=lease_id, role=role, everything=everything, force=force
+                    lease_id=lease_id, role=role, everything=everything, force=force, owner=owner
                 )
                 revoked = sorted(r["lease_id"] for r in results)
                 return protocol.ok({"revoked": revoked, "results": results})
             case protocol.Renew(role=role):
-                new, old = await agent.renew(role)
-                replaced = old.summary() if old is not None else None
-                return protocol.ok({"lease": new.summary(), "replaced": replaced})
+                return await _renew(agent, role)
             case protocol.Reload():
                 return protocol.ok({"roles": await on_reload()})
             case protocol.Rotate(role=role):
+                _owner(f"rotate role {role}")  # one static user's key, everyone's
                 new, old = await agent.rotate(role)
                 replaced = old.summary() if old is not None else None
                 return protocol.ok({"lease": new.summary(), "replaced": replaced})
@@ -150,6 +193,29 @@ def _op_table(
         raise protocol.UnknownOp(f"unhandled op {type(request).__name__}")
 
     return handle
+
+
+async def _renew(agent: Agent, role: str) -> bytes:
+    """New keys now: the asker's own lease (a shared one is an admin's to renew)."""
+    if _owner(None) is not None and agent.key(role, _asker()).uid is None:
+        _owner(f"renew the shared lease of role {role}")
+    new, old = await agent.renew(role, _asker())
+    replaced = old.summary() if old is not None else None
+    return protocol.ok({"lease": new.summary(), "replaced": replaced})
+
+
+def _owner(admins_only: str | None) -> int | None:
+    """System mode, a non-admin: the uid whose own leases it may revoke or renew.
+    ``admins_only``: what the request would do, if only an admin may (refused)."""
+    visitor = gate.current.get()
+    if visitor is None or visitor.admin:
+        return None
+    if admins_only is not None:
+        raise protocol.Forbidden(
+            f"user {visitor.asker.user} (uid {visitor.uid}) may not {admins_only}: "
+            "that is for this agent's administrators"
+        )
+    return visitor.uid
 
 
 async def _root_op(

@@ -9,10 +9,10 @@ from typing import Any
 
 from dyncreds import broker
 from dyncreds.broker import RoleState
-from dyncreds.config import RootSettings
+from dyncreds.config import Role, RootSettings
 from dyncreds.journal import Record
 from dyncreds.kinds import KINDS
-from dyncreds.leases import IRREVOCABLE_AFTER, Lease, Timing
+from dyncreds.leases import IRREVOCABLE_AFTER, Lease, LeaseKey, Timing
 from dyncreds.protocol import rfc3339
 
 
@@ -34,6 +34,40 @@ def role_view(state: RoleState, step: str | None, now: float, timing: Timing) ->
         "last_error": state.last_error,
         "counters": dict(state.counters),
     }
+
+
+def lease_rows(
+    roles: Mapping[str, Role],
+    workers: Mapping[LeaseKey, tuple[RoleState, str | None, str | None]],
+    now: float,
+    timing: Timing,
+    *,
+    system: bool = False,
+    only: list[str] | None = None,
+    owner: int | None = None,
+) -> list[dict[str, Any]]:
+    """``status``'s roles: one line per lease key, each worker as (state, step,
+    consumer). System mode: each line names its consumer, a role nobody uses yet
+    has a line of its own, and a non-admin (``only`` = the roles it may see,
+    ``owner`` = its uid) sees its own leases and shared ones, nobody else's."""
+    rows: list[dict[str, Any]] = []
+    for key, (state, step, consumer) in sorted(
+        workers.items(), key=lambda item: (item[0].role, -1 if item[0].uid is None else item[0].uid)
+    ):
+        if only is not None and (key.role not in only or key.uid not in (None, owner)):
+            continue
+        rows.append(role_view(state, step, now, timing))
+        if system:
+            rows[-1]["consumer"] = consumer
+    if system:
+        shown = {row["name"] for row in rows}
+        for name, role in roles.items():
+            if name not in shown and (only is None or name in only):
+                rows.append(
+                    {**role_view(RoleState(role=role), None, now, timing), "consumer": None}
+                )
+        rows.sort(key=lambda row: str(row["name"]))
+    return rows
 
 
 def retiring_view(records: Iterable[Record], current: set[str]) -> list[dict[str, Any]]:

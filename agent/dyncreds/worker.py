@@ -28,7 +28,7 @@ from dyncreds import broker, leases, logs
 from dyncreds.broker import Action, Event, RoleState
 from dyncreds.config import Role
 from dyncreds.journal import Journal
-from dyncreds.leases import Lease, Timing
+from dyncreds.leases import Lease, LeaseKey, Timing
 from dyncreds.protocol import DyncredsError, Internal, Unavailable, Upstream, rfc3339
 
 log = logs.get("agent")
@@ -40,7 +40,12 @@ class Issuer(Protocol):
     """What a worker needs from AWS (aws/backend.py; a fake in timing tests)."""
 
     async def issue(
-        self, role: Role, lease_id: str, now: float, on_step: Callable[[str], None] = ...
+        self,
+        role: Role,
+        lease_id: str,
+        now: float,
+        on_step: Callable[[str], None] = ...,
+        consumer: str | None = None,
     ) -> Lease: ...
     async def extend(self, lease: Lease, expires_at: float) -> None: ...
 
@@ -81,10 +86,21 @@ class Inflight:
 
 
 class Worker:
-    def __init__(self, role: Role, ctx: Context, lease: Lease | None = None):
+    def __init__(
+        self,
+        role: Role,
+        ctx: Context,
+        lease: Lease | None = None,
+        *,
+        uid: int | None = None,
+        consumer: str | None = None,
+    ):
         """``lease``: one carried over from the role's previous worker (a reload
         that changed a static user's period keeps its key; the next rotation
-        follows the new period)."""
+        follows the new period). ``uid``/``consumer``: system mode, whose lease
+        this is (``{user}`` in the names AWS sees is ``consumer``)."""
+        self.key = LeaseKey(role.name, uid)
+        self.consumer = consumer
         self.ctx = ctx
         self.state = RoleState(role=role, jitter=ctx.rng())
         if lease is not None:
@@ -254,7 +270,7 @@ class Worker:
         try:
             with trio.fail_after(self.ctx.issue_timeout):
                 lease = await self.ctx.issuer.issue(
-                    role, inflight.lease_id, started, inflight.on_step
+                    role, inflight.lease_id, started, inflight.on_step, consumer=self.consumer
                 )
         except trio.TooSlowError:
             error = Upstream(
@@ -347,3 +363,17 @@ def keeps_key(old: Role, new: Role | None) -> bool:
         and old.credential_type == new.credential_type == "static_user"
         and old.username == new.username
     )
+
+
+class WorkerTable(dict[LeaseKey, Worker]):
+    """The agent's workers by lease key. A role name alone means its shared
+    worker: every worker in user mode, and static users in system mode."""
+
+    def __getitem__(self, key: LeaseKey | str) -> Worker:
+        return super().__getitem__(LeaseKey(key) if isinstance(key, str) else key)
+
+    def of_role(self, name: str) -> list[Worker]:
+        return [w for key, w in self.items() if key.role == name]
+
+    def roles(self) -> list[str]:
+        return sorted({key.role for key in self})

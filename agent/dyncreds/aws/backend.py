@@ -56,20 +56,20 @@ class AwsBackend:
             previous=getattr(self, "aws", None),
         )
 
-    def _name(self, role: Role, limit: int, template: str | None = None) -> str:
+    def _name(self, role: Role, limit: int, user: str, template: str | None = None) -> str:
         return naming.render(
             template or self.config.main.root.username_template,
-            user=self.local_user,
+            user=user,
             role=role.name,
             host=self.host,
             unix_time=int(time.time()),
             limit=limit,
         )
 
-    def _tag_value(self, template: str, role: Role) -> str:
+    def _tag_value(self, template: str, role: Role, user: str) -> str:
         """Session tag values name the person too: ``{user}``, ``{role}``, ``{host}``."""
         values = {
-            "user": self.local_user,
+            "user": user,
             "role": role.name,
             "host": self.host,
             "unix_time": int(time.time()),
@@ -78,19 +78,29 @@ class AwsBackend:
         return template.format_map(values)[:256]
 
     async def issue(
-        self, role: Role, lease_id: str, now: float, on_step: OnStep = lambda step: None
+        self,
+        role: Role,
+        lease_id: str,
+        now: float,
+        on_step: OnStep = lambda step: None,
+        consumer: str | None = None,
     ) -> Lease:
+        """``consumer``: system mode, the user the lease is for - ``{user}`` in every
+        name AWS sees (CloudTrail says who); else the agent's own user."""
         # Before anything is journaled: a locked agent leaves no record behind.
         self.aws.require_unlocked()
-        return await ISSUERS[role.kind.issuer](self, role, lease_id, now, on_step)
+        user = consumer or self.local_user
+        return await ISSUERS[role.kind.issuer](self, role, lease_id, now, on_step, user)
 
-    async def _iam_user(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
+    async def _iam_user(
+        self, role: Role, lease_id: str, now: float, on_step: OnStep, user: str
+    ) -> Lease:
         return await iam_user.create(
             self.aws,
             self.journal,
             role=role,
             lease_id=lease_id,
-            user_name=self._name(role, naming.USER_NAME_MAX),
+            user_name=self._name(role, naming.USER_NAME_MAX, user),
             agent_id=self.agent_id,
             now=now,
             propagation=self.propagation,
@@ -98,7 +108,9 @@ class AwsBackend:
             on_step=on_step,
         )
 
-    async def _static_user(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
+    async def _static_user(
+        self, role: Role, lease_id: str, now: float, on_step: OnStep, user: str
+    ) -> Lease:
         # Announced: deleted one min_remaining after the next rotation, so SDKs have
         # moved to the new key well before.
         expires_at = now + role.ttl + float(self.config.main.agent.min_remaining)
@@ -114,25 +126,29 @@ class AwsBackend:
             on_step=on_step,
         )
 
-    async def _assume_role(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
+    async def _assume_role(
+        self, role: Role, lease_id: str, now: float, on_step: OnStep, user: str
+    ) -> Lease:
         on_step("assume_role")
-        name = self._name(role, naming.SESSION_NAME_MAX, role.session_name)
+        name = self._name(role, naming.SESSION_NAME_MAX, user, role.session_name)
         source = (
-            self._name(role, naming.SOURCE_IDENTITY_MAX, role.source_identity)
+            self._name(role, naming.SOURCE_IDENTITY_MAX, user, role.source_identity)
             if role.source_identity
             else None
         )
-        tags = [(key, self._tag_value(value, role)) for key, value in role.session_tags]
+        tags = [(key, self._tag_value(value, role, user)) for key, value in role.session_tags]
         return await sts.assume_role(self.aws, role, lease_id, name, now, source, tags)
 
     async def _federation_token(
-        self, role: Role, lease_id: str, now: float, on_step: OnStep
+        self, role: Role, lease_id: str, now: float, on_step: OnStep, user: str
     ) -> Lease:
         on_step("federation_token")
-        name = self._name(role, naming.FEDERATION_NAME_MAX, role.session_name)
+        name = self._name(role, naming.FEDERATION_NAME_MAX, user, role.session_name)
         return await sts.federation_token(self.aws, role, lease_id, name, now)
 
-    async def _session_token(self, role: Role, lease_id: str, now: float, on_step: OnStep) -> Lease:
+    async def _session_token(
+        self, role: Role, lease_id: str, now: float, on_step: OnStep, user: str
+    ) -> Lease:
         on_step("session_token")
         return await sts.session_token(self.aws, role, lease_id, now)
 
@@ -186,7 +202,7 @@ class AwsBackend:
         return await iam_user.list_tagged_users(self.aws, self.agent_id)
 
 
-Issuer = Callable[[AwsBackend, Role, str, float, OnStep], Awaitable[Lease]]
+Issuer = Callable[[AwsBackend, Role, str, float, OnStep, str], Awaitable[Lease]]
 
 # kinds.Kind.issuer -> the function that mints it.
 ISSUERS: dict[str, Issuer] = {

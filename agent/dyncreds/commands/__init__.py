@@ -36,7 +36,7 @@ from dyncreds.commands import (
     root,
     setup,
 )
-from dyncreds.commands.common import CliError, Commands, get_paths
+from dyncreds.commands.common import CliError, Commands
 from dyncreds.commands.completion import offer_directories, offer_files
 
 # In the order `dyncreds --help` lists them (after `agent`).
@@ -44,9 +44,15 @@ MODULES = (lease, endpoint, login, audit, roles, root, fleet, setup, completion)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from dyncreds import daemon  # trio and the AWS backend: only for this command
+    from dyncreds import daemon, paths  # trio and the AWS backend: only for this command
 
-    return daemon.run(get_paths(args), log_format=args.log_format, log_level=args.log_level)
+    where = (args.config_dir, args.state_dir, args.socket)
+    return daemon.run(
+        paths.resolve(*where),
+        log_format=args.log_format,
+        log_level=args.log_level,
+        system_paths=paths.resolve(*where, system=True),
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -143,7 +149,6 @@ HINTS = {
     "unknown_role": "see `dyncreds roles`, or add it with `dyncreds role create`",
     "upstream": "AWS refused or could not be reached; `dyncreds status` shows the details",
     "unavailable": "see `dyncreds status` and the agent's log",
-    "forbidden": "the agent serves only the user it runs as",
     "locked": "run `dyncreds unlock`",
 }
 

@@ -115,9 +115,11 @@ class CredentialTypes(Collection[str]):
 
 
 def get_paths(args: argparse.Namespace) -> paths.Paths:
+    """The CLI's paths: its socket is the first agent that answers (the user's own,
+    then the host's system agent), as the shim finds it."""
     from dyncreds import paths
 
-    return paths.resolve(args.config_dir, args.state_dir, args.socket)
+    return paths.resolve(args.config_dir, args.state_dir, args.socket, discover=True)
 
 
 def load(args: argparse.Namespace) -> config.Config:

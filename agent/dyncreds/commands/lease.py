@@ -51,6 +51,7 @@ def format_credentials(body: dict[str, Any], fmt: str, region: str | None, profi
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from dyncreds.commands import imds
     from dyncreds.commands.render import render_status, terminal_width, use_colour
 
     socket = get_paths(args).socket
@@ -59,6 +60,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     with Client(socket) as client:
         status = client.request("status")
     status.pop("ok", None)
+    if warning := imds.status_warning(status):  # the host's door around the agent
+        status["root"]["warning"] = "; ".join(filter(None, (status["root"]["warning"], warning)))
     if args.json:
         print_json(status)
     else:

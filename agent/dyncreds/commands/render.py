@@ -63,8 +63,9 @@ DROP_ORDER = ["LEASE", "AGE", "KEY", "TYPE"]
 
 def _row(role: dict[str, Any], now: float) -> dict[str, str]:
     issued = role["issued_at"]
+    consumer = role.get("consumer")  # system mode: whose lease this line is
     return {
-        "ROLE": role["name"],
+        "ROLE": f"{role['name']} ({consumer})" if consumer else role["name"],
         "TYPE": role["type"],
         "STATE": role["state"],
         "LEASE": role["lease_id"] or "-",

@@ -68,8 +68,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from dyncreds import config
     from dyncreds.aws.rootkeys import read_credentials_file
+    from dyncreds.commands import imds
     from dyncreds.protocol import DyncredsError
-    from dyncreds.views import root_warning
+    from dyncreds.views import root_source, root_warning
 
     p = get_paths(args)
     problems: list[str] = []
@@ -94,6 +95,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         listed = f" ({', '.join(roles)})" if roles else ""
         print(f"{p.config_dir}: ok, {plural(len(roles), 'role')}{listed}")
         if warning := root_warning(cfg.main.root):
+            print(f"warning: {warning}", file=sys.stderr)
+        if warning := imds.check_warning(cfg.main.agent.mode, root_source(cfg.main.root)):
             print(f"warning: {warning}", file=sys.stderr)
     return EXIT_USAGE if problems else EXIT_OK
 
@@ -128,13 +131,15 @@ def aws_config_sections(
 
 def cmd_aws_config(args: argparse.Namespace) -> int:
     cfg = load(args)
+    regions = {name: role.region for name, role in cfg.roles.items()}
+    if not regions or any(name not in regions for name in args.roles):
+        regions = {**served_roles(args), **regions}
     wanted = []
-    for name in args.roles or sorted(cfg.roles):
-        role = cfg.roles.get(name)
-        if role is None:
-            known = ", ".join(sorted(cfg.roles)) or "none"
+    for name in args.roles or sorted(regions):
+        if name not in regions:
+            known = ", ".join(sorted(regions)) or "none"
             raise CliError(f"unknown role {name!r} (known: {known})", EXIT_USAGE)
-        wanted.append((name, role.region))
+        wanted.append((name, regions[name]))
     shim = Path(args.shim) if args.shim else shim_path()
     if shim is None or not (shim.is_file() and os.access(shim, os.X_OK)):
         raise CliError(
@@ -144,6 +149,17 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
         )
     print(aws_config_sections(wanted, cfg.main.root.region, shim.absolute()), end="")
     return EXIT_OK
+
+
+def served_roles(args: argparse.Namespace) -> dict[str, str | None]:
+    """The roles the agent serves this user (a system agent's, whose configuration
+    the user cannot read), by name, with their regions; none if it cannot say."""
+    try:
+        with Client(get_paths(args).socket, timeout=10) as client:
+            listed = client.request("roles")["roles"]
+    except CliError:
+        return {}
+    return {str(r["name"]): r.get("region") for r in listed}
 
 
 def cmd_role_create(args: argparse.Namespace) -> int:

@@ -35,18 +35,64 @@ def dyncreds_program() -> str:
     return f"{sys.executable} -m dyncreds"
 
 
-def render_service(program: str) -> str:
+def render_service(program: str, system: bool = False) -> str:
     lines = []
-    for line in shared("systemd", UNITS[0]).splitlines():
+    source = ("systemd", "system", UNITS[0]) if system else ("systemd", UNITS[0])
+    for line in shared(*source).splitlines():
         if line.startswith("ExecStart="):
-            line = f"ExecStart={program} agent"
+            where = " --config-dir /etc/dyncreds" if system else ""
+            line = f"ExecStart={program}{where} agent"
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+# System mode: what goes where (``--dir`` puts every file there instead).
+SYSTEM_FILES = {
+    "/etc/systemd/system/dyncreds-agent.service": None,  # rendered
+    "/etc/systemd/system/dyncreds-agent.socket": ("systemd", "system", UNITS[1]),
+    "/etc/sysusers.d/dyncreds.conf": ("systemd", "system", "dyncreds.sysusers"),
+    "/etc/nftables.d/dyncreds-imds.nft": ("nftables", "dyncreds-imds.nft"),
+}
+SYSTEM_NEXT = """next, as root:
+  systemd-sysusers /etc/sysusers.d/dyncreds.conf      # the service user `dyncreds`
+  install -d -o dyncreds -g dyncreds -m 0700 /etc/dyncreds
+  # /etc/dyncreds/config.toml: [agent] mode = "system", [root], [[access]] rules
+  systemctl daemon-reload && systemctl enable --now dyncreds-agent.socket
+  nft -f /etc/nftables.d/dyncreds-imds.nft   # if the root is this instance's role"""
+
+
+def install_system_units(target: Path | None) -> int:
+    """The system units, the sysusers.d entry and the IMDS rule; written all or none
+    (each atomically, the directories checked first)."""
+    from dyncreds.files import atomic_write
+
+    files: dict[Path, str] = {}
+    for where, source in SYSTEM_FILES.items():
+        path = Path(where) if target is None else target / Path(where).name
+        text = render_service(dyncreds_program(), True) if source is None else shared(*source)
+        files[path] = text
+    try:
+        for path in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(path.parent, os.W_OK):
+                raise PermissionError(13, "Permission denied (run as root)", str(path.parent))
+        for path, text in files.items():
+            atomic_write(path, text, 0o644)
+    except OSError as exc:
+        raise CliError(
+            f"cannot write {exc.filename or 'the units'}: {exc.strerror or exc}", EXIT_USAGE
+        ) from None
+    for path in files:
+        print(f"wrote {path}")
+    print(SYSTEM_NEXT)
+    return EXIT_OK
 
 
 def cmd_install_units(args: argparse.Namespace) -> int:
     from dyncreds.files import atomic_write
 
+    if args.system:
+        return install_system_units(Path(args.dir) if args.dir else None)
     config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     target = Path(args.dir or Path(config_home) / "systemd" / "user")
     try:
@@ -73,3 +119,9 @@ def add_commands(cli: Commands) -> None:
         "write the systemd user units (ExecStart= this dyncreds) to ~/.config/systemd/user",
     )
     offer_directories(p.add_argument("--dir", help="write them here instead"))
+    p.add_argument(
+        "--system",
+        action="store_true",
+        help="system mode: the system units (service user `dyncreds`) to /etc/systemd/system, "
+        "its sysusers.d entry and the IMDS nftables rule",
+    )

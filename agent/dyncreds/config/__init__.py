@@ -15,7 +15,9 @@ from dyncreds.config.problems import ConfigError, Problem
 from dyncreds.config.render import render_role_toml
 from dyncreds.config.roles import load_role
 from dyncreds.config.schema import (
+    ACCESS_OPS,
     ROLE_NAME,
+    AccessRule,
     AgentSettings,
     Config,
     FleetSettings,
@@ -30,7 +32,9 @@ from dyncreds.config.schema import (
 )
 
 __all__ = [
+    "ACCESS_OPS",
     "ROLE_NAME",
+    "AccessRule",
     "AgentSettings",
     "Config",
     "ConfigError",

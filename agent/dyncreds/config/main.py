@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dyncreds.config.problems import Problem, decode_table, line_of, read_toml
-from dyncreds.config.schema import MAIN_TABLES, MainConfig, format_duration
+from dyncreds.config.schema import MAIN_TABLES, AccessRule, MainConfig, format_duration
 
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 URL = re.compile(r"https?://[^\s/]+(/\S*)?")
@@ -19,6 +19,8 @@ MFA_SERIAL = re.compile(
 )
 TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 FLEET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+ACCESS_HEADER = re.compile(r"\s*\[\[\s*access\s*\]\]")
+UNIX_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}\$?")
 TEMPLATE_FIELDS = frozenset({"user", "role", "host", "unix_time", "random"})
 
 
@@ -54,11 +56,18 @@ def main_from_text(path: Path, text: str, problems: list[Problem]) -> MainConfig
             line = line_of(text, name, "") or line_of(text, None, name)
             problems.append(Problem(path, line, f"unknown table [{name}] (known: {known})"))
             continue
+        if name == "access":
+            tables[name] = decode_rules(value, path, text, problems)
+            continue
         tables[name] = decode_table(value, cls, path, text, name, problems)
     if len(problems) > before:
         return None
     main = MainConfig(**{k: v for k, v in tables.items() if v is not None})
     for table, key, message in check_main(main):
+        if table == "access":  # key: the rule's number ("" for all of them)
+            where = f"[[access]] rule {key}" if key else "[[access]]"
+            problems.append(Problem(path, rule_line(text, int(key or 1)), f"{where}: {message}"))
+            continue
         problems.append(Problem(path, line_of(text, table, key), f"{table}.{key}: {message}"))
     return None if len(problems) > before else main
 
@@ -151,10 +160,52 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
         url = getattr(root, key)
         if url is not None and not URL.fullmatch(url):
             out.append(("root", key, f"{url!r} is not an http(s) URL"))
+    out.extend(check_access(main))
     template_problem = check_username_template(root.username_template)
     if template_problem:
         out.append(("root", "username_template", template_problem))
     return out
+
+
+def decode_rules(
+    value: Any, path: Path, text: str, problems: list[Problem]
+) -> list[AccessRule] | None:
+    """[[access]]: an array of tables, each decoded like any other table."""
+    if not isinstance(value, list):
+        line = line_of(text, None, "access")
+        problems.append(Problem(path, line, "access must be an array of tables: [[access]]"))
+        return None
+    rules = [decode_table(raw, AccessRule, path, text, "access", problems) for raw in value]
+    return None if None in rules else [r for r in rules if r is not None]
+
+
+def check_access(main: MainConfig) -> list[tuple[str, str, str]]:
+    """[[access]] problems as ("access", the rule's number, message)."""
+    if main.access and main.agent.mode != "system":
+        return [("access", "", 'rules apply only in system mode: set agent.mode = "system"')]
+    out: list[tuple[str, str, str]] = []
+    for number, rule in enumerate(main.access, 1):
+        problems = [
+            (not rule.users and not rule.groups, "names nobody: give users or groups"),
+            (not rule.roles, 'names no role ("*" is every role)'),
+            (not rule.ops, "allows no op"),
+        ] + [
+            (not UNIX_NAME.fullmatch(name), f"{name[:40]!r} is not a user or group name")
+            for name in (*rule.users, *rule.groups)
+        ]
+        out.extend(("access", str(number), message) for bad, message in problems if bad)
+    return out
+
+
+def rule_line(text: str, number: int) -> int | None:
+    """The line of the ``number``-th ``[[access]]`` header."""
+    seen = 0
+    for line_number, line in enumerate(text.splitlines(), 1):
+        if ACCESS_HEADER.match(line):
+            seen += 1
+            if seen == number:
+                return line_number
+    return None
 
 
 def check_fleet(main: MainConfig) -> list[tuple[str, str, str]]:

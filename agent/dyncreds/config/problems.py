@@ -52,7 +52,7 @@ def line_of(text: str, table: str | None, key: str) -> int | None:
     """Best-effort line of ``key`` in ``[table]`` (or the top level) of a TOML text."""
     current: str | None = None
     key_re = re.compile(rf"""\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
-    header_re = re.compile(r"\s*\[\s*([^\]\s]+)\s*\]")
+    header_re = re.compile(r"\s*\[\[?\s*([^\]\s]+)\s*\]")  # [table] or [[array]]
     for number, line in enumerate(text.splitlines(), 1):
         header = header_re.match(line)
         if header:

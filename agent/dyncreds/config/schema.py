@@ -41,6 +41,8 @@ class Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class AgentSettings(Table):
+    # "system": one agent serves a host's users, each request decided by [[access]].
+    mode: Literal["user", "system"] = "user"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     min_remaining: Seconds = Seconds(20 * 60)
@@ -108,12 +110,27 @@ class FleetSettings(Table):
     dead_after: Seconds = Seconds(300)
 
 
+ACCESS_OPS = ("credentials", "status", "revoke", "admin")
+AccessOp = Literal["credentials", "status", "revoke", "admin"]
+
+
+class AccessRule(Table):
+    """One [[access]] table: who (users and/or groups), which roles (names or
+    shell-style globs), which ops. System mode only."""
+
+    users: list[str] = []
+    groups: list[str] = []
+    roles: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    ops: list[AccessOp] = msgspec.field(default_factory=lambda: ["credentials", "status"])
+
+
 class MainConfig(Table):
     agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
     root: RootSettings = msgspec.field(default_factory=RootSettings)
     lease: LeaseDefaults = msgspec.field(default_factory=LeaseDefaults)
     audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
     fleet: FleetSettings | None = None
+    access: list[AccessRule] = []
 
 
 MAIN_TABLES: dict[str, type[Table]] = {
@@ -122,6 +139,7 @@ MAIN_TABLES: dict[str, type[Table]] = {
     "lease": LeaseDefaults,
     "audit": AuditSettings,
     "fleet": FleetSettings,
+    "access": AccessRule,  # [[access]], an array of these
 }
 
 

@@ -1,0 +1,120 @@
+"""Real Unix users for the system-mode tests: made with useradd, removed after,
+and programs run as them with setpriv (the tests run as root, as CI does).
+
+The interpreter of the test venv may live where other users cannot reach it
+(pyenv under /root): then the users run a system Python of the same version
+with the venv's packages on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SITE = sysconfig.get_paths()["purelib"]
+
+
+def _reachable_by_all(path: Path) -> bool:
+    real = path.resolve()
+    return all(p.stat().st_mode & 0o001 for p in (real, *real.parents))
+
+
+def user_python() -> str:
+    """A Python every user may run, of this Python's version."""
+    if _reachable_by_all(Path(sys.executable)):
+        return sys.executable
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        if Path(candidate).exists() and _reachable_by_all(Path(candidate)):
+            return candidate
+    pytest.fail(f"no {version} that other users may run (the venv's is {sys.executable})")
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """A clean environment for a program run as another user: no DYNCREDS_* and
+    no XDG_RUNTIME_DIR, so clients find the agent by the socket rule."""
+    env = {
+        "PATH": f"{Path(user_python()).parent}:/usr/bin:/bin",
+        "PYTHONPATH": f"{REPO / 'agent'}:{REPO / 'shim'}:{SITE}",
+        "HOME": "/",
+        "LANG": "C.UTF-8",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    env.update(extra)
+    return env
+
+
+def as_user(user: str) -> list[str]:
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+
+
+@dataclass
+class Host:
+    """The users and the group of one test module."""
+
+    tag: str
+    made_users: list[str] = field(default_factory=list)
+    made_groups: list[str] = field(default_factory=list)
+
+    def name(self, who: str) -> str:
+        return f"dc{who}{self.tag}"
+
+    def user(self, who: str, groups: tuple[str, ...] = ()) -> str:
+        name = self.name(who)
+        command = ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "-U"]
+        if groups:
+            command += ["-G", ",".join(groups)]
+        subprocess.run([*command, name], check=True, capture_output=True)
+        self.made_users.append(name)
+        return name
+
+    def group(self, who: str) -> str:
+        name = self.name(who)
+        subprocess.run(["groupadd", name], check=True, capture_output=True)
+        self.made_groups.append(name)
+        return name
+
+    def run(
+        self, user: str, *argv: str, timeout: float = 90, socket: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """``socket``: DYNCREDS_SOCKET (else clients find the agent by the rule)."""
+        if socket is not None:
+            env["DYNCREDS_SOCKET"] = socket
+        return subprocess.run(
+            [*as_user(user), *argv],
+            env=user_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+        )
+
+    def cleanup(self) -> None:
+        for name in reversed(self.made_users):
+            subprocess.run(["userdel", name], capture_output=True)
+        for name in self.made_groups:
+            subprocess.run(["groupdel", name], capture_output=True)
+
+
+def host_fixture() -> Iterator[Host]:
+    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("setpriv"):
+        if os.environ.get("DYNCREDS_REQUIRE_CLIENTS"):
+            pytest.fail("system-mode tests need root, useradd and setpriv")
+        pytest.skip("system-mode tests need root, useradd and setpriv")
+    host = Host(secrets.token_hex(2))
+    try:
+        yield host
+    finally:
+        host.cleanup()
