@@ -46,33 +46,34 @@ class Commands:
         self._only = only
         self.built: list[str] = [] if built is None else built  # the commands built
 
-    def _skips(self, name: str) -> bool:
-        return self._sub is None or (self._only is not None and name != self._only)
+    def _builds(self, name: str) -> argparse._SubParsersAction[argparse.ArgumentParser] | None:
+        """Where ``name``'s parser goes, or None: it is not built on this run."""
+        return None if self._only not in (None, name) else self._sub
 
     def add(
         self, name: str, fn: Command, help_text: str, *, flags: bool = True
     ) -> argparse.ArgumentParser:
         """A command that runs ``fn``. ``flags=False``: the global flags mean nothing
         to it (demo, version ...)."""
-        if self._skips(name) or self._sub is None:
+        sub = self._builds(name)
+        if sub is None:
             return cast(argparse.ArgumentParser, Unbuilt())
         parents = [self._common] if flags else []
-        p = self._sub.add_parser(name, parents=parents, help=help_text, description=help_text)
+        p = sub.add_parser(name, parents=parents, help=help_text, description=help_text)
         p.set_defaults(fn=fn)
         self.built.append(name)
         return p
 
     def group(self, name: str, help_text: str, metavar: str) -> Commands:
         """A command made of commands: ``dyncreds NAME METAVAR ...``."""
-        if self._skips(name) or self._sub is None:
+        sub = self._builds(name)
+        if sub is None:
             return Commands(self.whole, None, self._common, built=self.built)
-        p = self._sub.add_parser(
-            name, parents=[self._common], help=help_text, description=help_text
-        )
-        sub = p.add_subparsers(dest=f"{name}_command", metavar=metavar)
-        sub.required = True
+        p = sub.add_parser(name, parents=[self._common], help=help_text, description=help_text)
+        inner = p.add_subparsers(dest=f"{name}_command", metavar=metavar)
+        inner.required = True
         self.built.append(name)
-        return Commands(self.whole, sub, self._common, built=self.built)
+        return Commands(self.whole, inner, self._common, built=self.built)
 
 
 class Unbuilt:
