@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-# Every exit status of the CLI (the shim's are the first four, the same numbers).
+# Every exit status of the CLI; the shim uses the same 1-3 (and its own 4, timeout).
 EXIT_OK, EXIT_AGENT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 # The shell's conventions, which `exec` keeps: CMD cannot run, CMD not found, CMD
 # (or the CLI itself, on Ctrl-C) died of signal N.
