@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo check test lint bench clean
+.PHONY: demo check test lint bench clean screenshots
 
-$(STAMP): pyproject.toml shim/dyncreds_shim.py
+$(STAMP): pyproject.toml shim/dyncreds_shim.py shim/dyncreds-shim
 	@$(PYTHON) -c 'import sys; sys.exit("dyncreds needs Python 3.11+") if sys.version_info < (3, 11) else None'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,demo,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,lint,ui]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,6 +35,11 @@ CHECK_MARKS := not e2e and not process and not clients
 
 check: lint
 	$(BIN)/python -m pytest -q -n 2 --ignore=tests/e2e -m "$(CHECK_MARKS)"
+
+# The web console's pages as its browser test sees them (committed; the README shows two).
+screenshots: $(STAMP)
+	DYNCREDS_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q \
+		tests/e2e/test_ui.py -k browser
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH)

@@ -1,17 +1,3 @@
-#!/bin/sh
-# This file is both the dyncreds_shim module and the dyncreds-shim command. As a
-# command it is run by /bin/sh first: the next line (a string to Python) re-execs
-# the Python beside it with -I -S (no site, no user paths, no .pth files) and
-# imports this module from its site-packages, where pip left a compiled .pyc;
-# failing that (editable or --user installs) it runs this file under that Python
-# or python3 on PATH. A symlink to it (pipx puts one in ~/.local/bin) is followed
-# first, so the Python beside the real file is the one used. The shim needs only the standard library, so it starts
-# about as fast as an interpreter can (console-script wrappers import `re`,
-# which alone costs more than the shim's whole work).
-# fmt: off
-''''true; p="$0"; [ -L "$p" ] && p=$(readlink -f "$p"); d="${p%/*}"; for s in "$d"/../lib/python3*/site-packages; do [ -f "$s/dyncreds_shim.py" ] && [ -x "$d/python3" ] && exec "$d/python3" -I -S -c "import sys;sys.path.insert(0,sys.argv.pop(1));import dyncreds_shim as m;sys.exit(m.main())" "$s" "$@"; done; [ -x "$d/python3" ] && exec "$d/python3" -I -S "$p" "$@"; exec python3 -I -S "$p" "$@" #'''
-# fmt: on
-
 """dyncreds-shim ROLE: AWS's ``credential_process`` contract, backed by the dyncreds agent.
 
 Every AWS SDK and CLI runs this program when it needs keys for a profile whose
@@ -31,11 +17,18 @@ starts with ``dyncreds-shim:``, non-zero exit, and never a prompt or a secret.
 
 This module is also the single home of the socket-path rule: the agent imports
 ``socket_path`` from here, so the two can never disagree.
+
+The ``dyncreds-shim`` command (shim/dyncreds-shim) imports it from its compiled
+.pyc under ``python -I -S``: no site, no user paths, no .pth files.
 """
 
 import _socket
-import os
+import posix  # builtin; `os` is not: importing it costs ~10 % of the shim's run
 import sys
+
+TYPE_CHECKING = False  # mypy reads the block below; nothing imports `typing` at run time
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # Exit statuses, so scripts (and tests) can tell failures apart.
 EXIT_AGENT_ERROR = 1  # the agent answered with an error (unknown role, AWS refused, ...)
@@ -54,7 +47,16 @@ START_HINT = "start it with `systemctl --user start dyncreds-agent.socket` or `d
 SYSTEM_SOCKET = "/run/dyncreds/agent.sock"
 
 
-def socket_path(env: dict[str, str] | os._Environ[str] | None = None) -> str:
+class _Environ:
+    """The process environment read as text from ``posix.environ`` (bytes, as the
+    kernel gave it), since ``os`` is not imported."""
+
+    def get(self, name: str) -> "str | None":
+        value = posix.environ.get(name.encode())
+        return None if value is None else value.decode("utf-8", "surrogateescape")
+
+
+def socket_path(env: "Mapping[str, str] | _Environ | None" = None) -> str:
     """Where the agent listens: ``$DYNCREDS_SOCKET``, else
     ``$XDG_RUNTIME_DIR/dyncreds/agent.sock``, else the runtime fallback below.
 
@@ -62,7 +64,7 @@ def socket_path(env: dict[str, str] | os._Environ[str] | None = None) -> str:
     start, under ``python -I -S`` and sometimes a Python that has nothing else
     installed. The agent uses this very function, so the two always agree.
     """
-    env = os.environ if env is None else env
+    env = _Environ() if env is None else env
     explicit = env.get("DYNCREDS_SOCKET")
     if explicit:
         return explicit
@@ -72,23 +74,23 @@ def socket_path(env: dict[str, str] | os._Environ[str] | None = None) -> str:
     return runtime_fallback(env) + "/dyncreds/agent.sock"
 
 
-def socket_paths(env: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
+def socket_paths(env: "Mapping[str, str] | _Environ | None" = None) -> "list[str]":
     """Where clients look, in order: ``$DYNCREDS_SOCKET`` alone when set; else the
     user's own socket (``socket_path``), then the system agent's. A client uses the
     first one an agent answers on."""
-    env = os.environ if env is None else env
+    env = _Environ() if env is None else env
     own = socket_path(env)
     return [own] if env.get("DYNCREDS_SOCKET") else [own, SYSTEM_SOCKET]
 
 
-def runtime_fallback(env: dict[str, str] | os._Environ[str]) -> str:
+def runtime_fallback(env: "Mapping[str, str] | _Environ") -> str:
     """Without XDG_RUNTIME_DIR (ssh sessions, cron, CI): ``/run/user/UID`` when it
     is ours and private (the XDG rule, as platformdirs applies it), else
     ``$TMPDIR/runtime-UID`` (``/tmp`` by default), which the agent creates 0700."""
-    uid = os.geteuid()
+    uid = posix.geteuid()
     run_user = f"/run/user/{uid}"
     try:
-        info = os.lstat(run_user)
+        info = posix.lstat(run_user)
     except OSError:
         info = None
     if info is not None and info.st_uid == uid and info.st_mode & 0o170777 == 0o040700:
@@ -109,7 +111,7 @@ def valid_role_name(name: str) -> bool:
 
 
 def _fail(message: str, status: int) -> int:
-    os.write(2, ("dyncreds-shim: " + message + "\n").encode("utf-8", "replace"))
+    posix.write(2, ("dyncreds-shim: " + message + "\n").encode("utf-8", "replace"))
     return status
 
 
@@ -219,14 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0].startswith("-"):
         if args and args[0] in ("-h", "--help"):
-            os.write(1, b"usage: dyncreds-shim ROLE\n")
+            posix.write(1, b"usage: dyncreds-shim ROLE\n")
             return 0
         return _fail("usage: dyncreds-shim ROLE", EXIT_USAGE)
     role = args[0]
     if not valid_role_name(role):
         return _fail(f"invalid role name {role[:80]!r}", EXIT_USAGE)
     timeout = DEFAULT_TIMEOUT
-    raw_timeout = os.environ.get("DYNCREDS_SHIM_TIMEOUT")
+    raw_timeout = _Environ().get("DYNCREDS_SHIM_TIMEOUT")
     if raw_timeout:
         try:
             timeout = float(raw_timeout)
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # an environment too broken to name a path
         return _fail(f"cannot find the agent socket: {exc}", EXIT_NOT_RUNNING)
     out, message, status = fetch(role, path, timeout)
-    if status == EXIT_NOT_RUNNING and not os.environ.get("DYNCREDS_SOCKET"):
+    if status == EXIT_NOT_RUNNING and not _Environ().get("DYNCREDS_SOCKET"):
         # The user runs no agent of their own: the host's system agent, if any.
         out, system_message, status = fetch(role, SYSTEM_SOCKET, timeout)
         if status != EXIT_NOT_RUNNING:
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(message, status)
     view = memoryview(out)
     while view:
-        view = view[os.write(1, view) :]
+        view = view[posix.write(1, view) :]
     return 0
 
 

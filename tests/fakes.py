@@ -86,6 +86,9 @@ class FakeBackend:
             raise Locked(self.lock.why(self._now()))
         return self.key_created_at
 
+    def restore(self, role: Role) -> Lease | None:
+        return None  # nothing sealed at rest: every start issues anew
+
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool:
         return False
 

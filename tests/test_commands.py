@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -166,6 +167,29 @@ def test_conflicting_revoke_flags_are_a_usage_error() -> None:
         text=True,
     )
     assert result.returncode == 2 and "exactly one of" in result.stderr
+
+
+def test_status_wraps_a_warning_and_never_cuts_it() -> None:
+    warning = (
+        "the root key is in a plain file (root-credentials.toml): "
+        "`dyncreds configure root --store keyring` moves it to the OS keyring"
+    )
+    root: dict[str, Any] = dict(STATUS["root"])  # type: ignore[call-overload]
+    status = dict(STATUS, root=dict(root, warning=warning, error="x " * 50))
+    for width in (40, 60, 80):
+        text = render_status(status, NOW, width=width)
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("warning: "))
+        joined = lines[start]
+        for line in lines[start + 1 :]:
+            if not line.startswith("  "):
+                break
+            joined += " " + line.strip()
+        assert joined == f"warning: {warning}"
+        assert "`dyncreds configure root --store keyring`" in text  # a command stays whole
+        # Over the width only when a single word (an ARN) or a `command` is longer.
+        for line in lines[1 : lines.index("")]:  # the sentences above the table
+            assert len(line) <= width or "`" in line or " " not in line.strip(), line
 
 
 def test_system_mode_status_names_each_lines_consumer() -> None:

@@ -249,3 +249,21 @@ def test_an_unknown_credential_type_lists_the_known_ones(tmp_path: Path) -> None
     write(tmp_path, r='credential_type = "iam_usr"\n')
     with pytest.raises(ConfigError, match="'iam_usr' is not one of iam_user, assumed_role"):
         config.load(tmp_path)
+
+
+def test_required_audit_needs_an_audit_file(tmp_path: Path) -> None:
+    write(tmp_path, '[audit]\nfile = ""\nrequired = true\n')
+    assert any("required" in p and "[audit] file" in p for p in problems(tmp_path))
+    write(tmp_path, "[audit]\nrequired = true\n")
+    assert config.load(tmp_path).main.audit.required
+
+
+def test_mfa_process_needs_mfa_serial(tmp_path: Path) -> None:
+    write(tmp_path, main='[root]\nmfa_process = "ykman oath accounts code --single aws"\n')
+    assert "root.mfa_process: needs root.mfa_serial" in problems(tmp_path)[0]
+    write(
+        tmp_path,
+        main='[root]\nmfa_serial = "arn:aws:iam::123456789012:mfa/me"\n'
+        'mfa_process = "ykman oath accounts code --single aws"\n',
+    )
+    assert config.load(tmp_path).main.root.mfa_process == "ykman oath accounts code --single aws"

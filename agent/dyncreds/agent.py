@@ -58,6 +58,7 @@ class Backend(RootBackend, Protocol):
     async def tagged_users(self) -> list[TaggedUser]: ...
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool: ...
     async def revoke_sessions(self, role: Any, at: float) -> None: ...
+    def restore(self, role: Any) -> Lease | None: ...
 
 
 class Agent:
@@ -101,8 +102,10 @@ class Agent:
             counters=self.counters,
         )
         self.mode = agent.mode
+        # A static role's key sealed at rest is served again, not replaced (a restart
+        # must not cost one of the user's two key slots).
         self.workers = WorkerTable(
-            (LeaseKey(name), Worker(role, self.ctx))
+            (LeaseKey(name), Worker(role, self.ctx, backend.restore(role)))
             for name, role in config.roles.items()
             if self._shared(role)
         )
@@ -115,6 +118,7 @@ class Agent:
             counters=self.counters,
             on_unlock=self._unlocked,
         )
+        self.root.after_rotation = self.reaper.poke
         self.reload_error: str | None = None
         self.stopping = False
         self.revocations: deque[dict[str, str]] = deque(maxlen=20)  # for status
@@ -219,6 +223,8 @@ class Agent:
         self.root.refuse_if_locked()
         for _ in range(REQUEST_ROUNDS):
             lease = await self.worker_for(name, asker).request()
+            # `lock` is a fence: a lease issued while it came is kept, not handed out.
+            self.root.refuse_if_locked()
             if lease is not None:
                 return lease
         raise Unavailable(f"role {name}: no usable lease after {REQUEST_ROUNDS} attempts")

@@ -202,6 +202,10 @@ def run(
     except DyncredsError as exc:
         print(f"dyncreds agent: {exc.message}", file=sys.stderr)
         return 2
+    if hasattr(backend, "static_store"):  # static roles' keys, sealed at rest
+        from dyncreds.aws.staticstore import StaticStore
+
+        backend.static_store = StaticStore(paths.state_dir, cfg.main.root)
     system = cfg.main.agent.mode == "system"
     sock = systemd_socket()
     activated = sock is not None
@@ -285,10 +289,7 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
         sd_notify(f"STATUS={agent.summary()}")
 
     agent.root.on_change = status_changed
-    settings = agent.config.main.audit
-    audit_log = AuditLog(
-        paths.state_dir / settings.file if settings.file else None, settings.max_size
-    )
+    audit_log = _audit_log(agent, paths)
 
     def process_status_with_audit() -> dict[str, Any]:
         return {**process_status(), "audit_dropped": audit_log.dropped}
@@ -297,6 +298,7 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
     if agent.mode == "system":  # every local user may connect; the rules decide
         door = Door(lambda: agent.config.main.access)
     server = Server(make_handler(agent, reload, process_status_with_audit, audit_log), door=door)
+    server.audit = audit_log.record  # refused peers
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
             await outer.start(agent.run)
@@ -339,6 +341,19 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
                 connections.cancel_scope.cancel()
             outer.cancel_scope.cancel()
     log.info("agent.stopped")
+
+
+def _audit_log(agent: Agent, paths: Paths) -> AuditLog:
+    settings = agent.config.main.audit
+    audit_log = AuditLog(
+        paths.state_dir / settings.file if settings.file else None,
+        settings.max_size,
+        required=settings.required,
+    )
+    agent.root.audit = audit_log.record  # scheduled rotations
+    if agent.fleet is not None:
+        agent.fleet.audit = audit_log.record  # takeovers, both ways
+    return audit_log
 
 
 async def _status_updates(agent: Agent) -> None:

@@ -73,19 +73,19 @@ def run_cli(env: dict[str, str], *args: str) -> str:
 # --------------------------------------------------------------------------- the walk-through
 
 
-def main(keep: bool = False) -> int:
+def main(keep: bool = False, console: bool = False) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dyncreds-demo-", dir="/tmp") as tmp:
         base = Path(tmp)
         say("1. Starting an AWS stand-in (moto's server) on 127.0.0.1 - no network needed.")
         aws = StandIn()
         try:
-            return _walk(aws, base, started)
+            return _walk(aws, base, started, console)
         finally:
             aws.stop()
 
 
-def _walk(aws: StandIn, base: Path, started: float) -> int:
+def _walk(aws: StandIn, base: Path, started: float, console: bool = False) -> int:
     print(f"   listening on {aws.endpoint}")
     say(
         "2. Creating the service-account user 'vaultuser' with administrator rights (the "
@@ -162,6 +162,8 @@ def _walk(aws: StandIn, base: Path, started: float) -> int:
         print(f"   temporary IAM users left: {users_after or 'none'}")
         if users_after:
             return 1
+        if console:
+            _console(env)
         say("10. Stopping the agent (SIGTERM: it finishes requests in flight and exits 0).")
     print(f"   agent exited with status {agent.returncode}")
     say(
@@ -169,4 +171,20 @@ def _walk(aws: StandIn, base: Path, started: float) -> int:
         "`dyncreds configure root`, `dyncreds role create ...`, then `dyncreds install-units` "
         "for the systemd user units (see README)."
     )
+    if not console:
+        say(
+            "The web console on this demo's stand-in and agent: `dyncreds demo --console` "
+            "(the same walk, then `dyncreds ui` on them until Ctrl-C)."
+        )
     return 0 if agent.returncode == 0 else 1
+
+
+def _console(env: dict[str, str]) -> None:
+    """``dyncreds ui`` on the demo's agent, until Ctrl-C: it prints its address."""
+    say("The web console on this stand-in (Ctrl-C to stop it and finish the demo):")
+    ui = subprocess.Popen([sys.executable, "-m", "dyncreds", "ui"], env=env)
+    try:
+        ui.wait()
+    except KeyboardInterrupt:
+        ui.terminate()
+        ui.wait(timeout=20)

@@ -81,6 +81,7 @@ class Fleet:
         self.fleet_size = 1
         self.took_over: list[dict[str, Any]] = []  # agents whose records we adopted
         self.taken_from_us = 0  # times a peer took our records while we were cut off
+        self.audit: Callable[..., None] = lambda op, outcome, **fields: None  # (daemon)
 
     @property
     def heartbeat_every(self) -> float:
@@ -165,6 +166,7 @@ class Fleet:
         for lease_id in lost:
             self.journal.drop(lease_id)
         self.taken_from_us += 1
+        self.audit("fleet_taken_over", "ok", records=len(lost))
         log.warning(
             "fleet.taken_over",
             records=len(lost),
@@ -211,6 +213,7 @@ class Fleet:
         self.took_over.append(
             {"agent": peer.agent_id, "host": peer.host, "at": rfc3339(now), "records": len(adopted)}
         )
+        self.audit("fleet_takeover", "ok", agent=peer.agent_id, records=len(adopted))
         log.warning(
             "fleet.takeover",
             agent=peer.agent_id,
@@ -238,45 +241,54 @@ class Fleet:
 
     async def status(self) -> dict[str, Any]:
         """The whole fleet, for `fleet status`: every agent and pending revocations."""
-        now = self.wall()
-        roster = await self.table.roster()
-        records = await self.table.all_records()
-        per_owner: dict[str, int] = {}
-        for _, owner, _ in records:
-            per_owner[owner] = per_owner.get(owner, 0) + 1
-        agents = [
-            {
-                "id": peer.agent_id,
-                "host": peer.host,
-                "pid": peer.pid,
-                "alive": peer.alive(now, self.dead_after),
-                "last_heartbeat": rfc3339(peer.heartbeat),
-                "silent_for": max(0, round(now - peer.heartbeat)),
-                "leases": per_owner.get(peer.agent_id, 0),
-                "taken_over_by": peer.taken_by,
-                "records_taken_over": len(peer.adopted),
-                "me": peer.agent_id == self.agent_id,
-            }
-            for peer in sorted(roster, key=lambda p: p.agent_id)
-        ]
-        pending = [
-            {
-                "lease_id": record.lease_id,
-                "role": record.role,
-                "user": record.user_name,
-                "owner": owner,
-                "created_by": origin,
-                "state": record.state,
-                "revoke_at": rfc3339(record.revoke_at),
-                "attempts": record.attempts,
-                "last_error": record.last_error,
-            }
-            for record, owner, origin in sorted(records, key=lambda r: r[0].revoke_at)
-        ]
-        return {
-            "table": self.settings.table,
-            "name": self.settings.name,
-            "dead_after": int(self.dead_after),
-            "agents": agents,
-            "pending": pending,
+        return await fleet_view(self.table, self.settings, self.wall(), me=self.agent_id)
+
+
+async def fleet_view(
+    table: FleetTableOps, settings: FleetSettings, now: float, me: str | None
+) -> dict[str, Any]:
+    """The whole fleet as the table says: every agent and pending revocations. An
+    agent asks it (``me``: itself), and so does `fleet status` from a machine with
+    no agent of its own (``me`` None), with the root's or a profile's credentials."""
+    dead_after = float(settings.dead_after)
+    roster = await table.roster()
+    records = await table.all_records()
+    per_owner: dict[str, int] = {}
+    for _, owner, _ in records:
+        per_owner[owner] = per_owner.get(owner, 0) + 1
+    agents = [
+        {
+            "id": peer.agent_id,
+            "host": peer.host,
+            "pid": peer.pid,
+            "alive": peer.alive(now, dead_after),
+            "last_heartbeat": rfc3339(peer.heartbeat),
+            "silent_for": max(0, round(now - peer.heartbeat)),
+            "leases": per_owner.get(peer.agent_id, 0),
+            "taken_over_by": peer.taken_by,
+            "records_taken_over": len(peer.adopted),
+            "me": peer.agent_id == me,
         }
+        for peer in sorted(roster, key=lambda p: p.agent_id)
+    ]
+    pending = [
+        {
+            "lease_id": record.lease_id,
+            "role": record.role,
+            "user": record.user_name,
+            "owner": owner,
+            "created_by": origin,
+            "state": record.state,
+            "revoke_at": rfc3339(record.revoke_at),
+            "attempts": record.attempts,
+            "last_error": record.last_error,
+        }
+        for record, owner, origin in sorted(records, key=lambda r: r[0].revoke_at)
+    ]
+    return {
+        "table": settings.table,
+        "name": settings.name,
+        "dead_after": int(dead_after),
+        "agents": agents,
+        "pending": pending,
+    }

@@ -56,7 +56,11 @@ class RootKeeper:
         self.rng = rng
         self.counters = counters  # the agent's: root_rotations, on demand or scheduled
         self.on_unlock = on_unlock  # the reaper and the workers retry what waited
+        # The reaper: a rotation that did not finish left it a record, due now.
+        self.after_rotation: Callable[[], None] = lambda: None
         self.on_change: Callable[[], None] = lambda: None  # systemd's STATUS= (daemon)
+        # The audit log's record(op, outcome, **fields) (daemon): scheduled rotations.
+        self.audit: Callable[..., None] = lambda op, outcome, **fields: None
         self.arn: str | None = None
         self.error: str | None = None
         self.next_rotation: float | None = None
@@ -110,7 +114,10 @@ class RootKeeper:
 
     async def rotate(self) -> str:
         async with self._rotating:
-            key = await self.backend.rotate_root()
+            try:
+                key = await self.backend.rotate_root()
+            finally:
+                self.after_rotation()
         self.counters["root_rotations"] += 1
         self.rotation_error = None
         self._wake.set()  # the new key's CreateDate is the schedule's new origin
@@ -135,6 +142,7 @@ class RootKeeper:
             return RECHECK
         if self.backend.lock.locked(self.wall()):
             return RECHECK  # the unlock wakes us
+        attempted = False
         try:
             due = await self.backend.root_key_created() + every
             self.next_rotation = due
@@ -142,9 +150,13 @@ class RootKeeper:
                 self.rotation_error = None
                 return min(due - self.wall(), RECHECK)
             log.info("root.rotate_scheduled", due=rfc3339(due))
-            await self.rotate()
+            attempted = True
+            key = await self.rotate()
+            self.audit("rotate_root", "ok", access_key_id=key, trigger="schedule")
             return 0.0  # read the new key's date
         except DyncredsError as exc:
+            if attempted:
+                self.audit("rotate_root", exc.code, trigger="schedule")
             self.rotation_error = exc.message
             delay = leases.backoff(failures + 1, self.rng(), base=60.0, cap=RETRY_CAP)
             log.error("root.rotate_failed", error=exc.message, retry_in=round(delay))

@@ -19,7 +19,7 @@ import socket
 import struct
 from typing import NamedTuple
 
-__all__ = ["Peer", "is_loopback", "tcp_peer_uid", "unix_peer"]
+__all__ = ["Peer", "is_loopback", "tcp_connection_uid", "tcp_peer_uid", "unix_peer"]
 
 # <linux/sock_diag.h>, <linux/inet_diag.h>, <linux/netlink.h>
 _NETLINK_SOCK_DIAG = 4
@@ -78,11 +78,18 @@ def tcp_peer_uid(sock: socket.socket) -> int | None:
         remote = sock.getpeername()
     except OSError:
         return None
+    return tcp_connection_uid(sock.family, local, remote)
+
+
+def tcp_connection_uid(family: int, local: tuple[str, int], remote: tuple[str, int]) -> int | None:
+    """As ``tcp_peer_uid``, for a connection known by its addresses (an ASGI
+    server's ``server`` and ``client``, read from the accepted socket): the 4-tuple
+    names one open connection, so the answer is the same."""
     if not is_loopback(remote[0]):
         return None
-    uid = _netlink_lookup(sock.family, remote, local)
+    uid = _netlink_lookup(family, remote, local)
     if uid is None:
-        uid = _proc_lookup(sock.family, remote, local)
+        uid = _proc_lookup(family, remote, local)
     return uid
 
 

@@ -72,6 +72,7 @@ async def revoke(
             await agent.journal.forget(target)
         log.warning("lease.forgotten", leases=",".join(targets))
         return [{"lease_id": t, "outcome": "forgotten (still in AWS)"} for t in targets]
+    things = {r.lease_id: r.thing for r in agent.journal.all() if r.lease_id in targets}
     now = agent.now()
     denied = (
         set() if owner is not None else await _deny_sessions(agent, current, role, everything, now)
@@ -84,7 +85,8 @@ async def revoke(
         if problem:
             failures.append(problem)
         else:
-            results[target] = views.revoke_outcome(current.get(target), denied, now)
+            thing = things.get(target, "user")
+            results[target] = views.revoke_outcome(current.get(target), denied, now, thing)
 
     async with trio.open_nursery() as nursery:
         for target in targets:

@@ -25,6 +25,9 @@ class RootLock:
     mfa_serial: str | None = None
     unlocked_until: float | None = None
     refusing: bool = False  # `dyncreds lock`: refuse every credential request
+    # Counts `dyncreds lock`s: an unlock that was in flight when one came (it read
+    # a smaller epoch when it started) does not unlock - lock is a fence.
+    epoch: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -43,6 +46,7 @@ class RootLock:
     def lock(self) -> None:
         self.unlocked_until = None
         self.refusing = True
+        self.epoch += 1
 
     def ended(self) -> None:
         """AWS says the session expired: locked, but warm leases are still served."""

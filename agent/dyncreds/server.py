@@ -174,6 +174,8 @@ class Server:
         self._idle.set()
         self._receiving: set[trio.CancelScope] = set()
         self.draining = False
+        # The audit log's record(op, outcome): refusals are recorded with the peer.
+        self.audit: Callable[..., None] = lambda op, outcome, **fields: None
 
     async def serve(
         self,
@@ -241,16 +243,17 @@ class Server:
 
     async def _converse(self, stream: trio.SocketStream, timer: trio.CancelScope) -> None:
         pid, uid, _ = peer_credentials(stream.socket)
+        audit.current_peer.set(audit.Peer(pid, uid))  # for this connection's records
         if self.door is not None:
             gate.current.set(self.door.connection(uid))  # for this connection's requests
         elif uid != self.uid:
             self.counters["refused"] += 1
             log.warning("request.peer_refused", uid=uid, pid=pid)
+            self.audit("connect", "forbidden")
             await self._send(
                 stream, timer, protocol.error(Forbidden(f"this agent serves uid {self.uid} only"))
             )
             return
-        audit.current_peer.set(audit.Peer(pid, uid))  # for this connection's requests
         buffer = bytearray()
         limits = self.limits
         while True:

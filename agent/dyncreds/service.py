@@ -15,7 +15,7 @@ from dyncreds.access import Asker, subject
 from dyncreds.agent import Agent
 from dyncreds.audit import AuditLog
 from dyncreds.leases import Lease
-from dyncreds.protocol import DyncredsError
+from dyncreds.protocol import DyncredsError, Unavailable
 
 log = logs.get("server")
 
@@ -73,6 +73,9 @@ AUDITED = {
 }
 
 
+HAND_OUTS = frozenset({"credentials", "credential_process"})
+
+
 def make_handler(
     agent: Agent,
     on_reload: Callable[[], Awaitable[list[str]]],
@@ -113,13 +116,22 @@ def make_handler(
             audit_log.record(op, exc.code, role=role)
             raise
         lease = agent.current_lease(role, _asker()) if role else None
-        audit_log.record(
-            op,
-            "ok",
-            role=role,
-            lease_id=lease.id if lease else getattr(request, "lease_id", None),
-            access_key_id=lease.access_key_id if lease else None,
-        )
+        fields = {
+            "role": role,
+            "lease_id": lease.id if lease else getattr(request, "lease_id", None),
+            "access_key_id": lease.access_key_id if lease else None,
+        }
+        if audit_log.required and op in HAND_OUTS:
+            # Fail closed: no credentials leave without their record on disk.
+            if not await audit_log.record_and_wait(op, "ok", **fields):
+                audit_log.record(op, "unavailable", role=role)
+                raise Unavailable(
+                    f"the audit log cannot be written ({audit_log.error or 'buffer full'}) and "
+                    "[audit] required = true: credentials are refused until it can; free disk "
+                    "space or fix the state directory"
+                )
+            return response
+        audit_log.record(op, "ok", **fields)
         return response
 
     return checked

@@ -54,7 +54,9 @@ class StandIn:
             from moto.server import ThreadedMotoServer
         except ImportError:
             raise SystemExit(
-                "dyncreds demo needs the AWS stand-in: pip install 'dyncreds[demo]'"
+                "dyncreds demo needs the AWS stand-in (moto), which this install lacks: "
+                "`pipx inject dyncreds 'moto[server]'` adds it to a pipx install "
+                "(`pip install 'moto[server]'` to a venv), or install './dyncreds[demo]'"
             ) from None
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

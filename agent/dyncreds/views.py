@@ -133,10 +133,12 @@ def summary(states: Mapping[str, RoleState], journaled: int) -> str:
     return text
 
 
-def revoke_outcome(lease: Lease | None, denied: set[str], now: float) -> str:
-    """What a revocation did to one lease, in the words ``revoke`` answers."""
+def revoke_outcome(lease: Lease | None, denied: set[str], now: float, thing: str = "user") -> str:
+    """What a revocation did to one lease, in the words ``revoke`` answers. A lease
+    no longer current (a retired one, known from its journal record) is a "user"
+    (deleted with all it has) or a static user's "key" (that key deleted)."""
     if lease is None:
-        return "deleted"
+        return "key deleted" if thing == "key" else "deleted"
     if lease.user_name is not None:
         return KINDS[lease.credential_type].on_revoke
     if lease.role in denied:

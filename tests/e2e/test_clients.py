@@ -210,7 +210,9 @@ def matrix_agent(
         }
     )
     config = tmp_path / "aws-config"
-    write_aws_config(config, ["ec2", "deploy"])
+    # The profiles as `aws-config` writes them: the install's Python runs the shim.
+    config.write_text(agent.cli("aws-config", "ec2", "deploy").stdout)
+    assert " -I -S " in config.read_text()
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
     monkeypatch.setenv("DYNCREDS_SOCKET", str(agent.socket))
     monkeypatch.setenv("EP", aws.endpoint)

@@ -1,15 +1,20 @@
 """dyncreds installed the way the README says (pipx, from the checkout), used from
 an environment without XDG_RUNTIME_DIR (ssh sessions, cron, CI): the agent and
 the shim that pipx links into its bin dir find each other, and the shim prints
-credentials."""
+credentials. The shim also works from a plain venv and a `pip install --user`,
+both as the profile `aws-config` writes runs it (`PYTHON -I -S SHIM ROLE`, no
+/bin/sh hop, its compiled module) and as a command; building the wheel prints no
+setuptools warning."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,8 +96,91 @@ def test_pipx_install_serves_the_shim_without_xdg_runtime_dir(
         )
         assert printed.returncode == 0, printed.stderr
         line = next(x for x in printed.stdout.splitlines() if x.startswith("credential_process"))
-        assert Path(line.split("=", 1)[1].split()[0]).exists()
+        command = shlex.split(line.split("=", 1)[1])
+        assert Path(command[0]).exists()
+        # The install's own Python, -I -S, the shim beside it: no /bin/sh hop.
+        assert command[1:3] == ["-I", "-S"] and Path(command[3]).name == "dyncreds-shim"
+        assert Path(command[3]).resolve() == shim.resolve()
+        ran = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        assert json.loads(ran.stdout)["AccessKeyId"]
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def wheel() -> Iterator[Path]:
+    """The project's wheel, built as pip builds it for an install (isolated)."""
+    out = Path(tempfile.mkdtemp(prefix="dc-wheel-", dir="/tmp"))
+    source = out / "src"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(".venv", ".git", ".cache", "*.egg-info", "build"),
+    )
+    try:
+        built = subprocess.run(
+            [str(VENV_BIN / "python"), "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(out),
+             str(source)],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert built.returncode == 0, built.stdout + built.stderr
+        log = built.stdout + built.stderr
+        assert "BuildBackendWarning" not in log and "SetuptoolsDeprecationWarning" not in log, log
+        assert "absent from the `packages` configuration" not in log, log
+        yield next(out.glob("dyncreds-*.whl"))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def shim_runs(python: str, shim: Path, env: dict[str, str]) -> None:
+    """The shim prints credentials both ways: as aws-config's profile runs it (this
+    Python, -I -S, directly) and as a command (its /bin/sh line finds a Python)."""
+    for argv in ([python, "-I", "-S", str(shim), "r"], [str(shim), "r"]):
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (argv, result.stderr)
+        assert json.loads(result.stdout)["AccessKeyId"]
+    probe = subprocess.run(  # the compiled module, not site's search, on the direct path
+        [python, "-I", "-S", "-v", "-X", "importtime", str(shim), "--help"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    imported = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in probe.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
+    assert "site" not in imported and "os" not in imported, imported
+    assert "site-packages/__pycache__/dyncreds_shim.cpython-" in probe.stderr
+
+
+@pytest.mark.parametrize("how", ["venv", "user"])
+def test_the_shim_of_a_venv_or_user_install(
+    aws: StandIn, short_dir: Path, wheel: Path, how: str
+) -> None:
+    agent = AgentProcess(short_dir, aws, {"r": STS_ROLE}).start()
+    try:
+        env = dict(agent.env, PATH=f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin")
+        env.pop("PYTHONPATH", None)
+        if how == "venv":
+            venv = short_dir / "venv"
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+            python = str(venv / "bin" / "python")
+            target: list[str] = []
+            bin_dir = venv / "bin"
+        else:
+            python = str(sys._base_executable)  # type: ignore[attr-defined]
+            env["PYTHONUSERBASE"] = str(short_dir / "userbase")
+            target = ["--user", "--break-system-packages"]
+            bin_dir = short_dir / "userbase" / "bin"
+        installed = subprocess.run(
+            [str(VENV_BIN / "python"), "-m", "pip", "--python", python, "install", "--no-deps",
+             "--no-index", *target, str(wheel)],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        shim_runs(python, bin_dir / "dyncreds-shim", env)
+    finally:
+        agent.stop()

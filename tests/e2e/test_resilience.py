@@ -434,7 +434,7 @@ def test_rotate_root_failure_leaves_working_root(
     keys = root_keys(aws)
     assert len(keys) <= 2  # at most one extra key
     if failure == "delete_old":
-        assert "could not be deleted" in reply["error"]["message"]
+        assert "AWS did not delete the old key" in reply["error"]["message"]
         assert file_key_id(made) != old  # switched to the new key
     else:
         assert keys == [old]

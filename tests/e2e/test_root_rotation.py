@@ -7,8 +7,10 @@ one its store holds), no extra key, no journal record left."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -110,6 +112,20 @@ def test_rotate_every_rotates_on_schedule_and_status_shows_the_next(
     assert time.monotonic() - started > 5
     wait_for(lambda: root_keys(aws, agent) == [third], message="only the third key")
     assert agent.request("credentials", role="r")["ok"]
+
+    # Scheduled rotations are audited too (no peer: nobody asked).
+    def scheduled_rotations() -> list[dict[str, Any]]:
+        audit = (agent.state_dir / "audit.jsonl").read_text().splitlines()
+        return [json.loads(x) for x in audit if '"rotate_root"' in x]
+
+    scheduled = wait_for(
+        lambda: len(scheduled_rotations()) >= 2 and scheduled_rotations(),
+        message="two scheduled rotations audited",
+    )
+    assert [(e["outcome"], e["trigger"], e["peer"]) for e in scheduled][:2] == [
+        ("ok", "schedule", None)
+    ] * 2
+    assert {second, third} <= {e["access_key_id"] for e in scheduled}
 
 
 def test_rotate_every_is_refused_for_a_store_the_agent_cannot_write(

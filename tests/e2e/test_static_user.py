@@ -75,7 +75,9 @@ def test_rotation_keeps_the_old_key_until_its_announced_expiry(
     assert retiring["revoke_at"] == first["lease"]["expires_at"]  # the announced expiry
     # A third rotation before the old key's expiry waits for a slot, naming why.
     refused = agent.request("rotate", role="legacy")
-    assert not refused["ok"] and "already has two access keys" in refused["error"]["message"]
+    message = refused["error"]["message"]
+    assert not refused["ok"] and "a third is not possible" in message
+    assert f"dyncreds revoke {first['lease']['id']}" in message  # what frees a slot now
     assert len(keys_of(aws)) == 2
 
 
@@ -153,3 +155,15 @@ def test_kill_at_every_rotation_step(
     finally:
         db.close()
     assert set(keys_of(aws)) <= journaled, "a key of ours that no journal knows"
+
+
+def test_a_retired_static_key_revoked_says_key_deleted(
+    aws: StandIn, start_agent: Callable[..., AgentProcess]
+) -> None:
+    make_user(aws)
+    agent = start_agent({"legacy": ROLE})
+    agent.request("credentials", role="legacy")
+    agent.cli("rotate", "legacy")  # the first key retires, journaled, not current
+    results = agent.request("revoke", role="legacy")["results"]
+    assert len(results) == 2
+    assert {r["outcome"] for r in results} == {"key deleted"}  # never a bare "deleted"

@@ -14,15 +14,21 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
+import trio
+
+from dyncreds import logs
 from dyncreds.aws import iam_user, naming, root, sessions, static_user, sts
+from dyncreds.aws.attempts import BotoHook
 from dyncreds.aws.iam_user import Propagation
-from dyncreds.aws.session import AwsSession, BotoHook
+from dyncreds.aws.session import AwsSession
+from dyncreds.aws.staticstore import StaticStore
 from dyncreds.config import Config, Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease
 from dyncreds.rootlock import RootLock
 
 OnStep = Callable[[str], None]
+log = logs.get("aws")
 
 
 class AwsBackend:
@@ -38,6 +44,8 @@ class AwsBackend:
         self.event_hooks = event_hooks
         self.local_user = getpass.getuser()
         self.host = socket.gethostname().split(".")[0]
+        # Static roles' current keys at rest (aws/staticstore.py); set by the daemon.
+        self.static_store: StaticStore | None = None
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -114,7 +122,7 @@ class AwsBackend:
         # Announced: deleted one min_remaining after the next rotation, so SDKs have
         # moved to the new key well before.
         expires_at = now + role.ttl + float(self.config.main.agent.min_remaining)
-        return await static_user.create(
+        lease = await static_user.create(
             self.aws,
             self.journal,
             role=role,
@@ -125,6 +133,46 @@ class AwsBackend:
             create_grace=self.create_grace,
             on_step=on_step,
         )
+        if self.static_store is not None:
+            try:  # a restart then serves this key instead of making another
+                await trio.to_thread.run_sync(self.static_store.save, lease)
+            except Exception as exc:  # (a locked keyring): only the restart suffers
+                log.warning("static_user.seal_failed", role=role.name, error=type(exc).__name__)
+        return lease
+
+    def restore(self, role: Role) -> Lease | None:
+        """At start-up: a static role's current key, if it was sealed at rest and the
+        journal still has its lease active (blocking: before the event loop)."""
+        if self.static_store is None or role.credential_type != "static_user":
+            return None
+        now = time.time()
+        current = sorted(
+            (
+                r
+                for r in self.journal.all()
+                if r.role == role.name and r.thing == "key" and r.state == "active"
+                and r.access_key_id and r.revoke_at > now
+            ),
+            key=lambda r: r.created_at,
+            reverse=True,
+        )  # fmt: skip
+        for record in current[:1]:
+            secret = self.static_store.load(role.name, record)
+            if secret is not None:
+                log.info("static_user.restored", role=role.name, key=record.access_key_id)
+                return Lease(
+                    id=record.lease_id,
+                    role=role.name,
+                    credential_type="static_user",
+                    access_key_id=str(record.access_key_id),
+                    secret_access_key=secret,
+                    session_token=None,
+                    issued_at=record.created_at,
+                    expires_at=record.revoke_at,
+                    hard_expires_at=record.revoke_at,
+                    user_name=record.user_name,
+                )
+        return None
 
     async def _assume_role(
         self, role: Role, lease_id: str, now: float, on_step: OnStep, user: str
@@ -190,7 +238,7 @@ class AwsBackend:
         return str(result["Arn"])
 
     async def rotate_root(self) -> str:
-        return await root.rotate(self.aws, self.propagation, self.journal)
+        return await root.rotate(self.aws, self.propagation, self.journal, self.create_grace)
 
     async def root_key_created(self) -> float:
         return await root.key_created(self.aws)

@@ -130,6 +130,20 @@ def write_keyring(name: str, keys: StaticKeys) -> None:
         raise Unavailable(f"cannot write the OS keyring ({type(exc).__name__}: {exc})") from None
 
 
+def delete_keyring(name: str) -> bool:
+    """Remove the item (a root moved elsewhere); False when there was none."""
+    import keyring
+    import keyring.errors
+
+    try:
+        keyring.delete_password(KEYRING_SERVICE, name)
+    except keyring.errors.PasswordDeleteError:
+        return False
+    except keyring.errors.KeyringError as exc:
+        raise Unavailable(f"cannot write the OS keyring ({type(exc).__name__}: {exc})") from None
+    return True
+
+
 def write_credentials_file(path: Path, keys: StaticKeys) -> None:
     """Atomically: temp file (0600) in the same directory, fsync, rename, fsync dir."""
     text = "# dyncreds root credentials; rotated by `dyncreds rotate-root`\n" + _keys_toml(keys)

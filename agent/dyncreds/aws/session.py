@@ -6,9 +6,8 @@ boto3 is blocking, so every call runs in a worker thread under one shared
 botocore's connect/read timeouts for each HTTP attempt, and a trio deadline for
 the call with all its retries, so a client never hangs on a sick AWS.
 
-Exceptions are mapped to dyncreds errors here and nowhere else (``map_errors``),
-as httpcore maps its backends' exceptions: AWS's error code is kept, the
-message is one line, and nothing from the request (keys, tokens) is echoed.
+Exceptions are mapped to dyncreds errors in one place, ``errors.map_errors``;
+what botocore does per attempt is watched in ``attempts``.
 """
 
 from __future__ import annotations
@@ -16,9 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -27,6 +23,11 @@ import botocore.exceptions
 import trio
 
 from dyncreds import logs
+from dyncreds.aws.attempts import Attempts, BotoHook, local, register
+from dyncreds.aws.errors import GONE_CODES as GONE_CODES
+from dyncreds.aws.errors import ROOT_REJECTED_CODES, RootRefreshFailed
+from dyncreds.aws.errors import aws_code as aws_code
+from dyncreds.aws.errors import map_errors as map_errors
 from dyncreds.aws.rootkeys import (
     StaticKeys,
     read_credentials_file,
@@ -37,117 +38,24 @@ from dyncreds.aws.rootkeys import (
 )
 from dyncreds.config import Config, RootSettings
 from dyncreds.leases import Secret
-from dyncreds.protocol import BadRequest, DyncredsError, Locked, Unavailable, Upstream
+from dyncreds.protocol import BadRequest, Locked, Unavailable, Upstream
 from dyncreds.rootlock import RootLock
 
 log = logs.get("aws")
-
-# AWS error codes worth retrying (besides botocore's own standard-mode retries).
-RETRYABLE_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "ServiceUnavailable",
-        "InternalFailure",
-        "InternalError",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "ServiceFailure",
-        "IDPCommunicationError",
-        "ConnectionError",
-        "SlowDown",
-        "PriorRequestNotComplete",
-    }
-)
-# Codes that mean AWS does not accept the credentials that signed the request.
-ROOT_REJECTED_CODES = frozenset(
-    {
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "UnrecognizedClientException",
-        "InvalidAccessKeyId",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "AuthFailure",
-    }
-)
-# Codes that mean "the thing is already gone": success, for a cleanup.
-GONE_CODES = frozenset({"NoSuchEntity", "NoSuchEntityException"})
 
 CONNECT_TIMEOUT = 5
 
 # AWS accepts these only from long-term credentials, never from an MFA session:
 # with mfa_serial they use the root key itself, and only while unlocked.
 LONG_TERM_ONLY = frozenset({"get_session_token", "get_federation_token"})
-
-
-def aws_code(exc: BaseException) -> str | None:
-    if isinstance(exc, Upstream):
-        return exc.aws_code
-    return None
-
-
-class RootRefreshFailed(Unavailable):
-    """The root's own credentials expired and their provider could not renew them."""
-
-
-@contextmanager
-def map_errors(operation: str) -> Iterator[None]:
-    """botocore / trio exceptions -> dyncreds errors, in one place."""
-    try:
-        yield
-    except DyncredsError:
-        raise
-    except botocore.exceptions.ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "Unknown")
-        message = " ".join(str(error.get("Message") or "").split())[:300]
-        raise Upstream(
-            f"AWS {operation} failed: {code}" + (f": {message}" if message else ""),
-            aws_code=code,
-            retryable=code in RETRYABLE_CODES
-            or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500,
-        ) from None
-    except trio.TooSlowError:
-        raise Upstream(
-            f"AWS {operation} did not answer in time", aws_code="RequestTimeout", retryable=True
-        ) from None
-    except (
-        botocore.exceptions.ConnectionError,
-        botocore.exceptions.HTTPClientError,
-    ) as exc:
-        raise Upstream(
-            f"AWS {operation} could not be reached: {type(exc).__name__}",
-            aws_code="ConnectionError",
-            retryable=True,
-        ) from None
-    except (
-        botocore.exceptions.CredentialRetrievalError,
-        botocore.exceptions.RefreshWithMFAUnsupportedError,
-        botocore.exceptions.PartialCredentialsError,
-    ) as exc:
-        # A profile root (SSO, credential_process, assumed role) that could not
-        # refresh: what its provider said, cut, with what to do.
-        said = " ".join(str(exc).split())[:200]
-        raise RootRefreshFailed(
-            f"the root's credentials could not be refreshed ({said}); fix the root profile "
-            "(e.g. `aws sso login`) - the agent picks it up without a restart"
-        ) from None
-    except botocore.exceptions.NoCredentialsError:
-        raise Unavailable("the root AWS credentials are missing or unusable") from None
-    except botocore.exceptions.ProfileNotFound as exc:
-        raise Unavailable(f"root profile not found: {exc.kwargs.get('profile')}") from None
-    except botocore.exceptions.ParamValidationError as exc:
-        raise Upstream(
-            f"AWS {operation} rejected the request: {' '.join(str(exc).split())[:300]}",
-            aws_code="ValidationError",
-        ) from None
-    except botocore.exceptions.BotoCoreError as exc:
-        raise Upstream(
-            f"AWS {operation} failed: {type(exc).__name__}", aws_code=type(exc).__name__
-        ) from None
+OVERTAKEN = (
+    "`dyncreds lock` came while this unlock was in flight, and wins: the agent stays "
+    "locked; run `dyncreds unlock` again"
+)
+# Creates that are not idempotent: an attempt whose answer was lost may have
+# created something, so botocore must not send another (a second key nobody
+# would journal); the caller reconciles instead (list, delete what is unknown).
+SEND_ONCE = frozenset({"create_access_key"})
 
 
 def profile_loops(profile: str | None) -> bool:
@@ -157,9 +65,6 @@ def profile_loops(profile: str | None) -> bool:
     name = profile or os.environ.get("AWS_PROFILE") or "default"
     process = profiles.get(name, {}).get("credential_process", "")
     return "dyncreds-shim" in process
-
-
-BotoHook = Callable[..., Any]
 
 
 class AwsSession:
@@ -219,6 +124,17 @@ class AwsSession:
         with map_errors("session"):
             return boto3.Session(profile_name=self.root.profile, region_name=self.root.region)
 
+    def read_store(self) -> StaticKeys:
+        """What the root's store holds now (blocking: D-Bus for a keyring)."""
+        return self._read_root_keys()
+
+    def store_name(self) -> str:
+        if self.credentials_path is not None:
+            return f"the root credentials file {self.credentials_path}"
+        if self.root.keyring:
+            return f"the keyring item dyncreds/{self.root.keyring}"
+        return f"the systemd credential {self.root.systemd_credential}"
+
     def _read_root_keys(self) -> StaticKeys:
         """The root's static key, from wherever [root] says it is kept."""
         if self.credentials_path is not None:
@@ -243,7 +159,7 @@ class AwsSession:
         iam, sts = self._clients(session)
         dynamodb = None
         if self.fleet is not None:
-            dynamodb = _register(
+            dynamodb = register(
                 session.client(
                     "dynamodb",
                     endpoint_url=self.fleet.endpoint,
@@ -275,7 +191,7 @@ class AwsSession:
         config = self._botocore_config()
         iam = session.client("iam", endpoint_url=self.root.iam_endpoint, config=config)
         sts = session.client("sts", endpoint_url=self.root.sts_endpoint, config=config)
-        return _register(iam, self.event_hooks), _register(sts, self.event_hooks)
+        return register(iam, self.event_hooks), register(sts, self.event_hooks)
 
     # ------------------------------------------------------------------ MFA lock
 
@@ -290,8 +206,9 @@ class AwsSession:
         every other call is signed by that session. Returns when it ends."""
         if not self.lock.enabled:
             raise BadRequest("unlock needs root.mfa_serial in config.toml; this agent has no lock")
-        if not code.isdigit() or len(code) != 6:
+        if not (code.isascii() and code.isdigit()) or len(code) != 6:
             raise BadRequest("the MFA code is the 6 digits your device shows now")
+        epoch = self.lock.epoch  # a `lock` from now on wins over this unlock
         result = await self.call_client(
             self._long_sts,
             "get_session_token",
@@ -300,16 +217,38 @@ class AwsSession:
             DurationSeconds=int(self.root.unlock_for),
         )
         creds = result["Credentials"]
-        self._mfa_keys = (
+        keys = (
             creds["AccessKeyId"],
             Secret(creds["SecretAccessKey"]),
             Secret(creds["SessionToken"]),
         )
+        await self._prove_session(*keys)
+        if self.lock.epoch != epoch:
+            raise Locked(OVERTAKEN)
+        self._mfa_keys = keys
         # Building clients takes tens of milliseconds of CPU: not on the event loop.
         await trio.to_thread.run_sync(self.build)
+        if self.lock.epoch != epoch:  # a lock came while the clients were built
+            self.forget_session()
+            raise Locked(OVERTAKEN)
         until = float(creds["Expiration"].timestamp())
         self.lock.unlocked(until)
         return until
+
+    async def _prove_session(self, key_id: str, secret: Secret, token: Secret) -> None:
+        """GetCallerIdentity signed by the new MFA session: an unlock never claims a
+        session AWS does not accept."""
+        client = await trio.to_thread.run_sync(self.client_for_keys, "sts", key_id, secret, token)
+        try:
+            await self.call_client(client, "get_caller_identity")
+        except Upstream as exc:
+            log.error("root.unlock_rejected", aws_code=exc.aws_code, error=exc.message)
+            raise Upstream(
+                f"unlock failed: AWS rejected the MFA session it had just issued "
+                f"({exc.aws_code}); the agent stays locked. Check that [root] sts_endpoint "
+                "and iam_endpoint are the same AWS, then run `dyncreds unlock` again",
+                aws_code=exc.aws_code,
+            ) from None
 
     def forget_session(self) -> None:
         """`dyncreds lock`: the MFA session is dropped and every request refused."""
@@ -345,7 +284,7 @@ class AwsSession:
                 retries={"mode": "standard", "total_max_attempts": 1},
             ),
         )
-        return _register(client, self.event_hooks)
+        return register(client, self.event_hooks)
 
     async def call(self, service: str, operation: str, /, **params: Any) -> dict[str, Any]:
         """Run one AWS operation (snake_case name) as the root, in a worker thread,
@@ -378,15 +317,15 @@ class AwsSession:
 
     async def call_client(self, client: Any, operation: str, /, **params: Any) -> dict[str, Any]:
         method = getattr(client, operation)
-        attempts = Attempts()
+        attempts = Attempts(once=operation in SEND_ONCE)
 
         def run() -> dict[str, Any]:
-            _local.attempts = attempts
+            local.attempts = attempts
             try:
                 result: dict[str, Any] = method(**params)
                 return result
             finally:
-                _local.attempts = None
+                local.attempts = None
 
         started = time.monotonic()
         outcome = "error"
@@ -416,41 +355,6 @@ class AwsSession:
                 seconds=round(time.monotonic() - started, 3),
             )
         return result
-
-
-@dataclass
-class Attempts:
-    """What botocore did for one call, seen from its ``before-send`` event."""
-
-    sent: int = 0
-    abandoned: bool = False
-
-
-class CallAbandoned(botocore.exceptions.BotoCoreError):
-    """Raised in a worker thread instead of sending an attempt nobody waits for.
-    Not a retryable error, so botocore's retry loop ends with it."""
-
-    fmt = "dyncreds abandoned this call: its caller gave up"
-
-
-_local = threading.local()
-
-
-def _before_send(**_: Any) -> None:
-    """Counts attempts, and stops those of an abandoned call (see call_client)."""
-    attempts: Attempts | None = getattr(_local, "attempts", None)
-    if attempts is not None:
-        if attempts.abandoned:
-            raise CallAbandoned()
-        attempts.sent += 1
-
-
-def _register(client: Any, hooks: list[tuple[str, BotoHook]]) -> Any:
-    # Ours first: an attempt is counted (or stopped) before any test hook answers it.
-    client.meta.events.register("before-send", _before_send)
-    for event, hook in hooks:
-        client.meta.events.register(event, hook)
-    return client
 
 
 def _camel(operation: str) -> str:

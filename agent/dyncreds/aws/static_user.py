@@ -23,11 +23,12 @@ from dyncreds.aws.session import GONE_CODES, AwsSession
 from dyncreds.config import Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease, Secret
-from dyncreds.protocol import Upstream
+from dyncreds.protocol import Upstream, rfc3339
 
 log = logs.get("aws")
 
 KEYS_MAX = 2  # IAM's limit per user
+SKEW = 300.0  # keys created this long before a record may still be its (clock skew)
 
 
 async def user_keys(aws: AwsSession, user_name: str) -> list[str]:
@@ -50,13 +51,9 @@ async def create(
     """A new key of the role's user, proven to work, journaled; a lease of it."""
     user = str(role.username)
     on_step("list_keys")
-    existing = await user_keys(aws, user)
+    existing = await reconcile(aws, journal, user)
     if len(existing) >= KEYS_MAX:
-        raise Upstream(
-            f"IAM user {user} already has two access keys ({', '.join(existing)}); "
-            "dyncreds needs a free slot for the key it rotates: delete one that is not in use",
-            aws_code="LimitExceeded",
-        )
+        raise _no_slot(journal, user, existing)
     await journal.creating(
         lease_id, role.name, user, now, expires_at, thing="key", detail=json.dumps(existing)
     )
@@ -94,6 +91,66 @@ async def create(
         hard_expires_at=expires_at,
         user_name=user,
     )
+
+
+def _no_slot(journal: Journal, user: str, existing: list[str]) -> Upstream:
+    """Both of IAM's slots are taken: by dyncreds' own keys (one frees at the expiry
+    it announced, never earlier - or now, by `revoke`), or by the user's."""
+    ours = sorted(
+        (r for r in journal.all() if r.thing == "key" and r.access_key_id in existing),
+        key=lambda r: r.revoke_at,
+    )
+    if not ours:
+        return Upstream(
+            f"IAM user {user} already has two access keys ({', '.join(existing)}); "
+            "dyncreds needs a free slot for the key it rotates: delete one that is not in use",
+            aws_code="LimitExceeded",
+        )
+    first = ours[0]
+    return Upstream(
+        f"IAM user {user} already holds two access keys ({', '.join(existing)}), a third is "
+        f"not possible: {first.access_key_id} frees its slot at its announced expiry "
+        f"{rfc3339(first.revoke_at)}, or now with `dyncreds revoke {first.lease_id}`",
+        aws_code="LimitExceeded",
+    )
+
+
+async def reconcile(aws: AwsSession, journal: Journal, user: str) -> list[str]:
+    """The user's keys, after deleting those an abandoned CreateAccessKey (its
+    answer lost or timed out) left: keys neither journaled nor the user's own
+    (listed before our record), created after that record. Runs before anything
+    else happens to the user."""
+    page = await aws.call("iam", "list_access_keys", UserName=user)
+    listed = {str(k["AccessKeyId"]): k["CreateDate"].timestamp() for k in page["AccessKeyMetadata"]}
+    blind = [
+        r
+        for r in journal.all()
+        if r.thing == "key" and r.user_name == user and r.access_key_id is None
+    ]
+    if not blind:
+        return list(listed)  # every create's answer arrived: nothing unknown exists
+    known = {r.access_key_id for r in journal.all() if r.access_key_id}
+    before = set().union(*(_listed(r.detail) for r in blind))
+    since = min(r.created_at for r in blind) - SKEW
+    for key, created in list(listed.items()):
+        if key in known or key in before or created < since:
+            continue
+        try:
+            await aws.call("iam", "delete_access_key", UserName=user, AccessKeyId=key)
+        except Upstream as exc:
+            if exc.aws_code not in GONE_CODES:
+                raise
+        log.warning("static_user.unknown_key_deleted", user=user, key=key)
+        del listed[key]
+    return list(listed)
+
+
+def _listed(detail: str | None) -> set[str]:
+    try:
+        keys = json.loads(detail or "[]")
+    except ValueError:
+        return set()
+    return {str(k) for k in keys} if isinstance(keys, list) else set()
 
 
 async def delete_key(

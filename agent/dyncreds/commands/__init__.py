@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dyncreds import __version__
-from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_SIGNAL_BASE
+from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE
 from dyncreds.commands import (
     audit,
     completion,
@@ -36,7 +36,7 @@ from dyncreds.commands import (
     root,
     setup,
 )
-from dyncreds.commands.common import CliError, Commands
+from dyncreds.commands.common import CliError, Commands, get_paths
 from dyncreds.commands.completion import offer_directories, offer_files
 
 # In the order `dyncreds --help` lists them (after `agent`).
@@ -58,7 +58,19 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dyncreds import demo
 
-    return demo.main(keep=args.keep)
+    return demo.main(keep=args.keep, console=args.console)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    try:  # Starlette, Hypercorn, Jinja2: only for this command, from the "ui" extra
+        from dyncreds.ui import serve
+    except ImportError as exc:
+        raise CliError(
+            f"the web console needs {(exc.name or 'its libraries').split('.')[0]}: "
+            "pip install 'dyncreds[ui]'",
+            EXIT_USAGE,
+        ) from None
+    return serve.run(get_paths(args), args.listen, open_browser=not args.no_open)
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -126,10 +138,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
     for module in MODULES:
         module.add_commands(cli)
+    p = cli.add("ui", cmd_ui, "serve the web console on loopback and open it in a browser")
+    p.add_argument("--listen", default="127.0.0.1:0", help="127.0.0.1:PORT (default: a free port)")
+    p.add_argument("--no-open", action="store_true", help="print the address, open no browser")
     p = cli.add(
         "demo", cmd_demo, "the whole flow, offline, on an embedded AWS stand-in", flags=False
     )
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--console", action="store_true", help="then serve the web console on it until Ctrl-C"
+    )
     cli.add("version", cmd_version, "print the version", flags=False)
     if command is not None and not cli.built:
         return build_parser()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from dyncreds.client import EXIT_USAGE
@@ -93,26 +93,10 @@ class Unbuilt:
         return self
 
 
-class CredentialTypes(Collection[str]):
-    """``--type``'s choices, from kinds.py when argparse first asks (a ``role
-    create``, its help, a completion script): kinds' dataclasses would cost every
-    other command's start-up a fifth of its time. Give the argument a ``metavar``,
-    or argparse asks at once (to check the metavar)."""
-
-    @staticmethod
-    def _names() -> tuple[str, ...]:
-        from dyncreds.kinds import CREDENTIAL_TYPES
-
-        return CREDENTIAL_TYPES
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names()
-
-    def __len__(self) -> int:
-        return len(self._names())
+def built(p: argparse.ArgumentParser) -> bool:
+    """Whether this run builds the command's parser (or hands its module ``Unbuilt``):
+    for arguments that cost something to work out."""
+    return not isinstance(p, Unbuilt)
 
 
 def get_paths(args: argparse.Namespace) -> paths.Paths:

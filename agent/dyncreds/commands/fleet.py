@@ -1,14 +1,19 @@
 """`fleet init` (create the table, here, with the root's credentials) and
-`fleet status` (the whole fleet, as the running agent reads it from the table)."""
+`fleet status` (the whole fleet, as the running agent reads it from the table; on
+a machine without an agent, read here with the root's or a profile's credentials)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
+from dyncreds.client import EXIT_AGENT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client
 from dyncreds.commands.common import CliError, Commands, get_paths, load, print_json
+
+if TYPE_CHECKING:
+    from dyncreds import config
 
 
 def cmd_fleet_init(args: argparse.Namespace) -> int:
@@ -40,13 +45,65 @@ def cmd_fleet_init(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet_status(args: argparse.Namespace) -> int:
-    with Client(get_paths(args).socket) as client:
-        status = client.request("fleet_status")
+    """The fleet as the local agent reads it; or, on an admin machine with no agent
+    (or with --profile / --direct), read from the table here."""
+    status: dict[str, Any] | None = None
+    if not (args.profile or args.direct):
+        try:
+            with Client(get_paths(args).socket) as client:
+                status = client.request("fleet_status")
+        except CliError as exc:
+            if exc.status != EXIT_NOT_RUNNING:
+                raise
+            print("dyncreds: no agent here; reading the fleet table directly", file=sys.stderr)
+    if status is None:
+        status = read_table(load(args), args.profile)
+    status.pop("ok", None)
     if args.json:
         print_json(status)
     else:
         print(render_fleet(status, time.time()))
     return EXIT_OK
+
+
+def read_table(cfg: config.Config, profile: str | None) -> dict[str, Any]:
+    """`fleet status` without an agent: the table read with the root's credentials
+    (config.toml's [root]), or a profile's of ~/.aws/config."""
+    import dataclasses
+
+    import msgspec
+
+    from dyncreds.protocol import DyncredsError
+
+    fleet = cfg.main.fleet
+    if fleet is None:
+        raise CliError(
+            "config.toml has no [fleet] table: add the fleet's (table, name, region) to read it",
+            EXIT_USAGE,
+        )
+    if profile:
+        root = msgspec.structs.replace(
+            cfg.main.root,
+            profile=profile,
+            credentials_file=None,
+            keyring=None,
+            systemd_credential=None,
+            mfa_serial=None,
+        )
+        cfg = dataclasses.replace(cfg, main=msgspec.structs.replace(cfg.main, root=root))
+    # boto3 and trio only for this: the CLI starts without them.
+    import trio
+
+    from dyncreds.aws.fleet_table import FleetTable
+    from dyncreds.aws.session import AwsSession
+    from dyncreds.fleet import fleet_view
+
+    try:
+        aws = AwsSession(cfg, call_timeout=20.0, concurrency=1)
+        table = FleetTable(fleet, lambda: aws)
+        return trio.run(fleet_view, table, fleet, time.time(), None)
+    except DyncredsError as exc:
+        raise CliError(exc.message, EXIT_AGENT_ERROR) from None
 
 
 def render_fleet(status: dict[str, Any], now: float) -> str:
@@ -93,4 +150,15 @@ def add_commands(cli: Commands) -> None:
         cmd_fleet_init,
         "create the fleet table (on-demand, TTL) with the root's credentials; idempotent",
     )
-    fleet.add("status", cmd_fleet_status, "every agent of the fleet, alive or dead, and its leases")
+    p = fleet.add(
+        "status", cmd_fleet_status, "every agent of the fleet, alive or dead, and its leases"
+    )
+    p.add_argument(
+        "--profile",
+        help="read the table here with this ~/.aws/config profile (no agent needed)",
+    )
+    p.add_argument(
+        "--direct",
+        action="store_true",
+        help="read the table here with the root's credentials, even if an agent runs",
+    )

@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from dyncreds.timefmt import format_duration, parse_rfc3339
 
 STAMP = re.compile(r"(?:\bat )?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
+BACKTICKED = re.compile(r"`[^`]*`")
+NBSP = "\u00a0"  # not a break for textwrap: glues a `command` into one word
 STATE_COLOURS = {"ready": "32", "issuing": "33", "refreshing": "33", "idle": "2"}
 
 Paint = Callable[[str, str], str]
@@ -100,22 +103,38 @@ def _cell(text: str, size: int) -> str:
     return text if len(text) <= size else text[: max(size - 1, 0)] + "…"
 
 
+def wrap(text: str, width: int, paint: Paint | None = None, code: str = "0") -> list[str]:
+    """A sentence in lines of ``width``, continued with an indent: never cut (the
+    fix a warning offers is often its last words), and never broken inside a word
+    or a `command` (a word longer than the line gets a line of its own)."""
+    glued = BACKTICKED.sub(lambda m: m.group(0).replace(" ", NBSP), text)
+    lines = textwrap.wrap(
+        glued,
+        max(width, 20),
+        subsequent_indent="  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [""]
+    lines = [line.replace(NBSP, " ") for line in lines]
+    return [paint(line, code) for line in lines] if paint else lines
+
+
 def _root_lines(root: dict[str, Any], paint: Any, width: int) -> list[str]:
     """The root's lock, rotation schedule, error and warning: only what is there."""
     lines = []
     if root.get("locked"):
         how = "by `dyncreds lock`" if root.get("locked_by_user") else "(MFA)"
-        lines.append(paint(f"root locked {how}: run `dyncreds unlock`", "33"))
+        lines += wrap(f"root locked {how}: run `dyncreds unlock`", width, paint, "33")
     elif root.get("unlocked_until"):
         lines.append(f"root unlocked until {root['unlocked_until']}")
     if root.get("next_rotation"):
         lines.append(f"next root rotation {root['next_rotation']}")
     if root.get("rotation_error"):
-        lines.append(paint(f"root rotation failed: {root['rotation_error']}", "31"))
+        lines += wrap(f"root rotation failed: {root['rotation_error']}", width, paint, "31")
     if root.get("error"):
-        lines.append(paint(f"root error: {root['error']}", "31"))
+        lines += wrap(f"root error: {root['error']}", width, paint, "31")
     if root.get("warning"):
-        lines.append(paint(_cell(f"warning: {root['warning']}", width), "33"))
+        lines += wrap(f"warning: {root['warning']}", width, paint, "33")
     return lines
 
 
@@ -130,11 +149,11 @@ def render_status(
             f"pid {agent['pid']}  up {format_duration(agent['uptime'])}",
             width + (8 if colour else 0),
         ),
-        _cell(f"root: {root['arn'] or 'unknown'}  ({root['source']}, {root['region']})", width),
     ]
+    lines += wrap(f"root: {root['arn'] or 'unknown'}  ({root['source']}, {root['region']})", width)
     lines.extend(_root_lines(root, paint, width))
     if agent.get("reload_error"):
-        lines.append(paint(f"last reload rejected: {agent['reload_error']}", "31"))
+        lines += wrap(f"last reload rejected: {agent['reload_error']}", width, paint, "31")
     lines.append("")
     rows = [_row(role, now) for role in status["roles"]]
     if not rows:
@@ -152,8 +171,8 @@ def render_status(
             lines.append("  ".join(cells).rstrip())
     for role in status["roles"]:
         if role["last_error"]:
-            lines.append(paint(f"{role['name']}: last error: {role['last_error']}", "31"))
-    lines += _retiring(status.get("retiring") or [], now, paint)
+            lines += wrap(f"{role['name']}: last error: {role['last_error']}", width, paint, "31")
+    lines += _retiring(status.get("retiring") or [], now, paint, width)
     counters = status.get("counters") or {}
     if counters:
         lines.append("")
@@ -161,7 +180,7 @@ def render_status(
     return "\n".join(lines)
 
 
-def _retiring(items: list[dict[str, Any]], now: float, paint: Paint) -> list[str]:
+def _retiring(items: list[dict[str, Any]], now: float, paint: Paint, width: int) -> list[str]:
     if not items:
         return []
     lines = ["", paint("retiring leases (revoked at the expiry they announced):", "1")]
@@ -171,7 +190,7 @@ def _retiring(items: list[dict[str, Any]], now: float, paint: Paint) -> list[str
         flag = paint(" IRREVOCABLE", "31") if item["irrevocable"] else ""
         lines.append(f"  {item['lease_id']}  {item['user_name']}  {verb} {when}{flag}")
         if item["last_error"]:
-            lines.append(paint(f"    last error: {item['last_error']}", "31"))
+            lines += wrap(f"    last error: {item['last_error']}", width, paint, "31")
     return lines
 
 

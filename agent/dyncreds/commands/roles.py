@@ -1,16 +1,15 @@
 """Configuration commands: check, aws-config, reload, and the seed's
-``role create|list|show|delete``.
+``role create|edit|list|show|delete``.
 
-Every role file is validated before it is written (written to a staging
-directory the agent does not read, loaded with the same code the agent uses, and
-only then renamed into place), so these commands never leave a configuration the
-agent would refuse. After a change, a running agent is asked to reload.
+Every role file is validated with the agent's own loader before it is written
+(roleconfig.py), so these commands never leave a configuration the agent would
+refuse; their flags come from the role file's schema (roleflags.py). After a
+change, a running agent is asked to reload.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -18,18 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import (
-    CliError,
-    Commands,
-    CredentialTypes,
-    get_paths,
-    load,
-    print_json,
-)
+from dyncreds.commands.common import CliError, Commands, built, get_paths, load, print_json
 from dyncreds.commands.completion import offer_files, offer_roles
 
 if TYPE_CHECKING:
-    from dyncreds import paths
+    from dyncreds import config, paths
 
 
 def plural(count: int, word: str) -> str:
@@ -117,19 +109,38 @@ def shim_path() -> Path | None:
     return next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
 
 
+def shim_command(shim: Path) -> str:
+    """What a profile's credential_process runs. The shim of this Python's own
+    install is run by this Python with -I -S, directly: no /bin/sh hop to find an
+    interpreter (pip cannot write those flags into a script's shebang). Any other
+    shim is run as a command."""
+    import shlex
+    import sysconfig
+
+    own = [Path(sys.executable).parent / "dyncreds-shim"]
+    user_scripts = sysconfig.get_path("scripts", f"{os.name}_user")
+    if user_scripts:
+        own.append(Path(user_scripts) / "dyncreds-shim")
+    if any(shim == candidate.absolute() for candidate in own):
+        return f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(shim))}"
+    return shlex.quote(str(shim))
+
+
 def aws_config_sections(
-    roles: Sequence[tuple[str, str | None]], default_region: str, shim: Path
+    roles: Sequence[tuple[str, str | None]], default_region: str, command: str
 ) -> str:
     sections = []
     for name, region in roles:
         sections.append(
-            f"[profile {name}]\ncredential_process = {shim} {name}\n"
+            f"[profile {name}]\ncredential_process = {command} {name}\n"
             f"region = {region or default_region}\n"
         )
     return "\n".join(sections)
 
 
 def cmd_aws_config(args: argparse.Namespace) -> int:
+    import shlex
+
     cfg = load(args)
     regions = {name: role.region for name, role in cfg.roles.items()}
     if not regions or any(name not in regions for name in args.roles):
@@ -147,7 +158,8 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
             "reinstall dyncreds, or name it with --shim PATH",
             EXIT_USAGE,
         )
-    print(aws_config_sections(wanted, cfg.main.root.region, shim.absolute()), end="")
+    command = shim_command(shim.absolute()) if not args.shim else shlex.quote(str(shim.absolute()))
+    print(aws_config_sections(wanted, cfg.main.root.region, command), end="")
     return EXIT_OK
 
 
@@ -163,92 +175,58 @@ def served_roles(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def cmd_role_create(args: argparse.Namespace) -> int:
-    from dyncreds import config
+    """The seed's "Create Role": every field of roles/NAME.toml from flags."""
+    from dyncreds import roleconfig
+    from dyncreds.commands.roleflags import changes_from
 
     p = get_paths(args)
-    name = args.name
-    if not config.ROLE_NAME.fullmatch(name):
-        raise CliError(
-            f"role name {name!r} must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}", EXIT_USAGE
-        )
-    target = p.role_file(name)
-    if target.exists() and not args.force:
-        raise CliError(f"role {name} exists ({target}); use --force to replace it", EXIT_USAGE)
-    existing = target.read_text(encoding="utf-8") if target.exists() else None
-    text = config.render_role_toml(role_spec(args), existing)
-    # Validate with the agent's own loader before the agent can see the file: it is
-    # staged under a directory the agent does not read, then renamed into place.
-    staging_dir = p.roles_dir / f".staging-{os.getpid()}"
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    staging = staging_dir / f"{name}.toml"
-    staging.write_text(text)
-    try:
-        main_problems: list[config.Problem] = []
-        main = config.load_main(p.config_file, main_problems)
-        problems: list[config.Problem] = []
-        config.load_role(staging, main.lease if main else config.LeaseDefaults(), problems)
-        if problems:
-            for problem in problems:
-                print(config.Problem(target, problem.line, problem.message), file=sys.stderr)
-            return EXIT_USAGE
-        os.replace(staging, target)
-    finally:
-        staging.unlink(missing_ok=True)
-        staging_dir.rmdir()
+    spec = changes_from(args, credential_type=args.field_credential_type)
+    spec = {k: v for k, v in spec.items() if v not in (None, [], {})}
+    target = roleconfig.write_role(p, args.name, spec, replace=args.force)
     print(f"wrote {target}; {reload_agent(p)}")
     return EXIT_OK
 
 
-def role_spec(args: argparse.Namespace) -> dict[str, Any]:
-    """The role file's fields from ``role create``'s flags (checked later, by the loader)."""
-    spec: dict[str, Any] = {"credential_type": args.type}
-    policy = _policy_text(args)
-    if policy is not None:
-        try:  # stored indented; the loader compacts and checks it
-            spec["policy_document"] = json.dumps(json.loads(policy), indent=2)
-        except ValueError as exc:
-            raise CliError(f"policy is not valid JSON: {exc}", EXIT_USAGE) from None
-    spec["policy_arns"] = args.policy_arn or []
-    spec["iam_groups"] = args.iam_group or []
-    spec["role_arns"] = args.role_arn or []
-    for key in ("ttl", "max_ttl", "external_id", "user_path", "permissions_boundary_arn", "region"):
-        value = getattr(args, key)
-        if value is not None:
-            spec[key] = value
-    if args.prefetch:
-        spec["prefetch"] = True
-    tags = {}
-    for item in args.tag or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise CliError(f"--tag wants KEY=VALUE, got {item!r}", EXIT_USAGE)
-        tags[key] = value
-    if tags:
-        spec["iam_tags" if args.type == "iam_user" else "session_tags"] = tags
-    return spec
+def cmd_role_edit(args: argparse.Namespace) -> int:
+    """Change the fields given, keep the rest of the file (comments too) as written."""
+    from dyncreds import roleconfig
+    from dyncreds.commands.roleflags import changes_from
 
-
-def _policy_text(args: argparse.Namespace) -> str | None:
-    if args.policy_document:
-        return str(args.policy_document)
-    if args.policy_file == "-":
-        return sys.stdin.read()
-    if args.policy_file:
-        policy_path = Path(args.policy_file)
-        try:
-            return policy_path.read_text()
-        except OSError as exc:
-            raise CliError(f"{policy_path}: {exc.strerror}", EXIT_USAGE) from None
-    return None
+    p = get_paths(args)
+    current, _ = roleconfig.read_role(p, args.name)
+    changes = changes_from(args, credential_type=current.get("credential_type"))
+    if not changes:
+        raise CliError("nothing to change: give a field's flag (see --help)", EXIT_USAGE)
+    target = roleconfig.edit_role(p, args.name, changes)
+    print(f"wrote {target}; {reload_agent(p)}")
+    return EXIT_OK
 
 
 def cmd_role_list(args: argparse.Namespace) -> int:
     """The configured roles, read from the files (no agent needed): ``role list``
     and ``roles`` give the same answer."""
-    from dyncreds import config
     from dyncreds.timefmt import format_duration
 
     p = get_paths(args)
+    rows, problems = role_rows(p)
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        print(f"no roles in {p.roles_dir} (add one with `dyncreds role create`)")
+    else:
+        for row in rows:
+            ttl = format_duration(row["ttl"]) if row["ttl"] else "-"
+            print(f"{row['name']:24} {row['type']:17} ttl={ttl:7} {row['file']}")
+    if problems and not args.json:
+        print(f"({plural(len(problems), 'problem')}; run `dyncreds check`)", file=sys.stderr)
+    return EXIT_OK
+
+
+def role_rows(p: paths.Paths) -> tuple[list[dict[str, Any]], list[config.Problem]]:
+    """Each role file's name, type, ttl, region and path (``invalid`` where the
+    loader refuses it), and the problems found."""
+    from dyncreds import config
+
     problems: list[config.Problem] = []
     main = config.load_main(p.config_file, problems)
     defaults = main.lease if main else config.LeaseDefaults()
@@ -264,31 +242,23 @@ def cmd_role_list(args: argparse.Namespace) -> int:
                 "file": str(path),
             }
         )
-    if args.json:
-        print_json(rows)
-    elif not rows:
-        print(f"no roles in {p.roles_dir} (add one with `dyncreds role create`)")
-    else:
-        for row in rows:
-            ttl = format_duration(row["ttl"]) if row["ttl"] else "-"
-            print(f"{row['name']:24} {row['type']:17} ttl={ttl:7} {row['file']}")
-    if problems and not args.json:
-        print(f"({plural(len(problems), 'problem')}; run `dyncreds check`)", file=sys.stderr)
-    return EXIT_OK
+    return rows, problems
 
 
 def cmd_role_show(args: argparse.Namespace) -> int:
-    p = get_paths(args)
-    path = p.role_file(args.name)
-    if not path.exists():
-        print(f"dyncreds: no role {args.name!r} in {p.roles_dir}", file=sys.stderr)
-        return EXIT_USAGE
-    print(path.read_text(), end="")
+    """The file as written, byte for byte (comments, layout, durations as typed)."""
+    from dyncreds import roleconfig
+
+    _, text = roleconfig.read_role(get_paths(args), args.name)
+    sys.stdout.write(text)
     return EXIT_OK
 
 
 def cmd_role_delete(args: argparse.Namespace) -> int:
+    from dyncreds import roleconfig
+
     p = get_paths(args)
+    roleconfig.check_name(args.name)
     path = p.role_file(args.name)
     if not path.exists():
         print(f"dyncreds: no role {args.name!r} in {p.roles_dir}", file=sys.stderr)
@@ -308,36 +278,31 @@ def add_commands(cli: Commands) -> None:
         p.add_argument("--shim", help="the dyncreds-shim path to write (default: this install's)")
     )
 
-    roles = cli.group("role", "create, list, show or delete roles", "ACTION")
-    p = roles.add("create", cmd_role_create, "write roles/NAME.toml and reload")
+    roles = cli.group("role", "create, edit, list, show or delete roles", "ACTION")
+    p = roles.add(
+        "create", cmd_role_create, "write roles/NAME.toml (every field has a flag) and reload"
+    )
     p.add_argument("name", help="the role's name: [A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-    p.add_argument(
-        "--type",
-        required=True,
-        choices=CredentialTypes(),
-        metavar="TYPE",
-        help="the credential type: %(choices)s",
-    )
-    offer_files(p.add_argument("--policy-file", help="policy JSON file, or - for stdin"))
-    p.add_argument("--policy-document", help="policy JSON inline")
-    p.add_argument("--policy-arn", action="append", help="a managed policy ARN (repeatable)")
-    p.add_argument("--iam-group", action="append", help="an IAM group (iam_user; repeatable)")
-    p.add_argument("--role-arn", action="append", help="a role to assume (assumed_role)")
-    p.add_argument("--external-id", help="sts:ExternalId (assumed_role)")
-    p.add_argument("--ttl", help='lease or session length, e.g. "1h"')
-    p.add_argument("--max-ttl", dest="max_ttl", help='cap on the lifetime, e.g. "12h"')
-    p.add_argument("--user-path", dest="user_path", help="IAM path of users (iam_user)")
-    p.add_argument(
-        "--permissions-boundary-arn",
-        dest="permissions_boundary_arn",
-        help="permissions boundary of users (iam_user)",
-    )
-    p.add_argument("--region", help="region handed to programs")
-    p.add_argument("--tag", action="append", help="KEY=VALUE (iam_tags or session_tags)")
-    p.add_argument("--prefetch", action="store_true", help="keep a lease warm from start-up")
+    _role_flags(p, edit=False)
     p.add_argument("--force", action="store_true", help="replace an existing role")
+    p = roles.add(
+        "edit",
+        cmd_role_edit,
+        'change fields of roles/NAME.toml ("" removes one), keep the rest, and reload',
+    )
+    offer_roles(p.add_argument("name", help="the role's name"))
+    _role_flags(p, edit=True)
     roles.add("list", cmd_role_list, "roles in the config directory")
     p = roles.add("show", cmd_role_show, "print roles/NAME.toml")
     offer_roles(p.add_argument("name", help="the role's name"))
     p = roles.add("delete", cmd_role_delete, "remove roles/NAME.toml and reload")
     offer_roles(p.add_argument("name", help="the role's name"))
+
+
+def _role_flags(p: argparse.ArgumentParser, *, edit: bool) -> None:
+    """The flags derived from the role file's schema: read (msgspec, kinds) only
+    when the role commands are built."""
+    if built(p):
+        from dyncreds.commands.roleflags import add_role_flags
+
+        add_role_flags(p, edit=edit)

@@ -127,6 +127,12 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
         ),
         (
             "root",
+            "mfa_process",
+            root.mfa_process is None or (bool(root.mfa_process.strip()) and bool(root.mfa_serial)),
+            "needs root.mfa_serial (the code it prints is for that device), and a command",
+        ),
+        (
+            "root",
             "rotate_every",
             root.rotate_every == 0 or root.rotate_every >= 10,
             "must be at least 10s (or 0 for never)",
@@ -145,6 +151,12 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
             "file",
             "/" not in main.audit.file and main.audit.file not in (".", ".."),
             "a file name in the state dir (no /)",
+        ),
+        (
+            "audit",
+            "required",
+            not (main.audit.required and not main.audit.file),
+            "refuses every credential request without an audit file: set [audit] file",
         ),
         (
             "lease",

@@ -82,6 +82,9 @@ class RootSettings(Table):
     # With an MFA device, the long-lived key only ever calls GetSessionToken with a
     # code: the agent starts locked and every other call is signed by that session.
     mfa_serial: str | None = None
+    # A command printing the current code (aws-vault's mfa_process), run by
+    # `dyncreds unlock`: "ykman oath accounts code --single NAME".
+    mfa_process: str | None = None
     unlock_for: Seconds = Seconds(12 * 3600)
     # 0 = never. The key's own CreateDate in IAM is the schedule's origin, so a
     # restart neither postpones nor repeats a rotation.
@@ -96,6 +99,7 @@ class LeaseDefaults(Table):
 class AuditSettings(Table):
     file: str = "audit.jsonl"  # relative to the state dir; "" turns the audit log off
     max_size: int = 10 << 20  # bytes; then it is rotated, one old file kept
+    required: bool = False  # Vault's fail-closed: refuse credentials that cannot be recorded
 
 
 class FleetSettings(Table):
