@@ -148,25 +148,41 @@ def _alive(path: str) -> bool:
 
 
 def _connect(sock: _socket.socket, path: str) -> tuple[str, int] | None:
-    """Connect; or the (message, exit status) saying why not."""
-    try:
-        sock.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError):
+    """Connect; or the (message, exit status) saying why not. A full backlog
+    (EAGAIN: the agent is working through a flood of connections) is retried
+    until the socket's timeout."""
+    deadline = None
+    while True:
+        try:
+            sock.connect(path)
+            return None
+        except BlockingIOError:
+            import time  # (only here: the hot path imports nothing it does not use)
+
+            if deadline is None:
+                deadline = time.monotonic() + (sock.gettimeout() or 0.0)
+            if time.monotonic() > deadline:
+                return f"the agent socket {path} is not accepting connections", EXIT_AGENT_ERROR
+            time.sleep(0.002)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            return _connect_failed(exc, path)
+
+
+def _connect_failed(exc: OSError, path: str) -> tuple[str, int]:
+    if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
         message = f"the dyncreds agent is not running (no socket at {path}); " + START_HINT
         return message, EXIT_NOT_RUNNING
-    except PermissionError:
+    if isinstance(exc, PermissionError):
         return f"permission denied on the agent socket {path}", EXIT_AGENT_ERROR
-    except TimeoutError:
-        raise
-    except OSError as exc:
-        if len(path.encode()) > MAX_SOCKET_PATH:
-            return (
-                f"the agent socket path is longer than Unix sockets allow ({MAX_SOCKET_PATH} "
-                f"bytes): {path[:60]}...; set DYNCREDS_SOCKET to a shorter path",
-                EXIT_NOT_RUNNING,
-            )
-        return f"cannot connect to the agent socket {path}: {exc}", EXIT_NOT_RUNNING
-    return None
+    if len(path.encode()) > MAX_SOCKET_PATH:
+        return (
+            f"the agent socket path is longer than Unix sockets allow ({MAX_SOCKET_PATH} "
+            f"bytes): {path[:60]}...; set DYNCREDS_SOCKET to a shorter path",
+            EXIT_NOT_RUNNING,
+        )
+    return f"cannot connect to the agent socket {path}: {exc}", EXIT_NOT_RUNNING
 
 
 def _receive_line(sock: _socket.socket) -> bytes:

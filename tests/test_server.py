@@ -137,23 +137,60 @@ async def test_idle_connection_is_closed(
             assert await stream.receive_some(10) == b""
 
 
-async def test_connection_cap_applies_back_pressure(serve: ServerFactory) -> None:
-    _server, path = await serve(Limits(max_connections=2))
+async def test_at_the_cap_the_longest_idle_connection_makes_room(serve: ServerFactory) -> None:
+    server, path = await serve(Limits(max_connections=2))
     held = [await connect(path) for _ in range(2)]
     for stream in held:
         await stream.send_all(b'{"op":"ping"}\n')
         await read_line(stream)
-    # A third client is queued, not refused: it is answered once a slot frees.
+    # A third client is answered at once: the connection idle longest is closed
+    # for it (2,000 idle connections used to lock every client out for minutes).
     third = await connect(path)
     await third.send_all(b'{"op":"ping"}\n')
-    with trio.move_on_after(0.3) as waited:
-        await read_line(third)
-    assert waited.cancelled_caught
-    await held[0].aclose()
+    with trio.fail_after(2):
+        assert json.loads(await read_line(third))["ok"] is True
+        assert await held[0].receive_some(10) == b""
+    await held[1].send_all(b'{"op":"ping"}\n')
+    with trio.fail_after(2):
+        assert json.loads(await read_line(held[1]))["ok"] is True
+    assert server._held.counters["closed_waiting"] == 1
+    for stream in (third, *held):
+        await stream.aclose()
+
+
+async def test_when_every_connection_is_busy_new_clients_queue(serve: ServerFactory) -> None:
+    _server, path = await serve(Limits(max_connections=2))
+    busy = [await connect(path) for _ in range(2)]
+    for stream in busy:
+        await stream.send_all(b'{"op":"credentials","role":"slow"}\n')
+    await trio.testing.wait_all_tasks_blocked()
+    # Nothing waits to be closed: a third client queues until an answer is sent
+    # (and that connection, idle then, is closed for it).
+    started = trio.current_time()
+    third = await connect(path)
+    await third.send_all(b'{"op":"ping"}\n')
     with trio.fail_after(5):
         assert json.loads(await read_line(third))["ok"] is True
-    await third.aclose()
-    await held[1].aclose()
+    assert trio.current_time() - started >= 0.4
+    for stream in (third, *busy):
+        await stream.aclose()
+
+
+async def test_a_request_trickling_in_is_closed_after_the_wait_timeout(
+    serve: ServerFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    _, path = await serve(Limits(idle_timeout=5))
+    stream = await connect(path)
+    async with stream:
+        # One byte every 4 s: each under the idle timeout, the whole line not.
+        with trio.fail_after(30):
+            for byte in b'{"op":"ping"}':
+                try:
+                    await stream.send_all(bytes([byte]))
+                except trio.BrokenResourceError:
+                    break
+                await trio.sleep(4)
+            assert await stream.receive_some(10) == b""
 
 
 async def test_drain_finishes_in_flight_request(serve: ServerFactory) -> None:

@@ -53,6 +53,10 @@ OPS: dict[type, str | None] = {
     protocol.Unlock: "admin",
     protocol.Lock: "admin",
     protocol.FleetStatus: "admin",
+    # An endpoint's link: a generation counter, and its audit lines (which name the
+    # reporting process as the kernel does, whoever sends them).
+    protocol.Watch: None,
+    protocol.Report: "credentials",
 }
 
 _WORDS = {

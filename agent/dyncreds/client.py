@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,20 @@ class CliError(Exception):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+def _connect(sock: socket.socket, path: str, timeout: float) -> None:
+    """connect(); a full backlog (EAGAIN: the agent is accepting a flood of
+    connections, closing idle ones) is tried again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.002)
 
 
 class Client:
@@ -59,7 +74,7 @@ class Client:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
             try:
-                sock.connect(str(self.path))
+                _connect(sock, str(self.path), self.timeout)
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
                 raise CliError(

@@ -30,12 +30,14 @@ import trio
 from dyncreds import __version__, config, logs, statedir
 from dyncreds.agent import Agent
 from dyncreds.audit import AuditLog
+from dyncreds.connections import raise_nofile
 from dyncreds.gate import Door
 from dyncreds.journal.sqlite import SqliteJournal
 from dyncreds.paths import Paths
 from dyncreds.protocol import DyncredsError
 from dyncreds.server import Server, SocketSetupError, bind_unix
 from dyncreds.service import make_handler
+from dyncreds.watchers import Watchers
 
 log = logs.get("daemon")
 
@@ -50,11 +52,13 @@ SD_LISTEN_FDS_START = 3
 
 def harden() -> None:
     """No core dumps and no ptrace/proc access to our memory by other processes of
-    the same user that are not our parent (ssh-agent's PR_SET_DUMPABLE 0)."""
+    the same user that are not our parent (ssh-agent's PR_SET_DUMPABLE 0). The
+    descriptor limit goes up to the hard one: idle connections cannot use it up."""
     try:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ValueError, OSError):
         pass
+    raise_nofile()
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_dumpable = 4
@@ -294,10 +298,12 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
     def process_status_with_audit() -> dict[str, Any]:
         return {**process_status(), "audit_dropped": audit_log.dropped}
 
-    door = None
-    if agent.mode == "system":  # every local user may connect; the rules decide
-        door = Door(lambda: agent.config.main.access)
-    server = Server(make_handler(agent, reload, process_status_with_audit, audit_log), door=door)
+    # System mode: every local user may connect; the rules decide.
+    door = Door(lambda: agent.config.main.access) if agent.mode == "system" else None
+    watchers = Watchers()  # the endpoints' watches: the lock fence
+    server = Server(
+        make_handler(agent, reload, process_status_with_audit, audit_log, watchers), door=door
+    )
     server.audit = audit_log.record  # refused peers
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
@@ -335,6 +341,7 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
                 sd_notify("STOPPING=1\nSTATUS=stopping")
                 accept.cancel()
                 server.drain()
+                watchers.close()
                 with trio.move_on_after(DRAIN_TIMEOUT):
                     await server.wait_idle()
                 agent.stopping = True

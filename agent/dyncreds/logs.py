@@ -25,6 +25,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 _FIELDS = "dyncreds_fields"
@@ -59,6 +60,41 @@ class EventLogger:
 
 def get(area: str) -> EventLogger:
     return EventLogger(logging.getLogger(f"dyncreds.{area}"))
+
+
+THROTTLE_INTERVAL = 10.0
+
+
+class Throttle:
+    """Warnings that can come in floods (bad requests, refused peers, accept
+    failures): each kind (the event and ``kind``) is logged at most once per
+    ``interval``; the ones in between are counted, and the next line of that kind
+    carries ``repeated=N``. Nothing is lost but the repetition."""
+
+    def __init__(
+        self,
+        log: EventLogger,
+        interval: float = THROTTLE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.log = log
+        self.interval = interval
+        self.clock = clock
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def warning(self, event: str, kind: str = "", **fields: Any) -> None:
+        key = f"{event}:{kind}"
+        now = self.clock()
+        last, count = self._seen.get(key, (float("-inf"), 0))
+        if now - last < self.interval:
+            self._seen[key] = (last, count + 1)
+            return
+        if len(self._seen) >= 1024:  # kinds come from a fixed vocabulary; bound anyway
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if count:
+            fields["repeated"] = count
+        self.log.warning(event, **fields)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -9,7 +9,7 @@ and nowhere else.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -154,6 +154,41 @@ class FleetStatus(Request, tag="fleet_status"):
     pass
 
 
+class Watch(Request, tag="watch"):
+    """An endpoint's long poll: answered with the agent's generation as soon as it
+    differs from ``seen`` (a lock, unlock, revoke or renewal), else after
+    WATCH_HOLD. The next watch acknowledges the answer (see agentlink.py)."""
+
+    id: Annotated[str, msgspec.Meta(max_length=64)]
+    seen: int = -1
+
+
+WATCH_HOLD = 20.0
+
+
+class EndpointEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """Hand-outs (``outcome`` "ok") or refusals (the error code) of an endpoint,
+    ``count`` of them between ``first`` and ``last``, for one client connection."""
+
+    outcome: Annotated[str, msgspec.Meta(max_length=64)]
+    role: Annotated[str, msgspec.Meta(max_length=256)]
+    count: Annotated[int, msgspec.Meta(ge=1)]
+    first: Annotated[str, msgspec.Meta(max_length=32)]
+    last: Annotated[str, msgspec.Meta(max_length=32)]
+    mode: Annotated[str, msgspec.Meta(max_length=8)] = "ecs"
+    client: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    client_uid: int | None = None
+    access_key_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    lease_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+
+class Report(Request, tag="report"):
+    """An endpoint's events for the audit log."""
+
+    events: Annotated[list[EndpointEvent], msgspec.Meta(max_length=1000)]
+
+
 AnyRequest = (
     Ping
     | GetCredentials
@@ -168,6 +203,8 @@ AnyRequest = (
     | Unlock
     | Lock
     | FleetStatus
+    | Watch
+    | Report
 )
 OPS = frozenset(
     str(cls.__struct_config__.tag)
@@ -185,6 +222,8 @@ OPS = frozenset(
         Unlock,
         Lock,
         FleetStatus,
+        Watch,
+        Report,
     )
 )
 

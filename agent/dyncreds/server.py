@@ -6,8 +6,9 @@ the socket lives in a directory of mode 0700 owned by the user, the socket is
 0600, and every connection's peer uid (SO_PEERCRED) must be ours even if those
 modes were loosened. Each connection is bounded: 64 KiB per line, an idle
 timeout between requests, a total lifetime, and a cap on connections at once
-(beyond it the accept loop simply stops accepting, so clients queue in the
-kernel's backlog instead of failing).
+(connections.py: at the cap the connection that has waited longest for its next
+request is closed, never one being answered; when all are busy, clients queue in
+the kernel's backlog; running out of descriptors is survived, not logged in a loop).
 
 Anything a client sends ends in an error response or a closed connection of
 its own; nothing it sends can stop the server or reach another connection.
@@ -27,6 +28,7 @@ from typing import Any
 import trio
 
 from dyncreds import audit, gate, logs, peer, protocol
+from dyncreds.connections import Connections, cap_for
 from dyncreds.protocol import (
     MAX_LINE,
     DyncredsError,
@@ -169,7 +171,8 @@ class Server:
             "refused": 0,
             "bad_requests": 0,
         }
-        self._slots = trio.CapacityLimiter(limits.max_connections)
+        self._held = Connections(cap_for(limits.max_connections), limits.idle_timeout, "server")
+        self._refusals = logs.Throttle(log)
         self._idle = trio.Event()
         self._idle.set()
         self._receiving: set[trio.CancelScope] = set()
@@ -188,18 +191,9 @@ class Server:
         nursery, so cancelling this task stops accepting while requests in flight
         finish (see ``drain``)."""
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-        task_status.started()
-        async with listener:
-            while True:
-                # Back-pressure: at the cap, stop accepting; the kernel queues.
-                token = object()
-                await self._slots.acquire_on_behalf_of(token)
-                try:
-                    stream = await listener.accept()
-                except BaseException:
-                    self._slots.release_on_behalf_of(token)
-                    raise
-                connections.start_soon(self._connection, stream, token)
+        async with listener, trio.open_nursery() as sweeper:
+            sweeper.start_soon(self._held.sweep)
+            await self._held.serve(listener, self._connection, connections, task_status=task_status)
 
     def drain(self) -> None:
         """Shutting down: connections close after the request they are handling;
@@ -207,11 +201,22 @@ class Server:
         self.draining = True
         for scope in list(self._receiving):
             scope.cancel()
+        self._held.close_waiting()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
-    async def _connection(self, stream: trio.SocketStream, token: object) -> None:
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        # Nothing is set up until the client speaks: a flood of silent connections
+        # costs a wait each, and the gate closes the oldest of them to make room.
+        self._held.waiting(stream)
+        try:
+            await trio.lowlevel.wait_readable(stream.socket)
+        except trio.ClosedResourceError:
+            return
+        except BaseException:
+            stream.socket.close()  # cancelled (the agent is stopping)
+            raise
         self.active += 1
         self._idle = trio.Event() if self.active == 1 else self._idle
         self.counters["connections"] += 1
@@ -232,7 +237,6 @@ class Server:
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
                 await stream.aclose()
-            self._slots.release_on_behalf_of(token)
             self.active -= 1
             if self.active == 0:
                 self._idle.set()
@@ -248,7 +252,7 @@ class Server:
             gate.current.set(self.door.connection(uid))  # for this connection's requests
         elif uid != self.uid:
             self.counters["refused"] += 1
-            log.warning("request.peer_refused", uid=uid, pid=pid)
+            self._refusals.warning("request.peer_refused", kind=str(uid), uid=uid, pid=pid)
             self.audit("connect", "forbidden")
             await self._send(
                 stream, timer, protocol.error(Forbidden(f"this agent serves uid {self.uid} only"))
@@ -264,6 +268,7 @@ class Server:
                     return
                 if self.draining:
                     return
+                self._held.waiting(stream)  # until a whole line arrives
                 timer.deadline = trio.current_time() + limits.idle_timeout
                 self._receiving.add(timer)
                 try:
@@ -277,6 +282,7 @@ class Server:
             if newline > limits.max_line:
                 await self._too_large(stream, timer)
                 return
+            self._held.busy(stream)
             line = bytes(buffer[:newline])
             del buffer[: newline + 1]
             if not line.strip():

@@ -16,6 +16,7 @@ from dyncreds.agent import Agent
 from dyncreds.audit import AuditLog
 from dyncreds.leases import Lease
 from dyncreds.protocol import DyncredsError, Unavailable
+from dyncreds.watchers import Watchers
 
 log = logs.get("server")
 
@@ -75,17 +76,22 @@ AUDITED = {
 
 HAND_OUTS = frozenset({"credentials", "credential_process"})
 
+# Ops after which every endpoint must drop what it cached before replying (the
+# lock fence: watchers.py).
+FENCED = (protocol.Lock, protocol.Unlock, protocol.Revoke, protocol.Renew, protocol.Rotate)
+
 
 def make_handler(
     agent: Agent,
     on_reload: Callable[[], Awaitable[list[str]]],
     process_status: Callable[[], dict[str, Any]] = dict,
     audit_log: AuditLog | None = None,
+    watchers: Watchers | None = None,
 ) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
     """The op table, the access check of system mode (``gate.current`` is set for
     each connection), and the audit log around the ops it names (AUDITED) and
     around every refusal."""
-    serve = _op_table(agent, on_reload, process_status)
+    serve = _fenced(_op_table(agent, on_reload, process_status), watchers or Watchers())
     if audit_log is not None and not audit_log.enabled:
         audit_log = None
 
@@ -106,6 +112,9 @@ def make_handler(
 
     async def audited(request: protocol.AnyRequest) -> bytes:
         assert audit_log is not None
+        if isinstance(request, protocol.Report):
+            _record_report(audit_log, request)
+            return protocol.ok({"recorded": len(request.events)})
         op = AUDITED.get(type(request))
         if op is None:
             return await serve(request)
@@ -156,6 +165,43 @@ def _viewer(agent: Agent) -> tuple[list[str] | None, int | None]:
     if visitor is None or visitor.admin:
         return None, None
     return visitor.policy.visible(visitor.asker, agent.config.roles), visitor.uid
+
+
+def _record_report(audit_log: AuditLog, report: protocol.Report) -> None:
+    """An endpoint's hand-outs and refusals, one line per (client, outcome, key),
+    with its count and first/last times; the peer is the endpoint's process."""
+    for event in report.events:
+        audit_log.record(
+            "endpoint",
+            event.outcome,
+            role=event.role,
+            mode=event.mode,
+            count=event.count,
+            first=event.first,
+            last=event.last,
+            client={"address": event.client, "uid": event.client_uid},
+            access_key_id=event.access_key_id,
+            lease_id=event.lease_id,
+            reason=event.reason,
+        )
+
+
+def _fenced(
+    table: Callable[[protocol.AnyRequest], Awaitable[bytes]], watchers: Watchers
+) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
+    """The endpoints' ops (watch, report), and the fence after the FENCED ops."""
+
+    async def handle(request: protocol.AnyRequest) -> bytes:
+        if isinstance(request, protocol.Watch):
+            return protocol.ok({"generation": await watchers.watch(request.id, request.seen)})
+        if isinstance(request, protocol.Report):
+            return protocol.ok({"recorded": 0})  # the audit log is off
+        response = await table(request)
+        if isinstance(request, FENCED):
+            await watchers.bump()  # replies once every endpoint has dropped its cache
+        return response
+
+    return handle
 
 
 def _op_table(

@@ -8,12 +8,14 @@ with the venv's packages on PYTHONPATH.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,29 @@ def user_python() -> str:
         if Path(candidate).exists() and _reachable_by_all(Path(candidate)):
             return candidate
     pytest.fail(f"no {version} that other users may run (the venv's is {sys.executable})")
+
+
+@functools.cache
+def user_shim() -> str:
+    """The shim as another user runs it here. The installed script runs its
+    install's Python with -I (PYTHONPATH ignored); where that Python is out of the
+    users' reach (pyenv under /root) and the install is editable, they run the
+    same module through a system Python of this version instead."""
+    installed = Path(sys.executable).parent / "dyncreds-shim"
+    if _reachable_by_all(Path(sys.executable)):
+        return str(installed)
+    folder = Path(tempfile.gettempdir()) / f"dyncreds-user-shim-{os.getpid()}"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    wrapper = folder / "dyncreds-shim"
+    wrapper.write_text(
+        f"#!{user_python()}\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO / 'shim')!r})\n"
+        "import dyncreds_shim\n"
+        "sys.exit(dyncreds_shim.main())\n"
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 def user_env(**extra: str) -> dict[str, str]:

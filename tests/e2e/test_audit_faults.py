@@ -115,6 +115,8 @@ def test_a_refused_peer_is_recorded_with_its_uid(
         f"os.setgid({NOBODY}); os.setuid({NOBODY})\n"
         "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
         f"s.connect({str(agent.socket)!r})\n"
+        # The peer is judged at its first request (a silent connection costs nothing).
+        's.sendall(b\'{"op": "ping"}\\n\')\n'
         "print(s.recv(65536).decode())\n"
     )
     result = subprocess.run([sys.executable, "-c", client], capture_output=True, timeout=30)

@@ -188,9 +188,9 @@ def test_long_running_child_crosses_lease_replacements(
 
 
 class Served:
-    def __init__(self, agent: AgentProcess, *extra: str):
+    def __init__(self, agent: AgentProcess, *extra: str, prefix: tuple[str, ...] = ()):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dyncreds", "serve", "ec2", *extra],
+            [*prefix, sys.executable, "-m", "dyncreds", "serve", "ec2", *extra],
             env=agent.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -236,8 +236,8 @@ class Served:
 def served(endpoint_agent: AgentProcess) -> Iterator[Callable[..., Served]]:
     made: list[Served] = []
 
-    def start(*extra: str) -> Served:
-        made.append(Served(endpoint_agent, *extra))
+    def start(*extra: str, prefix: tuple[str, ...] = ()) -> Served:
+        made.append(Served(endpoint_agent, *extra, prefix=prefix))
         return made[-1]
 
     yield start

@@ -27,9 +27,9 @@ import pytest
 from dyncreds.client import Client
 from dyncreds.standin import StandIn
 from dyncreds_shim import SYSTEM_SOCKET
-from tests.conftest import SHIM, AgentProcess, iam_user_role, make_assumable_role, temp_users
+from tests.conftest import AgentProcess, iam_user_role, make_assumable_role, temp_users
 from tests.conftest import wait_for as wait_until
-from tests.e2e.hostusers import Host, as_user, host_fixture, user_env, user_python
+from tests.e2e.hostusers import Host, as_user, host_fixture, user_env, user_python, user_shim
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def need(tool: str) -> str:
 def shim(
     host: Host, user: str, role: str, socket: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return host.run(user, SHIM, role, socket=socket)
+    return host.run(user, user_shim(), role, socket=socket)
 
 
 def key_of(result: subprocess.CompletedProcess[str]) -> str:
@@ -188,7 +188,7 @@ def test_a_system_agent_serves_each_user_by_the_rules(
     agent.start()
 
     # A herd of one consumer's shims: one issuance, one key.
-    herd = host.run(bob, user_python(), "-c", HERD, SHIM, "ec2", timeout=180)
+    herd = host.run(bob, user_python(), "-c", HERD, user_shim(), "ec2", timeout=180)
     assert herd.returncode == 0, herd.stderr
     (bob_key,) = json.loads(herd.stdout)
     # Allowed users get their own keys through the shim, the CLI and exec.
@@ -275,7 +275,7 @@ def _check_isolation(
     assert bob_lease not in seen.stdout and bob_key not in seen.stdout
     assert status["retiring"] == [] and status["revocations"] == []
 
-    profiles = cli(host, alice, "aws-config", "--shim", SHIM)  # roles from the agent
+    profiles = cli(host, alice, "aws-config", "--shim", user_shim())  # roles from the agent
     assert profiles.returncode == 0, profiles.stderr
     assert "[profile ec2]" in profiles.stdout and "secret" not in profiles.stdout
 
@@ -387,8 +387,8 @@ def test_socket_activation_as_the_service_user(
     assert uid_line.split()[1] == str(pwd.getpwnam(service).pw_uid)
     assert stat.S_IMODE(agent.socket.stat().st_mode) == 0o666
     sock = str(agent.socket)
-    assert key_of(host.run(erin, SHIM, "ec2", socket=sock))
-    assert forbidden(host.run(frank, SHIM, "ec2", socket=sock), frank, "ec2")
+    assert key_of(host.run(erin, user_shim(), "ec2", socket=sock))
+    assert forbidden(host.run(frank, user_shim(), "ec2", socket=sock), frank, "ec2")
 
 
 # --------------------------------------------------------------------------- IMDS

@@ -2,8 +2,10 @@
 
 ``exec ROLE -- CMD`` stays CMD's parent: it serves the ECS container-credentials
 protocol on a random loopback port with a random token, hands CMD the URL and
-the token (and no key variables, no AWS_PROFILE), forwards signals, and exits
-with CMD's status (128+N when CMD died of signal N). The token dies with exec.
+the token (and no identity of any SDK: commands/sdkenv.py), forwards signals
+(not the terminal's Ctrl-C, which CMD gets itself: exec keeps serving until CMD
+exits), and exits with CMD's status (128+N when CMD died of signal N). The token
+dies with exec; CMD gets SIGTERM if exec is killed.
 ``--env`` gives CMD static keys instead (0.1's behaviour). ``serve`` runs the
 same endpoint in the foreground for containers, IDEs and tools that only know
 IMDS (``--imds``). The trio side lives in ``endpoint_run`` and is imported only
@@ -15,7 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from dyncreds.client import EXIT_CANNOT_EXECUTE, EXIT_COMMAND_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from dyncreds.client import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_COMMAND_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    Client,
+)
 from dyncreds.commands.common import CliError, Commands, get_paths
 from dyncreds.commands.completion import offer_files, offer_roles
 from dyncreds.commands.lease import exec_env, fetch_credentials, role_region
@@ -41,9 +49,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
             ) from None
     import trio
 
-    from dyncreds.commands.endpoint_run import run_exec
+    from dyncreds.commands.endpoint_run import block_terminal_signals, run_exec
 
     socket = str(get_paths(args).socket)
+    block_terminal_signals()
     return trio.run(run_exec, socket, args.role, command, region, args.token_file)
 
 
@@ -61,10 +70,40 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# IMDS answers must keep more than 21 minutes (endpoint.IMDS_MIN_REMAINING); a
+# role whose leases live less than this would be renewed every few minutes.
+IMDS_MIN_TTL = 30 * 60
+
+
+def check_imds(args: argparse.Namespace, host: str) -> None:
+    """IMDSv2 has no secret (anyone who reaches it may PUT for a session token):
+    loopback only, where the kernel says who connects; and a ttl long enough."""
+    from dyncreds.peer import is_loopback
+
+    if not is_loopback(host):
+        raise CliError(
+            f"serve --imds listens on loopback only (got --listen {args.listen}): IMDS has "
+            "no secret to guard it elsewhere; use the ECS endpoint (serve without --imds)",
+            EXIT_USAGE,
+        )
+    with Client(get_paths(args).socket) as client:
+        roles = client.request("roles")["roles"]
+    ttl = next((r.get("ttl") for r in roles if r.get("name") == args.role), None)
+    if isinstance(ttl, int) and ttl < IMDS_MIN_TTL:
+        raise CliError(
+            f"role {args.role}: its ttl ({ttl // 60}m) cannot give IMDS clients the more "
+            "than 21 minutes botocore needs (it stretches shorter credentials past their "
+            f'expiry); set ttl = "{IMDS_MIN_TTL // 60}m" or more, or serve it without --imds',
+            EXIT_USAGE,
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     socket = str(get_paths(args).socket)
     fetch_credentials(args)  # fail fast: unknown role, agent not running
+    if args.imds:
+        check_imds(args, host)
     import trio
 
     from dyncreds.commands.endpoint_run import run_serve
