@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean screenshots
+.PHONY: demo check test lint bench clean screenshots
 
 $(STAMP): pyproject.toml shim/dyncreds_shim.py shim/dyncreds-shim
 	@$(PYTHON) -c 'import sys; sys.exit("dyncreds needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -28,6 +28,13 @@ PYTEST_ARGS ?= -n 3 --dist loadfile
 
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The edit-test loop: lint, unit and mock-clock tests. No moto, no processes, no
+# clients: tests/conftest.py fails a test that starts one without its mark.
+CHECK_MARKS := not e2e and not process and not clients
+
+check: lint
+	$(BIN)/python -m pytest -q -n 2 --ignore=tests/e2e -m "$(CHECK_MARKS)"
 
 # The web console's pages as its browser test sees them (committed; the README shows two).
 screenshots: $(STAMP)

@@ -1,7 +1,7 @@
 """`make bench` (all) or `make bench BENCH=name`: one JSON object per benchmark.
 
 Benchmarks: shim, throughput, herd, issuance, scale, contention, endpoint, fleet,
-system.
+system, cli.
 Each starts what it needs (moto's server, an agent on a temp socket) and stops
 it. The machine is shared and noisy: read medians and ratios, not single times.
 """
@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.cli import bench_cli
 from bench.fleet import bench_fleet
 from bench.harness import (
     IAM_ROLE,
@@ -31,6 +32,7 @@ from bench.harness import (
     agent,
     cpu_note,
     emit,
+    fresh_install,
     rss_mib,
     summary,
     time_command,
@@ -44,19 +46,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- shim
-
-
-def fresh_install() -> Path:
-    """dyncreds installed as a user installs it: a regular (non-editable) install
-    in a fresh venv."""
-    venv = Path(tempfile.mkdtemp(prefix="dcb-venv-", dir="/tmp"))
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return venv
 
 
 def cpu_interleaved(commands: list[list[str]], runs: int, env: dict[str, str]) -> list[list[float]]:
@@ -561,6 +550,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "endpoint": bench_endpoint,
     "fleet": bench_fleet,
     "system": bench_system,
+    "cli": bench_cli,
 }
 
 

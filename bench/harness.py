@@ -7,6 +7,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 from dyncreds import client
 from dyncreds.standin import EC2_ONLY, StandIn, agent_env, running_agent, write_config
 
+ROOT = Path(__file__).resolve().parents[1]
 IAM_ROLE = f"credential_type = \"iam_user\"\npolicy_document = '''{json.dumps(EC2_ONLY)}'''\n"
 SESSION_ROLE = 'credential_type = "session_token"\n'
 
@@ -44,6 +46,19 @@ class Env:
                 break
             marker = {"Marker": page["Marker"]}
         return sum(1 for u in users if u["UserName"] != "vaultuser")
+
+
+def fresh_install() -> Path:
+    """dyncreds installed as a user installs it: a regular (non-editable) install
+    in a fresh venv (an editable install's import hook costs start-up time)."""
+    venv = Path(tempfile.mkdtemp(prefix="dcb-venv-", dir="/tmp"))
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return venv
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file
-from dyncreds.client import Client, ClientError
+from dyncreds.client import Client, CliError
 from dyncreds.leases import Secret
 from dyncreds.standin import TRUST_VAULTUSER, StandIn
 
@@ -72,6 +72,35 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
 
 
+# --------------------------------------------------------------------------- `make check`
+
+# `make check` runs the tests without these marks: they start moto's server, a
+# process or a real client. A test without one that does fails, so the fast loop
+# stays fast and in process (the marks are checked here, not trusted).
+SLOW_MARKS = ("e2e", "process", "clients")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "e2e" in item.path.parts:  # tests/e2e/ is end to end, whatever the file says
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def stays_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if any(request.node.get_closest_marker(mark) for mark in SLOW_MARKS):
+        return
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a process: mark it process (`make check` skips those)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(os, "posix_spawn", refuse)
+
+
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     """Unix socket paths are limited to ~107 bytes: pytest's tmp_path is too long."""
@@ -95,8 +124,13 @@ def moto_server() -> Iterator[StandIn]:
 
 
 @pytest.fixture
-def aws(moto_server: StandIn) -> StandIn:
+def aws(request: pytest.FixtureRequest) -> StandIn:
     """A fresh account: reset, the admin user 'vaultuser', IAM enforcement on."""
+    if not request.node.get_closest_marker("e2e"):
+        pytest.fail(
+            f"{request.node.nodeid} uses moto's server: mark it e2e (`make check` skips those)"
+        )
+    moto_server: StandIn = request.getfixturevalue("moto_server")
     moto_server.reset()
     moto_server.bootstrap()
     return moto_server
@@ -244,7 +278,7 @@ def raw_request(path: Path, request: dict[str, Any], timeout: float = 60) -> dic
     try:
         with Client(path, timeout) as client:
             return client.call(**request)
-    except ClientError as exc:
+    except CliError as exc:
         raise ConnectionError(str(exc)) from None
 
 

@@ -238,6 +238,7 @@ async def test_a_static_user_is_one_lease_for_everyone(
 # --------------------------------------------------------------------------- IMDS
 
 
+@pytest.mark.process  # runs nft, when installed
 def test_the_imds_warning_is_for_a_system_agent_whose_root_is_an_instance_role() -> None:
     instance = "arn:aws:sts::123456789012:assumed-role/web/i-0123456789abcdef0"
     assert imds.INSTANCE_ROLE.search(instance)

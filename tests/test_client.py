@@ -29,7 +29,7 @@ def test_not_running_is_exit_3_with_the_hint(tmp_path: Path) -> None:
     assert status == client.EXIT_NOT_RUNNING and client.START_HINT in message
     try:
         client.request(tmp_path / "none.sock", "ping")
-    except client.ClientError as exc:
+    except client.CliError as exc:
         assert exc.status == client.EXIT_NOT_RUNNING and client.START_HINT in str(exc)
     else:
         raise AssertionError("no error for a missing socket")

@@ -176,6 +176,7 @@ def test_username_template_checked(tmp_path: Path) -> None:
     assert "{random} or {unix_time}" in problems(tmp_path)[0]
 
 
+@pytest.mark.process
 def test_check_command_exit_codes(tmp_path: Path) -> None:
     write(tmp_path, r='credential_type = "session_token"\nttl = "1m"\n')
     run = [sys.executable, "-m", "dyncreds", "--config-dir", str(tmp_path), "check"]
@@ -188,6 +189,7 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
     assert "ok, 1 role (r)" in good.stdout  # not "1 roles"
 
 
+@pytest.mark.process
 def test_credentials_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     write(tmp_path, main='[root]\ncredentials_file = "root.toml"\n')
     creds = tmp_path / "root.toml"

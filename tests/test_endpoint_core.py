@@ -115,6 +115,7 @@ print(late.recv(10).decode().strip(), flush=True)
 """
 
 
+@pytest.mark.process  # a holder process opens the connections
 async def test_out_of_descriptors_the_gate_closes_waiters_and_logs_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

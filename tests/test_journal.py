@@ -31,7 +31,7 @@ def fleet_table(base: Path, aws: StandIn) -> Any:
     return aws.fleet_table(base, table="journal-contract", name="t")
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=["sqlite", pytest.param("dynamodb", marks=pytest.mark.e2e)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "sqlite":
         path = tmp_path / "j.sqlite3"
@@ -138,6 +138,7 @@ async def test_a_failing_disk_is_an_error_the_agent_can_report(tmp_path: Path) -
         await journal.creating("r/1", "r", "u", now=1, revoke_at=2)
 
 
+@pytest.mark.e2e
 async def test_a_fleet_record_taken_over_is_fenced_off(tmp_path: Path, aws: StandIn) -> None:
     """Agent a is cut off; agent b adopts a's record (the conditional write on the
     owner). a's next write fails, drops the record and tells the agent; a can no
@@ -167,6 +168,7 @@ async def test_a_fleet_record_taken_over_is_fenced_off(tmp_path: Path, aws: Stan
     assert await table.records("agent-a", "agent-b") == []
 
 
+@pytest.mark.e2e
 async def test_a_record_created_while_the_fleet_journal_loads_is_kept(
     tmp_path: Path, aws: StandIn
 ) -> None:

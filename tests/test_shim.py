@@ -31,6 +31,7 @@ def test_socket_path_rule_is_shared_with_the_agent(tmp_path: Path) -> None:
         assert str(paths.resolve(env=env).socket) == dyncreds_shim.socket_path(env)
 
 
+@pytest.mark.process
 def test_hot_path_imports_stdlib_builtins_only() -> None:
     tree = ast.parse(Path(dyncreds_shim.__file__).read_text())
     top_level = {
@@ -67,6 +68,7 @@ def test_invalid_role_names(name: str) -> None:
     assert not dyncreds_shim.valid_role_name(name)
 
 
+@pytest.mark.process
 def test_usage_errors() -> None:
     result = run_shim()
     assert result.returncode == 2
@@ -77,6 +79,7 @@ def test_usage_errors() -> None:
     assert result.stderr.startswith(b"dyncreds-shim: invalid role name")
 
 
+@pytest.mark.process
 def test_agent_not_running(short_dir: Path) -> None:
     env = {"DYNCREDS_SOCKET": str(short_dir / "none.sock"), "PATH": "/usr/bin:/bin"}
     result = run_shim("r", env=env)
@@ -110,6 +113,7 @@ def fake_agent(path: Path, reply: bytes | None) -> threading.Thread:
     return thread
 
 
+@pytest.mark.process
 def test_agent_error_is_one_line_on_stderr(short_dir: Path) -> None:
     path = short_dir / "a.sock"
     fake_agent(
@@ -122,6 +126,7 @@ def test_agent_error_is_one_line_on_stderr(short_dir: Path) -> None:
     assert result.stderr == b"dyncreds-shim: unknown role 'x' (known: a) (unknown_role)\n"
 
 
+@pytest.mark.process
 def test_timeout_is_bounded(short_dir: Path) -> None:
     path = short_dir / "a.sock"
     fake_agent(path, None)
@@ -134,6 +139,7 @@ def test_default_timeout_is_well_under_go_sdk_minute() -> None:
     assert dyncreds_shim.DEFAULT_TIMEOUT <= 50
 
 
+@pytest.mark.process
 def test_success_bytes_pass_through_unchanged(short_dir: Path) -> None:
     path = short_dir / "a.sock"
     line = (
@@ -147,6 +153,7 @@ def test_success_bytes_pass_through_unchanged(short_dir: Path) -> None:
     assert result.stderr == b""
 
 
+@pytest.mark.process
 def test_without_xdg_runtime_dir_the_rule_is_stdlib_only(tmp_path: Path) -> None:
     env = {"TMPDIR": str(tmp_path)}
     path = dyncreds_shim.socket_path(env)

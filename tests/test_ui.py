@@ -13,7 +13,7 @@ import pytest
 from starlette.routing import Route
 
 from dyncreds import paths
-from dyncreds.client import ClientError
+from dyncreds.client import CliError
 from dyncreds.kinds import KINDS
 from dyncreds.ui import charts, forms
 from dyncreds.ui.app import build, routes
@@ -161,6 +161,7 @@ def test_the_charts_are_plain_svg_with_their_text_escaped() -> None:
     assert charts.timeline([], now) == "" and charts.handouts(charts.bucket([], 0, 1)) == ""
 
 
+@pytest.mark.process
 def test_the_console_loads_no_boto3_and_no_agent() -> None:
     """boto3 comes only with configure's key check, lazily, as for the CLI."""
     code = (
@@ -181,11 +182,12 @@ def test_an_edit_keeps_what_the_form_does_not_show() -> None:
     assert "ttl" not in forms.keep_unshown(from_form, written)  # cleared in the form: gone
 
 
+@pytest.mark.process
 def test_the_console_listens_on_loopback_only() -> None:
     assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
     assert parse_listen("[::1]:8765") == ("::1", 8765)
     for listen in ("0.0.0.0:8080", "[::]:8080", "192.168.1.2:80", "localhost:80", "127.0.0.1"):
-        with pytest.raises(ClientError, match="--listen") as refused:
+        with pytest.raises(CliError, match="--listen") as refused:
             parse_listen(listen)
         assert refused.value.status == 2
     result = subprocess.run(  # and the command says so, exit status 2
@@ -198,6 +200,7 @@ def test_the_console_listens_on_loopback_only() -> None:
     assert result.stderr.startswith("dyncreds: --listen '0.0.0.0:8080': the console listens")
 
 
+@pytest.mark.process
 def test_without_the_ui_extra_the_command_says_what_to_install() -> None:
     code = (
         "import sys; sys.modules['starlette'] = None\n"  # as if not installed

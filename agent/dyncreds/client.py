@@ -15,13 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Every exit status of the CLI; the shim uses the same 1-3 (and its own 4, timeout).
 EXIT_OK, EXIT_AGENT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+# The shell's conventions, which `exec` keeps: CMD cannot run, CMD not found, CMD
+# (or the CLI itself, on Ctrl-C) died of signal N.
+EXIT_CANNOT_EXECUTE, EXIT_COMMAND_NOT_FOUND, EXIT_SIGNAL_BASE = 126, 127, 128
 START_HINT = "start it with `systemctl --user start dyncreds-agent.socket` or `dyncreds agent`"
 
 
-class ClientError(Exception):
-    """Something the user should read; ``status`` is the exit code, ``code`` the
-    agent's error code when the agent answered with one."""
+class CliError(Exception):
+    """Something the user should read: raised by this client and by the CLI's
+    commands. ``status`` is the exit code, ``code`` the agent's error code when the
+    agent answered with one."""
 
     def __init__(self, message: str, status: int = EXIT_AGENT_ERROR, code: str | None = None):
         super().__init__(message)
@@ -72,13 +77,13 @@ class Client:
                 _connect(sock, str(self.path), self.timeout)
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
-                raise ClientError(
+                raise CliError(
                     f"the dyncreds agent is not running (no socket at {self.path}); {START_HINT}",
                     EXIT_NOT_RUNNING,
                 ) from None
             except OSError as exc:
                 sock.close()
-                raise ClientError(
+                raise CliError(
                     f"cannot connect to {self.path}: {exc.strerror or exc}", EXIT_NOT_RUNNING
                 ) from None
             self._sock = sock
@@ -93,14 +98,14 @@ class Client:
                 chunk = sock.recv(65536)
                 if not chunk:
                     self.close()
-                    raise ClientError("the agent closed the connection without answering")
+                    raise CliError("the agent closed the connection without answering")
                 self._buffer += chunk
         except TimeoutError:
             self.close()
-            raise ClientError(f"the agent did not answer within {self.timeout:g}s") from None
+            raise CliError(f"the agent did not answer within {self.timeout:g}s") from None
         except OSError as exc:
             self.close()
-            raise ClientError(f"talking to the agent failed: {exc.strerror or exc}") from None
+            raise CliError(f"talking to the agent failed: {exc.strerror or exc}") from None
         line, _, self._buffer = self._buffer.partition(b"\n")
         response: dict[str, Any] = json.loads(line)
         return response
@@ -110,11 +115,11 @@ class Client:
         return self.send_line(json.dumps({"op": op, **fields}).encode())
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """One request; an error response raises ``ClientError``."""
+        """One request; an error response raises ``CliError``."""
         response = self.call(op, **fields)
         if not response.get("ok", "Version" in response):
             error = response.get("error") or {}
-            raise ClientError(
+            raise CliError(
                 str(error.get("message", "the agent reported an error")),
                 code=str(error.get("code", "internal")),
             )

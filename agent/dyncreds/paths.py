@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import platformdirs
 
@@ -29,8 +29,9 @@ SYSTEM_CONFIG = "/etc/dyncreds"
 SYSTEM_STATE = "/var/lib/dyncreds"
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(NamedTuple):
+    # A NamedTuple, not a dataclass: every CLI command resolves its paths, and
+    # importing dataclasses (inspect, ast ...) was a fifth of `status`'s start-up.
     config_dir: Path
     state_dir: Path
     socket: Path

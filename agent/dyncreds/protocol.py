@@ -9,10 +9,13 @@ and nowhere else.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
 import msgspec
+
+# Stamps on the wire are RFC 3339; the one home of that format is timefmt.py.
+from dyncreds.timefmt import parse_rfc3339 as parse_rfc3339
+from dyncreds.timefmt import rfc3339 as rfc3339
 
 MAX_LINE = 64 * 1024
 
@@ -257,15 +260,6 @@ def _explain_decode_failure(line: bytes, exc: msgspec.DecodeError) -> DyncredsEr
 
 
 # --------------------------------------------------------------------------- responses
-
-
-def rfc3339(epoch: float) -> str:
-    """Seconds since the epoch -> ``2026-11-29T12:00:00Z``."""
-    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def ok(body: dict[str, Any] | None = None) -> bytes:

@@ -13,12 +13,12 @@ from typing import Any
 import tomlkit
 
 from dyncreds import config, paths
-from dyncreds.client import EXIT_USAGE, ClientError
+from dyncreds.client import EXIT_USAGE, CliError
 from dyncreds.config.problems import read_text
 from dyncreds.files import atomic_write
 
 
-class ConfigureError(ClientError):
+class ConfigureError(CliError):
     """A refused role: one line per problem, nothing written (exit status 2)."""
 
     def __init__(self, message: str) -> None:

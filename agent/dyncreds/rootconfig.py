@@ -35,7 +35,7 @@ from dyncreds.aws.rootkeys import (
     write_credentials_file,
     write_keyring,
 )
-from dyncreds.client import EXIT_USAGE, ClientError
+from dyncreds.client import EXIT_USAGE, CliError
 from dyncreds.config.problems import read_text
 from dyncreds.files import atomic_write
 from dyncreds.protocol import DyncredsError
@@ -86,7 +86,7 @@ region = "us-east-1"
 """
 
 
-class ConfigureError(ClientError):
+class ConfigureError(CliError):
     """A refused change: one line, nothing written (exit status 2 in the CLI)."""
 
     def __init__(self, message: str) -> None:

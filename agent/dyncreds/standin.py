@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file
-from dyncreds.client import Client, ClientError
+from dyncreds.client import Client, CliError
 from dyncreds.leases import Secret
 
 ACCOUNT = "123456789012"
@@ -225,7 +225,7 @@ def wait_for_socket(path: Path, process: subprocess.Popen[bytes], deadline: floa
             with Client(path, timeout=2) as client:
                 if client.call("ping").get("ok"):
                     return
-        except (ClientError, OSError):
+        except (CliError, OSError):
             pass
         time.sleep(0.05)
     raise RuntimeError("the agent did not start listening in time")

@@ -37,7 +37,7 @@ def audit_lines(agent: AgentProcess) -> list[dict[str, Any]]:
 
 def hammer(agent: AgentProcess, stop: threading.Event, answered: list[int]) -> None:
     """Credential requests on one connection after another until told to stop."""
-    from dyncreds.client import Client, ClientError
+    from dyncreds.client import Client, CliError
 
     while not stop.is_set():
         try:
@@ -45,7 +45,7 @@ def hammer(agent: AgentProcess, stop: threading.Event, answered: list[int]) -> N
                 while not stop.is_set():
                     if client.call(op="credentials", role="ec2").get("ok"):
                         answered.append(1)
-        except (ClientError, OSError):
+        except (CliError, OSError):
             return  # the agent went away
 
 

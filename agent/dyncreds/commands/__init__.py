@@ -1,25 +1,46 @@
 """``dyncreds``: the command line. One module per area - ``lease`` (status,
-creds, exec, revoke, renew), ``roles`` (check, reload, aws-config, role ...),
-``root`` (init, configure root, rotate-root) - and this one, which builds the
-parser and runs the chosen command.
+creds, revoke, renew, rotate), ``endpoint`` (exec, serve), ``login``, ``audit``,
+``roles`` (check, reload, aws-config, role ...), ``root`` (init, configure root,
+rotate-root, unlock, lock), ``fleet``, ``setup`` (install-units), ``completion`` -
+each adding its commands with ``add_commands(cli)``; this one builds the parser
+and runs the chosen command.
 
-Talks to the agent through client.py. Exit codes: 0 success, 1 the agent
-answered with an error, 2 usage or configuration error, 3 the agent is not
-running (the message says how to start it).
+Talks to the agent through client.py, which names every exit status: 0 success,
+1 the agent answered with an error, 2 usage or configuration error, 3 the agent is
+not running (the message says how to start it); ``exec`` keeps the shell's 126,
+127 and 128+N.
+
+Nothing heavy is imported at start-up (see commands/common.py): a command imports
+what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from dyncreds import __version__
-from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
-from dyncreds.commands import audit, endpoint, fleet, lease, login, roles, root, setup
-from dyncreds.commands.common import CliError, get_paths
+from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE
+from dyncreds.commands import (
+    audit,
+    completion,
+    endpoint,
+    fleet,
+    lease,
+    login,
+    roles,
+    root,
+    setup,
+)
+from dyncreds.commands.common import CliError, Commands, get_paths
+from dyncreds.commands.completion import offer_directories, offer_files
+
+# In the order `dyncreds --help` lists them (after `agent`).
+MODULES = (lease, endpoint, login, audit, roles, root, fleet, setup, completion)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -57,19 +78,52 @@ def cmd_version(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # Global flags may stand before or after the command. SUPPRESS keeps a
-    # subcommand's parser from resetting a flag given before it; main() fills in
-    # the defaults afterwards.
+def global_flags() -> argparse.ArgumentParser:
+    """The flags every command takes, before or after its name. SUPPRESS keeps a
+    subcommand's parser from resetting a flag given before it; main() fills in the
+    defaults afterwards."""
     common = argparse.ArgumentParser(add_help=False)
     hide = argparse.SUPPRESS
-    common.add_argument(
-        "--config-dir", default=hide, help="configuration directory (DYNCREDS_CONFIG_DIR)"
+    offer_directories(
+        common.add_argument(
+            "--config-dir", default=hide, help="configuration directory (DYNCREDS_CONFIG_DIR)"
+        )
     )
-    common.add_argument("--state-dir", default=hide, help="state directory (DYNCREDS_STATE_DIR)")
-    common.add_argument("--socket", default=hide, help="agent socket path (DYNCREDS_SOCKET)")
+    offer_directories(
+        common.add_argument(
+            "--state-dir", default=hide, help="state directory (DYNCREDS_STATE_DIR)"
+        )
+    )
+    offer_files(
+        common.add_argument("--socket", default=hide, help="agent socket path (DYNCREDS_SOCKET)")
+    )
     common.add_argument("--json", action="store_true", default=hide, help="machine-readable output")
+    return common
 
+
+def named_command(argv: Sequence[str]) -> str | None:
+    """The command a command line names, read with the global flags alone (and
+    ``--version`` answered here); None when there is none to read (``--help``, a
+    bad global flag), and the whole parser then answers."""
+    first = argparse.ArgumentParser(
+        prog="dyncreds", parents=[global_flags()], add_help=False, exit_on_error=False
+    )
+    first.add_argument("--version", action="version", version=f"dyncreds {__version__}")
+    first.add_argument("command", nargs="?")
+    first.add_argument("rest", nargs=argparse.REMAINDER)
+    try:
+        known, _ = first.parse_known_args(argv)
+    except argparse.ArgumentError:
+        return None
+    command: str | None = known.command
+    return command
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser: every command's, or only ``command``'s (the others are not built:
+    argparse's ~40 parsers were most of the CLI's start-up). An unknown ``command``
+    gets the whole parser, whose error lists the commands."""
+    common = global_flags()
     parser = argparse.ArgumentParser(
         prog="dyncreds",
         parents=[common],
@@ -77,35 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     sub.required = True
-
-    def add(name: str, fn: Any, help_text: str, flags: bool = True) -> argparse.ArgumentParser:
-        # flags=False: a command the global flags mean nothing to (demo, version ...).
-        parents = [common] if flags else []
-        p = sub.add_parser(name, parents=parents, help=help_text, description=help_text)
-        p.set_defaults(fn=fn)
-        return p
-
-    p = add("agent", cmd_agent, "run the agent in the foreground (systemd runs it this way)")
+    parser.add_argument("--version", action="version", version=f"dyncreds {__version__}")
+    cli = Commands(build_parser, sub, common, only=command)
+    p = cli.add("agent", cmd_agent, "run the agent in the foreground (systemd runs it this way)")
     p.add_argument("--log-format", choices=["text", "json"], help="log line format")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
-    parser.add_argument("--version", action="version", version=f"dyncreds {__version__}")
-    lease.add_commands(add)
-    endpoint.add_commands(add)
-    login.add_commands(add)
-    audit.add_commands(add)
-    roles.add_commands(add, sub, common)
-    root.add_commands(add, sub, common)
-    fleet.add_commands(sub, common)
-    setup.add_commands(add)
-    p = add("ui", cmd_ui, "serve the web console on loopback and open it in a browser")
+    for module in MODULES:
+        module.add_commands(cli)
+    p = cli.add("ui", cmd_ui, "serve the web console on loopback and open it in a browser")
     p.add_argument("--listen", default="127.0.0.1:0", help="127.0.0.1:PORT (default: a free port)")
     p.add_argument("--no-open", action="store_true", help="print the address, open no browser")
-    p = add("demo", cmd_demo, "the whole flow, offline, on an embedded AWS stand-in", False)
+    p = cli.add(
+        "demo", cmd_demo, "the whole flow, offline, on an embedded AWS stand-in", flags=False
+    )
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--console", action="store_true", help="then serve the web console on it until Ctrl-C"
     )
-    add("version", cmd_version, "print the version", False)
+    cli.add("version", cmd_version, "print the version", flags=False)
+    if command is not None and not cli.built:
+        return build_parser()
     return parser
 
 
@@ -140,8 +185,8 @@ def report(exc: CliError, *, as_json: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(named_command(argv))
     # `exec ROLE -- CMD`: argparse must not read CMD's own flags.
     if "exec" in argv and "--" in argv:
         split = argv.index("--")
@@ -159,6 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         report(exc, as_json=args.json)
         return exc.status
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGNAL_BASE + signal.SIGINT
     except BrokenPipeError:
         return EXIT_OK

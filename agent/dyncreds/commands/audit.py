@@ -6,13 +6,14 @@ import argparse
 import time
 from typing import Any
 
-from dyncreds import audit, config
 from dyncreds.client import EXIT_OK, EXIT_USAGE
-from dyncreds.commands.common import CliError, get_paths, load, print_json
-from dyncreds.protocol import parse_rfc3339
+from dyncreds.commands.common import CliError, Commands, get_paths, load, print_json
+from dyncreds.commands.completion import offer_roles
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from dyncreds import audit, config  # the audit log's writer side needs trio
+
     cfg = load(args)
     if not cfg.main.audit.file:
         raise CliError('the audit log is off ([audit] file = "" in config.toml)', EXIT_USAGE)
@@ -45,13 +46,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _when(entry: dict[str, Any]) -> float:
+    from dyncreds.timefmt import parse_rfc3339
+
     try:
         return parse_rfc3339(str(entry.get("time")))
     except ValueError:
         return 0.0
 
 
-def add_commands(add: Any) -> None:
-    p = add("audit", cmd_audit, "who asked for which credentials, from the audit log")
-    p.add_argument("--role", help="only this role")
+def add_commands(cli: Commands) -> None:
+    p = cli.add("audit", cmd_audit, "who asked for which credentials, from the audit log")
+    offer_roles(p.add_argument("--role", help="only this role"))
     p.add_argument("--since", help='only this recent, e.g. "1h"')

@@ -15,14 +15,18 @@ when one of these runs, so that other commands start fast.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-from typing import Any
 
-from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import CliError, get_paths
+from dyncreds.client import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_COMMAND_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    Client,
+)
+from dyncreds.commands.common import CliError, Commands, get_paths
+from dyncreds.commands.completion import offer_files, offer_roles
 from dyncreds.commands.lease import exec_env, fetch_credentials, role_region
-from dyncreds.peer import is_loopback
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -38,9 +42,11 @@ def cmd_exec(args: argparse.Namespace) -> int:
         try:
             os.execvpe(command[0], command, env)
         except FileNotFoundError:
-            raise CliError(f"command not found: {command[0]}", 127) from None
+            raise CliError(f"command not found: {command[0]}", EXIT_COMMAND_NOT_FOUND) from None
         except PermissionError:
-            raise CliError(f"cannot execute {command[0]}: permission denied", 126) from None
+            raise CliError(
+                f"cannot execute {command[0]}: permission denied", EXIT_CANNOT_EXECUTE
+            ) from None
     import trio
 
     from dyncreds.commands.endpoint_run import block_terminal_signals, run_exec
@@ -51,6 +57,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
+    import ipaddress
+
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
         raise CliError(f"--listen wants ADDRESS:PORT, got {text!r}", EXIT_USAGE)
@@ -70,6 +78,8 @@ IMDS_MIN_TTL = 30 * 60
 def check_imds(args: argparse.Namespace, host: str) -> None:
     """IMDSv2 has no secret (anyone who reaches it may PUT for a session token):
     loopback only, where the kernel says who connects; and a ttl long enough."""
+    from dyncreds.peer import is_loopback
+
     if not is_loopback(host):
         raise CliError(
             f"serve --imds listens on loopback only (got --listen {args.listen}): IMDS has "
@@ -104,14 +114,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-def add_commands(add: Any) -> None:
-    p = add(
+def add_commands(cli: Commands) -> None:
+    p = cli.add(
         "exec",
         cmd_exec,
         "run a command that gets the role's credentials from a loopback endpoint "
         "(refreshed as it runs), or as static variables with --env",
     )
-    p.add_argument("role", help="the role's name")
+    offer_roles(p.add_argument("role", help="the role's name"))
     p.add_argument("--env", action="store_true", help="static key variables instead of an endpoint")
     p.add_argument(
         "--token-file",
@@ -120,14 +130,16 @@ def add_commands(add: Any) -> None:
     )
     # Everything after "--" is the command (main() splits it off before parsing).
     p.add_argument("command", nargs="*", help="-- CMD [ARG...]")
-    p = add("serve", cmd_serve, "a credential endpoint in the foreground (ECS, or IMDSv2)")
-    p.add_argument("role", help="the role's name")
+    p = cli.add("serve", cmd_serve, "a credential endpoint in the foreground (ECS, or IMDSv2)")
+    offer_roles(p.add_argument("role", help="the role's name"))
     p.add_argument(
         "--listen",
         default="127.0.0.1:0",
         help="ADDRESS:PORT to listen on (default: loopback, a free port)",
     )
     p.add_argument("--imds", action="store_true", help="serve IMDSv2 instead of the ECS protocol")
-    p.add_argument(
-        "--token-file", help="write the ECS token to this file (0600) instead of printing it"
+    offer_files(
+        p.add_argument(
+            "--token-file", help="write the ECS token to this file (0600) instead of printing it"
+        )
     )

@@ -18,7 +18,13 @@ import trio
 
 from dyncreds import logs, peer
 from dyncreds.agentlink import AgentLink, Watch
-from dyncreds.client import EXIT_OK, EXIT_USAGE
+from dyncreds.client import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_COMMAND_NOT_FOUND,
+    EXIT_OK,
+    EXIT_SIGNAL_BASE,
+    EXIT_USAGE,
+)
 from dyncreds.commands.common import CliError
 from dyncreds.commands.sdkenv import IDENTITY_VARIABLES, child_env, private_files
 from dyncreds.connections import raise_nofile
@@ -119,9 +125,11 @@ async def run_exec(
                     command, env=env, preexec_fn=_child_setup
                 )
             except FileNotFoundError:
-                raise CliError(f"command not found: {command[0]}", 127) from None
+                raise CliError(f"command not found: {command[0]}", EXIT_COMMAND_NOT_FOUND) from None
             except PermissionError:
-                raise CliError(f"cannot execute {command[0]}: permission denied", 126) from None
+                raise CliError(
+                    f"cannot execute {command[0]}: permission denied", EXIT_CANNOT_EXECUTE
+                ) from None
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve, endpoint, listeners)
                 nursery.start_soon(watch.run)
@@ -131,7 +139,7 @@ async def run_exec(
                 code = await process.wait()
                 nursery.cancel_scope.cancel()
         await _finish(endpoint)
-    return code if code >= 0 else 128 - code
+    return code if code >= 0 else EXIT_SIGNAL_BASE - code
 
 
 async def _finish(endpoint: Endpoint) -> None:

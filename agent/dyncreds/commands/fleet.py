@@ -5,18 +5,15 @@ a machine without an agent, read here with the root's or a profile's credentials
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from dyncreds import config
 from dyncreds.client import EXIT_AGENT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import CliError, get_paths, load, print_json
-from dyncreds.commands.render import relative
-from dyncreds.protocol import DyncredsError
+from dyncreds.commands.common import CliError, Commands, get_paths, load, print_json
+
+if TYPE_CHECKING:
+    from dyncreds import config
 
 
 def cmd_fleet_init(args: argparse.Namespace) -> int:
@@ -29,6 +26,7 @@ def cmd_fleet_init(args: argparse.Namespace) -> int:
     # boto3 only for this command, and only now: the CLI starts without it.
     from dyncreds.aws.fleet_table import create_table
     from dyncreds.aws.session import AwsSession, map_errors
+    from dyncreds.protocol import DyncredsError
 
     try:
         aws = AwsSession(cfg, call_timeout=20.0, concurrency=1)
@@ -71,6 +69,12 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
 def read_table(cfg: config.Config, profile: str | None) -> dict[str, Any]:
     """`fleet status` without an agent: the table read with the root's credentials
     (config.toml's [root]), or a profile's of ~/.aws/config."""
+    import dataclasses
+
+    import msgspec
+
+    from dyncreds.protocol import DyncredsError
+
     fleet = cfg.main.fleet
     if fleet is None:
         raise CliError(
@@ -103,6 +107,8 @@ def read_table(cfg: config.Config, profile: str | None) -> dict[str, Any]:
 
 
 def render_fleet(status: dict[str, Any], now: float) -> str:
+    from dyncreds.commands.render import relative
+
     lines = [
         f"fleet {status['name']}  table {status['table']}  "
         f"(an agent whose heartbeat stays unchanged {status['dead_after']}s is dead)",
@@ -144,20 +150,15 @@ def render_fleet(status: dict[str, Any], now: float) -> str:
     return "\n".join(lines)
 
 
-def add_commands(sub: Any, common: Any) -> None:
-    p = sub.add_parser(
-        "fleet", parents=[common], help="the fleet's DynamoDB table: create it, or show it"
-    )
-    what = p.add_subparsers(dest="what", metavar="WHAT")
-    what.required = True
-    p = what.add_parser(
+def add_commands(cli: Commands) -> None:
+    fleet = cli.group("fleet", "the fleet's DynamoDB table: create it, or show it", "WHAT")
+    fleet.add(
         "init",
-        parents=[common],
-        help="create the fleet table (on-demand, TTL) with the root's credentials; idempotent",
+        cmd_fleet_init,
+        "create the fleet table (on-demand, TTL) with the root's credentials; idempotent",
     )
-    p.set_defaults(fn=cmd_fleet_init)
-    p = what.add_parser(
-        "status", parents=[common], help="every agent of the fleet, alive or dead, and its leases"
+    p = fleet.add(
+        "status", cmd_fleet_status, "every agent of the fleet, alive or dead, and its leases"
     )
     p.add_argument(
         "--profile",
@@ -168,4 +169,3 @@ def add_commands(sub: Any, common: Any) -> None:
         action="store_true",
         help="read the table here with the root's credentials, even if an agent runs",
     )
-    p.set_defaults(fn=cmd_fleet_status)

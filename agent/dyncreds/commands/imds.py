@@ -12,8 +12,6 @@ another user, the answer is "unknown" and nothing is said.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from typing import Any
 
 TABLE = ("inet", "dyncreds_imds")
@@ -24,6 +22,9 @@ RULE = "/etc/nftables.d/dyncreds-imds.nft"
 
 def guard_loaded() -> bool | None:
     """Is the IMDS rule loaded? None: cannot tell (no nft, or not root)."""
+    import shutil  # only when asked: `status` runs this module on every call
+    import subprocess
+
     nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
     if nft is None:
         return None

@@ -7,18 +7,15 @@ import json
 import os
 import shlex
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dyncreds import config
-from dyncreds.client import EXIT_OK, EXIT_USAGE, Client, ClientError
-from dyncreds.commands import imds
-from dyncreds.commands.common import CliError, get_paths, print_json
-from dyncreds.commands.render import render_status, terminal_width, use_colour
+from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
+from dyncreds.commands.common import CliError, Commands, get_paths, print_json
+from dyncreds.commands.completion import offer_leases, offer_roles
 
 SPINNER = "|/-\\"
 
@@ -54,6 +51,9 @@ def format_credentials(body: dict[str, Any], fmt: str, region: str | None, profi
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from dyncreds.commands import imds
+    from dyncreds.commands.render import render_status, terminal_width, use_colour
+
     socket = get_paths(args).socket
     if args.watch and not args.json:
         return _watch(socket, args.interval)
@@ -76,6 +76,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _watch(socket: Path, interval: float) -> int:
     """Refresh in place until Ctrl-C; an agent that stops or restarts is shown as
     such, and watched again when it is back."""
+    from dyncreds.commands.render import render_status, terminal_width, use_colour
+
     client: Client | None = None
     try:
         while True:
@@ -85,7 +87,7 @@ def _watch(socket: Path, interval: float) -> int:
                 screen = render_status(
                     status, time.time(), colour=use_colour(sys.stdout), width=terminal_width()
                 )
-            except ClientError as exc:
+            except CliError as exc:
                 if client is not None:
                     client.close()
                 client = None
@@ -104,6 +106,8 @@ def _watch(socket: Path, interval: float) -> int:
 def progress(socket: Path, role: str) -> Iterator[None]:
     """While a request waits for a cold issuance, show what the agent is doing
     (create_user, grant, propagate ...) on stderr - only on a terminal."""
+    import threading
+
     if not sys.stderr.isatty():
         yield
         return
@@ -116,7 +120,7 @@ def progress(socket: Path, role: str) -> Iterator[None]:
             while not done.wait(0.2 if shown else 0.5):
                 try:
                     roles = watcher.request("status")["roles"]
-                except ClientError:
+                except CliError:
                     return
                 step = next((r["next_action"] for r in roles if r["name"] == role), "")
                 if not step.startswith(("issuing", "refreshing")):
@@ -152,6 +156,8 @@ def cmd_creds(args: argparse.Namespace) -> int:
 
 
 def role_region(args: argparse.Namespace) -> str | None:
+    from dyncreds import config
+
     try:
         cfg = config.load(get_paths(args).config_dir)
     except config.ConfigError:
@@ -239,36 +245,38 @@ def cmd_renew(args: argparse.Namespace, op: str = "renew") -> int:
     return EXIT_OK
 
 
-def add_commands(add: Any) -> None:
-    p = add("status", cmd_status, "agent identity, root identity, each role's lease")
+def add_commands(cli: Commands) -> None:
+    p = cli.add("status", cmd_status, "agent identity, root identity, each role's lease")
     p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    p = add("creds", cmd_creds, "print credentials of the role's current lease ('Generate')")
-    p.add_argument("role", help="the role's name")
+    p = cli.add("creds", cmd_creds, "print credentials of the role's current lease ('Generate')")
+    offer_roles(p.add_argument("role", help="the role's name"))
     p.add_argument(
         "--format",
         choices=["json", "env", "ini", "credential-process"],
         default="json",
         help="output format (default: json)",
     )
-    p = add("revoke", cmd_revoke, "revoke a lease, a role's leases, or all leases now")
-    p.add_argument("lease_id", nargs="?", help="the lease to revoke (see `dyncreds status`)")
-    p.add_argument("--role", help="revoke every lease of this role")
+    p = cli.add("revoke", cmd_revoke, "revoke a lease, a role's leases, or all leases now")
+    offer_leases(
+        p.add_argument("lease_id", nargs="?", help="the lease to revoke (see `dyncreds status`)")
+    )
+    offer_roles(p.add_argument("--role", help="revoke every lease of this role"))
     p.add_argument("--all", action="store_true", help="revoke every lease")
     p.add_argument(
         "--force",
         action="store_true",
         help="forget leases that cannot be revoked in AWS (they stay in AWS)",
     )
-    p = add("rotate", cmd_rotate, "rotate a static_user role's access key now")
-    p.add_argument("role", help="the static_user role's name")
+    p = cli.add("rotate", cmd_rotate, "rotate a static_user role's access key now")
+    offer_roles(p.add_argument("role", help="the static_user role's name"))
     p.add_argument(
         "--revoke-old",
         action="store_true",
         help="delete the old key at once instead of at the expiry it announced",
     )
-    p = add("renew", cmd_renew, "replace the role's lease now (new keys)")
-    p.add_argument("role", help="the role's name")
+    p = cli.add("renew", cmd_renew, "replace the role's lease now (new keys)")
+    offer_roles(p.add_argument("role", help="the role's name"))
     p.add_argument(
         "--revoke-old",
         action="store_true",

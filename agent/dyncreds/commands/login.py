@@ -15,17 +15,16 @@ import argparse
 import json
 import socket
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
-import webbrowser
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dyncreds import config, paths
 from dyncreds.client import EXIT_OK, EXIT_USAGE
-from dyncreds.commands.common import CliError, get_paths
+from dyncreds.commands.common import CliError, Commands, get_paths
+from dyncreds.commands.completion import offer_roles
 from dyncreds.commands.lease import fetch_credentials
+
+if TYPE_CHECKING:
+    from dyncreds import config, paths
 
 CONSOLE = "https://console.aws.amazon.com/"
 SESSION_SECONDS = 3600
@@ -33,6 +32,10 @@ SESSION_SECONDS = 3600
 
 def signin_url(endpoint: str, creds: dict[str, Any], destination: str = CONSOLE) -> str:
     """getSigninToken with the session, then the login URL that carries the token."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
     session = json.dumps(
         {
             "sessionId": creds["AccessKeyId"],
@@ -98,6 +101,8 @@ def _federate(role_name: str, cfg: config.Config, creds: dict[str, Any]) -> dict
 
 
 def cmd_login(args: argparse.Namespace) -> int:
+    import webbrowser
+
     url = console_url(get_paths(args), args.role, lambda: fetch_credentials(args)["credentials"])
     if args.print or not webbrowser.open(url):
         print(url)
@@ -109,6 +114,8 @@ def cmd_login(args: argparse.Namespace) -> int:
 def console_url(p: paths.Paths, name: str, fetch: Callable[[], dict[str, Any]]) -> str:
     """The role's console sign-in URL (a secret for 15 minutes); ``fetch`` gets the
     role's credentials from the agent. ``login`` and the web console use this."""
+    from dyncreds import config
+
     try:
         cfg = config.load(p.config_dir)
     except config.ConfigError as exc:
@@ -128,7 +135,7 @@ def console_url(p: paths.Paths, name: str, fetch: Callable[[], dict[str, Any]]) 
     return signin_url(cfg.main.root.signin_endpoint, creds)
 
 
-def add_commands(add: Any) -> None:
-    p = add("login", cmd_login, "open (or print) an AWS console sign-in URL for the role")
-    p.add_argument("role", help="the role's name")
+def add_commands(cli: Commands) -> None:
+    p = cli.add("login", cmd_login, "open (or print) an AWS console sign-in URL for the role")
+    offer_roles(p.add_argument("role", help="the role's name"))
     p.add_argument("--print", action="store_true", help="print the URL instead of opening it")

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Mapping
 from typing import TextIO
 
-from dyncreds.client import EXIT_USAGE, ClientError
+from dyncreds.client import EXIT_USAGE, CliError
 
 PROCESS_TIMEOUT = 120.0  # a hardware key waits for a touch
 NO_SOURCE = (
@@ -56,7 +56,7 @@ def mfa_code(
     if kind == "piped":
         line = stdin.readline().strip()
         if not line:
-            raise ClientError("stdin was empty: pipe the MFA code, one line", EXIT_USAGE)
+            raise CliError("stdin was empty: pipe the MFA code, one line", EXIT_USAGE)
         return line
     return from_desktop(serial, env)
 
@@ -96,20 +96,20 @@ def from_process(command: str) -> str:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise ClientError(
+        raise CliError(
             f"[root] mfa_process did not print a code within {PROCESS_TIMEOUT:g}s: {command}",
             EXIT_USAGE,
         ) from None
     except OSError as exc:
-        raise ClientError(f"[root] mfa_process could not run: {exc.strerror}", EXIT_USAGE) from None
+        raise CliError(f"[root] mfa_process could not run: {exc.strerror}", EXIT_USAGE) from None
     if done.returncode != 0:
-        raise ClientError(
+        raise CliError(
             f"[root] mfa_process exited {done.returncode}: {command} (run it yourself to see why)",
             EXIT_USAGE,
         )
     code = last_token(done.stdout)
     if not code:
-        raise ClientError(f"[root] mfa_process printed nothing: {command}", EXIT_USAGE)
+        raise CliError(f"[root] mfa_process printed nothing: {command}", EXIT_USAGE)
     return code
 
 
@@ -129,7 +129,7 @@ def desktop_prompt(serial: str | None, env: Mapping[str, str]) -> list[str] | No
 def from_desktop(serial: str | None, env: Mapping[str, str]) -> str:
     argv = desktop_prompt(serial, env)
     if argv is None:
-        raise ClientError(NO_SOURCE, EXIT_USAGE)
+        raise CliError(NO_SOURCE, EXIT_USAGE)
     try:
         done = subprocess.run(
             argv,
@@ -141,8 +141,8 @@ def from_desktop(serial: str | None, env: Mapping[str, str]) -> str:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
-        raise ClientError(f"the desktop prompt ({argv[0]}) failed", EXIT_USAGE) from None
+        raise CliError(f"the desktop prompt ({argv[0]}) failed", EXIT_USAGE) from None
     code = last_token(done.stdout)
     if done.returncode != 0 or not code:
-        raise ClientError("the MFA prompt was cancelled; nothing was sent", EXIT_USAGE)
+        raise CliError("the MFA prompt was cancelled; nothing was sent", EXIT_USAGE)
     return code

@@ -10,8 +10,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from dyncreds.config import format_duration
-from dyncreds.protocol import parse_rfc3339
+from dyncreds.timefmt import format_duration, parse_rfc3339
 
 STAMP = re.compile(r"(?:\bat )?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
 BACKTICKED = re.compile(r"`[^`]*`")

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from dyncreds.client import EXIT_USAGE, ClientError
+from dyncreds.client import EXIT_USAGE, CliError
 from dyncreds.config.schema import RoleFile, Seconds
 from dyncreds.kinds import CREDENTIAL_TYPES, KIND_FIELDS, kinds_taking
 
@@ -164,7 +164,7 @@ def _pairs(flag: str, items: list[str]) -> dict[str, str]:
             continue  # --iam-tag "": the table removed
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ClientError(f"{flag} wants KEY=VALUE, got {item!r}", EXIT_USAGE)
+            raise CliError(f"{flag} wants KEY=VALUE, got {item!r}", EXIT_USAGE)
         pairs[key] = value
     return pairs
 
@@ -173,7 +173,7 @@ def _indented(policy: str) -> str:
     try:  # stored indented; the loader compacts and checks it
         return json.dumps(json.loads(policy), indent=2)
     except ValueError as exc:
-        raise ClientError(f"policy is not valid JSON: {exc}", EXIT_USAGE) from None
+        raise CliError(f"policy is not valid JSON: {exc}", EXIT_USAGE) from None
 
 
 def _read_policy(source: str) -> str:
@@ -182,4 +182,4 @@ def _read_policy(source: str) -> str:
     try:
         return Path(source).read_text()
     except OSError as exc:
-        raise ClientError(f"{source}: {exc.strerror}", EXIT_USAGE) from None
+        raise CliError(f"{source}: {exc.strerror}", EXIT_USAGE) from None

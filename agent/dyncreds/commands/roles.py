@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import shutil
 import sys
-import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dyncreds import config, paths, roleconfig
-from dyncreds.aws.rootkeys import read_credentials_file
-from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client, ClientError
-from dyncreds.commands import imds
-from dyncreds.commands.common import CliError, get_paths, load, print_json
-from dyncreds.commands.roleflags import add_role_flags, changes_from
-from dyncreds.config import format_duration
-from dyncreds.protocol import DyncredsError
-from dyncreds.views import root_source, root_warning
+from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client
+from dyncreds.commands.common import CliError, Commands, built, get_paths, load, print_json
+from dyncreds.commands.completion import offer_files, offer_roles
+
+if TYPE_CHECKING:
+    from dyncreds import config, paths
 
 
 def plural(count: int, word: str) -> str:
@@ -47,7 +41,7 @@ def reload_agent(p: paths.Paths) -> str:
                 )
             roles = client.request("reload")["roles"]
         return f"agent reloaded ({plural(len(roles), 'role')})"
-    except ClientError as exc:
+    except CliError as exc:
         if exc.status == EXIT_NOT_RUNNING:
             return "agent not running; it will read the change when it starts"
         return f"agent did not reload: {exc}"
@@ -64,6 +58,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from dyncreds import config
+    from dyncreds.aws.rootkeys import read_credentials_file
+    from dyncreds.commands import imds
+    from dyncreds.protocol import DyncredsError
+    from dyncreds.views import root_source, root_warning
+
     p = get_paths(args)
     problems: list[str] = []
     roles: list[str] = []
@@ -96,6 +96,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def shim_path() -> Path | None:
     """The dyncreds-shim of this installation: beside this Python (a venv, pipx),
     in the user scripts dir (pip --user), or on PATH - whichever exists."""
+    import shutil
+    import sysconfig
+
     candidates = [Path(sys.executable).parent / "dyncreds-shim"]
     user_scripts = sysconfig.get_path("scripts", f"{os.name}_user")
     if user_scripts:
@@ -111,6 +114,9 @@ def shim_command(shim: Path) -> str:
     install is run by this Python with -I -S, directly: no /bin/sh hop to find an
     interpreter (pip cannot write those flags into a script's shebang). Any other
     shim is run as a command."""
+    import shlex
+    import sysconfig
+
     own = [Path(sys.executable).parent / "dyncreds-shim"]
     user_scripts = sysconfig.get_path("scripts", f"{os.name}_user")
     if user_scripts:
@@ -133,6 +139,8 @@ def aws_config_sections(
 
 
 def cmd_aws_config(args: argparse.Namespace) -> int:
+    import shlex
+
     cfg = load(args)
     regions = {name: role.region for name, role in cfg.roles.items()}
     unasked = ""
@@ -166,13 +174,16 @@ def served_roles(args: argparse.Namespace) -> tuple[dict[str, str | None], str]:
     try:
         with Client(get_paths(args).socket, timeout=30) as client:
             listed = client.request("roles")["roles"]
-    except ClientError as exc:
+    except CliError as exc:
         return {}, str(exc)
     return {str(r["name"]): r.get("region") for r in listed}, ""
 
 
 def cmd_role_create(args: argparse.Namespace) -> int:
     """The seed's "Create Role": every field of roles/NAME.toml from flags."""
+    from dyncreds import roleconfig
+    from dyncreds.commands.roleflags import changes_from
+
     p = get_paths(args)
     spec = changes_from(args, credential_type=args.field_credential_type)
     spec = {k: v for k, v in spec.items() if v not in (None, [], {})}
@@ -183,6 +194,9 @@ def cmd_role_create(args: argparse.Namespace) -> int:
 
 def cmd_role_edit(args: argparse.Namespace) -> int:
     """Change the fields given, keep the rest of the file (comments too) as written."""
+    from dyncreds import roleconfig
+    from dyncreds.commands.roleflags import changes_from
+
     p = get_paths(args)
     current, _ = roleconfig.read_role(p, args.name)
     changes = changes_from(args, credential_type=current.get("credential_type"))
@@ -196,6 +210,8 @@ def cmd_role_edit(args: argparse.Namespace) -> int:
 def cmd_role_list(args: argparse.Namespace) -> int:
     """The configured roles, read from the files (no agent needed): ``role list``
     and ``roles`` give the same answer."""
+    from dyncreds.timefmt import format_duration
+
     p = get_paths(args)
     rows, problems = role_rows(p)
     if args.json:
@@ -214,6 +230,8 @@ def cmd_role_list(args: argparse.Namespace) -> int:
 def role_rows(p: paths.Paths) -> tuple[list[dict[str, Any]], list[config.Problem]]:
     """Each role file's name, type, ttl, region and path (``invalid`` where the
     loader refuses it), and the problems found."""
+    from dyncreds import config
+
     problems: list[config.Problem] = []
     main = config.load_main(p.config_file, problems)
     defaults = main.lease if main else config.LeaseDefaults()
@@ -234,54 +252,62 @@ def role_rows(p: paths.Paths) -> tuple[list[dict[str, Any]], list[config.Problem
 
 def cmd_role_show(args: argparse.Namespace) -> int:
     """The file as written, byte for byte (comments, layout, durations as typed)."""
+    from dyncreds import roleconfig
+
     _, text = roleconfig.read_role(get_paths(args), args.name)
     sys.stdout.write(text)
     return EXIT_OK
 
 
 def cmd_role_delete(args: argparse.Namespace) -> int:
+    from dyncreds import roleconfig
+
     p = get_paths(args)
     roleconfig.check_name(args.name)
     path = p.role_file(args.name)
     if not path.exists():
         print(f"dyncreds: no role {args.name!r} in {p.roles_dir}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     path.unlink()
     print(f"removed {path}; {reload_agent(p)}")
-    return 0
+    return EXIT_OK
 
 
-def add_commands(add: Any, sub: Any, common: Any) -> None:
-    add("roles", cmd_role_list, "configured roles and their types (same as `role list`)")
-    add("reload", cmd_reload, "re-read configuration (same as SIGHUP)")
-    add("check", cmd_check, "validate configuration offline")
-    p = add("aws-config", cmd_aws_config, "print ~/.aws/config profiles that use the shim")
-    p.add_argument("roles", nargs="*", help="roles to print (default: all)")
-    p.add_argument("--shim", help="the dyncreds-shim path to write (default: this install's)")
+def add_commands(cli: Commands) -> None:
+    cli.add("roles", cmd_role_list, "configured roles and their types (same as `role list`)")
+    cli.add("reload", cmd_reload, "re-read configuration (same as SIGHUP)")
+    cli.add("check", cmd_check, "validate configuration offline")
+    p = cli.add("aws-config", cmd_aws_config, "print ~/.aws/config profiles that use the shim")
+    offer_roles(p.add_argument("roles", nargs="*", help="roles to print (default: all)"))
+    offer_files(
+        p.add_argument("--shim", help="the dyncreds-shim path to write (default: this install's)")
+    )
 
-    p = sub.add_parser("role", parents=[common], help="create, edit, list, show or delete roles")
-    roles = p.add_subparsers(dest="action", metavar="ACTION")
-    roles.required = True
-    p = roles.add_parser(
-        "create", parents=[common], help="write roles/NAME.toml (every field has a flag) and reload"
+    roles = cli.group("role", "create, edit, list, show or delete roles", "ACTION")
+    p = roles.add(
+        "create", cmd_role_create, "write roles/NAME.toml (every field has a flag) and reload"
     )
     p.add_argument("name", help="the role's name: [A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-    add_role_flags(p, edit=False)
+    _role_flags(p, edit=False)
     p.add_argument("--force", action="store_true", help="replace an existing role")
-    p.set_defaults(fn=cmd_role_create)
-    p = roles.add_parser(
+    p = roles.add(
         "edit",
-        parents=[common],
-        help='change fields of roles/NAME.toml ("" removes one), keep the rest, and reload',
+        cmd_role_edit,
+        'change fields of roles/NAME.toml ("" removes one), keep the rest, and reload',
     )
-    p.add_argument("name", help="the role's name")
-    add_role_flags(p, edit=True)
-    p.set_defaults(fn=cmd_role_edit)
-    p = roles.add_parser("list", parents=[common], help="roles in the config directory")
-    p.set_defaults(fn=cmd_role_list)
-    p = roles.add_parser("show", parents=[common], help="print roles/NAME.toml")
-    p.add_argument("name", help="the role's name")
-    p.set_defaults(fn=cmd_role_show)
-    p = roles.add_parser("delete", parents=[common], help="remove roles/NAME.toml and reload")
-    p.add_argument("name", help="the role's name")
-    p.set_defaults(fn=cmd_role_delete)
+    offer_roles(p.add_argument("name", help="the role's name"))
+    _role_flags(p, edit=True)
+    roles.add("list", cmd_role_list, "roles in the config directory")
+    p = roles.add("show", cmd_role_show, "print roles/NAME.toml")
+    offer_roles(p.add_argument("name", help="the role's name"))
+    p = roles.add("delete", cmd_role_delete, "remove roles/NAME.toml and reload")
+    offer_roles(p.add_argument("name", help="the role's name"))
+
+
+def _role_flags(p: argparse.ArgumentParser, *, edit: bool) -> None:
+    """The flags derived from the role file's schema: read (msgspec, kinds) only
+    when the role commands are built."""
+    if built(p):
+        from dyncreds.commands.roleflags import add_role_flags
+
+        add_role_flags(p, edit=edit)

@@ -5,27 +5,26 @@ not import boto3."""
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
-from dyncreds import config, rootconfig
-from dyncreds.aws.rootkeys import StaticKeys
 from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import CliError, get_paths, print_json
-from dyncreds.commands.mfa import mfa_code
+from dyncreds.commands.common import CliError, Commands, get_paths, print_json
 from dyncreds.commands.roles import reload_agent
-from dyncreds.files import atomic_write
-from dyncreds.leases import Secret
-from dyncreds.rootconfig import STARTER_CONFIG, RootChange
+
+if TYPE_CHECKING:
+    from dyncreds.aws.rootkeys import StaticKeys
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from dyncreds.files import atomic_write
+    from dyncreds.rootconfig import STARTER_CONFIG
+
     p = get_paths(args)
     if p.config_file.exists() and not args.force:
         print(f"dyncreds: {p.config_file} exists (use --force to overwrite)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     p.config_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write(p.config_file, STARTER_CONFIG, 0o644)
     p.roles_dir.mkdir(parents=True, exist_ok=True)
@@ -33,7 +32,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"wrote {p.config_file}; next: `dyncreds configure root`, then "
         f"`dyncreds role create NAME --type iam_user --policy-file policy.json`"
     )
-    return 0
+    return EXIT_OK
 
 
 def cmd_configure_root(args: argparse.Namespace) -> int:
@@ -43,9 +42,14 @@ def cmd_configure_root(args: argparse.Namespace) -> int:
     config.toml, and (unless --no-check) the root itself with sts:GetCallerIdentity -
     and then each file is replaced atomically, config.toml keeping its comments.
     The work is rootconfig.configure_root's; this reads the flags and the key."""
+    from dyncreds import rootconfig
+    from dyncreds.rootconfig import RootChange
+
     p = get_paths(args)
     if args.profile and (args.access_key_id or args.secret_stdin):
-        raise CliError("--profile and --access-key-id/--secret-stdin exclude each other", 2)
+        raise CliError(
+            "--profile and --access-key-id/--secret-stdin exclude each other", EXIT_USAGE
+        )
     change = RootChange(
         profile=args.profile,
         store=args.store,
@@ -62,6 +66,11 @@ def cmd_configure_root(args: argparse.Namespace) -> int:
 
 
 def _read_key(args: argparse.Namespace) -> StaticKeys:
+    import getpass
+
+    from dyncreds.aws.rootkeys import StaticKeys
+    from dyncreds.leases import Secret
+
     key_id = args.access_key_id or os.environ.get("DYNCREDS_ROOT_ACCESS_KEY_ID")
     if args.secret_stdin:
         if not key_id:
@@ -94,6 +103,9 @@ def cmd_rotate_root(args: argparse.Namespace) -> int:
 def cmd_unlock(args: argparse.Namespace) -> int:
     """Give the agent an MFA session, the code from [root] mfa_process, the
     terminal, stdin or a desktop prompt (commands/mfa.py says in which order)."""
+    from dyncreds import config
+    from dyncreds.commands.mfa import mfa_code
+
     p = get_paths(args)
     problems: list[config.Problem] = []
     main = config.load_main(p.config_file, problems)  # a broken file: no mfa_process
@@ -124,22 +136,19 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_commands(add: Any, sub: Any, common: Any) -> None:
-    p = add("init", cmd_init, "write a commented starter config.toml")
+def add_commands(cli: Commands) -> None:
+    p = cli.add("init", cmd_init, "write a commented starter config.toml")
     p.add_argument("--force", action="store_true", help="overwrite an existing config.toml")
-    p = sub.add_parser("configure", parents=[common], help="configure the root identity")
-    configure = p.add_subparsers(dest="what", metavar="WHAT")
-    configure.required = True
-    p = configure.add_parser(
+    configure = cli.group("configure", "configure the root identity", "WHAT")
+    p = configure.add(
         "root",
-        parents=[common],
-        help="root AWS identity: a profile, or an access key whose secret "
+        cmd_configure_root,
+        "root AWS identity: a profile, or an access key whose secret "
         "is read from a prompt or stdin (never from the command line)",
     )
     _configure_root_flags(p)
-    p.set_defaults(fn=cmd_configure_root)
-    add("rotate-root", cmd_rotate_root, "rotate the agent's own static access key")
-    p = add(
+    cli.add("rotate-root", cmd_rotate_root, "rotate the agent's own static access key")
+    p = cli.add(
         "unlock",
         cmd_unlock,
         "give the agent an MFA session (root.mfa_serial); the code comes from "
@@ -149,7 +158,7 @@ def add_commands(add: Any, sub: Any, common: Any) -> None:
         "--code",
         help="the code itself (visible to other processes while it runs: prefer stdin)",
     )
-    add("lock", cmd_lock, "forget the MFA session and refuse every credential request")
+    cli.add("lock", cmd_lock, "forget the MFA session and refuse every credential request")
 
 
 def _configure_root_flags(p: argparse.ArgumentParser) -> None:

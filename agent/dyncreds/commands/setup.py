@@ -1,36 +1,31 @@
-"""Setting dyncreds up on a machine: the systemd user units and the shell
-completions, which ship inside the package (``dyncreds/share/``) so that an
-installed dyncreds needs no checkout."""
+"""Setting dyncreds up on a machine: the systemd user units, which ship inside
+the package (``dyncreds/share/``) so that an installed dyncreds needs no checkout.
+(The shell completions are generated: commands/completion.py.)"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from dyncreds.client import EXIT_OK, EXIT_USAGE
-from dyncreds.commands.common import CliError
-from dyncreds.files import atomic_write
+from dyncreds.commands.common import CliError, Commands
+from dyncreds.commands.completion import offer_directories
 
 UNITS = ("dyncreds-agent.service", "dyncreds-agent.socket")
-COMPLETIONS = {"bash": "dyncreds.bash", "zsh": "_dyncreds", "fish": "dyncreds.fish"}
-COMPLETION_HOMES = {
-    "bash": "~/.local/share/bash-completion/completions/dyncreds",
-    "zsh": "a directory on $fpath, e.g. ~/.zfunc/_dyncreds (then `autoload -U compinit; compinit`)",
-    "fish": "~/.config/fish/completions/dyncreds.fish",
-}
 
 
 def shared(*parts: str) -> str:
+    from importlib import resources
+
     return (resources.files("dyncreds") / "share").joinpath(*parts).read_text(encoding="utf-8")
 
 
 def dyncreds_program() -> str:
     """The absolute command that runs this dyncreds (the venv's, pipx's or PATH's)."""
+    import shutil
+
     beside = Path(sys.executable).parent / "dyncreds"
     if beside.exists():
         return str(beside)
@@ -69,6 +64,8 @@ SYSTEM_NEXT = """next, as root:
 def install_system_units(target: Path | None) -> int:
     """The system units, the sysusers.d entry and the IMDS rule; written all or none
     (each atomically, the directories checked first)."""
+    from dyncreds.files import atomic_write
+
     files: dict[Path, str] = {}
     for where, source in SYSTEM_FILES.items():
         path = Path(where) if target is None else target / Path(where).name
@@ -92,6 +89,8 @@ def install_system_units(target: Path | None) -> int:
 
 
 def cmd_install_units(args: argparse.Namespace) -> int:
+    from dyncreds.files import atomic_write
+
     if args.system:
         return install_system_units(Path(args.dir) if args.dir else None)
     config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -113,25 +112,16 @@ def cmd_install_units(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_completion(args: argparse.Namespace) -> int:
-    sys.stdout.write(shared("completions", COMPLETIONS[args.shell]))
-    if sys.stdout.isatty():
-        print(f"# save this as {COMPLETION_HOMES[args.shell]}", file=sys.stderr)
-    return EXIT_OK
-
-
-def add_commands(add: Any) -> None:
-    p = add(
+def add_commands(cli: Commands) -> None:
+    p = cli.add(
         "install-units",
         cmd_install_units,
         "write the systemd user units (ExecStart= this dyncreds) to ~/.config/systemd/user",
     )
-    p.add_argument("--dir", help="write them here instead")
+    offer_directories(p.add_argument("--dir", help="write them here instead"))
     p.add_argument(
         "--system",
         action="store_true",
         help="system mode: the system units (service user `dyncreds`) to /etc/systemd/system, "
         "its sysusers.d entry and the IMDS nftables rule",
     )
-    p = add("completion", cmd_completion, "print the shell completion script")
-    p.add_argument("shell", choices=sorted(COMPLETIONS), help="bash, zsh or fish")

@@ -1,4 +1,4 @@
-"""The shape of config.toml and roles/NAME.toml, and durations. Pure.
+"""The shape of config.toml and roles/NAME.toml (durations: timefmt.py). Pure.
 
 msgspec Structs with ``forbid_unknown_fields`` describe the files as written;
 ``Role`` and ``Config`` are what the agent uses once every check has passed.
@@ -14,45 +14,13 @@ from typing import Any, Literal
 import msgspec
 
 from dyncreds.kinds import KINDS, CredentialType, Kind
+from dyncreds.timefmt import format_duration as format_duration
+from dyncreds.timefmt import parse_duration as parse_duration
 
 ROLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 # --------------------------------------------------------------------------- durations
-
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
-
-
-def parse_duration(value: object) -> int:
-    """``"90s"``, ``"15m"``, ``"1h30m"``, ``"2d"`` or integer seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError('expected a duration like "15m" or integer seconds, got a boolean')
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"duration must not be negative, got {value}")
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        match = _DURATION.fullmatch(text)
-        if text and match and any(match.groups()):
-            days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-            return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-        if text.isdigit():
-            return int(text)
-    raise ValueError(f'expected a duration like "15m", "1h30m" or integer seconds, got {value!r}')
-
-
-def format_duration(seconds: float) -> str:
-    """The inverse, for humans: 5400 -> "1h30m"."""
-    total = int(seconds)
-    if total <= 0:
-        return "0s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        amount, total = divmod(total, size)
-        if amount:
-            parts.append(f"{amount}{unit}")
-    return "".join(parts[:2])
 
 
 class Seconds(int):

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dyncreds.aws.rootkeys import StaticKeys, read_credentials_file
-from dyncreds.client import ClientError
+from dyncreds.client import CliError
 from dyncreds.leases import Secret
 from dyncreds.protocol import DyncredsError
 from dyncreds.ui import writers
@@ -94,7 +94,7 @@ async def save(request: Request) -> Response:
     )
     try:
         errors = await trio.to_thread.run_sync(save)
-    except ClientError as exc:
+    except CliError as exc:
         errors = [str(exc)]
     if errors:
         return render(request, "configure.html", 400, values=values, errors=errors, done=[])

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dyncreds import audit, config
-from dyncreds.client import ClientError
+from dyncreds.client import CliError
 from dyncreds.protocol import parse_rfc3339
 from dyncreds.ui import charts, writers
 from dyncreds.ui.web import agent_status, ask, console, form, render
@@ -185,7 +185,7 @@ async def lock_page(request: Request) -> Response:
 async def _act(request: Request, op: str, **fields: Any) -> tuple[dict[str, Any] | None, str]:
     try:
         return await ask(request, op, **fields), ""
-    except ClientError as exc:
+    except CliError as exc:
         return None, str(exc)
 
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from dyncreds import config
-from dyncreds.client import ClientError
+from dyncreds.client import CliError
 from dyncreds.commands.lease import format_credentials
 from dyncreds.commands.roles import aws_config_sections, shim_command, shim_path
 from dyncreds.kinds import CREDENTIAL_TYPES, KINDS
@@ -114,7 +114,7 @@ async def _save(request: Request, editing: str | None) -> Response:
             spec = forms.keep_unshown(spec, tomllib.loads(p.role_file(name).read_text("utf-8")))
         save = partial(writers.save_role, p, name, spec, replace=editing is not None)
         problems = await trio.to_thread.run_sync(save)
-    except (ValueError, OSError, ClientError) as exc:
+    except (ValueError, OSError, CliError) as exc:
         return _form_page(request, values, editing, [str(exc)], None, 400)
     if problems:
         return _form_page(request, values, editing, problems, None, 400)
@@ -173,7 +173,7 @@ async def generate(request: Request) -> Response:
     _role_file(request, name)
     try:
         body = await ask(request, "credentials", role=name)
-    except ClientError as exc:
+    except CliError as exc:
         if request.headers.get("hx-request") == "true":
             return render(request, "generated.html", 200, generated=None, message=str(exc))
         return await show(request, message=str(exc), code=400)
@@ -203,7 +203,7 @@ async def _op(request: Request, op: str, **fields: Any) -> Response:
     _role_file(request, name)
     try:
         body = await ask(request, op, **fields)
-    except ClientError as exc:
+    except CliError as exc:
         return await show(request, message=str(exc), code=400)
     if op == "revoke":
         results = body.get("results") or [
@@ -248,6 +248,6 @@ async def login(request: Request) -> Response:
 
     try:
         url = await trio.to_thread.run_sync(writers.console_url, p, name, fetch)
-    except (ClientError, config.ConfigError) as exc:
+    except (CliError, config.ConfigError) as exc:
         return await show(request, message=str(exc), code=400)
     return RedirectResponse(url, 303)

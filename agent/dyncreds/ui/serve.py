@@ -17,7 +17,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from dyncreds import paths
-from dyncreds.client import EXIT_OK, EXIT_USAGE, ClientError
+from dyncreds.client import EXIT_OK, EXIT_USAGE, CliError
 from dyncreds.peer import is_loopback
 from dyncreds.ui.app import build
 from dyncreds.ui.guard import Sessions
@@ -28,9 +28,9 @@ def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ClientError(f"--listen {text!r}: want 127.0.0.1:PORT", EXIT_USAGE)
+        raise CliError(f"--listen {text!r}: want 127.0.0.1:PORT", EXIT_USAGE)
     if not is_loopback(host):
-        raise ClientError(
+        raise CliError(
             f"--listen {text!r}: the console listens on loopback only (127.0.0.1 or ::1)",
             EXIT_USAGE,
         )

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from dyncreds import __version__, paths
-from dyncreds.client import Client, ClientError
+from dyncreds.client import Client, CliError
 from dyncreds.ui.guard import Session, csrf_ok
 
 HERE = Path(str(resources.files("dyncreds") / "ui"))
@@ -40,7 +40,7 @@ def console(request: Request) -> Console:
 
 
 async def ask(request: Request, op: str, wait: float = 120.0, **fields: Any) -> dict[str, Any]:
-    """One request to the agent; an error answer raises ClientError."""
+    """One request to the agent; an error answer raises CliError."""
     socket = console(request).paths.socket
 
     def call() -> dict[str, Any]:
@@ -81,5 +81,5 @@ async def agent_status(request: Request) -> tuple[dict[str, Any] | None, str | N
     """The agent's ``status``, or None and what went wrong (in words)."""
     try:
         return await ask(request, "status", wait=10), None
-    except ClientError as exc:
+    except CliError as exc:
         return None, str(exc)
