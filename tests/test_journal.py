@@ -189,6 +189,7 @@ async def test_a_record_created_while_the_fleet_journal_loads_is_kept(
     assert journal.user_names() == {"user-old", "user-new"}
 
 
+@pytest.mark.e2e
 async def test_a_conditional_write_whose_reply_was_lost_is_not_a_lost_race(
     tmp_path: Path, aws: StandIn
 ) -> None:
@@ -244,6 +245,7 @@ async def test_a_conditional_write_whose_reply_was_lost_is_not_a_lost_race(
         proxy.stop()
 
 
+@pytest.mark.e2e
 async def test_every_item_read_is_validated_and_a_bad_one_skipped(
     tmp_path: Path, aws: StandIn
 ) -> None:
@@ -283,6 +285,7 @@ async def test_every_item_read_is_validated_and_a_bad_one_skipped(
     assert skew is not None and abs(skew) < 3
 
 
+@pytest.mark.e2e
 async def test_an_agent_item_written_by_0_2_is_judged_and_claimed_by_its_heartbeat(
     tmp_path: Path, aws: StandIn
 ) -> None:
