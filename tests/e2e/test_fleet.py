@@ -321,9 +321,12 @@ def test_a_takeover_whose_claimer_died_is_inherited_and_finished(fleet: FleetRig
         wait_for(lambda: a_id in fleet_status(c)["unfinished_takeovers"], message="unfinished")
         assert "(unfinished)" in c.cli("fleet", "status").stdout
         wait_for(lambda: "fleet.takeover_inherited" in c.log(), timeout=30, message="inherited")
+        # Inherited, then adopted record by record: finished a moment after the log line.
+        wait_for(
+            lambda: fleet_status(c)["unfinished_takeovers"] == [], timeout=30, message="finished"
+        )
         status = fleet_status(c)
         c_id = c.request("status")["agent"]["id"]
-        assert status["unfinished_takeovers"] == []
         assert [p["owner"] for p in status["pending"]] == [c_id]
         assert {x["taken_over_by"] for x in status["agents"] if not x["me"]} == {c_id}
     finally:
