@@ -139,7 +139,24 @@ def host_fixture() -> Iterator[Host]:
             pytest.fail("system-mode tests need root, useradd and setpriv")
         pytest.skip("system-mode tests need root, useradd and setpriv")
     host = Host(secrets.token_hex(2))
+    opened = _open_the_way(REPO / "agent", REPO / "shim", Path(SITE))
     try:
         yield host
     finally:
         host.cleanup()
+        for folder, mode in opened:
+            folder.chmod(mode)
+
+
+def _open_the_way(*targets: Path) -> list[tuple[Path, int]]:
+    """The users run this checkout's code and the venv's packages: where a folder on
+    the way is closed to them (a clone under /root, say), it gets o+x (search, not
+    listing) for the test's length. Returns what to restore."""
+    opened: list[tuple[Path, int]] = []
+    for target in targets:
+        for folder in reversed((target.resolve(), *target.resolve().parents)):
+            mode = folder.stat().st_mode & 0o7777
+            if not mode & 0o001 and folder not in [f for f, _ in opened]:
+                folder.chmod(mode | 0o001)
+                opened.append((folder, mode))
+    return opened
