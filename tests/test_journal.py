@@ -6,6 +6,7 @@ upgraded in place; a fleet record taken over by a peer is fenced off."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class Store:
 
     open: Callable[[], Any]
     reopen: Callable[[], Awaitable[Any]]
+    remove_behind: Callable[[str], Awaitable[None]]  # another hand deletes a record
 
 
 def fleet_table(base: Path, aws: StandIn) -> Any:
@@ -39,7 +41,11 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         async def reopen_sqlite() -> SqliteJournal:
             return SqliteJournal(path)
 
-        yield Store(lambda: SqliteJournal(path), reopen_sqlite)
+        async def remove_sqlite(lease_id: str) -> None:
+            with sqlite3.connect(path) as db:
+                db.execute("DELETE FROM leases WHERE lease_id = ?", (lease_id,))
+
+        yield Store(lambda: SqliteJournal(path), reopen_sqlite, remove_sqlite)
         return
     from dyncreds.journal.dynamodb import DynamoDbJournal
 
@@ -51,7 +57,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await journal.load()
         return journal
 
-    yield Store(lambda: DynamoDbJournal(table, "agent-a"), reopen_dynamodb)
+    async def remove_dynamodb(lease_id: str) -> None:
+        await table.delete("agent-a", lease_id, "agent-a")
+
+    yield Store(lambda: DynamoDbJournal(table, "agent-a"), reopen_dynamodb, remove_dynamodb)
 
 
 async def test_issuance_steps_are_durable(store: Store) -> None:
@@ -88,17 +97,115 @@ async def test_recovery_makes_half_created_users_due(store: Store) -> None:
     assert restarted.user_names() == {"half", "served"}
 
 
-@pytest.mark.parametrize(
-    "write",
-    [
-        lambda j: j.activate("r/x", 10),
-        lambda j: j.key_created("r/x", "AKIA"),
-    ],
-)
-async def test_a_lost_record_is_an_error(store: Store, write: Callable[[Any], Any]) -> None:
+# Every write, on a record that exists (memory and storage agree after each) and
+# on one that does not (the rule: an error where the write must touch its record).
+WRITES: dict[str, Callable[[Any], Awaitable[Any]]] = {
+    "key_created": lambda j: j.key_created("r/1", "AKIA1"),
+    "activate": lambda j: j.activate("r/1", 3700),
+    "extend": lambda j: j.extend("r/1", 7300),
+    "revoke_now": lambda j: j.revoke_now("r/1", 500),
+    "abandon": lambda j: j.abandon("r/1", now=104, settle_until=400),
+    "recheck": lambda j: j.recheck("r/1", 400),
+    "revoking": lambda j: j.revoking("r/1"),
+    "revoke_failed": lambda j: j.revoke_failed("r/1", "Throttling", next_attempt=600),
+    "revoke_failed_uncounted": lambda j: j.revoke_failed(
+        "r/1", "locked", next_attempt=900, count=False
+    ),
+    "forget": lambda j: j.forget("r/1"),
+}
+MUST_TOUCH = {"key_created", "activate", "abandon", "recheck", "revoking"}
+MAY_BE_GONE = {
+    "extend": None,
+    "revoke_now": False,
+    "revoke_failed": None,
+    "revoke_failed_uncounted": None,
+    "forget": False,
+}
+
+
+def test_the_rule_covers_every_write() -> None:
+    assert set(WRITES) == MUST_TOUCH | set(MAY_BE_GONE)
+
+
+@pytest.mark.parametrize("name", sorted(WRITES))
+async def test_every_write_on_a_missing_record(store: Store, name: str) -> None:
     journal = store.open()
-    with pytest.raises(LostRecord):
-        await write(journal)
+    if name in MUST_TOUCH:
+        with pytest.raises(LostRecord, match="r/1"):
+            await WRITES[name](journal)
+    else:
+        assert await WRITES[name](journal) is MAY_BE_GONE[name]
+    assert journal.count() == 0 and (await store.reopen()).count() == 0
+
+
+@pytest.mark.parametrize("name", sorted(WRITES))
+async def test_every_write_on_a_record_removed_behind_the_agents_back(
+    store: Store, name: str
+) -> None:
+    """Memory still holds it, storage does not: the store's conditional write
+    finds none. A must-touch write is an error; none brings the record back."""
+    journal = store.open()
+    await journal.creating("r/1", "r", "u", now=100, revoke_at=3700)
+    await journal.activate("r/1", 3700)
+    await store.remove_behind("r/1")
+    if name in MUST_TOUCH:
+        with pytest.raises(LostRecord):
+            await WRITES[name](journal)
+    else:
+        try:
+            await WRITES[name](journal)
+        except LostRecord:
+            pass  # storage said so; also within the rule
+    assert (await store.reopen()).count() == 0
+
+
+@pytest.mark.parametrize("name", sorted(WRITES))
+@pytest.mark.parametrize("state", ["creating", "active"])
+async def test_every_write_is_durable_and_memory_agrees(
+    store: Store, name: str, state: str
+) -> None:
+    journal = store.open()
+    await journal.creating("r/1", "r", "u", now=100, revoke_at=3700)
+    if state == "active":
+        await journal.activate("r/1", 3700)
+    before = journal.get("r/1")
+    await WRITES[name](journal)
+    after = journal.get("r/1")
+    assert (await store.reopen()).get("r/1") == after
+    expected = EXPECTED[name](before) if name != "forget" else None
+    if name == "extend" and state == "creating":
+        expected = before  # only an active lease is extended
+    assert after == expected
+
+
+def _changed(**changes: Any) -> Callable[[Record], Record]:
+    return lambda r: dataclasses.replace(r, **changes)
+
+
+EXPECTED: dict[str, Callable[[Record], Record]] = {
+    "key_created": _changed(access_key_id="AKIA1"),
+    "activate": _changed(state="active", revoke_at=3700),
+    "extend": _changed(revoke_at=7300),
+    "revoke_now": _changed(revoke_at=500, next_attempt=0.0),
+    "abandon": _changed(revoke_at=104, next_attempt=0.0, settle_until=400),
+    "recheck": _changed(
+        revoke_at=400, next_attempt=0.0, settle_until=0.0, attempts=0, state="revoking"
+    ),
+    "revoking": _changed(state="revoking"),
+    "revoke_failed": _changed(attempts=1, last_error="Throttling", next_attempt=600),
+    "revoke_failed_uncounted": _changed(attempts=0, last_error="locked", next_attempt=900),
+}
+
+
+async def test_recovery_leaves_this_runs_issuances_alone(store: Store) -> None:
+    """A request can come before start-up recovery: its record in 'creating' is
+    an issuance in flight, not a half-created user of an earlier run."""
+    earlier = store.open()
+    await earlier.creating("r/old", "r", "old", now=100, revoke_at=3700)
+    journal = await store.reopen()
+    await journal.creating("r/new", "r", "new", now=150, revoke_at=3700)
+    assert await journal.recover(now=200) == 1
+    assert [r.lease_id for r in journal.due(200)] == ["r/old"]
 
 
 async def test_abandoned_create_is_deleted_now_and_again_after_the_grace(store: Store) -> None:
@@ -312,3 +419,40 @@ async def test_an_agent_item_written_by_0_2_is_judged_and_claimed_by_its_heartbe
         await table.claim(old, "other", 1.0)
     claimed = await table.agent("old")
     assert claimed is not None and claimed.taken_by == "new"
+
+
+async def test_journal_open_chooses_the_store_the_configuration_asks_for(
+    tmp_path: Path, aws: StandIn
+) -> None:
+    """Without [fleet] the state dir's SQLite journal; with it, the fleet's table.
+    Every store answers the whole interface, ``close_now`` included."""
+    from dyncreds import config
+    from dyncreds.journal import stores
+    from dyncreds.journal.dynamodb import DynamoDbJournal
+    from dyncreds.journal.rules import Rules
+
+    table = fleet_table(tmp_path, aws)
+    local = SqliteJournal(tmp_path / "j.sqlite3")
+    fleet = stores.open(config.load(tmp_path), stores.Places(local, "agent-a", table))
+    assert isinstance(fleet, DynamoDbJournal) and fleet.agent_id == "agent-a"
+    text = (tmp_path / "config.toml").read_text()
+    (tmp_path / "config.toml").write_text(text[: text.index("[fleet]")])
+    assert stores.open(config.load(tmp_path), stores.Places(local, "agent-a")) is local
+    assert set(stores.STORES) == {"sqlite", "dynamodb"}
+    for journal in (local, fleet):
+        assert isinstance(journal, Rules)
+        journal.close_now()
+
+
+async def test_a_fleet_is_not_joined_while_the_local_journal_tracks_users(
+    tmp_path: Path, aws: StandIn
+) -> None:
+    from dyncreds import config, daemon
+
+    fleet_table(tmp_path, aws)
+    local = SqliteJournal(tmp_path / "j.sqlite3")
+    await local.creating("r/1", "r", "u", now=1, revoke_at=2)
+    with pytest.raises(daemon.StartupError, match="still tracks 1 IAM users"):
+        daemon._open_journal(config.load(tmp_path), local, "agent-a")
+    assert local.count() == 1
+    local.close_now()

@@ -194,13 +194,11 @@ def run(
         from dyncreds.aws.backend import AwsBackend
 
         backend_factory = AwsBackend
-    fleet_parts = None
-    if cfg.main.fleet is not None:
-        try:
-            journal, fleet_parts = _fleet_journal(cfg, journal, ident)
-        except StartupError as exc:
-            print(f"dyncreds agent: {exc}", file=sys.stderr)
-            return 2
+    try:
+        journal, fleet_parts = _open_journal(cfg, journal, ident)
+    except StartupError as exc:
+        print(f"dyncreds agent: {exc}", file=sys.stderr)
+        return 2
     try:
         backend = backend_factory(cfg, journal, ident)
     except DyncredsError as exc:
@@ -233,11 +231,15 @@ def run(
     return 0
 
 
-def _fleet_journal(cfg: config.Config, local: Any, ident: str) -> tuple[Any, Any]:
-    """With [fleet] the journal is the fleet's table. A local journal that still
-    tracks users is not silently left behind: its records must be revoked first."""
+def _open_journal(cfg: config.Config, local: SqliteJournal, ident: str) -> tuple[Any, Any]:
+    """The journal the configuration asks for (journal/stores.py chooses). With
+    [fleet] it is the fleet's table; a local journal that still tracks users is
+    not silently left behind: its records must be revoked first."""
+    from dyncreds.journal import stores
+
+    if cfg.main.fleet is None:
+        return stores.open(cfg, stores.Places(local, ident)), None
     from dyncreds.aws.fleet_table import FleetTable
-    from dyncreds.journal.dynamodb import DynamoDbJournal
 
     if local.count():
         raise StartupError(
@@ -245,10 +247,9 @@ def _fleet_journal(cfg: config.Config, local: Any, ident: str) -> tuple[Any, Any
             "without [fleet] until `dyncreds status` shows none retiring, then join the fleet"
         )
     local.close_now()
-    assert cfg.main.fleet is not None
     holder: dict[str, Any] = {}
     table = FleetTable(cfg.main.fleet, lambda: holder["backend"].aws)
-    return DynamoDbJournal(table, ident), (table, holder)
+    return stores.open(cfg, stores.Places(local, ident, table)), (table, holder)
 
 
 def _join_fleet(

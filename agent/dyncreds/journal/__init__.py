@@ -16,9 +16,11 @@ States:
   revoking  - a revocation has started (and may have to be retried).
 
 Writes are ``async`` and durable when they return; reads are instant, from
-memory, so that ``status`` and the reaper never wait for the disk. ``sqlite.py``
-is the embedded implementation; ``dynamodb.py`` the fleet's (one table shared by
-many agents, each owning its records).
+memory, so that ``status`` and the reaper never wait for the disk. What each
+write changes, and what it does when its record is missing, is decided once, in
+``rules.py``; a store only puts, updates, deletes and loads: ``sqlite.py`` the
+embedded one, ``dynamodb.py`` the fleet's (one table shared by many agents, each
+owning its records). ``stores.py`` opens the one the configuration asks for.
 """
 
 from __future__ import annotations
@@ -118,6 +120,9 @@ class Journal(Protocol):
         """At start-up: half-created users are cleaned up at once. Returns how many."""
 
     async def close(self) -> None: ...
+
+    def close_now(self) -> None:
+        """At exit, outside trio (every write is already durable)."""
 
     # ------------------------------------------------------------ reads (memory)
     def get(self, lease_id: str) -> Record | None: ...

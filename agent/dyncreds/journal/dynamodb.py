@@ -12,13 +12,15 @@ is dropped the same way, and said so (``RecordGone``). An issuance whose record
 was lost mid-way does not leave its user behind: ``abandon`` journals the user
 again, under a new record of this agent's, for the reaper to delete.
 
-Writes are serialized (one trio.Lock) so that memory follows the table in order,
-as in sqlite.py. A table that cannot be reached is an ``Upstream`` error naming
-DynamoDB's: no iam_user is created that no peer could find. While the fleet
-refuses this agent (``refusal``: a clock too far off, its id held by another
-agent) every write is refused with that reason; and the records are loaded
-only once the agent has joined (``joined``), so that a second holder of the
-same id never acts on the first one's records.
+What each write changes, and the missing-record rule, are rules.py's (the same
+for every store); this module is the store's primitives - a conditional put,
+update and delete, and the load - and what only a fleet has: ownership, the
+reclaim, joining and refusal. A table that cannot be reached is an
+``Upstream`` error naming DynamoDB's: no iam_user is created that no peer could
+find. While the fleet refuses this agent (``refusal``: a clock too far off, its
+id held by another agent) every write is refused with that reason; and the
+records are loaded only once the agent has joined (``joined``), so that a second
+holder of the same id never acts on the first one's records.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from typing import Any, Protocol
 import trio
 
 from dyncreds import logs
-from dyncreds.journal import LostRecord, MemoryRows, Record, RecordGone, TakenOver
+from dyncreds.journal import Record, RecordGone, TakenOver
+from dyncreds.journal.rules import Rules
 from dyncreds.protocol import Unavailable, Upstream
 
 log = logs.get("journal")
@@ -58,7 +61,7 @@ class RecordTable(Protocol):
     async def adopted(self, agent_id: str) -> set[str]: ...
 
 
-class DynamoDbJournal(MemoryRows):
+class DynamoDbJournal(Rules):
     def __init__(
         self,
         table: RecordTable,
@@ -75,10 +78,8 @@ class DynamoDbJournal(MemoryRows):
         self.refusal: str | None = None  # set by the fleet while it refuses this agent
         self.join_error: Exception | None = None  # why the fleet could not join yet
         self._origin: dict[str, str] = {}  # lease id -> the partition it lives in
-        self._lock = trio.Lock()
         self.lost: list[str] = []  # records taken over from us, or gone (for status)
         self._dropped: dict[str, Record] = {}  # the last few, for ``abandon``
-        self._this_run: set[str] = set()  # created by this process (recovery skips them)
         self.loaded = False
 
     # ---------------------------------------------------------------- loading
@@ -154,15 +155,24 @@ class DynamoDbJournal(MemoryRows):
 
     # ---------------------------------------------------------------- writes
 
-    def _refuse(self) -> None:
+    def _store_check(self) -> None:
         if self.refusal is not None:
             raise Unavailable(f"the fleet journal refuses writes: {self.refusal}")
 
-    async def _set(self, lease_id: str, what: str, **changes: Any) -> None:
-        self._refuse()
-        record = self._rows.get(lease_id)
-        if record is None:
-            raise LostRecord(f"journal record {lease_id} vanished while {what}")
+    async def _store_load(self) -> None:
+        await self.load()
+
+    async def _store_put(self, record: Record) -> None:
+        if self.joined is not None and not self.joined.is_set():
+            if isinstance(self.join_error, Upstream):  # why: the table cannot be used
+                raise Upstream(self.join_error.message, aws_code=self.join_error.aws_code)
+            raise Unavailable(
+                "this agent has not joined the fleet yet (see `dyncreds status`); retry in a moment"
+            )
+        await self.table.put_new(record, self.agent_id)
+        self._origin[record.lease_id] = self.agent_id
+
+    async def _store_update(self, lease_id: str, changes: dict[str, Any]) -> None:
         origin = self._origin.get(lease_id, self.agent_id)
         try:
             await self.table.update(origin, lease_id, self.agent_id, changes)
@@ -176,9 +186,16 @@ class DynamoDbJournal(MemoryRows):
                 f"lease {lease_id} was taken over by a peer of the fleet while this agent "
                 "was cut off; its clients get a new lease"
             ) from None
-        current = self._rows.get(lease_id)
-        if current is not None:
-            self._rows[lease_id] = dataclasses.replace(current, **changes)
+
+    async def _store_delete(self, lease_id: str) -> bool:
+        origin = self._origin.get(lease_id, self.agent_id)
+        try:
+            await self.table.delete(origin, lease_id, self.agent_id)
+        except TakenOver:
+            self.drop(lease_id)
+            return False
+        self._origin.pop(lease_id, None)
+        return True
 
     async def creating(
         self,
@@ -191,70 +208,26 @@ class DynamoDbJournal(MemoryRows):
         thing: str = "user",
         detail: str | None = None,
     ) -> None:
-        record = Record(
-            lease_id, role, user_name, None, "creating", now, revoke_at, thing=thing, detail=detail
-        )
         if self.joined is not None and not self.joined.is_set() and self.refusal is None:
             with trio.move_on_after(JOIN_WAIT):  # an agent just started: it is joining
                 await self.joined.wait()
-        async with self._lock:
-            self._refuse()
-            if self.joined is not None and not self.joined.is_set():
-                if isinstance(self.join_error, Upstream):  # why: the table cannot be used
-                    raise Upstream(self.join_error.message, aws_code=self.join_error.aws_code)
-                raise Unavailable(
-                    "this agent has not joined the fleet yet (see `dyncreds status`); "
-                    "retry in a moment"
-                )
-            await self.table.put_new(record, self.agent_id)
-            self._rows[lease_id] = record
-            self._origin[lease_id] = self.agent_id
-            self._this_run.add(lease_id)
+        await super().creating(
+            lease_id, role, user_name, now, revoke_at, thing=thing, detail=detail
+        )
 
-    async def key_created(self, lease_id: str, access_key_id: str) -> None:
-        async with self._lock:
-            await self._set(lease_id, "issuing", access_key_id=access_key_id)
-
-    async def activate(self, lease_id: str, revoke_at: float) -> None:
-        async with self._lock:
-            await self._set(lease_id, "issuing", state="active", revoke_at=revoke_at)
-
-    async def extend(self, lease_id: str, revoke_at: float) -> None:
-        async with self._lock:
-            record = self._rows.get(lease_id)
-            if record is not None and record.state == "active":
-                await self._set(lease_id, "extending", revoke_at=revoke_at)
-
-    async def revoke_now(self, lease_id: str, now: float) -> bool:
-        async with self._lock:
-            record = self._rows.get(lease_id)
-            if record is None:
-                return False
-            await self._set(
-                lease_id, "revoking", revoke_at=min(record.revoke_at, now), next_attempt=0.0
-            )
-            return True
-
-    async def abandon(self, lease_id: str, now: float, settle_until: float) -> None:
-        async with self._lock:
-            lost = self._dropped.get(lease_id) if lease_id not in self._rows else None
-            if lost is not None and lost.state == "creating":
-                await self._reclaim(lost, now, settle_until)
-                return
-            await self._set(
-                lease_id, "abandoning", revoke_at=now, next_attempt=0.0, settle_until=settle_until
-            )
-
-    async def _reclaim(self, lost: Record, now: float, settle_until: float) -> None:
+    async def _reclaim(self, lease_id: str, now: float, settle_until: float) -> bool:
         """The record of an issuance in flight was lost (a peer took it over, or it
         is gone): what this agent just created is journaled again, as its own, to
         be deleted now and once more after the grace. The peer, if any, deletes it
         too; the second DeleteUser finds nothing."""
-        self._refuse()
-        lease_id = lost.lease_id.removesuffix(RECLAIM) + RECLAIM
+        lost = self._dropped.get(lease_id)
+        if lost is None or lost.state != "creating":
+            return False
+        self._store_check()
+        new_id = lost.lease_id.removesuffix(RECLAIM) + RECLAIM
         record = dataclasses.replace(
             lost,
-            lease_id=lease_id,
+            lease_id=new_id,
             state="revoking",
             revoke_at=now,
             next_attempt=0.0,
@@ -262,78 +235,11 @@ class DynamoDbJournal(MemoryRows):
             settle_until=settle_until,
         )
         await self.table.put_new(record, self.agent_id)
-        self._rows[lease_id] = record
-        self._origin[lease_id] = self.agent_id
+        self._rows[new_id] = record
+        self._origin[new_id] = self.agent_id
         self._dropped.pop(lost.lease_id, None)
-        log.warning("lease.reclaimed", lease=lost.lease_id, user=lost.user_name, record=lease_id)
-
-    async def recheck(self, lease_id: str, at: float) -> None:
-        async with self._lock:
-            await self._set(
-                lease_id,
-                "rechecking",
-                revoke_at=at,
-                next_attempt=0.0,
-                settle_until=0.0,
-                attempts=0,
-                state="revoking",
-            )
-
-    async def revoking(self, lease_id: str) -> None:
-        # Conditional like every write: a record taken over is not deleted by us.
-        async with self._lock:
-            await self._set(lease_id, "revoking", state="revoking")
-
-    async def revoke_failed(
-        self, lease_id: str, error: str, next_attempt: float, *, count: bool = True
-    ) -> None:
-        async with self._lock:
-            record = self._rows.get(lease_id)
-            if record is None:
-                return
-            await self._set(
-                lease_id,
-                "revoking",
-                attempts=record.attempts + (1 if count else 0),
-                last_error=error[:500],
-                next_attempt=next_attempt,
-            )
-
-    async def forget(self, lease_id: str) -> bool:
-        async with self._lock:
-            if lease_id not in self._rows:
-                return False
-            self._refuse()
-            origin = self._origin.get(lease_id, self.agent_id)
-            try:
-                await self.table.delete(origin, lease_id, self.agent_id)
-            except TakenOver:
-                self.drop(lease_id)
-                return False
-            self._rows.pop(lease_id, None)
-            self._origin.pop(lease_id, None)
-            self._this_run.discard(lease_id)
-            return True
-
-    async def recover(self, now: float) -> int:
-        """Load this agent's records, then make the half-done ones of an earlier
-        run due now - not those of this run's issuances in flight (a request can
-        come before the agent has joined and loaded)."""
-        await self.load()
-        count = 0
-        async with self._lock:
-            for record in list(self._rows.values()):
-                if record.lease_id in self._this_run:
-                    continue
-                if record.state in ("creating", "revoking"):
-                    await self._set(
-                        record.lease_id,
-                        "recovering",
-                        revoke_at=min(record.revoke_at, now),
-                        next_attempt=0.0,
-                    )
-                    count += 1
-        return count
+        log.warning("lease.reclaimed", lease=lost.lease_id, user=lost.user_name, record=new_id)
+        return True
 
     async def close(self) -> None:
         pass
