@@ -421,6 +421,7 @@ async def test_an_agent_item_written_by_0_2_is_judged_and_claimed_by_its_heartbe
     assert claimed is not None and claimed.taken_by == "new"
 
 
+@pytest.mark.e2e
 async def test_journal_open_chooses_the_store_the_configuration_asks_for(
     tmp_path: Path, aws: StandIn
 ) -> None:
@@ -444,6 +445,7 @@ async def test_journal_open_chooses_the_store_the_configuration_asks_for(
         journal.close_now()
 
 
+@pytest.mark.e2e
 async def test_a_fleet_is_not_joined_while_the_local_journal_tracks_users(
     tmp_path: Path, aws: StandIn
 ) -> None:
