@@ -80,6 +80,7 @@ class Fleet:
         tokens: TokenStore,
         clock: Callable[[], float] = trio.current_time,
         sweep_soon: Callable[[], None] = lambda: None,
+        audit: Callable[..., None] = lambda op, outcome, **fields: None,
     ):
         self.settings = settings
         self.table = table
@@ -115,12 +116,13 @@ class Fleet:
             clock=clock,
             poke_reaper=poke_reaper,
             sweep_soon=sweep_soon,
+            audit=audit,
         )
         self.taken_from_us = 0  # times a peer took our records while we were cut off
 
     @property
     def audit(self) -> Callable[..., None]:
-        """The audit log's ``record`` (set by the daemon): takeovers, both ways."""
+        """The audit log's ``record`` (given by the daemon): takeovers, both ways."""
         return self.takeover.audit
 
     @audit.setter
