@@ -54,3 +54,43 @@ def test_the_check_catches_a_long_function(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(f"def long() -> None:\n{body}\n\ndef short() -> None:\n    pass\n")
     assert [line.split()[1] for line in _long_functions(probe, tmp_path)] == ["long"]
+
+
+# Building a boto3 session or client costs tens of milliseconds of CPU: in aws/ it
+# happens in a worker thread (trio.to_thread), never directly in a coroutine, where it
+# would stall every cached request behind it.
+CLIENT_BUILDERS = {"build", "_clients", "client_for_keys", "client", "Session"}
+
+
+def _clients_built_on_the_loop(path: Path, root: Path = ROOT) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name in CLIENT_BUILDERS:
+                where = path.relative_to(root)
+                found.append(f"{where}:{node.lineno} {fn.name} calls {name}")
+    return found
+
+
+def test_no_boto3_client_is_built_on_the_event_loop() -> None:
+    aws = sorted((ROOT / "agent" / "dyncreds" / "aws").rglob("*.py"))
+    assert aws
+    found = [line for p in aws for line in _clients_built_on_the_loop(p)]
+    assert not found, "build these in trio.to_thread.run_sync:\n" + "\n".join(found)
+
+
+def test_the_check_catches_a_client_built_in_a_coroutine(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import trio\n\n\n"
+        "async def on_loop(aws):\n    aws.build()\n\n\n"
+        "async def off_loop(aws):\n    await trio.to_thread.run_sync(aws.build)\n"
+    )
+    assert [line.split()[1] for line in _clients_built_on_the_loop(probe, tmp_path)] == ["on_loop"]
