@@ -190,10 +190,6 @@ def run(
         print(f"dyncreds agent: {exc}", file=sys.stderr)
         return 2
     logs.setup(log_level or cfg.main.agent.log_level, log_format or cfg.main.agent.log_format)
-    if backend_factory is None:
-        from dyncreds.aws.backend import AwsBackend
-
-        backend_factory = AwsBackend
     fleet_parts = None
     if cfg.main.fleet is not None:
         try:
@@ -202,14 +198,10 @@ def run(
             print(f"dyncreds agent: {exc}", file=sys.stderr)
             return 2
     try:
-        backend = backend_factory(cfg, journal, ident)
+        backend = _backend(cfg, journal, ident, paths, backend_factory)
     except DyncredsError as exc:
         print(f"dyncreds agent: {exc.message}", file=sys.stderr)
         return 2
-    if hasattr(backend, "static_store"):  # static roles' keys, sealed at rest
-        from dyncreds.aws.staticstore import StaticStore
-
-        backend.static_store = StaticStore(paths.state_dir, cfg.main.root)
     system = cfg.main.agent.mode == "system"
     sock = systemd_socket()
     activated = sock is not None
@@ -228,6 +220,24 @@ def run(
         if not activated:
             _unlink_own_socket(paths.socket, sock)
     return 0
+
+
+def _backend(
+    cfg: config.Config,
+    journal: Any,
+    ident: str,
+    paths: Paths,
+    factory: Callable[..., Any] | None,
+) -> Any:
+    """The AWS backend, with the store that seals static roles' keys at rest (a
+    restart serves the same key); ``factory`` replaces it whole."""
+    if factory is not None:
+        return factory(cfg, journal, ident)
+    from dyncreds.aws.backend import AwsBackend
+    from dyncreds.aws.staticstore import StaticStore
+
+    sealed = StaticStore(paths.state_dir, cfg.main.root)
+    return AwsBackend(cfg, journal, ident, static_store=sealed)
 
 
 def _agent(
