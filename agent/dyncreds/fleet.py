@@ -121,15 +121,6 @@ class Fleet:
         self.taken_from_us = 0  # times a peer took our records while we were cut off
 
     @property
-    def audit(self) -> Callable[..., None]:
-        """The audit log's ``record`` (given by the daemon): takeovers, both ways."""
-        return self.takeover.audit
-
-    @audit.setter
-    def audit(self, record: Callable[..., None]) -> None:
-        self.takeover.audit = record
-
-    @property
     def heartbeat_every(self) -> float:
         return float(self.settings.heartbeat)
 
@@ -346,7 +337,7 @@ class Fleet:
             self.journal.drop(lease_id)
         if why == "taken":
             self.taken_from_us += 1
-            self.audit("fleet_taken_over", "ok", records=len(lost))
+            self.takeover.audit("fleet_taken_over", "ok", records=len(lost))
             log.warning(
                 "fleet.taken_over",
                 records=len(lost),
