@@ -4,6 +4,7 @@ its records were taken (on trio's mock clock, with test_fleet_timing's table).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -17,11 +18,13 @@ async def test_a_takeover_is_recorded_by_both_agents(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     table, wall = Table(), WallClock()
-    a, a_journal, _ = member(table, "a", wall)
-    b, _, _ = member(table, "b", wall)
     records: dict[str, list[tuple[str, str, dict[str, Any]]]] = {"a": [], "b": []}
-    a.audit = lambda op, outcome, **fields: records["a"].append((op, outcome, fields))
-    b.audit = lambda op, outcome, **fields: records["b"].append((op, outcome, fields))
+
+    def recorder(name: str) -> Callable[..., None]:
+        return lambda op, outcome, **fields: records[name].append((op, outcome, fields))
+
+    a, a_journal, _ = member(table, "a", wall, audit=recorder("a"))
+    b, _, _ = member(table, "b", wall, audit=recorder("b"))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(a.run)
         nursery.start_soon(b.run)

@@ -184,12 +184,15 @@ def member(
     agent_id: str,
     wall: Callable[[], float],
     tokens: MemoryTokens | None = None,
+    audit: Callable[..., None] = lambda op, outcome, **fields: None,
 ) -> tuple[Fleet, DynamoDbJournal, list[str]]:
     lost: list[str] = []
     view = table.view(agent_id)
     journal = DynamoDbJournal(view, agent_id, on_lost=lost.append)
     tokens = tokens or MemoryTokens()
-    fleet = Fleet(SETTINGS, view, journal, agent_id, wall=wall, rng=lambda: 0.5, tokens=tokens)
+    fleet = Fleet(
+        SETTINGS, view, journal, agent_id, wall=wall, rng=lambda: 0.5, tokens=tokens, audit=audit
+    )
     return fleet, journal, lost
 
 

@@ -73,7 +73,12 @@ class Agent:
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         offload: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
+        audit: Callable[..., None] = lambda op, outcome, **fields: None,
+        on_status: Callable[[str], None] = lambda summary: None,
     ):
+        """``audit``: the audit log's record(op, outcome, **fields), for what the agent
+        does unasked (scheduled root rotations). ``on_status``: called with the
+        one-line summary whenever the root locks, unlocks or fails (systemd's STATUS=)."""
         self.config = config
         self.journal = journal
         self.backend = backend
@@ -91,16 +96,7 @@ class Agent:
             counters=self.counters,
             sweep=SweepSettings(float(agent.orphan_sweep_every), float(agent.orphan_min_age)),
         )
-        self.ctx = Context(
-            issuer=backend,
-            journal=journal,
-            retire=self.reaper.retire,
-            wall=wall,
-            rng=rng,
-            timing=_timing(config),
-            issue_timeout=float(agent.issue_timeout),
-            counters=self.counters,
-        )
+        self.ctx = _context(config, journal, backend, self.reaper, wall, rng, self.counters)
         self.mode = agent.mode
         # A static role's key sealed at rest is served again, not replaced (a restart
         # must not cost one of the user's two key slots).
@@ -117,8 +113,10 @@ class Agent:
             rng=rng,
             counters=self.counters,
             on_unlock=self._unlocked,
+            after_rotation=self.reaper.poke,
+            on_change=lambda: on_status(self.summary()),
+            audit=audit,
         )
-        self.root.after_rotation = self.reaper.poke
         self.reload_error: str | None = None
         self.stopping = False
         self.revocations: deque[dict[str, str]] = deque(maxlen=20)  # for status
@@ -408,6 +406,29 @@ class Agent:
                 "locked by `dyncreds lock`" if lock.refusing else "locked (run `dyncreds unlock`)"
             ) + f"; {text}"
         return text
+
+
+def _context(
+    config: Config,
+    journal: Journal,
+    backend: Backend,
+    reaper: Reaper,
+    wall: Callable[[], float],
+    rng: Callable[[], float],
+    counters: Counter[str],
+) -> Context:
+    """What every worker shares: the issuer, the journal, the reaper's retire, the
+    clocks and the timing the configuration sets."""
+    return Context(
+        issuer=backend,
+        journal=journal,
+        retire=reaper.retire,
+        wall=wall,
+        rng=rng,
+        timing=_timing(config),
+        issue_timeout=float(config.main.agent.issue_timeout),
+        counters=counters,
+    )
 
 
 def _timing(config: Config) -> Timing:

@@ -21,7 +21,7 @@ import resource
 import signal
 import socket as stdsocket
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,24 +190,16 @@ def run(
         print(f"dyncreds agent: {exc}", file=sys.stderr)
         return 2
     logs.setup(log_level or cfg.main.agent.log_level, log_format or cfg.main.agent.log_format)
-    if backend_factory is None:
-        from dyncreds.aws.backend import AwsBackend
-
-        backend_factory = AwsBackend
     try:
         journal, fleet_parts = _open_journal(cfg, journal, ident)
     except StartupError as exc:
         print(f"dyncreds agent: {exc}", file=sys.stderr)
         return 2
     try:
-        backend = backend_factory(cfg, journal, ident)
+        backend = _backend(cfg, journal, ident, paths, backend_factory)
     except DyncredsError as exc:
         print(f"dyncreds agent: {exc.message}", file=sys.stderr)
         return 2
-    if hasattr(backend, "static_store"):  # static roles' keys, sealed at rest
-        from dyncreds.aws.staticstore import StaticStore
-
-        backend.static_store = StaticStore(paths.state_dir, cfg.main.root)
     system = cfg.main.agent.mode == "system"
     sock = systemd_socket()
     activated = sock is not None
@@ -217,18 +209,66 @@ def run(
         except SocketSetupError as exc:
             print(f"dyncreds agent: {exc}", file=sys.stderr)
             return 2
-    agent = Agent(cfg, journal, backend, ident, load_config=lambda: config.load(paths.config_dir))
-    if fleet_parts is not None:
-        agent.fleet = _join_fleet(
-            cfg, fleet_parts, journal, backend, agent, ident, statedir.TokenFile(paths.state_dir)
-        )
+    audit_log = _audit_log(cfg, paths)
+    agent = _agent(cfg, journal, backend, ident, paths, fleet_parts, audit_log)
     try:
-        trio.run(_main, agent, sock, paths, activated)
+        trio.run(_main, agent, audit_log, sock, paths, activated)
     finally:
         journal.close_now()
         if not activated:
             _unlink_own_socket(paths.socket, sock)
     return 0
+
+
+def _backend(
+    cfg: config.Config,
+    journal: Any,
+    ident: str,
+    paths: Paths,
+    factory: Callable[..., Any] | None,
+) -> Any:
+    """The AWS backend, with the store that seals static roles' keys at rest (a
+    restart serves the same key); ``factory`` replaces it whole."""
+    if factory is not None:
+        return factory(cfg, journal, ident)
+    from dyncreds.aws.backend import AwsBackend
+    from dyncreds.aws.staticstore import StaticStore
+
+    sealed = StaticStore(paths.state_dir, cfg.main.root)
+    return AwsBackend(cfg, journal, ident, static_store=sealed)
+
+
+def _agent(
+    cfg: config.Config,
+    journal: Any,
+    backend: Any,
+    ident: str,
+    paths: Paths,
+    fleet_parts: Any,
+    audit_log: AuditLog,
+) -> Agent:
+    """The agent, wired at construction to the audit log and systemd's STATUS=; with
+    [fleet], joined to it (the fleet needs the agent's reaper and clock)."""
+    agent = Agent(
+        cfg,
+        journal,
+        backend,
+        ident,
+        load_config=lambda: config.load(paths.config_dir),
+        audit=audit_log.record,  # scheduled rotations
+        on_status=_show_status,
+    )
+    if fleet_parts is not None:
+        tokens = statedir.TokenFile(paths.state_dir)
+        agent.fleet = _join_fleet(
+            cfg, fleet_parts, journal, backend, agent, ident, tokens, audit_log.record
+        )
+    return agent
+
+
+def _show_status(summary: str) -> None:
+    """`systemctl --user status` shows a lock or an unlock at once, not at the next tick."""
+    sd_notify(f"STATUS={summary}")
 
 
 def _open_journal(cfg: config.Config, local: SqliteJournal, ident: str) -> tuple[Any, Any]:
@@ -260,6 +300,7 @@ def _join_fleet(
     agent: Agent,
     ident: str,
     tokens: statedir.TokenFile,
+    audit: Callable[..., None],
 ) -> Any:
     from dyncreds.fleet import Fleet
 
@@ -277,6 +318,7 @@ def _join_fleet(
         create_grace=float(cfg.main.agent.create_grace),
         tokens=tokens,
         sweep_soon=agent.reaper.sweep_soon,
+        audit=audit,  # takeovers, both ways
     )
     agent.reaper.scope = fleet.sweep_scope()
     return fleet
@@ -291,7 +333,9 @@ def _unlink_own_socket(path: Path, sock: stdsocket.socket) -> None:
     sock.close()
 
 
-async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: bool) -> None:
+async def _main(
+    agent: Agent, audit_log: AuditLog, sock: stdsocket.socket, paths: Paths, activated: bool
+) -> None:
     async def reload() -> list[str]:
         sd_notify("RELOADING=1\nSTATUS=reloading configuration")
         try:
@@ -305,25 +349,17 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
             "config_dir": str(paths.config_dir),
             "state_dir": str(paths.state_dir),
             "socket": str(paths.socket),
+            "audit_dropped": audit_log.dropped,
         }
-
-    # `systemctl --user status` shows a lock or an unlock at once, not at the next tick.
-    def status_changed() -> None:
-        sd_notify(f"STATUS={agent.summary()}")
-
-    agent.root.on_change = status_changed
-    audit_log = _audit_log(agent, paths)
-
-    def process_status_with_audit() -> dict[str, Any]:
-        return {**process_status(), "audit_dropped": audit_log.dropped}
 
     # System mode: every local user may connect; the rules decide.
     door = Door(lambda: agent.config.main.access) if agent.mode == "system" else None
     watchers = Watchers()  # the endpoints' watches: the lock fence
     server = Server(
-        make_handler(agent, reload, process_status_with_audit, audit_log, watchers), door=door
+        make_handler(agent, reload, process_status, audit_log, watchers),
+        door=door,
+        audit=audit_log.record,  # refused peers
     )
-    server.audit = audit_log.record  # refused peers
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
             await outer.start(agent.run)
@@ -336,26 +372,8 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
                         await server.serve(sock, connections, task_status=task_status)
 
                 await connections.start(accept_loop)
-                log.info(
-                    "agent.ready",
-                    socket=str(paths.socket),
-                    activated=activated,
-                    pid=os.getpid(),
-                    version=__version__,
-                )
-                sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={agent.summary()}")
-                outer.start_soon(_status_updates, agent)
-                interval = watchdog_interval()
-                if interval:
-                    outer.start_soon(_watchdog, interval)
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        try:
-                            await reload()
-                        except DyncredsError as exc:
-                            log.error("config.sighup_reload_failed", error=exc.message)
-                        continue
-                    break
+                _ready(agent, paths, activated, outer)
+                signum = await _until_stopped(signals, reload)
                 log.info("agent.stopping", signal=signal.Signals(signum).name)
                 sd_notify("STOPPING=1\nSTATUS=stopping")
                 accept.cancel()
@@ -369,17 +387,45 @@ async def _main(agent: Agent, sock: stdsocket.socket, paths: Paths, activated: b
     log.info("agent.stopped")
 
 
-def _audit_log(agent: Agent, paths: Paths) -> AuditLog:
-    settings = agent.config.main.audit
-    audit_log = AuditLog(
+def _ready(agent: Agent, paths: Paths, activated: bool, nursery: trio.Nursery) -> None:
+    """Serving: tell the log and systemd (READY=1), then keep systemd's STATUS= and
+    watchdog fed."""
+    log.info(
+        "agent.ready",
+        socket=str(paths.socket),
+        activated=activated,
+        pid=os.getpid(),
+        version=__version__,
+    )
+    sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={agent.summary()}")
+    nursery.start_soon(_status_updates, agent)
+    interval = watchdog_interval()
+    if interval:
+        nursery.start_soon(_watchdog, interval)
+
+
+async def _until_stopped(
+    signals: AsyncIterator[int], reload: Callable[[], Awaitable[list[str]]]
+) -> int:
+    """Reload on each SIGHUP (a bad configuration is logged and the old one kept);
+    return the signal that stops the agent."""
+    async for signum in signals:
+        if signum != signal.SIGHUP:
+            return signum
+        try:
+            await reload()
+        except DyncredsError as exc:
+            log.error("config.sighup_reload_failed", error=exc.message)
+    raise AssertionError("the signal receiver never ends")
+
+
+def _audit_log(cfg: config.Config, paths: Paths) -> AuditLog:
+    settings = cfg.main.audit
+    return AuditLog(
         paths.state_dir / settings.file if settings.file else None,
         settings.max_size,
         required=settings.required,
     )
-    agent.root.audit = audit_log.record  # scheduled rotations
-    if agent.fleet is not None:
-        agent.fleet.audit = audit_log.record  # takeovers, both ways
-    return audit_log
 
 
 async def _status_updates(agent: Agent) -> None:

@@ -87,6 +87,28 @@ def main(keep: bool = False, console: bool = False) -> int:
 
 def _walk(aws: StandIn, base: Path, started: float, console: bool = False) -> int:
     print(f"   listening on {aws.endpoint}")
+    env = _set_up(aws, base)
+    socket_path = base / "agent.sock"
+
+    say("4. Starting the agent on a private socket.")
+    with running_agent(base, env, base / "agent.log") as agent:
+        print(f"   agent pid {agent.pid}, socket {socket_path}")
+        _use_profiles(aws, base, env)
+        say("8. `dyncreds status` shows the leases (never a secret):")
+        print(textwrap.indent(run_cli(env, "status").rstrip(), "   "))
+        if not _revoke_and_verify(aws, env, socket_path):
+            return 1
+        if console:
+            _console(env)
+        say("10. Stopping the agent (SIGTERM: it finishes requests in flight and exits 0).")
+    print(f"   agent exited with status {agent.returncode}")
+    _closing(started, console)
+    return 0 if agent.returncode == 0 else 1
+
+
+def _set_up(aws: StandIn, base: Path) -> dict[str, str]:
+    """Steps 2-3: the root identity and a role in the stand-in, the throw-away
+    configuration (checked); the environment every later command runs in."""
     say(
         "2. Creating the service-account user 'vaultuser' with administrator rights (the "
         "agent's root identity, Vault's config/root), a role 'deploy' to assume, and turning "
@@ -103,69 +125,69 @@ def _walk(aws: StandIn, base: Path, started: float, console: bool = False) -> in
         "role 'ec2-only' whose policy allows only EC2, and an assumed_role role 'deploy'."
     )
     write_config(base / "config", aws.endpoint, keys)
-    socket_path = base / "agent.sock"
-    env = agent_env(base, socket_path)
+    env = agent_env(base, base / "agent.sock")
     print(run_cli(env, "check").rstrip())
+    return env
 
-    say("4. Starting the agent on a private socket.")
-    with running_agent(base, env, base / "agent.log") as agent:
-        print(f"   agent pid {agent.pid}, socket {socket_path}")
-        say(
-            "5. Pointing ~/.aws/config profiles at dyncreds-shim (a throw-away AWS_CONFIG_FILE "
-            "here). `dyncreds aws-config` prints them:"
-        )
-        profiles = run_cli(env, "aws-config", "ec2-only", "deploy")
-        (base / "aws-config").write_text(profiles)
-        print(textwrap.indent(profiles.rstrip(), "   "))
 
-        child_env = dict(env, AWS_ENDPOINT_URL=aws.endpoint)
-        say(
-            "6. A plain boto3 program using profile 'ec2-only'. It knows nothing about dyncreds: "
-            "botocore runs the shim, the agent creates a temporary IAM user with the EC2-only "
-            "policy, waits until its new key really works, and hands it over."
-        )
-        t0 = time.monotonic()
-        print(_python(PROGRAM.format(profile="ec2-only"), child_env))
-        print(f"   (first run, including the issuance: {time.monotonic() - t0:.2f}s)")
-        t0 = time.monotonic()
-        _python(PROGRAM.format(profile="ec2-only"), child_env)
-        print(f"   (second run, served from the agent's cache: {time.monotonic() - t0:.2f}s)")
+def _use_profiles(aws: StandIn, base: Path, env: dict[str, str]) -> None:
+    """Steps 5-7: plain SDK programs that know only an AWS profile get credentials."""
+    say(
+        "5. Pointing ~/.aws/config profiles at dyncreds-shim (a throw-away AWS_CONFIG_FILE "
+        "here). `dyncreds aws-config` prints them:"
+    )
+    profiles = run_cli(env, "aws-config", "ec2-only", "deploy")
+    (base / "aws-config").write_text(profiles)
+    print(textwrap.indent(profiles.rstrip(), "   "))
 
-        say("7. The same for 'deploy': the agent calls sts:AssumeRole.")
-        print(_python(IDENTITY.format(profile="deploy"), child_env))
+    child_env = dict(env, AWS_ENDPOINT_URL=aws.endpoint)
+    say(
+        "6. A plain boto3 program using profile 'ec2-only'. It knows nothing about dyncreds: "
+        "botocore runs the shim, the agent creates a temporary IAM user with the EC2-only "
+        "policy, waits until its new key really works, and hands it over."
+    )
+    t0 = time.monotonic()
+    print(_python(PROGRAM.format(profile="ec2-only"), child_env))
+    print(f"   (first run, including the issuance: {time.monotonic() - t0:.2f}s)")
+    t0 = time.monotonic()
+    _python(PROGRAM.format(profile="ec2-only"), child_env)
+    print(f"   (second run, served from the agent's cache: {time.monotonic() - t0:.2f}s)")
 
-        say("8. `dyncreds status` shows the leases (never a secret):")
-        print(textwrap.indent(run_cli(env, "status").rstrip(), "   "))
+    say("7. The same for 'deploy': the agent calls sts:AssumeRole.")
+    print(_python(IDENTITY.format(profile="deploy"), child_env))
 
-        with Client(socket_path) as client:
-            creds = client.request("credentials", role="ec2-only")["credentials"]
-        users_before = [
-            u["UserName"]
-            for u in aws.client("iam").list_users()["Users"]
-            if u["UserName"] != "vaultuser"
-        ]
-        say(
-            f"9. Revoking the 'ec2-only' lease: keys, policies and the user "
-            f"{', '.join(users_before)} are deleted in AWS."
-        )
-        print(textwrap.indent(run_cli(env, "revoke", "--role", "ec2-only").rstrip(), "   "))
-        rejected = aws.key_rejected(creds["AccessKeyId"], creds["SecretAccessKey"])
-        if rejected is None:
-            print("   the old key still works (unexpected!)")
-            return 1
-        print(f"   the old key {creds['AccessKeyId']} is now rejected: {rejected}")
-        users_after = [
-            u["UserName"]
-            for u in aws.client("iam").list_users()["Users"]
-            if u["UserName"] != "vaultuser"
-        ]
-        print(f"   temporary IAM users left: {users_after or 'none'}")
-        if users_after:
-            return 1
-        if console:
-            _console(env)
-        say("10. Stopping the agent (SIGTERM: it finishes requests in flight and exits 0).")
-    print(f"   agent exited with status {agent.returncode}")
+
+def _temporary_users(aws: StandIn) -> list[str]:
+    """The IAM users the agent created (every user but the root identity)."""
+    return [
+        u["UserName"]
+        for u in aws.client("iam").list_users()["Users"]
+        if u["UserName"] != "vaultuser"
+    ]
+
+
+def _revoke_and_verify(aws: StandIn, env: dict[str, str], socket_path: Path) -> bool:
+    """Step 9: revoke the iam_user lease; False if its key still works or its
+    user is left in AWS."""
+    with Client(socket_path) as client:
+        creds = client.request("credentials", role="ec2-only")["credentials"]
+    users_before = _temporary_users(aws)
+    say(
+        f"9. Revoking the 'ec2-only' lease: keys, policies and the user "
+        f"{', '.join(users_before)} are deleted in AWS."
+    )
+    print(textwrap.indent(run_cli(env, "revoke", "--role", "ec2-only").rstrip(), "   "))
+    rejected = aws.key_rejected(creds["AccessKeyId"], creds["SecretAccessKey"])
+    if rejected is None:
+        print("   the old key still works (unexpected!)")
+        return False
+    print(f"   the old key {creds['AccessKeyId']} is now rejected: {rejected}")
+    users_after = _temporary_users(aws)
+    print(f"   temporary IAM users left: {users_after or 'none'}")
+    return not users_after
+
+
+def _closing(started: float, console: bool) -> None:
     say(
         f"Done in {time.monotonic() - started:.1f}s. For real use: `dyncreds init`, "
         "`dyncreds configure root`, `dyncreds role create ...`, then `dyncreds install-units` "
@@ -176,7 +198,6 @@ def _walk(aws: StandIn, base: Path, started: float, console: bool = False) -> in
             "The web console on this demo's stand-in and agent: `dyncreds demo --console` "
             "(the same walk, then `dyncreds ui` on them until Ctrl-C)."
         )
-    return 0 if agent.returncode == 0 else 1
 
 
 def _console(env: dict[str, str]) -> None:

@@ -80,6 +80,7 @@ class Fleet:
         tokens: TokenStore,
         clock: Callable[[], float] = trio.current_time,
         sweep_soon: Callable[[], None] = lambda: None,
+        audit: Callable[..., None] = lambda op, outcome, **fields: None,
     ):
         self.settings = settings
         self.table = table
@@ -115,17 +116,9 @@ class Fleet:
             clock=clock,
             poke_reaper=poke_reaper,
             sweep_soon=sweep_soon,
+            audit=audit,
         )
         self.taken_from_us = 0  # times a peer took our records while we were cut off
-
-    @property
-    def audit(self) -> Callable[..., None]:
-        """The audit log's ``record`` (set by the daemon): takeovers, both ways."""
-        return self.takeover.audit
-
-    @audit.setter
-    def audit(self, record: Callable[..., None]) -> None:
-        self.takeover.audit = record
 
     @property
     def heartbeat_every(self) -> float:
@@ -344,7 +337,7 @@ class Fleet:
             self.journal.drop(lease_id)
         if why == "taken":
             self.taken_from_us += 1
-            self.audit("fleet_taken_over", "ok", records=len(lost))
+            self.takeover.audit("fleet_taken_over", "ok", records=len(lost))
             log.warning(
                 "fleet.taken_over",
                 records=len(lost),

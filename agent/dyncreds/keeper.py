@@ -49,6 +49,9 @@ class RootKeeper:
         rng: Callable[[], float],
         counters: Counter[str],
         on_unlock: Callable[[], None] = lambda: None,
+        after_rotation: Callable[[], None] = lambda: None,
+        on_change: Callable[[], None] = lambda: None,
+        audit: Callable[..., None] = lambda op, outcome, **fields: None,
     ):
         self.backend = backend
         self.settings = settings
@@ -57,10 +60,10 @@ class RootKeeper:
         self.counters = counters  # the agent's: root_rotations, on demand or scheduled
         self.on_unlock = on_unlock  # the reaper and the workers retry what waited
         # The reaper: a rotation that did not finish left it a record, due now.
-        self.after_rotation: Callable[[], None] = lambda: None
-        self.on_change: Callable[[], None] = lambda: None  # systemd's STATUS= (daemon)
+        self.after_rotation = after_rotation
+        self.on_change = on_change  # systemd's STATUS= (daemon)
         # The audit log's record(op, outcome, **fields) (daemon): scheduled rotations.
-        self.audit: Callable[..., None] = lambda op, outcome, **fields: None
+        self.audit = audit
         self.arn: str | None = None
         self.error: str | None = None
         self.next_rotation: float | None = None

@@ -57,14 +57,7 @@ async def revoke(
     if owner is not None:
         workers = [w for w in workers if w.key.uid == owner]
     current = {lease.id: lease for w in workers if (lease := w.revoke(lease_id))}
-    targets = list(current) + [
-        r.lease_id
-        for r in agent.journal.all()
-        if owner is None
-        and r.lease_id not in current
-        and r.thing != "root_key"  # a root rotation cleans up after itself
-        and (everything or r.lease_id == lease_id or (role and r.role == role))
-    ]
+    targets = _targets(agent, current, lease_id, role, everything, owner)
     if lease_id is not None and not targets:
         raise BadRequest(f"no lease {lease_id[:80]!r} (see `dyncreds status`)")
     if force:
@@ -72,11 +65,49 @@ async def revoke(
             await agent.journal.forget(target)
         log.warning("lease.forgotten", leases=",".join(targets))
         return [{"lease_id": t, "outcome": "forgotten (still in AWS)"} for t in targets]
+    # Read before the deny: retiring leases may change the journal.
     things = {r.lease_id: r.thing for r in agent.journal.all() if r.lease_id in targets}
     now = agent.now()
     denied = (
         set() if owner is not None else await _deny_sessions(agent, current, role, everything, now)
     )
+    results = await _revoke_targets(agent, targets, things, current, denied, now)
+    agent.counters["revoke_requests"] += 1
+    done = [{"lease_id": t, "outcome": results[t]} for t in sorted(results)]
+    agent.revocations.extend({**r, "at": rfc3339(now)} for r in done)
+    return done
+
+
+def _targets(
+    agent: RevokeHost,
+    current: dict[str, Lease],
+    lease_id: str | None,
+    role: str | None,
+    everything: bool,
+    owner: int | None,
+) -> list[str]:
+    """The current leases just taken from their workers, then every journalled lease
+    the request also names (retiring ones, orphans) - never for a non-admin owner."""
+    return list(current) + [
+        r.lease_id
+        for r in agent.journal.all()
+        if owner is None
+        and r.lease_id not in current
+        and r.thing != "root_key"  # a root rotation cleans up after itself
+        and (everything or r.lease_id == lease_id or (role and r.role == role))
+    ]
+
+
+async def _revoke_targets(
+    agent: RevokeHost,
+    targets: list[str],
+    things: dict[str, str],
+    current: dict[str, Lease],
+    denied: set[str],
+    now: float,
+) -> dict[str, str]:
+    """Revoke every target concurrently; each lease's outcome, or Upstream naming
+    how many failed if any did (the rest are still revoked)."""
     failures: list[str] = []
     results: dict[str, str] = {}
 
@@ -96,10 +127,7 @@ async def revoke(
             f"{len(failures)} of {len(targets)} revocations failed: {failures[0]}",
             aws_code="RevokeFailed",
         )
-    agent.counters["revoke_requests"] += 1
-    done = [{"lease_id": t, "outcome": results[t]} for t in sorted(results)]
-    agent.revocations.extend({**r, "at": rfc3339(now)} for r in done)
-    return done
+    return results
 
 
 async def _deny_sessions(

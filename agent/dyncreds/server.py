@@ -157,9 +157,12 @@ class Server:
         limits: Limits = Limits(),
         uid: int | None = None,
         door: gate.Door | None = None,
+        audit: Callable[..., None] = lambda op, outcome, **fields: None,
     ):
         """``door``: system mode - every uid may connect, and each request is
-        decided by the access rules (the handler checks ``gate.current``)."""
+        decided by the access rules (the handler checks ``gate.current``).
+        ``audit``: the audit log's record(op, outcome); refusals are recorded with
+        the peer."""
         self.handle = handle
         self.door = door
         self.limits = limits
@@ -177,8 +180,7 @@ class Server:
         self._idle.set()
         self._receiving: set[trio.CancelScope] = set()
         self.draining = False
-        # The audit log's record(op, outcome): refusals are recorded with the peer.
-        self.audit: Callable[..., None] = lambda op, outcome, **fields: None
+        self.audit = audit
 
     async def serve(
         self,

@@ -130,20 +130,26 @@ def make_handler(
             "lease_id": lease.id if lease else getattr(request, "lease_id", None),
             "access_key_id": lease.access_key_id if lease else None,
         }
-        if audit_log.required and op in HAND_OUTS:
-            # Fail closed: no credentials leave without their record on disk.
-            if not await audit_log.record_and_wait(op, "ok", **fields):
-                audit_log.record(op, "unavailable", role=role)
-                raise Unavailable(
-                    f"the audit log cannot be written ({audit_log.error or 'buffer full'}) and "
-                    "[audit] required = true: credentials are refused until it can; free disk "
-                    "space or fix the state directory"
-                )
-            return response
-        audit_log.record(op, "ok", **fields)
+        await _record_served(audit_log, op, fields)
         return response
 
     return checked
+
+
+async def _record_served(audit_log: AuditLog, op: str, fields: dict[str, Any]) -> None:
+    """Record a served op. With ``[audit] required``, a hand-out waits for its record
+    to reach the disk and raises Unavailable if it cannot (the response is dropped)."""
+    if audit_log.required and op in HAND_OUTS:
+        # Fail closed: no credentials leave without their record on disk.
+        if not await audit_log.record_and_wait(op, "ok", **fields):
+            audit_log.record(op, "unavailable", role=fields["role"])
+            raise Unavailable(
+                f"the audit log cannot be written ({audit_log.error or 'buffer full'}) and "
+                "[audit] required = true: credentials are refused until it can; free disk "
+                "space or fix the state directory"
+            )
+        return
+    audit_log.record(op, "ok", **fields)
 
 
 def _name_peer(visitor: gate.Visitor) -> None:

@@ -67,6 +67,7 @@ class Takeover:
         clock: Callable[[], float],
         poke_reaper: Callable[[], None],
         sweep_soon: Callable[[], None] = lambda: None,
+        audit: Callable[..., None] = lambda op, outcome, **fields: None,
     ):
         self.table = table
         self.journal = journal
@@ -82,7 +83,7 @@ class Takeover:
         self.swept: set[str] = set()  # dead agents taken over by us: we sweep their tags
         self.skews: dict[str, float | None] = {}  # each peer's, as it last said
         self.took_over: list[dict[str, Any]] = []  # agents whose records we adopted
-        self.audit: Callable[..., None] = lambda op, outcome, **fields: None  # (Fleet's)
+        self.audit = audit  # (Fleet's)
 
     async def check(self) -> list[str]:
         """Read the roster; take over every dead agent we win, and finish every

@@ -38,14 +38,15 @@ class AwsBackend:
         journal: Journal,
         agent_id: str,
         event_hooks: list[tuple[str, BotoHook]] | None = None,
+        static_store: StaticStore | None = None,
     ):
         self.journal = journal
         self.agent_id = agent_id
         self.event_hooks = event_hooks
         self.local_user = getpass.getuser()
         self.host = socket.gethostname().split(".")[0]
-        # Static roles' current keys at rest (aws/staticstore.py); set by the daemon.
-        self.static_store: StaticStore | None = None
+        # Static roles' current keys at rest (aws/staticstore.py); given by the daemon.
+        self.static_store = static_store
         self.configure(config)
 
     def configure(self, config: Config) -> None:

@@ -87,13 +87,7 @@ async def create(
     create_failed: Upstream | None = None
     try:
         on_step("create_user")
-        params: dict[str, Any] = {
-            "UserName": user_name,
-            "Path": role.user_path,
-            "Tags": tags(agent_id, lease_id, role, expires_at),
-        }
-        if role.permissions_boundary_arn:
-            params["PermissionsBoundary"] = role.permissions_boundary_arn
+        params = _create_user_params(role, user_name, agent_id, lease_id, expires_at)
         try:
             created = await aws.call("iam", "create_user", **params)
         except Upstream as exc:
@@ -109,28 +103,7 @@ async def create(
             key.update(result["AccessKey"])
             await journal.key_created(lease_id, key["AccessKeyId"])
 
-        await _all(
-            [create_key]
-            + [
-                _bind(
-                    aws.call,
-                    "iam",
-                    "put_user_policy",
-                    UserName=user_name,
-                    PolicyName=f"dyncreds-{role.name}"[:128],
-                    PolicyDocument=role.policy_document,
-                )
-            ]
-            * bool(role.policy_document)
-            + [
-                _bind(aws.call, "iam", "attach_user_policy", UserName=user_name, PolicyArn=arn_)
-                for arn_ in role.policy_arns
-            ]
-            + [
-                _bind(aws.call, "iam", "add_user_to_group", UserName=user_name, GroupName=group)
-                for group in role.iam_groups
-            ]
-        )
+        await _all([create_key, *_grant_jobs(aws, role, user_name)])
         secret = Secret(key.pop("SecretAccessKey"))
         on_step("propagate")
         await wait_until_usable(aws, key["AccessKeyId"], secret, propagation)
@@ -152,6 +125,45 @@ async def create(
         user_name=user_name,
         arn=arn,
     )
+
+
+def _create_user_params(
+    role: Role, user_name: str, agent_id: str, lease_id: str, expires_at: float
+) -> dict[str, Any]:
+    """CreateUser's arguments: the role's path and boundary, and the tags the reaper
+    reads to find the user's lease and expiry if the journal is lost."""
+    params: dict[str, Any] = {
+        "UserName": user_name,
+        "Path": role.user_path,
+        "Tags": tags(agent_id, lease_id, role, expires_at),
+    }
+    if role.permissions_boundary_arn:
+        params["PermissionsBoundary"] = role.permissions_boundary_arn
+    return params
+
+
+def _grant_jobs(aws: AwsSession, role: Role, user_name: str) -> list[Callable[[], Awaitable[Any]]]:
+    """One call per grant the role names (inline policy, managed policies, groups);
+    they are independent, so create runs them concurrently with the key."""
+    jobs = [
+        _bind(
+            aws.call,
+            "iam",
+            "put_user_policy",
+            UserName=user_name,
+            PolicyName=f"dyncreds-{role.name}"[:128],
+            PolicyDocument=role.policy_document,
+        )
+    ] * bool(role.policy_document)
+    jobs += [
+        _bind(aws.call, "iam", "attach_user_policy", UserName=user_name, PolicyArn=arn)
+        for arn in role.policy_arns
+    ]
+    jobs += [
+        _bind(aws.call, "iam", "add_user_to_group", UserName=user_name, GroupName=group)
+        for group in role.iam_groups
+    ]
+    return jobs
 
 
 async def _after_failure(

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from dyncreds.config.problems import Problem, decode_table, line_of, read_toml
-from dyncreds.config.schema import MAIN_TABLES, AccessRule, MainConfig, format_duration
+from dyncreds.config.schema import (
+    MAIN_TABLES,
+    AccessRule,
+    AgentSettings,
+    MainConfig,
+    RootSettings,
+    format_duration,
+)
 
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 URL = re.compile(r"https?://[^\s/]+(/\S*)?")
@@ -74,9 +81,30 @@ def main_from_text(path: Path, text: str, problems: list[Problem]) -> MainConfig
 
 def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
     """Every problem as (table, key, message)."""
-    agent, root, lease = main.agent, main.root, main.lease
+    root = main.root
     out: list[tuple[str, str, str]] = []
-    rules = [
+    rules = _agent_rules(main.agent) + _root_rules(root) + _lease_and_audit_rules(main)
+    out.extend((table, key, message) for table, key, good, message in rules if not good)
+    if main.fleet is not None:
+        out.extend(check_fleet(main))
+    for key in ("iam_endpoint", "sts_endpoint", "signin_endpoint"):
+        url = getattr(root, key)
+        if url is not None and not URL.fullmatch(url):
+            out.append(("root", key, f"{url!r} is not an http(s) URL"))
+    out.extend(check_access(main))
+    template_problem = check_username_template(root.username_template)
+    if template_problem:
+        out.append(("root", "username_template", template_problem))
+    return out
+
+
+# (table, key, holds, message): a rule that does not hold is a problem.
+Rule = tuple[str, str, bool, str]
+
+
+def _agent_rules(agent: AgentSettings) -> list[Rule]:
+    """The [agent] table's limits."""
+    return [
         ("agent", "aws_concurrency", 1 <= agent.aws_concurrency <= 64, "must be between 1 and 64"),
         ("agent", "min_remaining", agent.min_remaining >= 60, "must be at least 1m"),
         ("agent", "idle_after", agent.idle_after >= 60, "must be at least 1m"),
@@ -94,6 +122,12 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
             agent.issue_timeout >= agent.aws_call_timeout,
             "must be at least aws_call_timeout",
         ),
+    ]
+
+
+def _root_rules(root: RootSettings) -> list[Rule]:
+    """The [root] table's limits and the fields that need each other."""
+    return [
         (
             "root",
             "credentials_file",
@@ -144,6 +178,13 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
             "the agent can only rotate a key it can write back: set root.credentials_file "
             "or root.keyring (a profile or systemd credential is rotated by what manages it)",
         ),
+    ]
+
+
+def _lease_and_audit_rules(main: MainConfig) -> list[Rule]:
+    """The [lease] and [audit] tables' limits."""
+    lease = main.lease
+    return [
         ("lease", "ttl", lease.ttl >= 60, "must be at least 1m"),
         ("audit", "max_size", main.audit.max_size >= 4096, "must be at least 4096 bytes"),
         (
@@ -165,18 +206,6 @@ def check_main(main: MainConfig) -> list[tuple[str, str, str]]:
             f"must be at least lease.ttl ({format_duration(lease.ttl)})",
         ),
     ]
-    out.extend((table, key, message) for table, key, good, message in rules if not good)
-    if main.fleet is not None:
-        out.extend(check_fleet(main))
-    for key in ("iam_endpoint", "sts_endpoint", "signin_endpoint"):
-        url = getattr(root, key)
-        if url is not None and not URL.fullmatch(url):
-            out.append(("root", key, f"{url!r} is not an http(s) URL"))
-    out.extend(check_access(main))
-    template_problem = check_username_template(root.username_template)
-    if template_problem:
-        out.append(("root", "username_template", template_problem))
-    return out
 
 
 def decode_rules(

@@ -60,6 +60,17 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
 
     policy = _role_policy(spec, path, bad)
     _check_fields_for_kind(kind, raw, bad)
+    if not _grants_something(kind, spec, policy):
+        problems.append(Problem(path, None, kind.needs))
+    _check_names(kind, spec, bad)
+    ttl, max_ttl = _role_ttls(kind, spec, defaults, bad)
+    if len(problems) > before:
+        return None
+    return _role(name, kind, spec, policy, ttl, max_ttl, path)
+
+
+def _grants_something(kind: Kind, spec: RoleFile, policy: str | None) -> bool:
+    """True unless the kind needs one of several grant fields and the file has none."""
     present = {
         "policy": policy is not None,
         "policy_arns": bool(spec.policy_arns),
@@ -67,12 +78,19 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
         "role_arns": bool(spec.role_arns),
         "username": bool(spec.username),
     }
-    if kind.needs_one_of and not any(present[field] for field in kind.needs_one_of):
-        problems.append(Problem(path, None, kind.needs))
-    _check_names(kind, spec, bad)
-    ttl, max_ttl = _role_ttls(kind, spec, defaults, bad)
-    if len(problems) > before:
-        return None
+    return not kind.needs_one_of or any(present[field] for field in kind.needs_one_of)
+
+
+def _role(
+    name: str,
+    kind: Kind,
+    spec: RoleFile,
+    policy: str | None,
+    ttl: int,
+    max_ttl: int,
+    path: Path,
+) -> Role:
+    """The checked role file as the immutable Role the rest of the agent reads."""
     return Role(
         name=name,
         credential_type=kind.name,
