@@ -25,7 +25,7 @@ import msgspec
 import trio
 
 from dyncreds import logs
-from dyncreds.protocol import rfc3339
+from dyncreds.protocol import parse_rfc3339, rfc3339
 
 log = logs.get("audit")
 
@@ -267,3 +267,12 @@ def read(path: Path) -> list[dict[str, Any]]:
             if isinstance(entry, dict):
                 entries.append(entry)
     return entries
+
+
+def entry_time(entry: dict[str, Any]) -> float:
+    """When a read entry was recorded (0 for a line without a readable time, so a
+    `since` filter leaves it out)."""
+    try:
+        return parse_rfc3339(str(entry.get("time")))
+    except ValueError:
+        return 0.0

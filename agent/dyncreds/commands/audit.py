@@ -27,7 +27,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     entries = [
         e
         for e in audit.read(path)
-        if (not args.role or e.get("role") == args.role) and _when(e) >= since
+        if (not args.role or e.get("role") == args.role) and audit.entry_time(e) >= since
     ]
     if args.json:
         print_json(entries)
@@ -43,15 +43,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
             f"{e.get('time', '?')}  {e.get('op', '?'):18} {e.get('outcome', '?'):12} {what}  {who}"
         )
     return EXIT_OK
-
-
-def _when(entry: dict[str, Any]) -> float:
-    from dyncreds.timefmt import parse_rfc3339
-
-    try:
-        return parse_rfc3339(str(entry.get("time")))
-    except ValueError:
-        return 0.0
 
 
 def add_commands(cli: Commands) -> None:

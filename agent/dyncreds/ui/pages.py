@@ -134,16 +134,9 @@ def _filtered(entries: list[dict[str, Any]], query: Any) -> list[dict[str, Any]]
             continue
         if process and process not in who:
             continue
-        if _when(e) >= since:
+        if audit.entry_time(e) >= since:
             out.append(e)
     return out
-
-
-def _when(entry: dict[str, Any]) -> float:
-    try:
-        return parse_rfc3339(str(entry.get("time")))
-    except ValueError:
-        return 0.0
 
 
 async def audit_page(request: Request) -> Response:
@@ -154,7 +147,7 @@ async def audit_page(request: Request) -> Response:
     entries = await trio.to_thread.run_sync(audit.read, path) if path else []
     shown = _filtered(entries, request.query_params)
     handed = [
-        (_when(e), str(e.get("role")))
+        (audit.entry_time(e), str(e.get("role")))
         for e in shown
         if e.get("op") in ("credentials", "credential_process", "endpoint")
         and e.get("outcome") == "ok"
