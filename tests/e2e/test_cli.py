@@ -95,8 +95,8 @@ def test_aws_config_output_is_usable_as_is(
 ) -> None:
     agent = start_agent({"ec2": iam_user_role()})
     text = agent.cli("aws-config", "ec2").stdout
-    # This install's own Python runs its shim with -I -S: no /bin/sh hop.
-    assert f"credential_process = {sys.executable} -I -S {SHIM} ec2" in text
+    # This install's own Python runs its shim with -I -S -X utf8: no /bin/sh hop.
+    assert f"credential_process = {sys.executable} -I -S -X utf8 {SHIM} ec2" in text
     config = tmp_path / "cfg"
     config.write_text(text)
     env = dict(agent.env, AWS_CONFIG_FILE=str(config), AWS_PROFILE="ec2", EP=aws.endpoint)

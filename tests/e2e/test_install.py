@@ -2,7 +2,7 @@
 an environment without XDG_RUNTIME_DIR (ssh sessions, cron, CI): the agent and
 the shim that pipx links into its bin dir find each other, and the shim prints
 credentials. The shim also works from a plain venv and a `pip install --user`,
-both as the profile `aws-config` writes runs it (`PYTHON -I -S SHIM ROLE`, no
+both as the profile `aws-config` writes runs it (`PYTHON -I -S -X utf8 SHIM ROLE`, no
 /bin/sh hop, its compiled module) and as a command; building the wheel prints no
 setuptools warning."""
 
@@ -98,12 +98,23 @@ def test_pipx_install_serves_the_shim_without_xdg_runtime_dir(
         line = next(x for x in printed.stdout.splitlines() if x.startswith("credential_process"))
         command = shlex.split(line.split("=", 1)[1])
         assert Path(command[0]).exists()
-        # The install's own Python, -I -S, the shim beside it: no /bin/sh hop.
-        assert command[1:3] == ["-I", "-S"] and Path(command[3]).name == "dyncreds-shim"
-        assert Path(command[3]).resolve() == shim.resolve()
+        # The install's own Python, -I -S -X utf8, the shim beside it: no /bin/sh hop.
+        assert command[1:5] == ["-I", "-S", "-X", "utf8"]
+        assert Path(command[5]).name == "dyncreds-shim"
+        assert Path(command[5]).resolve() == shim.resolve()
         ran = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
         assert ran.returncode == 0, ran.stderr
         assert json.loads(ran.stdout)["AccessKeyId"]
+        # pipx's link to the shim, run by hand with that Python: found through the link.
+        by_hand = subprocess.run(
+            [command[0], "-I", "-S", str(shim), "r"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert by_hand.returncode == 0, by_hand.stderr
+        assert json.loads(by_hand.stdout)["AccessKeyId"]
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -137,13 +148,21 @@ def wheel() -> Iterator[Path]:
 
 def shim_runs(python: str, shim: Path, env: dict[str, str]) -> None:
     """The shim prints credentials both ways: as aws-config's profile runs it (this
-    Python, -I -S, directly) and as a command (its /bin/sh line finds a Python)."""
-    for argv in ([python, "-I", "-S", str(shim), "r"], [str(shim), "r"]):
-        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    Python, -I -S -X utf8, directly) and as a command (its /bin/sh line finds a Python)."""
+    runs = [
+        [python, "-I", "-S", "-X", "utf8", str(shim), "r"],
+        [python, "-I", "-S", str(shim), "r"],  # the profile as 0.3's first builds wrote it
+        [python, "-I", "-S", "-X", "utf8", shim.name, "r"],  # from its own directory
+        [str(shim), "r"],
+    ]
+    for argv in runs:
+        result = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=60, cwd=shim.parent
+        )
         assert result.returncode == 0, (argv, result.stderr)
         assert json.loads(result.stdout)["AccessKeyId"]
     probe = subprocess.run(  # the compiled module, not site's search, on the direct path
-        [python, "-I", "-S", "-v", "-X", "importtime", str(shim), "--help"],
+        [python, "-I", "-S", "-X", "utf8", "-v", "-X", "importtime", str(shim), "--help"],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert probe.returncode == 0, probe.stderr
