@@ -33,6 +33,7 @@ from bench.harness import (
     cpu_note,
     emit,
     fresh_install,
+    instructions,
     rss_mib,
     summary,
     time_command,
@@ -63,15 +64,42 @@ def cpu_interleaved(commands: list[list[str]], runs: int, env: dict[str, str]) -
     return samples
 
 
+# The least any Python shim can do: the builtin socket module, one connection,
+# the request, the answer on stdout (argv[1]: the agent's socket).
+ROUND_TRIP = (
+    "import _socket, posix, sys\n"
+    "s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)\n"
+    "s.connect(sys.argv[1])\n"
+    's.sendall(b\'{"op":"credential_process","role":"r"}\\n\')\n'
+    "posix.write(1, s.recv(65536))\n"
+)
+
+
+def _shim_commands(venv: Path, env: Env, profile: list[str]) -> dict[str, list[str]]:
+    python = str(venv / "bin" / "python")
+    return {
+        "shim": profile,
+        # The issue's floor: the interpreter's start with the flags of 0.3's first profile.
+        "python_floor": [python, "-I", "-S", "-c", "pass"],
+        # The same start with the profile's own flags (-X utf8 makes it cheaper).
+        "python_floor_same_flags": [*profile[:-2], "-c", "pass"],
+        # The same, plus the round trip no shim can skip.
+        "round_trip_floor": [*profile[:-2], "-c", ROUND_TRIP, str(env.socket)],
+        "shim_as_command": [str(venv / "bin" / "dyncreds-shim"), "r"],
+    }
+
+
 def bench_shim() -> None:
     """The shim as SDKs run it: the command line `aws-config` prints for the profile
-    (the install's own Python, -I -S, the shim script), interleaved with the floor
-    `python -I -S -c pass`; and the script run as a command (its /bin/sh hop)."""
+    (the install's own Python, its flags, the shim script), interleaved with three
+    floors: `python -I -S -c pass` (the target's), the interpreter with the
+    profile's flags, and that plus the one request a shim must make; and the
+    script run as a command (its /bin/sh hop). Wall time, CPU time, and
+    instructions (valgrind: the one measure a busy machine does not move)."""
     venv = fresh_install()
     try:
         with agent({"r": IAM_ROLE}) as env:
             assert env.request("credentials", role="r")["ok"]  # warm
-            shim = str(venv / "bin" / "dyncreds-shim")
             run_env = dict(env.env)
             printed = subprocess.run(
                 [str(venv / "bin" / "dyncreds"), "aws-config", "r"],
@@ -82,48 +110,62 @@ def bench_shim() -> None:
             ).stdout
             line = next(x for x in printed.splitlines() if x.startswith("credential_process"))
             profile = shlex.split(line.split("=", 1)[1])
+            commands = _shim_commands(venv, env, profile)
             runs = 200
-            shim_times, floor, as_command = time_interleaved(
-                [profile, [str(venv / "bin" / "python"), "-I", "-S", "-c", "pass"], [shim, "r"]],
-                runs,
-                run_env,
-            )
+            wall = time_interleaved(list(commands.values()), runs, run_env)
+            cpu = cpu_interleaved(list(commands.values()), runs, run_env)
             result: dict[str, Any] = {
-                "credential_process": " ".join(profile[:3]) + " …/dyncreds-shim r",
-                "shim": summary(shim_times),
-                "python_floor": summary(floor),
-                "shim_as_command": summary(as_command),
+                "credential_process": " ".join(profile[:-2]) + " …/dyncreds-shim r",
+                **{name: summary(times) for name, times in zip(commands, wall, strict=True)},
+                "cpu_ms": {
+                    name: summary(times)["median_ms"]
+                    for name, times in zip(commands, cpu, strict=True)
+                },
             }
-            for key in ("shim", "shim_as_command"):
-                result[f"{key}_ratio_to_floor"] = round(
-                    result[key]["median_ms"] / result["python_floor"]["median_ms"], 2
-                )
-            cpu = cpu_interleaved(
-                [profile, [str(venv / "bin" / "python"), "-I", "-S", "-c", "pass"], [shim, "r"]],
-                runs,
-                run_env,
-            )
-            cpu_ms = [summary(c)["median_ms"] for c in cpu]
-            result["cpu_ms"] = dict(
-                zip(("shim", "python_floor", "shim_as_command"), cpu_ms, strict=True)
-            )
-            result["cpu_ratio_to_floor"] = round(cpu_ms[0] / cpu_ms[1], 2)
-            result["cpu_ratio_as_command"] = round(cpu_ms[2] / cpu_ms[1], 2)
-            aws_v2 = Path("/usr/bin/aws")
-            if aws_v2.exists():
-                config = env.base / "aws-config"
-                config.write_text(printed)
-                cli_env = dict(run_env, AWS_CONFIG_FILE=str(config))
-                cli = time_command(
-                    [str(aws_v2), "configure", "export-credentials", "--profile", "r"],
-                    15,
-                    cli_env,
-                    warmup=1,
-                )
-                result["aws_cli_v2_export_credentials"] = summary(cli)
+            counts = {  # (valgrind loses the count of a program that execs another)
+                name: instructions(argv, run_env)
+                for name, argv in commands.items()
+                if name != "shim_as_command"
+            }
+            if all(counts.values()):
+                result["instructions"] = counts
+            result["ratios"] = _shim_ratios(result)
+            result |= _aws_cli_v2(env, printed, run_env)
             emit("shim", target_ratio=1.15, machine=cpu_note(), **result)
     finally:
         shutil.rmtree(venv, ignore_errors=True)
+
+
+def _shim_ratios(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each of the shim's measures over each floor's (and the command form's)."""
+    ratios: dict[str, dict[str, float]] = {}
+    for floor in ("python_floor", "python_floor_same_flags", "round_trip_floor"):
+        for name in ("shim", "shim_as_command"):
+            key = f"{name}/{floor}"
+            ratios[key] = {
+                "wall": round(result[name]["median_ms"] / result[floor]["median_ms"], 3),
+                "cpu": round(result["cpu_ms"][name] / result["cpu_ms"][floor], 3),
+            }
+            if "instructions" in result and name in result["instructions"]:
+                counts = result["instructions"]
+                ratios[key]["instructions"] = round(counts[name] / counts[floor], 3)
+    return ratios
+
+
+def _aws_cli_v2(env: Env, printed: str, run_env: dict[str, str]) -> dict[str, Any]:
+    aws_v2 = Path("/usr/bin/aws")
+    if not aws_v2.exists():
+        return {}
+    config = env.base / "aws-config"
+    config.write_text(printed)
+    cli_env = dict(run_env, AWS_CONFIG_FILE=str(config))
+    cli = time_command(
+        [str(aws_v2), "configure", "export-credentials", "--profile", "r"],
+        15,
+        cli_env,
+        warmup=1,
+    )
+    return {"aws_cli_v2_export_credentials": summary(cli)}
 
 
 # --------------------------------------------------------------------------- throughput

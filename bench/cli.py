@@ -12,7 +12,6 @@ tests/test_cli_startup.py).
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from typing import Any
@@ -23,6 +22,7 @@ from bench.harness import (
     cpu_note,
     emit,
     fresh_install,
+    instructions,
     summary,
     time_interleaved,
 )
@@ -37,23 +37,6 @@ LOADED = (
     "    pass\n"
     f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}), file=sys.stderr)\n"
 )
-
-
-def _instructions(argv: list[str], env: dict[str, str]) -> int | None:
-    """Instructions one run executes, under valgrind (when installed): unlike
-    times, the same on a busy machine as on an idle one."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        return None
-    count = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
-    run = subprocess.run(
-        [*count, *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    found = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
-    return int(found.group(1).replace(",", "")) if found else None
 
 
 def _loaded(python: str, argv: list[str], env: dict[str, str]) -> list[str]:
@@ -87,9 +70,9 @@ def bench_cli() -> None:
                 for name in commands
                 if name != "python_floor"
             }
-            counts = {name: _instructions(argv, env.env) for name, argv in commands.items()}
+            counts = {name: instructions(argv, env.env) for name, argv in commands.items()}
             floor_count = counts["python_floor"]
-            instructions = {
+            counted = {
                 name: {"count": count, "ratio_to_floor": round(count / floor_count, 2)}
                 for name, count in counts.items()
                 if count and floor_count and name != "python_floor"
@@ -105,7 +88,7 @@ def bench_cli() -> None:
             ratio_to_floor=ratios,
             target_ratio=4,
             python_floor_instructions=counts["python_floor"],
-            instructions=instructions,
+            instructions=counted,
             heavy_modules_loaded=loaded,
             machine=cpu_note(),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -123,6 +124,23 @@ def time_interleaved(
             )
             times.append(time.perf_counter() - start)
     return samples
+
+
+def instructions(argv: list[str], env: dict[str, str]) -> int | None:
+    """Instructions one run executes, under valgrind (when installed): unlike
+    times, the same on a busy machine as on an idle one."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    count = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+    run = subprocess.run(
+        [*count, *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    found = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
+    return int(found.group(1).replace(",", "")) if found else None
 
 
 def summary(samples: list[float]) -> dict[str, float]:
