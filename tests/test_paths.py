@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
+
+import platformdirs
+import pytest
 
 from dyncreds import paths
 from dyncreds_shim import SYSTEM_SOCKET, socket_paths
@@ -50,3 +55,47 @@ def test_clients_try_their_own_socket_then_the_system_agents(tmp_path: Path) -> 
         listener.listen()
         assert paths.discover_socket(env) == own
         assert paths.resolve(env=env, discover=True).socket == Path(own)
+
+
+HOMES = [None, "/home/ann", "/home/ann/", "/", "", "relative/home"]
+XDG_VALUES = [None, "/xdg/base", "/xdg/base/", "", "   ", "relative/xdg", "~/xdg"]
+
+
+@pytest.mark.parametrize("home", HOMES)
+@pytest.mark.parametrize("xdg", XDG_VALUES)
+@pytest.mark.parametrize(
+    ("variable", "default", "theirs"),
+    [
+        ("XDG_CONFIG_HOME", ".config", platformdirs.user_config_dir),
+        ("XDG_STATE_HOME", ".local/state", platformdirs.user_state_dir),
+    ],
+)
+def test_user_dirs_are_platformdirs_own(
+    monkeypatch: pytest.MonkeyPatch,
+    home: str | None,
+    xdg: str | None,
+    variable: str,
+    default: str,
+    theirs: Callable[[str], str],
+) -> None:
+    """The CLI computes its default dirs without importing platformdirs (a third of
+    `status`'s start-up): the same answer as platformdirs for every HOME and XDG
+    value, relative and empty ones included."""
+    env = {"HOME": home, variable: xdg}
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    ours = paths.user_dir(os.environ, variable, default)
+    assert ours == theirs(paths.APP)
+    given = {name: value for name, value in env.items() if value is not None}
+    assert paths.user_dir(given, variable, default) == ours
+
+
+def test_resolve_uses_the_user_dirs(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "XDG_STATE_HOME": f"{tmp_path}/state", "XDG_RUNTIME_DIR": "/r"}
+    got = paths.resolve(env=env)
+    assert got.config_dir == tmp_path / ".config" / "dyncreds"
+    assert got.state_dir == tmp_path / "state" / "dyncreds"
+    assert got.socket == Path("/r/dyncreds/agent.sock")

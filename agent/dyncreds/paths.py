@@ -1,7 +1,9 @@
 """Every location rule in one place: config dir, state dir, socket.
 
 Precedence everywhere: command-line flag, then environment, then platformdirs'
-default. The socket rule itself lives in the shim (``dyncreds_shim.socket_path``)
+default (on Linux computed here by platformdirs' own rule, ``user_dir``: importing
+platformdirs was a third of ``dyncreds status``'s start-up; tests/test_paths.py
+checks the two agree). The socket rule itself lives in the shim (``dyncreds_shim.socket_path``)
 because the shim must find the socket without importing anything heavy; the
 agent uses the very same function so the two always agree.
 
@@ -14,12 +16,11 @@ an agent answers there, else the system agent's - the shim's rule.
 
 from __future__ import annotations
 
+import _socket  # builtin; `socket` builds enums on import (a tenth of the CLI's start-up)
 import os
-import socket
+import sys
+from collections import namedtuple
 from pathlib import Path
-from typing import NamedTuple
-
-import platformdirs
 
 from dyncreds_shim import SYSTEM_SOCKET, socket_paths
 from dyncreds_shim import socket_path as _shim_socket_path
@@ -28,13 +29,24 @@ APP = "dyncreds"
 SYSTEM_CONFIG = "/etc/dyncreds"
 SYSTEM_STATE = "/var/lib/dyncreds"
 
+TYPE_CHECKING = False  # mypy reads the block below; `typing` is not imported at run time
+if TYPE_CHECKING:
+    from typing import NamedTuple
 
-class Paths(NamedTuple):
-    # A NamedTuple, not a dataclass: every CLI command resolves its paths, and
-    # importing dataclasses (inspect, ast ...) was a fifth of `status`'s start-up.
-    config_dir: Path
-    state_dir: Path
-    socket: Path
+    class _Fields(NamedTuple):
+        config_dir: Path
+        state_dir: Path
+        socket: Path
+
+else:
+    # A namedtuple, not a dataclass nor typing's NamedTuple: every CLI command
+    # resolves its paths, and importing dataclasses (inspect, ast ...) or typing was
+    # a fifth, then a tenth, of `status`'s start-up.
+    _Fields = namedtuple("Paths", ("config_dir", "state_dir", "socket"))
+
+
+class Paths(_Fields):
+    __slots__ = ()
 
     @property
     def config_file(self) -> Path:
@@ -75,11 +87,41 @@ def resolve(
         sock = sock or SYSTEM_SOCKET
     return Paths(
         config_dir=Path(
-            config or (SYSTEM_CONFIG if system else platformdirs.user_config_path(APP))
+            config or (SYSTEM_CONFIG if system else user_dir(env, "XDG_CONFIG_HOME", ".config"))
         ).absolute(),
-        state_dir=Path(state or platformdirs.user_state_path(APP)).absolute(),
+        state_dir=Path(state or user_dir(env, "XDG_STATE_HOME", ".local/state")).absolute(),
         socket=Path(sock or _shim_socket_path(env)).absolute(),
     )
+
+
+def user_dir(env: dict[str, str] | os._Environ[str], variable: str, default: str) -> str:
+    """platformdirs' ``user_config_dir(APP)`` / ``user_state_dir(APP)`` on Linux (the
+    XDG Base Directory rule as platformdirs 4 applies it): ``$VARIABLE`` when it is
+    an absolute path (the spec says to ignore a relative one), else ``~/DEFAULT``,
+    where ``~`` is an absolute ``$HOME``, else the user database's home. Elsewhere,
+    platformdirs itself."""
+    if sys.platform != "linux":
+        import platformdirs
+
+        dirs = platformdirs.PlatformDirs(APP)
+        return dirs.user_config_dir if variable == "XDG_CONFIG_HOME" else dirs.user_state_dir
+    base = env.get(variable, "")
+    if not base.startswith("/"):
+        home = env.get("HOME", "")
+        if not home.startswith("/"):
+            import pwd  # builtin
+
+            try:
+                home = pwd.getpwuid(os.getuid()).pw_dir
+            except KeyError:
+                home = ""
+        if not home.startswith("/"):
+            raise RuntimeError(
+                f"could not determine the home directory for ~/{default}: "
+                f"set an absolute HOME or {variable}"
+            )
+        base = home.rstrip("/") + "/" + default
+    return os.path.join(base, APP)
 
 
 def _systemd(env: dict[str, str] | os._Environ[str], kind: str) -> str | None:
@@ -93,7 +135,7 @@ def discover_socket(env: dict[str, str] | os._Environ[str]) -> str:
     user's own (whose "not running" message says how to start one)."""
     candidates = socket_paths(env)
     for path in candidates:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             probe.settimeout(2)
             probe.connect(path)
