@@ -9,11 +9,15 @@ the request line.
 
 from __future__ import annotations
 
+import _socket  # builtin; `socket` builds enums on import (a tenth of the CLI's start-up)
 import json
-import socket
+import os
 import time
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 # Every exit status of the CLI; the shim uses the same 1-3 (and its own 4, timeout).
 EXIT_OK, EXIT_AGENT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
@@ -34,7 +38,7 @@ class CliError(Exception):
         self.code = code
 
 
-def _connect(sock: socket.socket, path: str, timeout: float) -> None:
+def _connect(sock: _socket.socket, path: str, timeout: float) -> None:
     """connect(); a full backlog (EAGAIN: the agent is accepting a flood of
     connections, closing idle ones) is tried again until ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -52,9 +56,9 @@ class Client:
     """Newline-delimited JSON over the Unix socket; one connection, many requests."""
 
     def __init__(self, path: Path | str, timeout: float = 120.0):
-        self.path = Path(path)
+        self.path = os.fspath(path)
         self.timeout = timeout
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._buffer = b""
 
     def __enter__(self) -> Client:
@@ -69,12 +73,12 @@ class Client:
             self._sock = None
             self._buffer = b""
 
-    def _connect(self) -> socket.socket:
+    def _connect(self) -> _socket.socket:
         if self._sock is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
             try:
-                _connect(sock, str(self.path), self.timeout)
+                _connect(sock, self.path, self.timeout)
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
                 raise CliError(

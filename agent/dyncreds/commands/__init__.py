@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from dyncreds import __version__
 from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE
@@ -38,6 +35,11 @@ from dyncreds.commands import (
 )
 from dyncreds.commands.common import CliError, Commands, get_paths
 from dyncreds.commands.completion import offer_directories, offer_files
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 # In the order `dyncreds --help` lists them (after `agent`).
 MODULES = (lease, endpoint, login, audit, roles, root, fleet, setup, completion)
@@ -204,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report(exc, as_json=args.json)
         return exc.status
     except KeyboardInterrupt:
+        import signal  # (its enums cost start-up time; only here)
+
         return EXIT_SIGNAL_BASE + signal.SIGINT
     except BrokenPipeError:
         return EXIT_OK

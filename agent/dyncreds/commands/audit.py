@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from dyncreds.client import EXIT_OK, EXIT_USAGE
 from dyncreds.commands.common import CliError, Commands, get_paths, load, print_json
 from dyncreds.commands.completion import offer_roles
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

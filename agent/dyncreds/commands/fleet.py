@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TYPE_CHECKING, Any
 
 from dyncreds.client import EXIT_AGENT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client
 from dyncreds.commands.common import CliError, Commands, get_paths, load, print_json
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from dyncreds import config
 
 

@@ -12,7 +12,10 @@ another user, the answer is "unknown" and nothing is said.
 from __future__ import annotations
 
 import re
-from typing import Any
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 TABLE = ("inet", "dyncreds_imds")
 # An instance profile's session is named after the instance.

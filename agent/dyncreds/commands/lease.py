@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
 from dyncreds.commands.common import CliError, Commands, get_paths, print_json
 from dyncreds.commands.completion import offer_leases, offer_roles
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import Any
 
 SPINNER = "|/-\\"
 
@@ -34,6 +36,8 @@ def format_credentials(body: dict[str, Any], fmt: str, region: str | None, profi
         pairs.append(("AWS_SESSION_TOKEN", creds["SessionToken"]))
     pairs.append(("AWS_CREDENTIAL_EXPIRATION", creds["Expiration"]))
     if fmt == "env":
+        import shlex
+
         if region:
             pairs += [("AWS_REGION", region), ("AWS_DEFAULT_REGION", region)]
         return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in pairs)

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from dyncreds.client import EXIT_OK, EXIT_USAGE
 from dyncreds.commands.common import CliError, Commands, get_paths
 from dyncreds.commands.completion import offer_roles
 from dyncreds.commands.lease import fetch_credentials
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from dyncreds import config, paths
 
 CONSOLE = "https://console.aws.amazon.com/"
@@ -68,6 +69,8 @@ def signin_url(endpoint: str, creds: dict[str, Any], destination: str = CONSOLE)
 
 
 def _why(reason: object) -> str:
+    import socket  # only on a failure: its enums cost start-up time
+
     if isinstance(reason, socket.gaierror):
         return f"DNS lookup failed: {reason.strerror or reason}"
     if isinstance(reason, OSError):

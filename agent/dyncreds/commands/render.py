@@ -7,17 +7,20 @@ import os
 import re
 import sys
 import textwrap
-from collections.abc import Callable
-from typing import Any, TextIO
 
 from dyncreds.timefmt import format_duration, parse_rfc3339
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TextIO
+
+    Paint = Callable[[str, str], str]
 
 STAMP = re.compile(r"(?:\bat )?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
 BACKTICKED = re.compile(r"`[^`]*`")
 NBSP = "\u00a0"  # not a break for textwrap: glues a `command` into one word
 STATE_COLOURS = {"ready": "32", "issuing": "33", "refreshing": "33", "idle": "2"}
-
-Paint = Callable[[str, str], str]
 
 
 def use_colour(stream: TextIO) -> bool:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
 from dyncreds.commands.common import CliError, Commands, get_paths, print_json
 from dyncreds.commands.roles import reload_agent
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
 if TYPE_CHECKING:
     from dyncreds.aws.rootkeys import StaticKeys
 
