@@ -3,6 +3,7 @@ the [[access]] configuration, and per-consumer leases in the agent."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -241,9 +242,9 @@ async def test_a_static_user_is_one_lease_for_everyone(
 @pytest.mark.process  # runs nft, when installed
 def test_the_imds_warning_is_for_a_system_agent_whose_root_is_an_instance_role() -> None:
     instance = "arn:aws:sts::123456789012:assumed-role/web/i-0123456789abcdef0"
-    assert imds.INSTANCE_ROLE.search(instance)
-    assert not imds.INSTANCE_ROLE.search("arn:aws:sts::123456789012:assumed-role/web/alice")
-    assert not imds.INSTANCE_ROLE.search("arn:aws:iam::123456789012:user/vaultuser")
+    assert re.search(imds.INSTANCE_ROLE, instance)
+    assert not re.search(imds.INSTANCE_ROLE, "arn:aws:sts::123456789012:assumed-role/web/alice")
+    assert not re.search(imds.INSTANCE_ROLE, "arn:aws:iam::123456789012:user/vaultuser")
     user_mode = {"agent": {"mode": "user"}, "root": {"arn": instance}}
     assert imds.status_warning(user_mode) is None
     assert imds.check_warning("system", "credentials_file") is None

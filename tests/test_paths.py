@@ -9,6 +9,8 @@ from pathlib import Path
 
 import platformdirs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dyncreds import paths
 from dyncreds_shim import SYSTEM_SOCKET, socket_paths
@@ -99,3 +101,16 @@ def test_resolve_uses_the_user_dirs(tmp_path: Path) -> None:
     assert got.config_dir == tmp_path / ".config" / "dyncreds"
     assert got.state_dir == tmp_path / "state" / "dyncreds"
     assert got.socket == Path("/r/dyncreds/agent.sock")
+
+
+@given(st.text(alphabet="/.ab", max_size=12))
+def test_absolute_text_is_pathlibs(path: str) -> None:
+    """`status` writes its socket path without importing pathlib: the same text."""
+    assert paths.absolute_text(path) == str(Path(path).absolute())
+
+
+@pytest.mark.parametrize("flag", [None, "", "/x//y/./a.sock", "rel/a.sock", "//two/a.sock"])
+def test_client_socket_is_the_paths_socket(tmp_path: Path, flag: str | None) -> None:
+    env = {"XDG_RUNTIME_DIR": f"{tmp_path}/", "HOME": str(tmp_path)}
+    expected = paths.resolve(socket=flag, env=env, discover=True).socket
+    assert paths.client_socket(flag, env) == str(expected)

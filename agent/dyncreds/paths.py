@@ -20,7 +20,6 @@ import _socket  # builtin; `socket` builds enums on import (a tenth of the CLI's
 import os
 import sys
 from collections import namedtuple
-from pathlib import Path
 
 from dyncreds_shim import SYSTEM_SOCKET, socket_paths
 from dyncreds_shim import socket_path as _shim_socket_path
@@ -31,6 +30,7 @@ SYSTEM_STATE = "/var/lib/dyncreds"
 
 TYPE_CHECKING = False  # mypy reads the block below; `typing` is not imported at run time
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import NamedTuple
 
     class _Fields(NamedTuple):
@@ -75,6 +75,8 @@ def resolve(
 ) -> Paths:
     """``system``: a system-mode agent's defaults. ``discover``: a client's socket
     (the first of the user's own and the system agent's that answers)."""
+    from pathlib import Path  # (not at the top: `status` needs only ``client_socket``)
+
     env = os.environ if env is None else env
     config = config_dir or env.get("DYNCREDS_CONFIG_DIR")
     state = state_dir or env.get("DYNCREDS_STATE_DIR")
@@ -92,6 +94,28 @@ def resolve(
         state_dir=Path(state or user_dir(env, "XDG_STATE_HOME", ".local/state")).absolute(),
         socket=Path(sock or _shim_socket_path(env)).absolute(),
     )
+
+
+def client_socket(
+    socket: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | os._Environ[str] | None = None,
+) -> str:
+    """``resolve(socket=socket, env=env, discover=True).socket`` as text, for a
+    command that needs no other path: building ``Paths`` imports pathlib, a tenth
+    of ``dyncreds status``'s start-up."""
+    env = os.environ if env is None else env
+    return absolute_text(os.fspath(socket) if socket else discover_socket(env))
+
+
+def absolute_text(path: str) -> str:
+    """``str(Path(path).absolute())`` without pathlib: relative to the working
+    directory, empty and ``.`` parts dropped, ``..`` kept, and two leading slashes
+    (but not one or three) kept, as POSIX allows (tests/test_paths.py compares)."""
+    if not path.startswith("/"):
+        path = os.getcwd() + "/" + path
+    parts = path.lstrip("/")
+    root = "//" if len(path) - len(parts) == 2 else "/"
+    return root + "/".join(part for part in parts.split("/") if part and part != ".")
 
 
 def user_dir(env: dict[str, str] | os._Environ[str], variable: str, default: str) -> str:

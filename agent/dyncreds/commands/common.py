@@ -112,6 +112,14 @@ def get_paths(args: argparse.Namespace) -> paths.Paths:
     return paths.resolve(args.config_dir, args.state_dir, args.socket, discover=True)
 
 
+def get_socket(args: argparse.Namespace) -> str:
+    """``get_paths(args).socket`` alone, as text: for a command that needs no other
+    path (``status``), without building the others (pathlib costs start-up time)."""
+    from dyncreds import paths
+
+    return paths.client_socket(args.socket)
+
+
 def load(args: argparse.Namespace) -> config.Config:
     from dyncreds import config
 

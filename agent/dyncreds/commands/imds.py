@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 TABLE = ("inet", "dyncreds_imds")
-# An instance profile's session is named after the instance.
-INSTANCE_ROLE = re.compile(r":assumed-role/[^/]+/i-[0-9a-f]{8,17}$")
+# An instance profile's session is named after the instance. (Compiled on first use,
+# by re's cache: `status` of a user's agent never needs it.)
+INSTANCE_ROLE = r":assumed-role/[^/]+/i-[0-9a-f]{8,17}$"
 RULE = "/etc/nftables.d/dyncreds-imds.nft"
 
 
@@ -57,7 +58,7 @@ def warning(root: str) -> str | None:
 def status_warning(status: dict[str, Any]) -> str | None:
     """For ``status``: a system agent whose root identity is an instance profile."""
     arn = str((status.get("root") or {}).get("arn") or "")
-    if status.get("agent", {}).get("mode") != "system" or not INSTANCE_ROLE.search(arn):
+    if status.get("agent", {}).get("mode") != "system" or not re.search(INSTANCE_ROLE, arn):
         return None
     return warning("this instance's role")
 

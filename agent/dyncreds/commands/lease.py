@@ -7,15 +7,14 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
 
 from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import CliError, Commands, get_paths, print_json
+from dyncreds.commands.common import CliError, Commands, get_paths, get_socket, print_json
 from dyncreds.commands.completion import offer_leases, offer_roles
 
 TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import threading
     from pathlib import Path
     from typing import Any
 
@@ -58,7 +57,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from dyncreds.commands import imds
     from dyncreds.commands.render import render_status, terminal_width, use_colour
 
-    socket = get_paths(args).socket
+    socket = get_socket(args)
     if args.watch and not args.json:
         return _watch(socket, args.interval)
     with Client(socket) as client:
@@ -77,7 +76,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _watch(socket: Path, interval: float) -> int:
+def _watch(socket: str, interval: float) -> int:
     """Refresh in place until Ctrl-C; an agent that stops or restarts is shown as
     such, and watched again when it is back."""
     from dyncreds.commands.render import render_status, terminal_width, use_colour
@@ -106,49 +105,54 @@ def _watch(socket: Path, interval: float) -> int:
             client.close()
 
 
-@contextmanager
-def progress(socket: Path, role: str) -> Iterator[None]:
+class Progress:
     """While a request waits for a cold issuance, show what the agent is doing
-    (create_user, grant, propagate ...) on stderr - only on a terminal."""
-    import threading
+    (create_user, grant, propagate ...) on stderr - only on a terminal. (A class,
+    not contextlib's decorator: importing contextlib costs every command's start.)"""
 
-    if not sys.stderr.isatty():
-        yield
-        return
-    done = threading.Event()
+    def __init__(self, socket: Path | str, role: str) -> None:
+        self.socket, self.role = socket, role
+        self._done: threading.Event | None = None
+        self._thread: threading.Thread | None = None
 
-    def show() -> None:
+    def __enter__(self) -> None:
+        if not sys.stderr.isatty():
+            return
+        import threading
+
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._show, args=(self._done,), daemon=True)
+        self._thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._done is not None and self._thread is not None:
+            self._done.set()
+            self._thread.join(timeout=2)
+
+    def _show(self, done: threading.Event) -> None:
         shown = False
         ticks = 0
-        with Client(socket, timeout=5) as watcher:
+        with Client(self.socket, timeout=5) as watcher:
             while not done.wait(0.2 if shown else 0.5):
                 try:
                     roles = watcher.request("status")["roles"]
                 except CliError:
                     return
-                step = next((r["next_action"] for r in roles if r["name"] == role), "")
+                step = next((r["next_action"] for r in roles if r["name"] == self.role), "")
                 if not step.startswith(("issuing", "refreshing")):
                     continue
                 ticks += 1
-                sys.stderr.write(f"\r{SPINNER[ticks % 4]} {role}: {step}\033[K")
+                sys.stderr.write(f"\r{SPINNER[ticks % 4]} {self.role}: {step}\033[K")
                 sys.stderr.flush()
                 shown = True
         if shown:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
 
-    thread = threading.Thread(target=show, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join(timeout=2)
-
 
 def fetch_credentials(args: argparse.Namespace) -> dict[str, Any]:
     socket = get_paths(args).socket
-    with Client(socket) as client, progress(socket, args.role):
+    with Client(socket) as client, Progress(socket, args.role):
         return client.request("credentials", role=args.role)
 
 
@@ -229,7 +233,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 def cmd_renew(args: argparse.Namespace, op: str = "renew") -> int:
     socket = get_paths(args).socket
     with Client(socket) as client:
-        with progress(socket, args.role):
+        with Progress(socket, args.role):
             body = client.request(op, role=args.role)
         old = body.get("replaced")
         if old and args.revoke_old:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client
 from dyncreds.commands.common import CliError, Commands, built, get_paths, load, print_json
@@ -21,6 +20,7 @@ from dyncreds.commands.completion import offer_files, offer_roles
 TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
     from typing import Any
 
     from dyncreds import config, paths
@@ -33,6 +33,8 @@ def plural(count: int, word: str) -> str:
 def reload_agent(p: paths.Paths) -> str:
     """Ask a running agent to reload - if it is the agent of this configuration -
     and say what happened, in words."""
+    from pathlib import Path  # (pathlib: a tenth of the CLI's start-up; only when needed)
+
     try:
         with Client(p.socket, timeout=30) as client:
             theirs = client.request("status")["agent"].get("config_dir")
@@ -100,6 +102,7 @@ def shim_path() -> Path | None:
     in the user scripts dir (pip --user), or on PATH - whichever exists."""
     import shutil
     import sysconfig
+    from pathlib import Path
 
     candidates = [Path(sys.executable).parent / "dyncreds-shim"]
     user_scripts = sysconfig.get_path("scripts", f"{os.name}_user")
@@ -120,6 +123,7 @@ def shim_command(shim: Path) -> str:
     other shim is run as a command."""
     import shlex
     import sysconfig
+    from pathlib import Path
 
     own = [Path(sys.executable).parent / "dyncreds-shim"]
     user_scripts = sysconfig.get_path("scripts", f"{os.name}_user")
@@ -160,6 +164,8 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
             known = ", ".join(sorted(regions)) or "none"
             raise CliError(f"unknown role {name!r} (known: {known})", EXIT_USAGE)
         wanted.append((name, regions[name]))
+    from pathlib import Path
+
     shim = Path(args.shim) if args.shim else shim_path()
     if shim is None or not (shim.is_file() and os.access(shim, os.X_OK)):
         raise CliError(

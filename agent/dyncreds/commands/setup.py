@@ -7,11 +7,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from dyncreds.client import EXIT_OK, EXIT_USAGE
 from dyncreds.commands.common import CliError, Commands
 from dyncreds.commands.completion import offer_directories
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 UNITS = ("dyncreds-agent.service", "dyncreds-agent.socket")
 
@@ -25,6 +28,7 @@ def shared(*parts: str) -> str:
 def dyncreds_program() -> str:
     """The absolute command that runs this dyncreds (the venv's, pipx's or PATH's)."""
     import shutil
+    from pathlib import Path  # (pathlib: a tenth of the CLI's start-up; only when needed)
 
     beside = Path(sys.executable).parent / "dyncreds"
     if beside.exists():
@@ -64,6 +68,8 @@ SYSTEM_NEXT = """next, as root:
 def install_system_units(target: Path | None) -> int:
     """The system units, the sysusers.d entry and the IMDS rule; written all or none
     (each atomically, the directories checked first)."""
+    from pathlib import Path
+
     from dyncreds.files import atomic_write
 
     files: dict[Path, str] = {}
@@ -89,6 +95,8 @@ def install_system_units(target: Path | None) -> int:
 
 
 def cmd_install_units(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from dyncreds.files import atomic_write
 
     if args.system:
