@@ -18,8 +18,11 @@ starts with ``dyncreds-shim:``, non-zero exit, and never a prompt or a secret.
 This module is also the single home of the socket-path rule: the agent imports
 ``socket_path`` from here, so the two can never disagree.
 
-The ``dyncreds-shim`` command (shim/dyncreds-shim) imports it from its compiled
-.pyc under ``python -I -S``: no site, no user paths, no .pth files.
+The ``dyncreds-shim`` command (shim/dyncreds-shim) runs it as ``__main__`` from its
+compiled .pyc under ``python -I -S -X utf8``: no site, no user paths, no .pth files,
+no locale decoding. What a run costs above the interpreter's start (in instructions,
+``make bench BENCH=shim``): loading ``_socket`` about half, compiling that small
+script and finding this .pyc a quarter, this module and its one round trip the rest.
 """
 
 import _socket

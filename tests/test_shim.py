@@ -177,3 +177,13 @@ def test_without_xdg_runtime_dir_the_rule_is_stdlib_only(tmp_path: Path) -> None
         check=True,
     )
     assert probe.stdout.splitlines()[1] == "[]"  # never imports platformdirs
+
+
+def test_the_installed_script_stays_a_few_statements() -> None:
+    """Python compiles shim/dyncreds-shim on every run (a script has no .pyc): each
+    statement costs ~1 % of the shim's run. The fallback is text, compiled only when
+    the module is not where a venv, pipx or --user puts it."""
+    script = (Path(dyncreds_shim.__file__).parent / "dyncreds-shim").read_text()
+    tree = ast.parse(script)
+    assert len(tree.body) <= 5, ast.dump(tree)[:400]
+    assert sum(1 for _ in ast.walk(tree)) <= 70  # AST nodes: 62 today
