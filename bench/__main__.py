@@ -65,14 +65,16 @@ def cpu_interleaved(commands: list[list[str]], runs: int, env: dict[str, str]) -
 
 
 # The least any Python shim can do: the builtin socket module, one connection,
-# the request, the answer on stdout (argv[1]: the agent's socket).
+# the request, the answer on stdout, and no teardown (argv[1]: the agent's socket).
 ROUND_TRIP = (
     "import _socket, posix, sys\n"
     "s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)\n"
     "s.connect(sys.argv[1])\n"
     's.sendall(b\'{"op":"credential_process","role":"r"}\\n\')\n'
     "posix.write(1, s.recv(65536))\n"
+    "posix._exit(0)\n"
 )
+FLOORS = ("python_floor", "python_floor_same_flags", "python_start_only", "round_trip_floor")
 
 
 def _shim_commands(venv: Path, env: Env, profile: list[str]) -> dict[str, list[str]]:
@@ -81,9 +83,11 @@ def _shim_commands(venv: Path, env: Env, profile: list[str]) -> dict[str, list[s
         "shim": profile,
         # The issue's floor: the interpreter's start with the flags of 0.3's first profile.
         "python_floor": [python, "-I", "-S", "-c", "pass"],
-        # The same start with the profile's own flags (-X utf8 makes it cheaper).
+        # The same with the profile's own flags (-X utf8 makes it cheaper).
         "python_floor_same_flags": [*profile[:-2], "-c", "pass"],
-        # The same, plus the round trip no shim can skip.
+        # Its start alone: the shim skips the interpreter's teardown (posix._exit).
+        "python_start_only": [*profile[:-2], "-c", "import posix; posix._exit(0)"],
+        # That, plus the round trip no shim can skip.
         "round_trip_floor": [*profile[:-2], "-c", ROUND_TRIP, str(env.socket)],
         "shim_as_command": [str(venv / "bin" / "dyncreds-shim"), "r"],
     }
@@ -91,11 +95,12 @@ def _shim_commands(venv: Path, env: Env, profile: list[str]) -> dict[str, list[s
 
 def bench_shim() -> None:
     """The shim as SDKs run it: the command line `aws-config` prints for the profile
-    (the install's own Python, its flags, the shim script), interleaved with three
-    floors: `python -I -S -c pass` (the target's), the interpreter with the
-    profile's flags, and that plus the one request a shim must make; and the
-    script run as a command (its /bin/sh hop). Wall time, CPU time, and
-    instructions (valgrind: the one measure a busy machine does not move)."""
+    (the install's own Python, its flags, the shim script), interleaved with four
+    floors: `python -I -S -c pass` (the target's), the same with the profile's
+    flags, their start without the teardown (which the shim skips), and that plus
+    the one request a shim must make; and the script run as a command (its /bin/sh
+    hop). Wall time, CPU time, and instructions (valgrind: the one measure a busy
+    machine does not move)."""
     venv = fresh_install()
     try:
         with agent({"r": IAM_ROLE}) as env:
@@ -139,7 +144,7 @@ def bench_shim() -> None:
 def _shim_ratios(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Each of the shim's measures over each floor's (and the command form's)."""
     ratios: dict[str, dict[str, float]] = {}
-    for floor in ("python_floor", "python_floor_same_flags", "round_trip_floor"):
+    for floor in FLOORS:
         for name in ("shim", "shim_as_command"):
             key = f"{name}/{floor}"
             ratios[key] = {
