@@ -22,8 +22,8 @@ The ``dyncreds-shim`` command (shim/dyncreds-shim) runs it as ``__main__`` from 
 compiled .pyc under ``python -I -S -X utf8``: no site, no user paths, no .pth files,
 no locale decoding, and no teardown (``posix._exit`` once the answer is written).
 What a run costs above the interpreter's start (in instructions, ``make bench
-BENCH=shim``): loading ``_socket`` about half, compiling that small script and
-finding this .pyc a quarter, this module and its one round trip the rest.
+BENCH=shim``): loading ``_socket`` about two thirds, compiling that small script and
+finding this .pyc a fifth, this module and its one round trip the rest.
 """
 
 import _socket
