@@ -15,7 +15,7 @@ import trio
 from dyncreds.aws.iam_user import TaggedUser
 from dyncreds.config import Config, Role
 from dyncreds.journal import Journal
-from dyncreds.leases import Lease, Secret
+from dyncreds.leases import Lease, Secret, Window
 from dyncreds.protocol import Locked, Upstream
 from dyncreds.rootlock import RootLock
 
@@ -51,7 +51,6 @@ class FakeBackend:
     most_keys: int = 0
     deleted_keys: list[str] = field(default_factory=list)
     deleted_at: dict[str, float] = field(default_factory=dict)  # trio time
-    min_remaining: float = 20 * 60
     on_issue: Callable[[Role], None] | None = None
     # The real iam_user code journals what it creates; so does the fake, so the
     # agent's reaper has the same rows to work from.
@@ -97,10 +96,11 @@ class FakeBackend:
         self,
         role: Role,
         lease_id: str,
-        now: float,
+        window: Window,
         on_step: Callable[[str], None] = lambda step: None,
         consumer: str | None = None,
     ) -> Lease:
+        """Mints in memory, with the times the agent decided (``leases.window``)."""
         if self.lock.locked(self._now()):
             raise Locked(self.lock.why(self._now()))
         await trio.sleep(self.latency)
@@ -109,8 +109,9 @@ class FakeBackend:
         self.consumers.append(consumer)
         if self.on_issue:
             self.on_issue(role)
+        now = window.issued_at
         if role.credential_type == "static_user":
-            return await self._static_key(role, lease_id, now)
+            return await self._static_key(role, lease_id, window)
         iam = role.credential_type == "iam_user"
         lease = Lease(
             id=lease_id,
@@ -120,8 +121,8 @@ class FakeBackend:
             secret_access_key=Secret(secrets.token_hex(20)),
             session_token=None if iam else Secret(secrets.token_hex(40)),
             issued_at=now,
-            expires_at=now + role.ttl,
-            hard_expires_at=now + (role.max_ttl if iam else role.ttl),
+            expires_at=window.expires_at,
+            hard_expires_at=window.hard_expires_at,
             user_name=f"user-{lease_id}" if iam else None,
         )
         if iam and self.journal is not None:
@@ -132,13 +133,13 @@ class FakeBackend:
         self.issued.append(lease)
         return lease
 
-    async def _static_key(self, role: Role, lease_id: str, now: float) -> Lease:
+    async def _static_key(self, role: Role, lease_id: str, window: Window) -> Lease:
         user = str(role.username)
         keys = self.keys.setdefault(user, [])
         if len(keys) >= 2:
             raise Upstream(f"IAM user {user} already has two access keys", "LimitExceeded")
         key = "AKIA" + secrets.token_hex(8).upper()
-        expires_at = now + role.ttl + self.min_remaining
+        now, expires_at = window.issued_at, window.expires_at
         if self.journal is not None:
             await self.journal.creating(
                 lease_id, role.name, user, now, expires_at, thing="key", detail=json.dumps(keys)

@@ -114,3 +114,17 @@ def test_credential_process_body_order_and_no_empty_token() -> None:
     body = lease().credential_process()
     assert list(body) == ["Version", "AccessKeyId", "SecretAccessKey", "Expiration"]
     assert lease().credential_process_line().startswith(b'{"Version":1,')
+
+
+def test_the_window_is_decided_by_the_core_for_every_kind() -> None:
+    """One rule for a new lease's times (the issuers and the fake only apply it):
+    an expiry one ttl away, extendable to max_ttl; a rotated key announces
+    min_remaining more, so it overlaps its successor; STS asks for the ttl."""
+    now = 1_800_000_000.0
+    iam = leases.window(role("iam_user", ttl=3600, max_ttl=43200), now, T)
+    assert (iam.issued_at, iam.expires_at, iam.hard_expires_at) == (now, now + 3600, now + 43200)
+    static = leases.window(role("static_user", ttl=86400, max_ttl=86400), now, T)
+    assert static.expires_at == static.hard_expires_at == now + 86400 + 1200
+    sts = leases.window(role("assumed_role", ttl=900, max_ttl=3600), now, T)
+    assert sts.expires_at == sts.hard_expires_at == now + 900
+    assert sts.duration == 900  # what AWS is asked for; its Expiration is served

@@ -24,7 +24,7 @@ from dyncreds.broker import RoleState
 from dyncreds.config import Config, ConfigError, Role
 from dyncreds.journal import Journal
 from dyncreds.keeper import RootBackend, RootKeeper
-from dyncreds.leases import Lease, LeaseKey, Timing
+from dyncreds.leases import Lease, LeaseKey, Timing, Window
 from dyncreds.protocol import BadRequest, DyncredsError, Unavailable, UnknownRole, rfc3339
 from dyncreds.reaper import Reaper, SweepSettings
 from dyncreds.worker import Context, Worker, WorkerTable, keeps_key
@@ -46,7 +46,7 @@ class Backend(RootBackend, Protocol):
         self,
         role: Any,
         lease_id: str,
-        now: float,
+        window: Window,
         on_step: Callable[[str], None] = ...,
         consumer: str | None = None,
     ) -> Lease: ...

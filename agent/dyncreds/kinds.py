@@ -48,6 +48,9 @@ class Kind:
     on_revoke: str = "valid until its expiry: STS credentials cannot be deleted"
     # Refreshed on schedule whether anyone asks or not (rotation, like Vault's).
     always_warm: bool = False
+    # A lease announces min_remaining beyond its ttl, so that it overlaps its
+    # successor: SDKs move to a rotated key well before the old one is deleted.
+    overlap: bool = False
     # One lease for every consumer, even in system mode: it is one existing IAM
     # user's key (which has room for two keys, not one per consumer).
     shared: bool = False
@@ -123,6 +126,7 @@ KINDS: dict[CredentialType, Kind] = {
         policy_arns_max=0,
         on_revoke="key deleted",
         always_warm=True,
+        overlap=True,
         shared=True,
     ),
 }

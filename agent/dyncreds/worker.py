@@ -43,7 +43,7 @@ class Issuer(Protocol):
         self,
         role: Role,
         lease_id: str,
-        now: float,
+        window: leases.Window,
         on_step: Callable[[str], None] = ...,
         consumer: str | None = None,
     ) -> Lease: ...
@@ -270,7 +270,11 @@ class Worker:
         try:
             with trio.fail_after(self.ctx.issue_timeout):
                 lease = await self.ctx.issuer.issue(
-                    role, inflight.lease_id, started, inflight.on_step, consumer=self.consumer
+                    role,
+                    inflight.lease_id,
+                    leases.window(role, started, self.ctx.timing),
+                    inflight.on_step,
+                    consumer=self.consumer,
                 )
         except trio.TooSlowError:
             error = Upstream(

@@ -24,7 +24,7 @@ from dyncreds.aws.session import AwsSession
 from dyncreds.aws.staticstore import StaticStore
 from dyncreds.config import Config, Role
 from dyncreds.journal import Journal
-from dyncreds.leases import Lease
+from dyncreds.leases import Lease, Window
 from dyncreds.rootlock import RootLock
 
 OnStep = Callable[[str], None]
@@ -90,7 +90,7 @@ class AwsBackend:
         self,
         role: Role,
         lease_id: str,
-        now: float,
+        window: Window,
         on_step: OnStep = lambda step: None,
         consumer: str | None = None,
     ) -> Lease:
@@ -99,10 +99,10 @@ class AwsBackend:
         # Before anything is journaled: a locked agent leaves no record behind.
         self.aws.require_unlocked()
         user = consumer or self.local_user
-        return await ISSUERS[role.kind.issuer](self, role, lease_id, now, on_step, user)
+        return await ISSUERS[role.kind.issuer](self, role, lease_id, window, on_step, user)
 
     async def _iam_user(
-        self, role: Role, lease_id: str, now: float, on_step: OnStep, user: str
+        self, role: Role, lease_id: str, window: Window, on_step: OnStep, user: str
     ) -> Lease:
         return await iam_user.create(
             self.aws,
@@ -111,25 +111,21 @@ class AwsBackend:
             lease_id=lease_id,
             user_name=self._name(role, naming.USER_NAME_MAX, user),
             agent_id=self.agent_id,
-            now=now,
+            window=window,
             propagation=self.propagation,
             create_grace=self.create_grace,
             on_step=on_step,
         )
 
     async def _static_user(
-        self, role: Role, lease_id: str, now: float, on_step: OnStep, user: str
+        self, role: Role, lease_id: str, window: Window, on_step: OnStep, user: str
     ) -> Lease:
-        # Announced: deleted one min_remaining after the next rotation, so SDKs have
-        # moved to the new key well before.
-        expires_at = now + role.ttl + float(self.config.main.agent.min_remaining)
         lease = await static_user.create(
             self.aws,
             self.journal,
             role=role,
             lease_id=lease_id,
-            now=now,
-            expires_at=expires_at,
+            window=window,
             propagation=self.propagation,
             create_grace=self.create_grace,
             on_step=on_step,
@@ -176,7 +172,7 @@ class AwsBackend:
         return None
 
     async def _assume_role(
-        self, role: Role, lease_id: str, now: float, on_step: OnStep, user: str
+        self, role: Role, lease_id: str, window: Window, on_step: OnStep, user: str
     ) -> Lease:
         on_step("assume_role")
         name = self._name(role, naming.SESSION_NAME_MAX, user, role.session_name)
@@ -186,20 +182,20 @@ class AwsBackend:
             else None
         )
         tags = [(key, self._tag_value(value, role, user)) for key, value in role.session_tags]
-        return await sts.assume_role(self.aws, role, lease_id, name, now, source, tags)
+        return await sts.assume_role(self.aws, role, lease_id, name, window, source, tags)
 
     async def _federation_token(
-        self, role: Role, lease_id: str, now: float, on_step: OnStep, user: str
+        self, role: Role, lease_id: str, window: Window, on_step: OnStep, user: str
     ) -> Lease:
         on_step("federation_token")
         name = self._name(role, naming.FEDERATION_NAME_MAX, user, role.session_name)
-        return await sts.federation_token(self.aws, role, lease_id, name, now)
+        return await sts.federation_token(self.aws, role, lease_id, name, window)
 
     async def _session_token(
-        self, role: Role, lease_id: str, now: float, on_step: OnStep, user: str
+        self, role: Role, lease_id: str, window: Window, on_step: OnStep, user: str
     ) -> Lease:
         on_step("session_token")
-        return await sts.session_token(self.aws, role, lease_id, now)
+        return await sts.session_token(self.aws, role, lease_id, window)
 
     async def extend(self, lease: Lease, expires_at: float) -> None:
         if lease.user_name:
@@ -251,7 +247,7 @@ class AwsBackend:
         return await iam_user.list_tagged_users(self.aws, agents or {self.agent_id})
 
 
-Issuer = Callable[[AwsBackend, Role, str, float, OnStep, str], Awaitable[Lease]]
+Issuer = Callable[[AwsBackend, Role, str, Window, OnStep, str], Awaitable[Lease]]
 
 # kinds.Kind.issuer -> the function that mints it.
 ISSUERS: dict[str, Issuer] = {

@@ -37,7 +37,7 @@ from dyncreds import logs
 from dyncreds.aws.session import GONE_CODES, AwsSession, aws_code
 from dyncreds.config import Role
 from dyncreds.journal import Journal
-from dyncreds.leases import Lease, Secret
+from dyncreds.leases import Lease, Secret, Window
 from dyncreds.protocol import Upstream, rfc3339
 
 log = logs.get("aws")
@@ -75,15 +75,15 @@ async def create(
     lease_id: str,
     user_name: str,
     agent_id: str,
-    now: float,
+    window: Window,
     propagation: Propagation,
     create_grace: float = 300.0,
     on_step: Callable[[str], None] = lambda step: None,
 ) -> Lease:
     """Create the user and its key; return a lease that works. On failure the
     journal record is left for the reaper (or dropped, if nothing was created)."""
-    expires_at = now + role.ttl
-    await journal.creating(lease_id, role.name, user_name, now, expires_at)
+    expires_at = window.expires_at
+    await journal.creating(lease_id, role.name, user_name, window.issued_at, expires_at)
     create_failed: Upstream | None = None
     try:
         on_step("create_user")
@@ -119,9 +119,9 @@ async def create(
         access_key_id=key["AccessKeyId"],
         secret_access_key=secret,
         session_token=None,
-        issued_at=now,
+        issued_at=window.issued_at,
         expires_at=expires_at,
-        hard_expires_at=now + role.max_ttl,
+        hard_expires_at=window.hard_expires_at,
         user_name=user_name,
         arn=arn,
     )
