@@ -14,7 +14,7 @@ import trio
 
 from dyncreds.aws.iam_user import TaggedUser
 from dyncreds.config import Config, Role
-from dyncreds.journal import Journal
+from dyncreds.journal import Journal, Record
 from dyncreds.leases import Lease, Secret, Window
 from dyncreds.protocol import Locked, Upstream
 from dyncreds.rootlock import RootLock
@@ -156,7 +156,14 @@ class FakeBackend:
         self.issued.append(lease)
         return lease
 
-    async def delete_key(self, user_name: str, access_key_id: str | None, keep: list[str]) -> bool:
+    async def revoke(self, record: Record) -> bool:
+        """What the real backend hands to the record's credential type: a static
+        user's key, or an IAM user."""
+        if record.thing == "key":
+            return await self.delete_key(record.user_name, record.access_key_id)
+        return await self.delete_user(record.user_name)
+
+    async def delete_key(self, user_name: str, access_key_id: str | None) -> bool:
         await trio.sleep(self.latency / 5)
         keys = self.keys.get(user_name, [])
         if access_key_id in keys:

@@ -22,8 +22,9 @@ from dyncreds import __version__, logs, revocation, views
 from dyncreds.access import Asker
 from dyncreds.broker import RoleState
 from dyncreds.config import Config, ConfigError, Role
-from dyncreds.journal import Journal
+from dyncreds.journal import Journal, Record
 from dyncreds.keeper import RootBackend, RootKeeper
+from dyncreds.kinds import KINDS
 from dyncreds.leases import Lease, LeaseKey, Timing, Window
 from dyncreds.protocol import BadRequest, DyncredsError, Unavailable, UnknownRole, rfc3339
 from dyncreds.reaper import Reaper, SweepSettings
@@ -51,10 +52,7 @@ class Backend(RootBackend, Protocol):
         consumer: str | None = None,
     ) -> Lease: ...
     async def extend(self, lease: Lease, expires_at: float) -> None: ...
-    async def delete_user(self, user_name: str) -> bool: ...
-    async def delete_key(
-        self, user_name: str, access_key_id: str | None, keep: list[str]
-    ) -> bool: ...
+    async def revoke(self, record: Record) -> bool: ...
     async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]: ...
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool: ...
     async def revoke_sessions(self, role: Any, at: float) -> None: ...
@@ -232,8 +230,9 @@ class Agent:
     async def rotate(self, name: str) -> tuple[Lease, Lease | None]:
         """A static_user role's rotation, now: a new key; the old one is deleted at
         the expiry it announced."""
-        if self.worker_for(name).state.role.credential_type != "static_user":
-            raise BadRequest(f"rotate is for static_user roles; {name} is renewed with `renew`")
+        if not self.worker_for(name).state.role.kind.always_warm:
+            rotated = " and ".join(k.name for k in KINDS.values() if k.always_warm)
+            raise BadRequest(f"rotate is for {rotated} roles; {name} is renewed with `renew`")
         return await self.renew(name)
 
     async def renew(self, name: str, asker: Asker | None = None) -> tuple[Lease, Lease | None]:

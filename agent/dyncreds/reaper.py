@@ -19,7 +19,6 @@ No exception ends the reaper: an unexpected one is an attempt that failed.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,10 +45,7 @@ SWEEP_FIRST_AFTER = 5.0  # let start-up recovery go first
 class Deleter(Protocol):
     """What the reaper needs from AWS (aws/backend.py)."""
 
-    async def delete_user(self, user_name: str) -> bool: ...
-    async def delete_key(
-        self, user_name: str, access_key_id: str | None, keep: list[str]
-    ) -> bool: ...
+    async def revoke(self, record: Record) -> bool: ...
     async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]: ...
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool: ...
 
@@ -212,12 +208,8 @@ class Reaper:
             return await self.backend.finish_root_rotation(
                 record.user_name, record.detail or "", record.created_at
             )
-        if record.thing != "key":
-            return await self.backend.delete_user(record.user_name)
-        keep = _listed_keys(record.detail) + [
-            r.access_key_id for r in self.journal.all() if r.access_key_id and r is not record
-        ]
-        return await self.backend.delete_key(record.user_name, record.access_key_id, keep)
+        # What else a record stands for, its credential type deletes (kinds.by_thing).
+        return await self.backend.revoke(record)
 
     async def revoke_and_wait(self, lease_id: str) -> None:
         """Revoke now and wait for the outcome; Upstream if it did not succeed yet."""
@@ -301,11 +293,3 @@ def _announced(tag: str | None) -> float | None:
         return parse_rfc3339(tag)
     except ValueError:
         return None
-
-
-def _listed_keys(detail: str | None) -> list[str]:
-    try:
-        keys = json.loads(detail or "[]")
-    except ValueError:
-        return []
-    return [str(k) for k in keys] if isinstance(keys, list) else []

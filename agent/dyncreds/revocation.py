@@ -149,13 +149,11 @@ async def _deny_sessions(
     for target in roles:
         await agent.backend.revoke_sessions(target, now)
         log.info("lease.sessions_denied", role=target.name, before=rfc3339(now))
-    arns = {arn for r in roles for arn in r.role_arns}
-    federation = any(r.credential_type == "federation_token" for r in roles)
+    arns = {arn for r in roles if r.kind.sessions_scope == "role_arns" for arn in r.role_arns}
+    whole = {r.credential_type for r in roles if r.kind.sessions_scope == "kind"}
     for worker in agent.workers.values():
         lease, mine = worker.state.lease, worker.state.role
-        hit = (federation and mine.credential_type == "federation_token") or bool(
-            arns & set(mine.role_arns)
-        )
+        hit = mine.credential_type in whole or bool(arns & set(mine.role_arns))
         if lease is not None and hit and lease.issued_at <= now:
             worker.revoke()
     return {r.name for r in roles}

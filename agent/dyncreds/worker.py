@@ -360,12 +360,15 @@ class Worker:
 
 
 def keeps_key(old: Role, new: Role | None) -> bool:
-    """A static user's key stays valid whatever else of its role changed, as long
-    as it is still the same user's: a reload carries the lease over."""
+    """A kind's lease stays valid whatever else of its role changed, as long as
+    the fields its row names are unchanged (a static user's key: still the same
+    user's): a reload carries the lease over."""
+    fields = old.kind.kept_while_same
     return (
         new is not None
-        and old.credential_type == new.credential_type == "static_user"
-        and old.username == new.username
+        and old.credential_type == new.credential_type
+        and bool(fields)
+        and all(getattr(old, f) == getattr(new, f) for f in fields)
     )
 
 

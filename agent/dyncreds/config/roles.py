@@ -14,7 +14,7 @@ from typing import Any
 from dyncreds.config.main import REGION, check_template
 from dyncreds.config.problems import Problem, decode_table, line_of, printable_path, read_toml
 from dyncreds.config.schema import ROLE_NAME, LeaseDefaults, Role, RoleFile, format_duration
-from dyncreds.kinds import CREDENTIAL_TYPES, KIND_FIELDS, KINDS, Kind, kinds_taking
+from dyncreds.kinds import KINDS, Kind, kind_fields, kinds_taking, names
 
 # AWS limits that can be checked offline.
 INLINE_POLICY_MAX = 2048  # user inline policies and session policies, whitespace excluded
@@ -49,9 +49,15 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
     spec = decode_table(raw, RoleFile, path, text, None, problems)
     if spec is None:
         return None
+    types = ", ".join(names())
     if spec.credential_type is None:
-        types = ", ".join(CREDENTIAL_TYPES)
         problems.append(Problem(path, None, f"credential_type is required (one of {types})"))
+        return None
+    if spec.credential_type not in KINDS:
+        where = line_of(text, None, "credential_type")
+        problems.append(
+            Problem(path, where, f"credential_type: {spec.credential_type!r} is not one of {types}")
+        )
         return None
     kind = KINDS[spec.credential_type]
 
@@ -70,15 +76,13 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
 
 
 def _grants_something(kind: Kind, spec: RoleFile, policy: str | None) -> bool:
-    """True unless the kind needs one of several grant fields and the file has none."""
-    present = {
-        "policy": policy is not None,
-        "policy_arns": bool(spec.policy_arns),
-        "iam_groups": bool(spec.iam_groups),
-        "role_arns": bool(spec.role_arns),
-        "username": bool(spec.username),
-    }
-    return not kind.needs_one_of or any(present[field] for field in kind.needs_one_of)
+    """True unless the kind needs one of several grant fields and the file has none
+    ("policy": policy_document or policy_file, read already)."""
+
+    def present(field: str) -> bool:
+        return policy is not None if field == "policy" else bool(getattr(spec, field))
+
+    return not kind.needs_one_of or any(present(field) for field in kind.needs_one_of)
 
 
 def _role(
@@ -117,7 +121,7 @@ def _role(
 
 def _check_fields_for_kind(kind: Kind, raw: dict[str, Any], bad: Bad) -> None:
     """Which fields each type takes (Vault's checks), from the kinds table."""
-    for key in sorted(KIND_FIELDS):
+    for key in sorted(kind_fields()):
         if key not in kind.fields and raw.get(key) not in (None, [], {}):
             allowed = " and ".join(sorted(kinds_taking(key)))
             bad(key, f"not allowed for credential_type {kind.name} (only {allowed})")
@@ -151,6 +155,10 @@ def _check_names(kind: Kind, spec: RoleFile, bad: Bad) -> None:
 
 
 def _check_arns(kind: Kind, spec: RoleFile, bad: Bad) -> None:
+    """ARNs and the IAM user name: AWS's syntax and counts."""
+    user = spec.username
+    if "username" in kind.fields and user is not None and not USER_NAME.fullmatch(user):
+        bad("username", f"{user!r} is not an IAM user name")
     for arn in spec.policy_arns:
         if not POLICY_ARN.fullmatch(arn):
             bad("policy_arns", f"{arn!r} is not an IAM policy ARN")
@@ -214,14 +222,14 @@ def _check_tags(key: str, tags: dict[str, str], limit: int, bad: Bad) -> None:
 
 
 def _role_ttls(kind: Kind, spec: RoleFile, defaults: LeaseDefaults, bad: Bad) -> tuple[int, int]:
-    if kind.name == "static_user":  # the rotation period is the lease's life
-        period = int(spec.rotation_period if spec.rotation_period is not None else 24 * 3600)
+    if kind.period_field is not None:  # a rotation period is the lease's life
+        key = kind.period_field
+        given = getattr(spec, key)
+        period = int(given if given is not None else kind.period_default)
         if period < kind.min_ttl:
-            bad("rotation_period", f"must be at least {format_duration(kind.min_ttl)}")
+            bad(key, f"must be at least {format_duration(kind.min_ttl)}")
         if spec.ttl is not None or spec.max_ttl is not None:
-            bad("ttl", "a static_user role takes rotation_period, not ttl or max_ttl")
-        if spec.username is not None and not USER_NAME.fullmatch(spec.username):
-            bad("username", f"{spec.username!r} is not an IAM user name")
+            bad("ttl", f"a {kind.name} role takes {key}, not ttl or max_ttl")
         return period, period
     if kind.max_ttl is None:  # the agent's own lease rules (iam_user)
         ttl = int(spec.ttl if spec.ttl is not None else defaults.ttl)
