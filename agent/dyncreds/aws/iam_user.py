@@ -115,7 +115,7 @@ async def create(
     return Lease(
         id=lease_id,
         role=role.name,
-        credential_type="iam_user",
+        credential_type=role.credential_type,
         access_key_id=key["AccessKeyId"],
         secret_access_key=secret,
         session_token=None,

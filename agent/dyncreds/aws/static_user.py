@@ -81,7 +81,7 @@ async def create(
     return Lease(
         id=lease_id,
         role=role.name,
-        credential_type="static_user",
+        credential_type=role.credential_type,
         access_key_id=created_key,
         secret_access_key=secret,
         session_token=None,
