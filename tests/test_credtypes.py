@@ -30,8 +30,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from dyncreds.aws.credtypes import Ops
 from dyncreds.kinds import Kind
+
+
+class ToyOptions(msgspec.Struct, kw_only=True):
+    """A key only this type has."""
+
+    flavour: str = "vanilla"
+
 
 KIND = Kind(
     name="toy",
@@ -44,6 +53,7 @@ KIND = Kind(
     needs="a toy role needs session_name",
     on_revoke="shredded",
     journal_thing="toy-key",
+    options=ToyOptions,
 )
 ISSUED: list[Any] = []
 REVOKED: list[str] = []
@@ -53,7 +63,7 @@ async def issue(host, role, lease_id, window, on_step, user):
     from dyncreds.leases import Lease, Secret
 
     on_step("toy")
-    name = host.name(role, 64, user, role.session_name)
+    name = host.name(role, 64, user, role.session_name) + "-" + role.options.flavour
     await host.journal.creating(
         lease_id, role.name, name, window.issued_at, window.expires_at, thing="toy-key"
     )
@@ -112,9 +122,15 @@ def problems(base: Path) -> list[str]:
 
 
 def test_config_checks_a_toy_role_against_its_row(toy: object, tmp_path: Path) -> None:
-    good = write(tmp_path / "good", {"t": 'credential_type = "toy"\nsession_name = "{user}"\n'})
-    role = config.load(good).roles["t"]
-    assert role.kind.on_revoke == "shredded" and role.ttl == 3600  # min(1h, its max_ttl)
+    toy = 'credential_type = "toy"\nsession_name = "{user}"\n'
+    good = write(tmp_path / "good", {"t": toy + 'flavour = "mint"\n', "plain": toy})
+    roles = config.load(good).roles
+    assert roles["t"].kind.on_revoke == "shredded" and roles["t"].ttl == 3600  # min(1h, 2h)
+    assert roles["t"].options.flavour == "mint" and roles["plain"].options.flavour == "vanilla"
+    wrong = write(tmp_path / "wrong", {"t": toy + "flavour = 3\n"})
+    assert any("flavour: Expected `str`, got `int`" in p for p in problems(wrong))
+    other = write(tmp_path / "other", {"s": 'credential_type = "session_token"\nflavour = "x"\n'})
+    assert any("unknown key flavour" in p for p in problems(other))  # the toy's own
     bad = write(tmp_path / "bad", {"t": 'credential_type = "toy"\niam_groups = ["g"]\n'})
     found = problems(bad)
     assert any("iam_groups: not allowed for credential_type toy" in p for p in found)
@@ -139,7 +155,8 @@ async def test_the_agent_issues_serves_and_revokes_a_toy_lease(
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
     }.items():
         monkeypatch.setenv(name, value)
-    base = write(tmp_path, {"t": 'credential_type = "toy"\nsession_name = "toy-{user}"\n'})
+    toy_role = 'credential_type = "toy"\nsession_name = "toy-{user}"\nflavour = "mint"\n'
+    base = write(tmp_path, {"t": toy_role})
     cfg = config.load(base)
     journal = SqliteJournal(tmp_path / "journal.sqlite3", offload=inline)
     backend = AwsBackend(cfg, journal, "test-agent")  # the real dispatch, no AWS call
@@ -159,6 +176,7 @@ async def test_the_agent_issues_serves_and_revokes_a_toy_lease(
         await nursery.start(agent.run)
         lease = await agent.credentials("t")
         assert lease.credential_type == "toy" and issued == [lease]
+        assert str(lease.user_name).endswith("-mint")  # its own key reached its issue
         assert lease.expires_at - lease.issued_at == 3600  # the core's window
         assert await agent.credentials("t") is lease  # served from memory
         record = journal.get(lease.id)

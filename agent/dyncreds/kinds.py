@@ -27,6 +27,8 @@ import importlib
 from dataclasses import dataclass, replace
 from typing import Literal
 
+import msgspec
+
 # A type's name, as role files, leases and the journal spell it.
 CredentialType = str
 
@@ -49,7 +51,8 @@ TYPES = (
 class Kind:
     name: CredentialType
     # Role-file keys this kind accepts beyond the ones every kind takes
-    # (credential_type, ttl, max_ttl, region, prefetch).
+    # (credential_type, ttl, max_ttl, region, prefetch), from the role file's
+    # shared schema (config/schema.py: RoleFile, Role).
     fields: frozenset[str]
     # AWS's bounds on the requested duration; None: the agent's own lease rules.
     min_ttl: int
@@ -90,6 +93,9 @@ class Kind:
     sessions_scope: Literal["role_arns", "kind"] | None = None
     # Why the console refuses its credentials ("" : `login` works).
     login_refused: str = ""
+    # Keys only this kind has, as a msgspec Struct (every field with a default):
+    # config decodes them, each bad one reported, into ``Role.options``.
+    options: type[msgspec.Struct] | None = None
     # The module that defines the type (set by ``register``).
     module: str = ""
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from dyncreds.config.main import REGION, check_template
 from dyncreds.config.problems import Problem, decode_table, line_of, printable_path, read_toml
@@ -46,9 +49,10 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
     if read is None:
         return None
     raw, text = read
-    spec = decode_table(raw, RoleFile, path, text, None, problems)
-    if spec is None:
+    decoded = _decode(raw, path, text, problems)
+    if decoded is None:
         return None
+    spec, options = decoded
     types = ", ".join(names())
     if spec.credential_type is None:
         problems.append(Problem(path, None, f"credential_type is required (one of {types})"))
@@ -72,7 +76,24 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
     ttl, max_ttl = _role_ttls(kind, spec, defaults, bad)
     if len(problems) > before:
         return None
-    return _role(name, kind, spec, policy, ttl, max_ttl, path)
+    return replace(_role(name, kind, spec, policy, ttl, max_ttl, path), options=options)
+
+
+def _decode(
+    raw: dict[str, Any], path: Path, text: str, problems: list[Problem]
+) -> tuple[RoleFile, msgspec.Struct | None] | None:
+    """The keys every kind shares, as a ``RoleFile``; a kind's own keys (its
+    ``Kind.options``, declared in its module), as that Struct - each bad key reported."""
+    named = raw.get("credential_type")
+    own = KINDS[named].options if isinstance(named, str) and named in KINDS else None
+    own_keys = {f.encode_name for f in msgspec.structs.fields(own)} if own else set()
+    shared = {key: value for key, value in raw.items() if key not in own_keys}
+    spec = decode_table(shared, RoleFile, path, text, None, problems)
+    if own is None:
+        return None if spec is None else (spec, None)
+    mine = {key: value for key, value in raw.items() if key in own_keys}
+    options = decode_table(mine, own, path, text, None, problems)
+    return None if spec is None or options is None else (spec, options)
 
 
 def _grants_something(kind: Kind, spec: RoleFile, policy: str | None) -> bool:
