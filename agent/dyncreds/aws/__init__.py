@@ -2,7 +2,9 @@
 
 One module per concern: ``session`` (root identity, clients, the thread-bound
 call wrapper and the single exception map), ``naming`` (user and session
-names), ``iam_user`` (create and delete temporary users), ``sts`` (the three STS
-credential types), ``root`` (rotate-root), ``backend`` (the facade the agent
-drives).
+names), ``credtypes`` (one module per credential type: its row and what it does,
+calling the machinery here), ``iam_user`` (create and delete temporary users),
+``static_user`` (rotate an existing user's key), ``sts`` (the three STS calls),
+``sessions`` (deny live sessions), ``root`` (rotate-root), ``backend`` (the
+facade the agent drives).
 """

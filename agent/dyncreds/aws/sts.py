@@ -1,4 +1,5 @@
-"""The three STS credential types: AssumeRole, GetFederationToken, GetSessionToken.
+"""The STS calls of the three STS credential types (aws/credtypes/): AssumeRole,
+GetFederationToken, GetSessionToken.
 
 Nothing is created in AWS, so nothing is journaled or revoked: the credentials
 lapse at AWS's ``Expiration``, which is what clients are told. The duration asked

@@ -9,7 +9,6 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from dyncreds import logs
 from dyncreds.aws.credtypes import Host, OnStep, Ops
 from dyncreds.kinds import Kind
 
@@ -17,8 +16,6 @@ if TYPE_CHECKING:
     from dyncreds.config import Role
     from dyncreds.journal import Record
     from dyncreds.leases import Lease, Window
-
-log = logs.get("aws")
 
 # The lease's life is the rotation period; what it announces is the period plus
 # min_remaining (``overlap``), so SDKs have moved to the next key well before.
@@ -47,6 +44,7 @@ async def issue(
 ) -> Lease:
     import trio
 
+    from dyncreds import logs
     from dyncreds.aws import static_user
 
     lease = await static_user.create(
@@ -63,13 +61,16 @@ async def issue(
         try:  # a restart then serves this key instead of making another
             await trio.to_thread.run_sync(host.static_store.save, lease)
         except Exception as exc:  # (a locked keyring): only the restart suffers
-            log.warning("static_user.seal_failed", role=role.name, error=type(exc).__name__)
+            logs.get("aws").warning(
+                "static_user.seal_failed", role=role.name, error=type(exc).__name__
+            )
     return lease
 
 
 def restore(host: Host, role: Role) -> Lease | None:
     """At start-up: the role's current key, if it was sealed at rest and the
     journal still has its lease active (blocking: before the event loop)."""
+    from dyncreds import logs
     from dyncreds.leases import Lease  # (leases loads the rows: not at the top)
 
     if host.static_store is None:
@@ -88,7 +89,7 @@ def restore(host: Host, role: Role) -> Lease | None:
     for record in current[:1]:
         secret = host.static_store.load(role.name, record)
         if secret is not None:
-            log.info("static_user.restored", role=role.name, key=record.access_key_id)
+            logs.get("aws").info("static_user.restored", role=role.name, key=record.access_key_id)
             return Lease(
                 id=record.lease_id,
                 role=role.name,
