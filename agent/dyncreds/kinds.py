@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import msgspec
+if TYPE_CHECKING:
+    import msgspec
 
 # A type's name, as role files, leases and the journal spell it.
 CredentialType = str

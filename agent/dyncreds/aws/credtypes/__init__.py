@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from dyncreds.kinds import Kind
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: config loads this package for the rows
     from dyncreds.aws.iam_user import Propagation
     from dyncreds.aws.session import AwsSession
     from dyncreds.aws.staticstore import StaticStore
@@ -27,28 +27,26 @@ if TYPE_CHECKING:
     from dyncreds.journal import Journal, Record
     from dyncreds.leases import Lease, Window
 
-OnStep = Callable[[str], None]
+    OnStep = Callable[[str], None]
 
+    class Host(Protocol):
+        """What a type's operations use of the backend (aws/backend.py)."""
 
-class Host(Protocol):
-    """What a type's operations use of the backend (aws/backend.py)."""
+        aws: AwsSession
+        journal: Journal
+        agent_id: str
+        propagation: Propagation
+        create_grace: float
+        static_store: StaticStore | None
 
-    aws: AwsSession
-    journal: Journal
-    agent_id: str
-    propagation: Propagation
-    create_grace: float
-    static_store: StaticStore | None
+        def name(self, role: Role, limit: int, user: str, template: str | None = None) -> str: ...
+        def tag_value(self, template: str, role: Role, user: str) -> str: ...
 
-    def name(self, role: Role, limit: int, user: str, template: str | None = None) -> str: ...
-    def tag_value(self, template: str, role: Role, user: str) -> str: ...
-
-
-Issue = Callable[[Host, "Role", str, "Window", OnStep, str], Awaitable["Lease"]]
-Extend = Callable[[Host, "Lease", float], Awaitable[None]]
-Revoke = Callable[[Host, "Record"], Awaitable[bool]]
-Restore = Callable[[Host, "Role"], "Lease | None"]
-RevokeSessions = Callable[[Host, "Role", float], Awaitable[None]]
+    Issue = Callable[[Host, Role, str, Window, OnStep, str], Awaitable[Lease]]
+    Extend = Callable[[Host, Lease, float], Awaitable[None]]
+    Revoke = Callable[[Host, Record], Awaitable[bool]]
+    Restore = Callable[[Host, Role], Lease | None]
+    RevokeSessions = Callable[[Host, Role, float], Awaitable[None]]
 
 
 @dataclass(frozen=True)

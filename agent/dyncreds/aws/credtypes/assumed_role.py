@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dyncreds.aws.credtypes import Host, OnStep, Ops
+from dyncreds.aws.credtypes import Ops
 from dyncreds.kinds import HOUR, POLICY_FIELDS, Kind
 
 if TYPE_CHECKING:
+    from dyncreds.aws.credtypes import Host, OnStep
     from dyncreds.config import Role
     from dyncreds.leases import Lease, Window
 

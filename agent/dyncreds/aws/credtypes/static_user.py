@@ -9,10 +9,11 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from dyncreds.aws.credtypes import Host, OnStep, Ops
+from dyncreds.aws.credtypes import Ops
 from dyncreds.kinds import Kind
 
 if TYPE_CHECKING:
+    from dyncreds.aws.credtypes import Host, OnStep
     from dyncreds.config import Role
     from dyncreds.journal import Record
     from dyncreds.leases import Lease, Window
