@@ -48,7 +48,6 @@ KIND = Kind(
     min_ttl=60,
     max_ttl=2 * 3600,
     extendable=False,
-    revocable=True,
     needs_one_of=("session_name",),
     needs="a toy role needs session_name",
     on_revoke="shredded",

@@ -60,8 +60,6 @@ class Kind:
     max_ttl: int | None
     # Same keys, later expiry (only an IAM user's lifetime is ours to move).
     extendable: bool
-    # Creates something in AWS: journaled before it is created, revoked after.
-    revocable: bool
     # At least one of these must be set ("policy" = policy_document or policy_file),
     # and the sentence that says so.
     needs_one_of: tuple[str, ...] = ()
@@ -86,7 +84,7 @@ class Kind:
     # key is the same user's whatever else changed); () : a changed role reissues.
     kept_while_same: tuple[str, ...] = ()
     # What its journal records are (the ``thing`` column): the reaper hands a
-    # record to the kind that wrote it. None: nothing is journaled.
+    # record to the kind that wrote it. None: it creates nothing in AWS.
     journal_thing: str | None = None
     # Which other leases a revoke_sessions deny of a role of this kind reaches:
     # those sharing one of its role_arns, or every lease of the kind (the deny is
@@ -99,6 +97,11 @@ class Kind:
     options: type[msgspec.Struct] | None = None
     # The module that defines the type (set by ``register``).
     module: str = ""
+
+    @property
+    def revocable(self) -> bool:
+        """Creates something in AWS: journaled before it is created, revoked after."""
+        return self.journal_thing is not None
 
 
 KINDS: dict[CredentialType, Kind] = {}

@@ -27,7 +27,6 @@ KIND = Kind(
     min_ttl=15 * 60,
     max_ttl=12 * HOUR,
     extendable=False,
-    revocable=False,
     needs_one_of=("role_arns",),
     needs="an assumed_role role needs role_arns",
     sessions_scope="role_arns",

@@ -19,7 +19,6 @@ KIND = Kind(
     min_ttl=15 * 60,
     max_ttl=36 * HOUR,
     extendable=False,
-    revocable=False,
     needs_one_of=("policy", "policy_arns"),
     needs="a federation_token role needs policy_document, policy_file or policy_arns "
     "(without one the token can do nothing)",

@@ -21,7 +21,6 @@ KIND = Kind(
     min_ttl=60,
     max_ttl=None,
     extendable=True,
-    revocable=True,
     needs_one_of=("policy", "policy_arns", "iam_groups"),
     needs="an iam_user role needs at least one of "
     "policy_document, policy_file, policy_arns or iam_groups",

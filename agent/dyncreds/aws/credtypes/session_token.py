@@ -18,7 +18,6 @@ KIND = Kind(
     min_ttl=15 * 60,
     max_ttl=36 * HOUR,
     extendable=False,
-    revocable=False,
     login_refused="GetSessionToken credentials cannot sign in to the console (AWS refuses "
     "them); use an assumed_role or federation_token role",
 )

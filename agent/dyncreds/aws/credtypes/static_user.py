@@ -26,7 +26,6 @@ KIND = Kind(
     min_ttl=15 * 60,
     max_ttl=None,
     extendable=False,
-    revocable=True,
     needs_one_of=("username",),
     needs="a static_user role needs username (the existing IAM user whose key is rotated)",
     policy_arns_max=0,
