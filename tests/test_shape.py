@@ -94,3 +94,20 @@ def test_the_check_catches_a_client_built_in_a_coroutine(tmp_path: Path) -> None
         "async def off_loop(aws):\n    await trio.to_thread.run_sync(aws.build)\n"
     )
     assert [line.split()[1] for line in _clients_built_on_the_loop(probe, tmp_path)] == ["on_loop"]
+
+
+def test_every_package_is_installed() -> None:
+    """A regular install ships only the packages pyproject lists: a new package
+    (say aws/credtypes/) left out would work in the editable venv and nowhere else."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    agent = ROOT / "agent"
+    found = {
+        ".".join(init.parent.relative_to(agent).parts)
+        for init in agent.rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found - listed == set()
