@@ -212,3 +212,22 @@ def test_loading_config_and_every_row_imports_no_trio_boto3_or_botocore(tmp_path
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_no_code_outside_a_type_module_compares_a_type_name() -> None:
+    """ARCHITECTURE.md: nobody asks a type's name - the rest asks the row."""
+    import re
+
+    names = "|".join(re.escape(n) for n in kinds.names())
+    compare = re.compile(
+        rf"""[!=]=\s*["']({names})["']|["']({names})["']\s*[!=]=|in \(["']({names})"""
+    )
+    agent = Path(__file__).resolve().parents[1] / "agent" / "dyncreds"
+    found = [
+        f"{path.relative_to(agent)}:{number}: {line.strip()}"
+        for path in sorted(agent.rglob("*.py"))
+        if "credtypes" not in path.parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if compare.search(line)
+    ]
+    assert found == []
