@@ -212,6 +212,11 @@ def test_loading_config_and_every_row_imports_no_trio_boto3_or_botocore(tmp_path
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+    # A type module may be the first thing a program imports (it imports kinds,
+    # whose rows it is one of).
+    first = "import dyncreds.aws.credtypes.static_user\nfrom dyncreds import kinds\nkinds.names()"
+    run = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
 
 
 def test_no_code_outside_a_type_module_compares_a_type_name() -> None:

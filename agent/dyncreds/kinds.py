@@ -5,8 +5,9 @@ Each credential type is one module under ``aws/credtypes/`` holding its row (a
 can be extended, whether it creates something in AWS that must be journaled and
 revoked, what it answers to ``rotate``, ``login`` and ``revoke_sessions``) and
 what it does in AWS (``OPS``: issue, and extend, revoke, restore,
-revoke_sessions where it has them). ``TYPES`` below registers every type, one
-line each; ``register`` is the one way in (a test registers a toy type with it).
+revoke_sessions where it has them). ``TYPES`` below lists every type, one line
+each, loaded at the first lookup of ``KINDS``; ``register`` is the one way in for
+any other (a test registers a toy type with it).
 
 The rest of the code asks the row, never the name: ``config`` checks role files
 against it, ``leases`` and ``broker`` ask it whether to extend or replace and
@@ -24,6 +25,8 @@ functions that use it, when the agent issues.
 from __future__ import annotations
 
 import importlib
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -38,7 +41,7 @@ POLICY_FIELDS = frozenset({"policy_document", "policy_file", "policy_arns"})
 
 HOUR = 3600
 
-# The credential types, one module each: a new type is one line here.
+# The credential types, one module each: a new type is one line here (and its module).
 TYPES = (
     "dyncreds.aws.credtypes.iam_user",
     "dyncreds.aws.credtypes.assumed_role",
@@ -104,19 +107,57 @@ class Kind:
         return self.journal_thing is not None
 
 
-KINDS: dict[CredentialType, Kind] = {}
+class Registry(Mapping[CredentialType, Kind]):
+    """The kinds by name. The types of ``TYPES`` are loaded at the first lookup,
+    not when this module is imported: each type module imports this one, and
+    may be the first module a program imports."""
+
+    def __init__(self, modules: tuple[str, ...]):
+        self._rows: dict[CredentialType, Kind] = {}
+        self._pending = list(modules)
+        self._lock = threading.RLock()  # config may first be read in a thread
+
+    def _loaded(self) -> dict[CredentialType, Kind]:
+        if self._pending:
+            with self._lock:
+                while self._pending:
+                    self._put(self._pending.pop(0))
+        return self._rows
+
+    def _put(self, module: str) -> Kind:
+        row: Kind = importlib.import_module(module).KIND
+        self._rows[row.name] = replace(row, module=module)
+        return self._rows[row.name]
+
+    def add(self, module: str) -> Kind:
+        """Register the type its module defines, after the built-in ones."""
+        self._loaded()
+        return self._put(module)
+
+    def remove(self, name: CredentialType) -> None:
+        self._loaded().pop(name, None)
+
+    def __getitem__(self, name: CredentialType) -> Kind:
+        return self._loaded()[name]
+
+    def __iter__(self) -> Iterator[CredentialType]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+
+KINDS = Registry(TYPES)
 
 
 def register(module: str) -> Kind:
     """Add the type its module defines (``KIND``, with ``OPS`` beside it)."""
-    row: Kind = importlib.import_module(module).KIND
-    KINDS[row.name] = replace(row, module=module)
-    return KINDS[row.name]
+    return KINDS.add(module)
 
 
 def unregister(name: CredentialType) -> None:
     """Forget a type (a test's toy type, once the test is over)."""
-    KINDS.pop(name, None)
+    KINDS.remove(name)
 
 
 def kind(name: CredentialType) -> Kind:
@@ -141,9 +182,3 @@ def kind_fields() -> frozenset[str]:
 def by_thing(thing: str) -> Kind | None:
     """The kind whose journal records are this ``thing``."""
     return next((k for k in KINDS.values() if k.journal_thing == thing), None)
-
-
-# Last, once everything above exists: a type module imports its row's class from
-# here while this module is still being loaded.
-for _module in TYPES:
-    register(_module)

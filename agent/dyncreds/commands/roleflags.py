@@ -153,7 +153,8 @@ def changes_from(args: argparse.Namespace, *, credential_type: str | None) -> di
         out["policy_document"] = _indented(_read_policy(args.policy_copy))
     if args.tag:
         kind = out.get("credential_type") or credential_type
-        iam = kind in KINDS and "iam_tags" in KINDS[kind].fields  # tags on a user it makes
+        row = KINDS.get(kind) if isinstance(kind, str) else None
+        iam = row is not None and "iam_tags" in row.fields  # tags on the user it makes
         out["iam_tags" if iam else "session_tags"] = _pairs("--tag", args.tag)
     return out
 

@@ -17,14 +17,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from dyncreds.kinds import Kind
-
 if TYPE_CHECKING:  # annotations only: config loads this package for the rows
     from dyncreds.aws.iam_user import Propagation
     from dyncreds.aws.session import AwsSession
     from dyncreds.aws.staticstore import StaticStore
     from dyncreds.config import Role
     from dyncreds.journal import Journal, Record
+    from dyncreds.kinds import Kind
     from dyncreds.leases import Lease, Window
 
     OnStep = Callable[[str], None]
