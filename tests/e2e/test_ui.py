@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -178,11 +179,15 @@ def copy_buttons_copy(driver: Any, origin: str, keys: dict[str, str]) -> None:
     for source, expected in (("k-secret", keys["aws_secret_access_key"]), ("k-export", None)):
         button = driver.find_element(By.CSS_SELECTOR, f'button[data-copy="{source}"]')
         button.click()
-        wait_for(lambda b=button: b.text == "Copied", message=f"{source} copied")
+        wait_for(partial(_shows, button, "Copied"), message=f"{source} copied")
         copied = driver.execute_async_script(read)
         want = expected if expected is not None else by_id(driver, source).text
         same = hashlib.sha256(copied.encode()).digest() == hashlib.sha256(want.encode()).digest()
         assert same, f"the clipboard does not hold {source}'s text"
+
+
+def _shows(element: Any, text: str) -> bool:
+    return bool(element.text == text)
 
 
 def keyboard_first_stop(driver: Any) -> None:
