@@ -205,7 +205,7 @@ class FakeBackend:
 
     async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]:
         wanted = agents or set()
-        return [u for u in self.tagged if not wanted or u.tags.get("dyncreds:agent") in wanted]
+        return [u for u in self.tagged if not wanted or u.agent in wanted]
 
 
 class MemoryTokens:

@@ -128,3 +128,16 @@ def test_the_window_is_decided_by_the_core_for_every_kind() -> None:
     sts = leases.window(role("assumed_role", ttl=900, max_ttl=3600), now, T)
     assert sts.expires_at == sts.hard_expires_at == now + 900
     assert sts.duration == 900  # what AWS is asked for; its Expiration is served
+
+
+def test_a_users_tags_read_back_as_the_journals_words() -> None:
+    """The expiry crosses to AWS as the ``dyncreds:expires`` tag; one module knows
+    the tag keys (aws/iam_user.py) and the sweep reads ``expires_at`` back."""
+    from dyncreds.aws.iam_user import TAG_EXPIRY, TaggedUser, tags
+
+    expiry = 1_800_003_600.0
+    written = {t["Key"]: t["Value"] for t in tags("a1", "r/1", role(), expiry)}
+    user = TaggedUser("u", written, 0.0)
+    assert (user.agent, user.lease_id, user.role, user.expires_at) == ("a1", "r/1", "r", expiry)
+    assert TaggedUser("u", {TAG_EXPIRY: "soon"}, 0.0).expires_at is None  # unreadable
+    assert TaggedUser("u", {}, 0.0).lease_id is None

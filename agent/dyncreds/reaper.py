@@ -29,7 +29,7 @@ import trio
 from dyncreds import leases, logs
 from dyncreds.journal import Journal, Record
 from dyncreds.leases import IRREVOCABLE_AFTER
-from dyncreds.protocol import DyncredsError, Locked, Upstream, parse_rfc3339, rfc3339
+from dyncreds.protocol import DyncredsError, Locked, Upstream, rfc3339
 
 if TYPE_CHECKING:  # the shells never import boto3
     from dyncreds.aws.iam_user import TaggedUser
@@ -269,27 +269,17 @@ class Reaper:
         return found
 
     async def _take_in(self, user: TaggedUser, now: float) -> bool:
-        lease_id = user.tags.get("dyncreds:lease") or f"orphan/{user.name}"
-        owner = user.tags.get("dyncreds:agent", "")
+        lease_id = user.lease_id or f"orphan/{user.name}"
+        owner = user.agent
         if self.scope is not None and await self.scope.tracked(owner, lease_id):
             return False  # a record still tracks it (a peer's, or one taken from us)
         if self.journal.get(lease_id) is not None:
             lease_id = f"orphan/{user.name}"
-        role = user.tags.get("dyncreds:role", "?")
         # Revoked at the expiry it announced (its tag), never earlier.
-        revoke_at = max(now, _announced(user.tags.get("dyncreds:expires")) or now)
+        revoke_at = max(now, user.expires_at or now)
         if self.scope is not None:  # announced on its agent's clock: the same instant on ours
             revoke_at = self.scope.revoke_at(owner, revoke_at)
-        await self.journal.creating(lease_id, role, user.name, user.created_at, revoke_at)
+        await self.journal.creating(lease_id, user.role, user.name, user.created_at, revoke_at)
         await self.journal.activate(lease_id, revoke_at)
         log.warning("orphan.found", user=user.name, lease=lease_id, agent=owner)
         return True
-
-
-def _announced(tag: str | None) -> float | None:
-    if not tag:
-        return None
-    try:
-        return parse_rfc3339(tag)
-    except ValueError:
-        return None
