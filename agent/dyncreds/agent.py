@@ -171,7 +171,7 @@ class Agent:
     def lost(self, lease_id: str) -> None:
         """Fleet: a peer took this lease's record over; stop serving it."""
         for worker in self.workers.values():
-            if worker.revoke(lease_id) is not None:
+            if worker.retire_now(lease_id) is not None:
                 log.warning("lease.taken_over", role=worker.name, lease=lease_id)
 
     def _unlocked(self) -> None:
@@ -263,9 +263,6 @@ class Agent:
         """Every worker of a configured role (one per consumer in system mode)."""
         self.role(name)
         return self.workers.of_role(name)
-
-    async def sweep_orphans(self) -> list[str]:
-        return await self.reaper.sweep_orphans()
 
     # ------------------------------------------------------------------ reload
 

@@ -56,7 +56,7 @@ async def revoke(
     workers = agent.workers_of(role) if role is not None else list(agent.workers.values())
     if owner is not None:
         workers = [w for w in workers if w.key.uid == owner]
-    current = {lease.id: lease for w in workers if (lease := w.revoke(lease_id))}
+    current = {lease.id: lease for w in workers if (lease := w.retire_now(lease_id))}
     targets = _targets(agent, current, lease_id, role, everything, owner)
     if lease_id is not None and not targets:
         raise BadRequest(f"no lease {lease_id[:80]!r} (see `dyncreds status`)")
@@ -157,7 +157,7 @@ async def _deny_sessions(
             arns & set(mine.role_arns)
         )
         if lease is not None and hit and lease.issued_at <= now:
-            worker.revoke()
+            worker.retire_now()
     return {r.name for r in roles}
 
 
