@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from dyncreds import statedir
+from dyncreds.aws.standin import StandIn
 from dyncreds.journal import LostRecord, Record, TakenOver
 from dyncreds.journal.sqlite import OldJournal, SqliteJournal
-from dyncreds.standin import StandIn
 
 
 @dataclass
