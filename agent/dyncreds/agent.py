@@ -255,9 +255,25 @@ class Agent:
     ) -> list[dict[str, str]]:
         """Revoke now; one result per lease saying what happened to it (revocation.py).
         ``owner``: a non-admin's uid in system mode, whose own leases only are revoked."""
-        return await revocation.revoke(
-            self, lease_id=lease_id, role=role, everything=everything, force=force, owner=owner
+        if role is not None:
+            self.role(role)  # an unknown one is an error naming the known ones
+        now = self.now()
+        done = await revocation.revoke(
+            self.workers,
+            self.journal,
+            self.reaper,
+            self.backend.revoke_sessions,
+            now,
+            lease_id=lease_id,
+            role=role,
+            everything=everything,
+            force=force,
+            owner=owner,
         )
+        if not force:
+            self.counters["revoke_requests"] += 1
+            self.revocations.extend({**r, "at": rfc3339(now)} for r in done)
+        return done
 
     def workers_of(self, name: str) -> list[Worker]:
         """Every worker of a configured role (one per consumer in system mode)."""
