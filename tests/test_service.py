@@ -31,9 +31,11 @@ async def test_the_audit_records_the_lease_the_op_answered_not_a_newer_one(
     watchers = Watchers()
     handler = make_handler(agent, no_reload, audit_log=audit_log, watchers=watchers)
     answered: list[bytes] = []
+    replied = trio.Event()
 
     async def renew() -> None:
         answered.append(await handler(protocol.Renew(role="s")))
+        replied.set()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(audit_log.run)
@@ -44,8 +46,7 @@ async def test_the_audit_records_the_lease_the_op_answered_not_a_newer_one(
         nursery.start_soon(renew)
         await trio.sleep(0.75)  # the first renewal's lease is made; its fence waits
         newer, _ = await agent.renew("s")  # meanwhile, another lease replaces it
-        while not answered:
-            await trio.sleep(0.1)
+        await replied.wait()
         await trio.sleep(1)  # the audit log's batch is written
         nursery.cancel_scope.cancel()
     sent = json.loads(answered[0])["lease"]["id"]
