@@ -462,12 +462,12 @@ async def test_journal_open_chooses_the_store_the_configuration_asks_for(
 async def test_a_fleet_is_not_joined_while_the_local_journal_tracks_users(
     tmp_path: Path, aws: StandIn
 ) -> None:
-    from dyncreds import config, daemon
+    from dyncreds import config, wiring
 
     fleet_table(tmp_path, aws)
     local = SqliteJournal(tmp_path / "j.sqlite3")
     await local.creating("r/1", "r", "u", now=1, revoke_at=2)
-    with pytest.raises(daemon.StartupError, match="still tracks 1 IAM users"):
-        daemon._open_journal(config.load(tmp_path), local, "agent-a")
+    with pytest.raises(wiring.StartupError, match="still tracks 1 IAM users"):
+        wiring.open_journal(config.load(tmp_path), local, "agent-a", wiring.Cycles())
     assert local.count() == 1
     local.close_now()

@@ -12,7 +12,7 @@ import trio.testing
 from dyncreds import audit, protocol
 from dyncreds.service import make_handler
 from dyncreds.watchers import Watchers
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, lease_of
 from tests.test_agent_timing import STS, Harness, inline
 from tests.test_agent_timing import harness as harness  # the fixture
 
@@ -50,7 +50,7 @@ async def test_the_audit_records_the_lease_the_op_answered_not_a_newer_one(
         await trio.sleep(1)  # the audit log's batch is written
         nursery.cancel_scope.cancel()
     sent = json.loads(answered[0])["lease"]["id"]
-    assert sent != newer.id and agent.current_lease("s") is newer
+    assert sent != newer.id and lease_of(agent, "s") is newer
     renewals = [r for r in audit.read(path) if r["op"] == "renew"]
     assert [r["lease_id"] for r in renewals] == [sent]
     assert renewals[0]["access_key_id"] == backend.issued[-2].access_key_id

@@ -312,7 +312,7 @@ async def _root_op(
             until = await agent.root.unlock(code)
             return protocol.ok({"unlocked_until": protocol.rfc3339(until)})
         case protocol.Lock():
-            agent.root.lock()
+            agent.root.lock_now()
             return protocol.ok({})
         case protocol.FleetStatus():
             if agent.fleet is None:

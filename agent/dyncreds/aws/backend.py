@@ -20,12 +20,12 @@ from dyncreds import logs
 from dyncreds.aws import iam_user, naming, root, sessions, static_user, sts
 from dyncreds.aws.attempts import BotoHook
 from dyncreds.aws.iam_user import Propagation
+from dyncreds.aws.mfa import RootGate
 from dyncreds.aws.session import AwsSession
 from dyncreds.aws.staticstore import StaticStore
 from dyncreds.config import Config, Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease
-from dyncreds.rootlock import RootLock
 
 OnStep = Callable[[str], None]
 log = logs.get("aws")
@@ -39,8 +39,12 @@ class AwsBackend:
         agent_id: str,
         event_hooks: list[tuple[str, BotoHook]] | None = None,
         static_store: StaticStore | None = None,
+        gate: RootGate | None = None,
     ):
+        """``gate``: the agent keeper's answer to "may the root act now", asked by
+        the AWS session before every call (none: the root never unlocks)."""
         self.journal = journal
+        self.gate = gate
         self.agent_id = agent_id
         self.event_hooks = event_hooks
         self.local_user = getpass.getuser()
@@ -63,6 +67,7 @@ class AwsBackend:
             concurrency=agent.aws_concurrency,
             event_hooks=self.event_hooks,
             previous=getattr(self, "aws", None),
+            gate=self.gate,
         )
 
     def _name(self, role: Role, limit: int, user: str, template: str | None = None) -> str:
@@ -204,10 +209,6 @@ class AwsBackend:
     async def extend(self, lease: Lease, expires_at: float) -> None:
         if lease.user_name:
             await iam_user.extend(self.aws, lease.user_name, expires_at)
-
-    @property
-    def lock(self) -> RootLock:
-        return self.aws.lock
 
     async def unlock(self, code: str) -> float:
         return await self.aws.unlock(code)
