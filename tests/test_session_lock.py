@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 
 from dyncreds import config
 from dyncreds.aws.backend import AwsBackend
@@ -63,7 +64,9 @@ class StsAnswers:
                 "<Account>123456789012</Account>"
             )
         xml = (STS.format(op=op, body=inner) + STS_END.format(op=op)).encode()
-        return AWSResponse(request.url, 200, {"Content-Type": "text/xml"}, Body(xml))
+        headers = HTTPHeaders()
+        headers["Content-Type"] = "text/xml"
+        return AWSResponse(request.url, 200, headers, Body(xml))
 
 
 @pytest.fixture
