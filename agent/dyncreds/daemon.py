@@ -1,5 +1,6 @@
-"""Composition root: process hardening, configuration, journal, socket (bound or
-passed by systemd), signals, sd_notify, and the start/stop order.
+"""The agent's process: hardening, configuration, the socket (bound or passed
+by systemd), signals, sd_notify, and the start/stop order. The parts themselves
+are built by wiring.py, in dependency order.
 
 Start: harden the process -> load config (exit 2 on problems) -> open the
 journal -> build the AWS backend (exit 2 if the root is unusable, e.g. a

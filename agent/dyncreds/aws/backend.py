@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from dyncreds import logs
-from dyncreds.aws import iam_user, naming, root, sessions, static_user, sts
+from dyncreds.aws import iam_user, naming, root, session_revocation, static_user, sts
 from dyncreds.aws.attempts import BotoHook
 from dyncreds.aws.iam_user import Propagation
 from dyncreds.aws.mfa import RootGate
@@ -222,12 +222,12 @@ class AwsBackend:
         return self.aws.root_problem
 
     async def revoke_sessions(self, role: Role, at: float) -> None:
-        """Deny every session of this role issued before ``at`` (see aws/sessions.py)."""
+        """Deny every session of this role issued before ``at`` (aws/session_revocation.py)."""
         if role.credential_type == "federation_token":
-            await sessions.deny_federation_sessions(self.aws, at)
+            await session_revocation.deny_federation_sessions(self.aws, at)
             return
         for arn in role.role_arns:
-            await sessions.deny_role_sessions(self.aws, arn, at)
+            await session_revocation.deny_role_sessions(self.aws, arn, at)
 
     async def delete_key(self, user_name: str, access_key_id: str | None, keep: list[str]) -> bool:
         return await static_user.delete_key(self.aws, user_name, access_key_id, keep)

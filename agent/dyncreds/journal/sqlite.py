@@ -6,7 +6,8 @@ rules.py's. Every write is one durable transaction, run in a worker thread so th
 never stalls the event loop (and with it every client). Writes are serialized:
 one connection, one writer at a time, in arrival order (trio's Lock is fair), so
 the in-memory copy of the rows - which every read uses - is updated in the same
-order as the file.
+order as the file. A journal in 0.1's format is refused, untouched, with what to
+do (``OldJournal``): its records name users that still need revoking.
 """
 
 from __future__ import annotations
