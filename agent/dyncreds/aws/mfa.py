@@ -73,6 +73,11 @@ class MfaSession:
     def enabled(self) -> bool:
         return self.root.mfa_serial is not None
 
+    def not_open(self) -> Locked:
+        """The error of a call with no MFA session (never unlocked here, or a reload
+        changed the device and the keeper has yet to hear of it)."""
+        return Locked(RootLock(self.root.mfa_serial).why(0.0))  # never unlocked: no time
+
     def signs_long_term(self, service: str, operation: str) -> bool:
         """Is this call signed by the root key itself rather than the session?"""
         return service == "sts" and operation in LONG_TERM_ONLY

@@ -174,6 +174,8 @@ class AwsSession:
             self.gate.may_act()
             if self.mfa.signs_long_term(service, operation):
                 return self._long_sts
+            if self.mfa.keys is None:
+                raise self.mfa.not_open()
         return self.iam if service == "iam" else self.sts
 
     async def call(self, service: str, operation: str, /, **params: Any) -> dict[str, Any]:
