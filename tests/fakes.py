@@ -17,7 +17,7 @@ from dyncreds.agent import Agent
 from dyncreds.aws.iam_user import TaggedUser
 from dyncreds.config import Config, Role
 from dyncreds.journal import Journal
-from dyncreds.keeper import Gate
+from dyncreds.keeper import LateRootGate
 from dyncreds.leases import Lease, Secret
 from dyncreds.protocol import Upstream
 
@@ -60,7 +60,7 @@ class FakeBackend:
     journal: Journal | None = None
     # The root: the keeper's gate, asked before every call as the real session asks
     # it (unbound - no agent - nothing is refused), and its key's age.
-    gate: Gate = field(default_factory=Gate)
+    root_gate: LateRootGate = field(default_factory=LateRootGate)
     wall: Callable[[], float] | None = None
     key_created_at: float = 0.0
     rotated_at: list[float] = field(default_factory=list)  # wall times
@@ -83,8 +83,8 @@ class FakeBackend:
         pass  # the keeper locks; the fake holds no session keys
 
     def _may_act(self) -> None:
-        if self.gate.keeper is not None:
-            self.gate.may_act()
+        if self.root_gate.keeper is not None:
+            self.root_gate.may_act()
 
     async def root_key_created(self) -> float:
         await trio.sleep(self.latency / 5)

@@ -20,7 +20,7 @@ from botocore.compat import HTTPHeaders
 from dyncreds import config
 from dyncreds.aws.backend import AwsBackend
 from dyncreds.journal.sqlite import SqliteJournal
-from dyncreds.keeper import Gate, RootKeeper
+from dyncreds.keeper import LateRootGate, RootKeeper
 from dyncreds.protocol import Locked, rfc3339
 from dyncreds.rootlock import MARGIN
 from tests.fakes import WallClock
@@ -88,13 +88,13 @@ async def test_an_mfa_session_ending_on_the_agents_clock_locks_the_real_session(
     cfg = config.load(tmp_path)
     wall = WallClock()  # 2027: far from the machine's own clock
     answers = StsAnswers()
-    gate = Gate()
+    root_gate = LateRootGate()
     journal = SqliteJournal(tmp_path / "journal.sqlite3")
     backend = AwsBackend(
-        cfg, journal, "agent-a", event_hooks=[("before-send.sts", answers)], gate=gate
+        cfg, journal, "agent-a", event_hooks=[("before-send.sts", answers)], root_gate=root_gate
     )
     keeper = RootKeeper(
-        backend, cfg.main.root, wall=wall, rng=lambda: 0.5, counters=Counter(), gate=gate
+        backend, cfg.main.root, wall=wall, rng=lambda: 0.5, counters=Counter(), root_gate=root_gate
     )
     with pytest.raises(Locked, match="dyncreds unlock"):
         await backend.identity()  # locked until the unlock: nothing sent

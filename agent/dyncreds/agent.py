@@ -23,7 +23,7 @@ from dyncreds.access import Asker
 from dyncreds.broker import RoleState
 from dyncreds.config import Config, ConfigError, Role
 from dyncreds.journal import Journal
-from dyncreds.keeper import Gate, RootBackend, RootKeeper
+from dyncreds.keeper import LateRootGate, RootBackend, RootKeeper
 from dyncreds.leases import Lease, LeaseKey, Timing
 from dyncreds.protocol import BadRequest, DyncredsError, Unavailable, UnknownRole, rfc3339
 from dyncreds.reaper import Reaper, SweepScope, SweepSettings
@@ -75,13 +75,13 @@ class Agent:
         offload: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
         audit: Callable[..., None] = lambda op, outcome, **fields: None,
         on_status: Callable[[str], None] = lambda summary: None,
-        gate: Gate | None = None,
+        root_gate: LateRootGate | None = None,
         fleet: Fleet | None = None,
     ):
         """``audit``: the audit log's record(op, outcome, **fields), for what the agent
         does unasked (scheduled root rotations). ``on_status``: called with the
         one-line summary whenever the root locks, unlocks or fails (systemd's STATUS=).
-        ``gate``: the one the backend's AWS session asks whether the root may act;
+        ``root_gate``: the one the backend's AWS session asks whether the root may act;
         the keeper answers it. ``fleet``: with [fleet] (its takeovers scope the sweep)."""
         self.config = config
         self.journal = journal
@@ -114,7 +114,7 @@ class Agent:
             after_rotation=self.reaper.poke,
             on_change=lambda: on_status(self.summary()),
             audit=audit,
-            gate=gate,
+            root_gate=root_gate,
         )
         self.reload_error: str | None = None
         self.stopping = False

@@ -3,7 +3,7 @@ demand (`rotate-root`) and on a schedule (``rotate_every``).
 
 The keeper owns the lock (rootlock.RootLock) and answers "may the root act now"
 from the agent's injected clock (``may_act``): requests ask it, and so does the
-AWS session before every call it signs, through the ``Gate`` it was built with.
+AWS session before every call it signs, through the ``LateRootGate`` it is given.
 ``lock`` is a fence: an unlock in flight when one comes does not unlock.
 
 The schedule's origin is the current key's CreateDate in IAM, not anything
@@ -46,7 +46,7 @@ class RootBackend(Protocol):
     async def root_key_created(self) -> float: ...
 
 
-class Gate:
+class LateRootGate:
     """The keeper's answer to "may the root act now", for the AWS session.
 
     The session asks before every call it signs, and the keeper drives that
@@ -78,7 +78,7 @@ class RootKeeper:
         wall: Callable[[], float],
         rng: Callable[[], float],
         counters: Counter[str],
-        gate: Gate | None = None,
+        root_gate: LateRootGate | None = None,
         on_unlock: Callable[[], None] = lambda: None,
         after_rotation: Callable[[], None] = lambda: None,
         on_change: Callable[[], None] = lambda: None,
@@ -88,8 +88,8 @@ class RootKeeper:
         self.settings = settings
         self.wall = wall  # the agent's: every lock decision reads it
         self.lock = RootLock(settings.mfa_serial)
-        if gate is not None:
-            gate.keeper = self
+        if root_gate is not None:
+            root_gate.keeper = self
         self.rng = rng
         self.counters = counters  # the agent's: root_rotations, on demand or scheduled
         self.on_unlock = on_unlock  # the reaper and the workers retry what waited

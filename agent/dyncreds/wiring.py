@@ -19,7 +19,7 @@ from dyncreds import config, statedir
 from dyncreds.agent import Agent
 from dyncreds.audit import AuditLog
 from dyncreds.journal.sqlite import SqliteJournal
-from dyncreds.keeper import Gate
+from dyncreds.keeper import LateRootGate
 from dyncreds.paths import Paths
 from dyncreds.reaper import Reaper
 
@@ -56,7 +56,7 @@ class Cycles:
 
     # The AWS session asks the keeper whether the root may act before every call;
     # the keeper drives that session (unlock, lock, rotation).
-    gate: Gate = field(default_factory=Gate)
+    root_gate: LateRootGate = field(default_factory=LateRootGate)
     # The fleet's table signs with the backend's current root session; the backend
     # writes the journal, which is that table.
     backend: Later[Any] = field(default_factory=lambda: Later("the AWS backend"))
@@ -109,7 +109,7 @@ def backend(
         from dyncreds.aws.staticstore import StaticStore
 
         sealed = StaticStore(paths.state_dir, cfg.main.root)
-        made = AwsBackend(cfg, journal, ident, static_store=sealed, gate=cycles.gate)
+        made = AwsBackend(cfg, journal, ident, static_store=sealed, root_gate=cycles.root_gate)
     cycles.backend.bind(made)
     return made
 
@@ -140,7 +140,7 @@ def agent(
         wall=wall,
         audit=audit_log.record,  # scheduled rotations
         on_status=on_status,
-        gate=cycles.gate,
+        root_gate=cycles.root_gate,
         fleet=fleet,
     )
     cycles.agent.bind(made)

@@ -39,12 +39,12 @@ class AwsBackend:
         agent_id: str,
         event_hooks: list[tuple[str, BotoHook]] | None = None,
         static_store: StaticStore | None = None,
-        gate: RootGate | None = None,
+        root_gate: RootGate | None = None,
     ):
-        """``gate``: the agent keeper's answer to "may the root act now", asked by
+        """``root_gate``: the agent keeper's answer to "may the root act now", asked by
         the AWS session before every call (none: the root never unlocks)."""
         self.journal = journal
-        self.gate = gate
+        self.root_gate = root_gate
         self.agent_id = agent_id
         self.event_hooks = event_hooks
         self.local_user = getpass.getuser()
@@ -67,7 +67,7 @@ class AwsBackend:
             concurrency=agent.aws_concurrency,
             event_hooks=self.event_hooks,
             previous=getattr(self, "aws", None),
-            gate=self.gate,
+            root_gate=self.root_gate,
         )
 
     def _name(self, role: Role, limit: int, user: str, template: str | None = None) -> str:

@@ -49,9 +49,9 @@ class AwsSession:
         concurrency: int,
         event_hooks: list[tuple[str, BotoHook]] | None = None,
         previous: AwsSession | None = None,
-        gate: RootGate | None = None,
+        root_gate: RootGate | None = None,
     ):
-        """``gate``: the keeper's answer to "may the root act now" (a session
+        """``root_gate``: the keeper's answer to "may the root act now" (a session
         outside the agent never unlocks); ``previous``: the session a reload
         replaces (its MFA session is kept)."""
         self.root: RootSettings = config.main.root
@@ -66,7 +66,7 @@ class AwsSession:
             pool=concurrency,
             event_hooks=list(event_hooks or []),
         )
-        self.gate: RootGate = gate or NeverUnlocked(self.root.mfa_serial)
+        self.root_gate: RootGate = root_gate or NeverUnlocked(self.root.mfa_serial)
         self.mfa: MfaSession = MfaSession(self.root, previous.mfa if previous else None)
         self._lock = threading.Lock()
         self.static_keys: StaticKeys | None = None
@@ -165,13 +165,13 @@ class AwsSession:
 
     def require_unlocked(self) -> None:
         """Raise ``Locked`` (with what to do) unless the keeper says the root may act."""
-        self.gate.may_act()
+        self.root_gate.may_act()
 
     # ------------------------------------------------------------------ calls
 
     def _client_for(self, service: str, operation: str) -> Any:
         if self.mfa.enabled:
-            self.gate.may_act()
+            self.root_gate.may_act()
             if self.mfa.signs_long_term(service, operation):
                 return self._long_sts
             if self.mfa.keys is None:
@@ -192,7 +192,7 @@ class AwsSession:
                 raise
             if self.mfa.enabled and client is not self._long_sts:
                 # The MFA session itself was refused: it ended, or was revoked.
-                raise self.gate.session_ended() from None
+                raise self.root_gate.session_ended() from None
             self.root_problem = (
                 f"the agent's root key {self.root_key_id()} was rejected by AWS "
                 f"({exc.aws_code}): run `dyncreds configure root`"
