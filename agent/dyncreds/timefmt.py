@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
 
 
 def parse_duration(value: object) -> int:
@@ -28,7 +28,7 @@ def parse_duration(value: object) -> int:
         if text and match and any(match.groups()):
             days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
             return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             return int(text)
     raise ValueError(f'expected a duration like "15m", "1h30m" or integer seconds, got {value!r}')
 

@@ -23,11 +23,11 @@ TAGS_MAX = 50
 RESERVED_TAGS = 4  # dyncreds:agent, :lease, :role, :expires
 TAG_KEY_MAX, TAG_VALUE_MAX = 128, 256
 USER_PATH_MAX = 512
-EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}")
-POLICY_ARN = re.compile(r"arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]{1,1024}")
-ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
-GROUP_NAME = re.compile(r"[\w+=,.@-]{1,128}")
-USER_NAME = re.compile(r"[\w+=,.@-]{1,64}")
+EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
+POLICY_ARN = re.compile(r"arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]{1,1024}", re.ASCII)
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", re.ASCII)
+GROUP_NAME = re.compile(r"[\w+=,.@-]{1,128}", re.ASCII)
+USER_NAME = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
 USER_PATH = re.compile(r"/([\x21-\x7e]*/)?")
 
 Bad = Callable[[str, str], None]
