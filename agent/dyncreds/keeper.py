@@ -57,16 +57,16 @@ class LateRootGate:
     def __init__(self) -> None:
         self.keeper: RootKeeper | None = None
 
-    def _bound(self) -> RootKeeper:
-        if self.keeper is None:  # no AWS call is made before the agent exists
-            raise Unavailable("the agent is not running yet")
-        return self.keeper
-
     def may_act(self) -> None:
-        self._bound().may_act()
+        keeper = self.keeper
+        if keeper is None:  # no AWS call is made before the agent exists
+            raise Unavailable("the agent is not running yet")
+        keeper.may_act()
 
     def session_ended(self) -> Locked:
-        return self._bound().session_ended()
+        if self.keeper is None:
+            raise Unavailable("the agent is not running yet")
+        return self.keeper.session_ended()
 
 
 class RootKeeper:
