@@ -101,9 +101,6 @@ def make_handler(
     if audit_log is not None and not audit_log.enabled:
         audit_log = None
 
-    async def plain(request: protocol.AnyRequest) -> bytes:
-        return (await serve(request))[0]
-
     async def checked(request: protocol.AnyRequest) -> bytes:
         visitor = gate.current.get()
         if visitor is not None:
@@ -117,7 +114,9 @@ def make_handler(
                     audit_log.record(str(op), exc.code, role=subject(request))
                 raise
             _name_peer(visitor)
-        return await (plain if audit_log is None else audited)(request)
+        if audit_log is None:
+            return (await serve(request))[0]
+        return await audited(request)
 
     async def audited(request: protocol.AnyRequest) -> bytes:
         assert audit_log is not None
@@ -126,7 +125,7 @@ def make_handler(
             return protocol.ok({"recorded": len(request.events)})
         op = AUDITED.get(type(request))
         if op is None:
-            return await plain(request)
+            return (await serve(request))[0]
         role = getattr(request, "role", None)
         try:
             response, lease = await serve(request)
