@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 
 import trio
 
+from dyncreds.access import Asker
+from dyncreds.agent import Agent
 from dyncreds.aws.iam_user import TaggedUser
 from dyncreds.config import Config, Role
 from dyncreds.journal import Journal, Record
+from dyncreds.keeper import LateRootGate
 from dyncreds.leases import Lease, Secret, Window
-from dyncreds.protocol import Locked, Upstream
-from dyncreds.rootlock import RootLock
+from dyncreds.protocol import Upstream
 
 
 class WallClock:
@@ -55,8 +57,9 @@ class FakeBackend:
     # The real iam_user code journals what it creates; so does the fake, so the
     # agent's reaper has the same rows to work from.
     journal: Journal | None = None
-    # The root: its MFA lock (as the real session keeps it) and its key's age.
-    lock: RootLock = field(default_factory=RootLock)
+    # The root: the keeper's gate, asked before every call as the real session asks
+    # it (unbound - no agent - nothing is refused), and its key's age.
+    root_gate: LateRootGate = field(default_factory=LateRootGate)
     wall: Callable[[], float] | None = None
     key_created_at: float = 0.0
     rotated_at: list[float] = field(default_factory=list)  # wall times
@@ -73,17 +76,18 @@ class FakeBackend:
 
     async def unlock(self, code: str) -> float:
         await trio.sleep(self.latency)
-        until = self._now() + self.unlock_for
-        self.lock.unlocked(until)
-        return until
+        return self._now() + self.unlock_for
 
     def forget_session(self) -> None:
-        self.lock.lock()
+        pass  # the keeper locks; the fake holds no session keys
+
+    def _may_act(self) -> None:
+        if self.root_gate.keeper is not None:
+            self.root_gate.may_act()
 
     async def root_key_created(self) -> float:
         await trio.sleep(self.latency / 5)
-        if self.lock.locked(self._now()):
-            raise Locked(self.lock.why(self._now()))
+        self._may_act()
         return self.key_created_at
 
     def restore(self, role: Role) -> Lease | None:
@@ -101,8 +105,7 @@ class FakeBackend:
         consumer: str | None = None,
     ) -> Lease:
         """Mints in memory, with the times the agent decided (``leases.window``)."""
-        if self.lock.locked(self._now()):
-            raise Locked(self.lock.why(self._now()))
+        self._may_act()
         await trio.sleep(self.latency)
         if self.fail_with is not None:
             raise self.fail_with
@@ -181,8 +184,7 @@ class FakeBackend:
 
     async def delete_user(self, user_name: str) -> bool:
         await trio.sleep(self.latency / 5)
-        if self.lock.locked(self._now()):
-            raise Locked(self.lock.why(self._now()))
+        self._may_act()
         if self.fail_with is not None:
             raise self.fail_with
         self.deleted.append(user_name)
@@ -220,3 +222,9 @@ class MemoryTokens:
 
     def save(self, tokens: list[str]) -> None:
         self.tokens = list(tokens)
+
+
+def lease_of(agent: Agent, role: str, asker: Asker | None = None) -> Lease | None:
+    """The lease the agent holds now for ``role`` (system mode: ``asker``'s)."""
+    worker = agent.workers.get(agent.key(role, asker))
+    return worker.state.lease if worker is not None else None

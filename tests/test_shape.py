@@ -59,7 +59,16 @@ def test_the_check_catches_a_long_function(tmp_path: Path) -> None:
 # Building a boto3 session or client costs tens of milliseconds of CPU: in aws/ it
 # happens in a worker thread (trio.to_thread), never directly in a coroutine, where it
 # would stall every cached request behind it.
-CLIENT_BUILDERS = {"build", "_clients", "client_for_keys", "client", "Session"}
+CLIENT_BUILDERS = {
+    "build",
+    "client_for_keys",
+    "client",
+    "Session",
+    "root_session",
+    "mfa_session",
+    "iam_sts",
+    "dynamodb",
+}
 
 
 def _clients_built_on_the_loop(path: Path, root: Path = ROOT) -> list[str]:

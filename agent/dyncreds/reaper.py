@@ -82,7 +82,9 @@ class Reaper:
         rng: Callable[[], float],
         counters: Counter[str],
         sweep: SweepSettings,
+        scope: SweepScope | None = None,
     ):
+        """``scope``: in a fleet, the takeovers that widen whose users are swept."""
         self.journal = journal
         self.backend = backend
         self.wall = wall
@@ -93,7 +95,7 @@ class Reaper:
         self._done: dict[str, Outcome] = {}
         self._unwritten: set[str] = set()  # retire requests the journal refused
         self._locked_out: set[str] = set()  # due, but waiting for `dyncreds unlock`
-        self.scope: SweepScope | None = None  # set by the daemon in a fleet
+        self.scope = scope
         self._sweep_now = trio.Event()
 
     def poke(self) -> None:

@@ -36,8 +36,9 @@ log = logs.get("agent")
 MAX_SLEEP = 30.0  # re-read the wall clock at least this often
 
 
-class Issuer(Protocol):
-    """What a worker needs from AWS (aws/backend.py; a fake in timing tests)."""
+class LeaseMaker(Protocol):
+    """What a worker needs from AWS to make and extend its leases (aws/backend.py;
+    a fake in timing tests)."""
 
     async def issue(
         self,
@@ -54,7 +55,7 @@ class Issuer(Protocol):
 class Context:
     """What every worker shares; the agent updates the settings on reload."""
 
-    issuer: Issuer
+    issuer: LeaseMaker
     journal: Journal
     retire: Callable[[str], Awaitable[None]]  # hand a journaled lease to the reaper
     wall: Callable[[], float]
@@ -166,8 +167,10 @@ class Worker:
             if lease is not None and (old is None or lease.id != old.id):
                 return lease
 
-    def revoke(self, lease_id: str | None = None) -> Lease | None:
-        """Retire the current lease now (if it is ``lease_id``, when given)."""
+    def retire_now(self, lease_id: str | None = None) -> Lease | None:
+        """Stop serving the current lease now (if it is ``lease_id``, when given) and
+        return it; a revocable one goes to the reaper, which revokes it at its
+        ``revoke_at`` - `revoke` (revocation.py) asks the reaper for more."""
         lease = self.state.lease
         if lease is None or (lease_id is not None and lease.id != lease_id):
             return None

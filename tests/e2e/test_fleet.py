@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from dyncreds.aws.standin import StandIn
 from dyncreds.protocol import parse_rfc3339
-from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess, temp_users, wait_for
 from tests.e2e.fleetrig import (
     ROLE,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import iam_user_role, make_assumable_role, temp_users
 from tests.e2e.conftest import Rig
 from tests.e2e.test_vault_parity import FEDERATION, assumed

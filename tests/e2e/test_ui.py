@@ -23,8 +23,8 @@ from urllib.parse import parse_qs, urlsplit
 import botocore.exceptions
 import pytest
 
+from dyncreds.aws.standin import StandIn
 from dyncreds.rootconfig import STARTER_CONFIG
-from dyncreds.standin import StandIn
 from tests.conftest import EC2_ONLY, make_assumable_role, temp_users, wait_for
 from tests.e2e.uikit import Console, chromium, console, path_of, screenshot
 

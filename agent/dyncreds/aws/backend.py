@@ -20,6 +20,7 @@ from dyncreds.aws import iam_user, naming, root
 from dyncreds.aws.attempts import BotoHook
 from dyncreds.aws.credtypes import ops
 from dyncreds.aws.iam_user import Propagation
+from dyncreds.aws.mfa import RootGate
 from dyncreds.aws.session import AwsSession
 from dyncreds.aws.staticstore import StaticStore
 from dyncreds.config import Config, Role
@@ -27,7 +28,6 @@ from dyncreds.journal import Journal, Record
 from dyncreds.kinds import by_thing, kind
 from dyncreds.leases import Lease, Window
 from dyncreds.protocol import Internal
-from dyncreds.rootlock import RootLock
 
 OnStep = Callable[[str], None]
 log = logs.get("aws")
@@ -41,8 +41,12 @@ class AwsBackend:
         agent_id: str,
         event_hooks: list[tuple[str, BotoHook]] | None = None,
         static_store: StaticStore | None = None,
+        root_gate: RootGate | None = None,
     ):
+        """``root_gate``: the agent keeper's answer to "may the root act now", asked by
+        the AWS session before every call (none: the root never unlocks)."""
         self.journal = journal
+        self.root_gate = root_gate
         self.agent_id = agent_id
         self.event_hooks = event_hooks
         self.local_user = getpass.getuser()
@@ -65,6 +69,7 @@ class AwsBackend:
             concurrency=agent.aws_concurrency,
             event_hooks=self.event_hooks,
             previous=getattr(self, "aws", None),
+            root_gate=self.root_gate,
         )
 
     def name(self, role: Role, limit: int, user: str, template: str | None = None) -> str:
@@ -128,14 +133,10 @@ class AwsBackend:
         return await revoke(self, record)
 
     async def revoke_sessions(self, role: Role, at: float) -> None:
-        """Deny every session of this role issued before ``at`` (see aws/sessions.py)."""
+        """Deny every session of this role issued before ``at`` (aws/session_revocation.py)."""
         deny = ops(role.kind).revoke_sessions
         if deny is not None:
             await deny(self, role, at)
-
-    @property
-    def lock(self) -> RootLock:
-        return self.aws.lock
 
     async def unlock(self, code: str) -> float:
         return await self.aws.unlock(code)

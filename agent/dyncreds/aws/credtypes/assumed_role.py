@@ -51,10 +51,10 @@ async def issue(
 
 async def revoke_sessions(host: Host, role: Role, at: float) -> None:
     """Deny, on each of the role's ARNs, every session issued before ``at``."""
-    from dyncreds.aws import sessions
+    from dyncreds.aws import session_revocation
 
     for arn in role.role_arns:
-        await sessions.deny_role_sessions(host.aws, arn, at)
+        await session_revocation.deny_role_sessions(host.aws, arn, at)
 
 
 OPS = Ops(issue=issue, revoke_sessions=revoke_sessions)

@@ -38,10 +38,10 @@ async def issue(
 
 
 async def revoke_sessions(host: Host, role: Role, at: float) -> None:
-    """Deny every federation token issued before ``at`` (aws/sessions.py)."""
-    from dyncreds.aws import sessions
+    """Deny every federation token issued before ``at`` (aws/session_revocation.py)."""
+    from dyncreds.aws import session_revocation
 
-    await sessions.deny_federation_sessions(host.aws, at)
+    await session_revocation.deny_federation_sessions(host.aws, at)
 
 
 OPS = Ops(issue=issue, revoke_sessions=revoke_sessions)
