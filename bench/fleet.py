@@ -21,8 +21,8 @@ from typing import Any
 import trio
 
 from bench.harness import cpu_note, emit
+from dyncreds.aws.standin import StandIn
 from dyncreds.fleet import ROSTER_READS_PER_HEARTBEAT, check_every
-from dyncreds.standin import StandIn
 
 # On-demand, us-east-1 (since November 2024): per million request units.
 PRICE_WRITE = 0.625

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dyncreds import client
-from dyncreds.standin import EC2_ONLY, StandIn, agent_env, running_agent, write_config
+from dyncreds.aws.standin import EC2_ONLY, StandIn, agent_env, running_agent, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 IAM_ROLE = f"credential_type = \"iam_user\"\npolicy_document = '''{json.dumps(EC2_ONLY)}'''\n"

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file
+from dyncreds.aws.standin import TRUST_VAULTUSER, StandIn
 from dyncreds.client import Client, CliError
 from dyncreds.leases import Secret
-from dyncreds.standin import TRUST_VAULTUSER, StandIn
 
 VENV_BIN = Path(sys.executable).parent
 SHIM = str(VENV_BIN / "dyncreds-shim")

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 
 import trio
 
+from dyncreds.access import Asker
+from dyncreds.agent import Agent
 from dyncreds.aws.iam_user import TaggedUser
 from dyncreds.config import Config, Role
-from dyncreds.journal import Journal
-from dyncreds.leases import Lease, Secret
-from dyncreds.protocol import Locked, Upstream
-from dyncreds.rootlock import RootLock
+from dyncreds.journal import Journal, Record
+from dyncreds.keeper import LateRootGate
+from dyncreds.leases import Lease, Secret, Window
+from dyncreds.protocol import Upstream
 
 
 class WallClock:
@@ -51,13 +53,13 @@ class FakeBackend:
     most_keys: int = 0
     deleted_keys: list[str] = field(default_factory=list)
     deleted_at: dict[str, float] = field(default_factory=dict)  # trio time
-    min_remaining: float = 20 * 60
     on_issue: Callable[[Role], None] | None = None
     # The real iam_user code journals what it creates; so does the fake, so the
     # agent's reaper has the same rows to work from.
     journal: Journal | None = None
-    # The root: its MFA lock (as the real session keeps it) and its key's age.
-    lock: RootLock = field(default_factory=RootLock)
+    # The root: the keeper's gate, asked before every call as the real session asks
+    # it (unbound - no agent - nothing is refused), and its key's age.
+    root_gate: LateRootGate = field(default_factory=LateRootGate)
     wall: Callable[[], float] | None = None
     key_created_at: float = 0.0
     rotated_at: list[float] = field(default_factory=list)  # wall times
@@ -74,17 +76,18 @@ class FakeBackend:
 
     async def unlock(self, code: str) -> float:
         await trio.sleep(self.latency)
-        until = self._now() + self.unlock_for
-        self.lock.unlocked(until)
-        return until
+        return self._now() + self.unlock_for
 
     def forget_session(self) -> None:
-        self.lock.lock()
+        pass  # the keeper locks; the fake holds no session keys
+
+    def _may_act(self) -> None:
+        if self.root_gate.keeper is not None:
+            self.root_gate.may_act()
 
     async def root_key_created(self) -> float:
         await trio.sleep(self.latency / 5)
-        if self.lock.locked(self._now()):
-            raise Locked(self.lock.why(self._now()))
+        self._may_act()
         return self.key_created_at
 
     def restore(self, role: Role) -> Lease | None:
@@ -97,20 +100,21 @@ class FakeBackend:
         self,
         role: Role,
         lease_id: str,
-        now: float,
+        window: Window,
         on_step: Callable[[str], None] = lambda step: None,
         consumer: str | None = None,
     ) -> Lease:
-        if self.lock.locked(self._now()):
-            raise Locked(self.lock.why(self._now()))
+        """Mints in memory, with the times the agent decided (``leases.window``)."""
+        self._may_act()
         await trio.sleep(self.latency)
         if self.fail_with is not None:
             raise self.fail_with
         self.consumers.append(consumer)
         if self.on_issue:
             self.on_issue(role)
+        now = window.issued_at
         if role.credential_type == "static_user":
-            return await self._static_key(role, lease_id, now)
+            return await self._static_key(role, lease_id, window)
         iam = role.credential_type == "iam_user"
         lease = Lease(
             id=lease_id,
@@ -120,8 +124,8 @@ class FakeBackend:
             secret_access_key=Secret(secrets.token_hex(20)),
             session_token=None if iam else Secret(secrets.token_hex(40)),
             issued_at=now,
-            expires_at=now + role.ttl,
-            hard_expires_at=now + (role.max_ttl if iam else role.ttl),
+            expires_at=window.expires_at,
+            hard_expires_at=window.hard_expires_at,
             user_name=f"user-{lease_id}" if iam else None,
         )
         if iam and self.journal is not None:
@@ -132,13 +136,13 @@ class FakeBackend:
         self.issued.append(lease)
         return lease
 
-    async def _static_key(self, role: Role, lease_id: str, now: float) -> Lease:
+    async def _static_key(self, role: Role, lease_id: str, window: Window) -> Lease:
         user = str(role.username)
         keys = self.keys.setdefault(user, [])
         if len(keys) >= 2:
             raise Upstream(f"IAM user {user} already has two access keys", "LimitExceeded")
         key = "AKIA" + secrets.token_hex(8).upper()
-        expires_at = now + role.ttl + self.min_remaining
+        now, expires_at = window.issued_at, window.expires_at
         if self.journal is not None:
             await self.journal.creating(
                 lease_id, role.name, user, now, expires_at, thing="key", detail=json.dumps(keys)
@@ -155,7 +159,14 @@ class FakeBackend:
         self.issued.append(lease)
         return lease
 
-    async def delete_key(self, user_name: str, access_key_id: str | None, keep: list[str]) -> bool:
+    async def revoke(self, record: Record) -> bool:
+        """What the real backend hands to the record's credential type: a static
+        user's key, or an IAM user."""
+        if record.thing == "key":
+            return await self.delete_key(record.user_name, record.access_key_id)
+        return await self.delete_user(record.user_name)
+
+    async def delete_key(self, user_name: str, access_key_id: str | None) -> bool:
         await trio.sleep(self.latency / 5)
         keys = self.keys.get(user_name, [])
         if access_key_id in keys:
@@ -173,8 +184,7 @@ class FakeBackend:
 
     async def delete_user(self, user_name: str) -> bool:
         await trio.sleep(self.latency / 5)
-        if self.lock.locked(self._now()):
-            raise Locked(self.lock.why(self._now()))
+        self._may_act()
         if self.fail_with is not None:
             raise self.fail_with
         self.deleted.append(user_name)
@@ -197,7 +207,7 @@ class FakeBackend:
 
     async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]:
         wanted = agents or set()
-        return [u for u in self.tagged if not wanted or u.tags.get("dyncreds:agent") in wanted]
+        return [u for u in self.tagged if not wanted or u.agent in wanted]
 
 
 class MemoryTokens:
@@ -212,3 +222,9 @@ class MemoryTokens:
 
     def save(self, tokens: list[str]) -> None:
         self.tokens = list(tokens)
+
+
+def lease_of(agent: Agent, role: str, asker: Asker | None = None) -> Lease | None:
+    """The lease the agent holds now for ``role`` (system mode: ``asker``'s)."""
+    worker = agent.workers.get(agent.key(role, asker))
+    return worker.state.lease if worker is not None else None

@@ -15,7 +15,7 @@ from dyncreds.access import Asker, Policy
 from dyncreds.commands import imds
 from dyncreds.config import AccessRule
 from dyncreds.gate import Door
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, lease_of
 from tests.test_agent_timing import IAM, STATIC, Harness, harness  # noqa: F401 - fixture
 
 AGENT_UID = 990
@@ -220,8 +220,8 @@ async def test_each_consumer_has_its_own_lease_and_single_flight(
     # Revoking as alice leaves bob's lease alone.
     revoked = await agent.revoke(role="r", owner=1001)
     assert len(revoked) == 1 and revoked[0]["lease_id"].startswith("r/")
-    assert agent.current_lease("r", ALICE) is None
-    assert agent.current_lease("r", BOB) is not None
+    assert lease_of(agent, "r", ALICE) is None
+    assert lease_of(agent, "r", BOB) is not None
 
 
 async def test_a_static_user_is_one_lease_for_everyone(

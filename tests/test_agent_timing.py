@@ -68,6 +68,7 @@ async def harness(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> Asy
                 load_config=lambda: config.load(tmp_path),
                 rng=lambda: 0.5,
                 offload=inline,
+                root_gate=backend.root_gate,
             )
             await nursery.start(agent.run)
             made.append(agent)

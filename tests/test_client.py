@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dyncreds_shim
 from dyncreds import client, protocol
-from dyncreds.aws.backend import ISSUERS
+from dyncreds.aws.credtypes import ops
 from dyncreds.kinds import KINDS
 
 
@@ -36,4 +36,11 @@ def test_not_running_is_exit_3_with_the_hint(tmp_path: Path) -> None:
 
 
 def test_every_kind_has_an_issuer() -> None:
-    assert {kind.issuer for kind in KINDS.values()} == set(ISSUERS)
+    """Every registered type's module has its operations, and the row says which."""
+    for kind in KINDS.values():
+        found = ops(kind)
+        assert found.issue is not None
+        assert (found.extend is not None) == kind.extendable, kind.name
+        assert (found.revoke is not None) == (kind.journal_thing is not None), kind.name
+        assert (found.revoke_sessions is not None) == (kind.sessions_scope is not None)
+        assert ("revoke_sessions" in kind.fields) == (kind.sessions_scope is not None)

@@ -52,7 +52,10 @@ def test_durations(text: str | int, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["", "1x", "m", "-5", -5, True, "1.5h", None])
+# Non-ASCII digits (Arabic-Indic, full-width) are digits to Python, not to AWS or people.
+@pytest.mark.parametrize(
+    "bad", ["", "1x", "m", "-5", -5, True, "1.5h", None, "\u0661\u0662", "\uff11\uff15m"]
+)
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)
@@ -136,6 +139,16 @@ def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
             "max_ttl: must be at least ttl",
         ),
         ('credential_type = "iam_user"\npolicy_file = "missing.json"\n', "cannot read"),
+        (
+            'credential_type = "assumed_role"\n'
+            'role_arns = ["arn:aws:iam::\u0661\u0662\u0663456789012:role/x"]\n',
+            "role_arns",
+        ),
+        (
+            f"credential_type = \"iam_user\"\npolicy_document = '{POLICY}'\n"
+            'iam_groups = ["d\u00e9v"]\n',
+            "iam_groups",
+        ),
         ('credential_type = "nope"\n', "credential_type"),
         ('credential_typo = "iam_user"\n', "unknown key credential_typo"),
     ],

@@ -598,10 +598,14 @@ async def test_the_orphan_sweep_goes_on_past_a_user_whose_record_a_peer_holds(
         ]
     )
     reaper = Reaper(
-        a_journal, backend, wall=wall, rng=lambda: 0.5, counters=Counter(), sweep=SweepSettings()
+        a_journal,
+        backend,
+        wall=wall,
+        rng=lambda: 0.5,
+        counters=Counter(),
+        sweep=SweepSettings(),
+        scope=a.sweep_scope() if scoped else None,
     )
-    if scoped:
-        reaper.scope = a.sweep_scope()
     assert await reaper.sweep_orphans() == ["user-lost"]
     record = a_journal.get("r/lost")
     assert record is not None and record.revoke_at == parse_rfc3339(expires)

@@ -2,7 +2,7 @@
 embedded default) and DynamoDB (the fleet's table, on moto's server): written
 before the AWS call, durable on return, reads from memory agree with storage, a
 lost record is an error. Then what only one of them has: a 0.1 SQLite journal is
-upgraded in place; a fleet record taken over by a peer is fenced off."""
+refused with what to do; a fleet record taken over by a peer is fenced off."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from dyncreds import statedir
+from dyncreds.aws.standin import StandIn
 from dyncreds.journal import LostRecord, Record, TakenOver
-from dyncreds.journal.sqlite import SqliteJournal
-from dyncreds.standin import StandIn
+from dyncreds.journal.sqlite import OldJournal, SqliteJournal
 
 
 @dataclass
@@ -219,8 +220,8 @@ async def test_abandoned_create_is_deleted_now_and_again_after_the_grace(store: 
     assert record is not None and (record.revoke_at, record.settle_until) == (400, 0)
 
 
-def test_a_journal_written_by_0_1_is_upgraded(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite3"
+def test_a_journal_written_by_0_1_is_refused_saying_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
     db = sqlite3.connect(path)
     db.executescript(
         "CREATE TABLE leases (lease_id TEXT PRIMARY KEY, role TEXT NOT NULL, "
@@ -232,9 +233,21 @@ def test_a_journal_written_by_0_1_is_upgraded(tmp_path: Path) -> None:
     )
     db.commit()
     db.close()
-    journal = SqliteJournal(path)
-    record = journal.get("r/1")
-    assert record is not None and record.settle_until == 0 and record.revoke_at == 2
+    with pytest.raises(statedir.StateError) as refused:
+        statedir.open_journal(tmp_path)  # the agent's way in: one line, then exit 2
+    assert "\n" not in str(refused.value)
+    assert f"the journal {tmp_path / 'journal.sqlite3'} was written by dyncreds 0.1" in str(
+        refused.value
+    )
+    assert "start dyncreds 0.2 on it once" in str(refused.value)
+    with pytest.raises(OldJournal):
+        SqliteJournal(path)
+    # Nothing was changed: the 0.1 file still has its record, its columns, its meta.
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT lease_id FROM leases").fetchall() == [("r/1",)]
+    assert "settle_until" not in {row[1] for row in db.execute("PRAGMA table_info(leases)")}
+    assert db.execute("SELECT count(*) FROM meta").fetchone() == (0,)
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
 
 
 async def test_a_failing_disk_is_an_error_the_agent_can_report(tmp_path: Path) -> None:
@@ -449,12 +462,12 @@ async def test_journal_open_chooses_the_store_the_configuration_asks_for(
 async def test_a_fleet_is_not_joined_while_the_local_journal_tracks_users(
     tmp_path: Path, aws: StandIn
 ) -> None:
-    from dyncreds import config, daemon
+    from dyncreds import config, wiring
 
     fleet_table(tmp_path, aws)
     local = SqliteJournal(tmp_path / "j.sqlite3")
     await local.creating("r/1", "r", "u", now=1, revoke_at=2)
-    with pytest.raises(daemon.StartupError, match="still tracks 1 IAM users"):
-        daemon._open_journal(config.load(tmp_path), local, "agent-a")
+    with pytest.raises(wiring.StartupError, match="still tracks 1 IAM users"):
+        wiring.open_journal(config.load(tmp_path), local, "agent-a", wiring.Cycles())
     assert local.count() == 1
     local.close_now()

@@ -114,3 +114,30 @@ def test_credential_process_body_order_and_no_empty_token() -> None:
     body = lease().credential_process()
     assert list(body) == ["Version", "AccessKeyId", "SecretAccessKey", "Expiration"]
     assert lease().credential_process_line().startswith(b'{"Version":1,')
+
+
+def test_the_window_is_decided_by_the_core_for_every_kind() -> None:
+    """One rule for a new lease's times (the issuers and the fake only apply it):
+    an expiry one ttl away, extendable to max_ttl; a rotated key announces
+    min_remaining more, so it overlaps its successor; STS asks for the ttl."""
+    now = 1_800_000_000.0
+    iam = leases.window(role("iam_user", ttl=3600, max_ttl=43200), now, T)
+    assert (iam.issued_at, iam.expires_at, iam.hard_expires_at) == (now, now + 3600, now + 43200)
+    static = leases.window(role("static_user", ttl=86400, max_ttl=86400), now, T)
+    assert static.expires_at == static.hard_expires_at == now + 86400 + 1200
+    sts = leases.window(role("assumed_role", ttl=900, max_ttl=3600), now, T)
+    assert sts.expires_at == sts.hard_expires_at == now + 900
+    assert sts.duration == 900  # what AWS is asked for; its Expiration is served
+
+
+def test_a_users_tags_read_back_as_the_journals_words() -> None:
+    """The expiry crosses to AWS as the ``dyncreds:expires`` tag; one module knows
+    the tag keys (aws/iam_user.py) and the sweep reads ``expires_at`` back."""
+    from dyncreds.aws.iam_user import TAG_EXPIRY, TaggedUser, tags
+
+    expiry = 1_800_003_600.0
+    written = {t["Key"]: t["Value"] for t in tags("a1", "r/1", role(), expiry)}
+    user = TaggedUser("u", written, 0.0)
+    assert (user.agent, user.lease_id, user.role, user.expires_at) == ("a1", "r/1", "r", expiry)
+    assert TaggedUser("u", {TAG_EXPIRY: "soon"}, 0.0).expires_at is None  # unreadable
+    assert TaggedUser("u", {}, 0.0).lease_id is None

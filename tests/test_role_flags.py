@@ -18,7 +18,7 @@ from dyncreds import config
 from dyncreds.commands import build_parser, main
 from dyncreds.commands.roleflags import role_flags
 from dyncreds.config.schema import RoleFile
-from dyncreds.kinds import CREDENTIAL_TYPES, KIND_FIELDS, KINDS, CredentialType
+from dyncreds.kinds import KINDS, CredentialType, kind_fields, names
 
 FIELDS = [f.name for f in msgspec.structs.fields(RoleFile)]
 POLICY = (
@@ -87,7 +87,7 @@ def test_the_parser_has_a_flag_for_every_field_of_the_schema(action: str) -> Non
     assert len(set(flags)) == len(flags)
 
 
-@pytest.mark.parametrize("kind", CREDENTIAL_TYPES)
+@pytest.mark.parametrize("kind", names())
 def test_role_create_accepts_every_field_of_every_type(
     kind: CredentialType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -106,7 +106,7 @@ def test_role_create_accepts_every_field_of_every_type(
     assert written == expected
     role = config.load(tmp_path).roles["r"]  # the agent reads it
     assert role.credential_type == kind
-    assert set(fields) - COMMON <= KIND_FIELDS
+    assert set(fields) - COMMON <= kind_fields()
 
 
 def test_role_edit_changes_removes_and_keeps_the_rest(

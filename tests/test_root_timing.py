@@ -8,7 +8,6 @@ import trio
 import trio.testing
 
 from dyncreds.protocol import Locked
-from dyncreds.rootlock import RootLock
 from tests import test_agent_timing
 from tests.fakes import FakeBackend
 from tests.test_agent_timing import IAM, STS, Harness
@@ -70,7 +69,7 @@ async def test_no_schedule_without_rotate_every(
 async def test_locked_agent_refuses_issuance_serves_warm_leases_and_lock_refuses_all(
     harness: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
-    backend = FakeBackend(lock=RootLock("arn:aws:iam::123456789012:mfa/admin"), unlock_for=900)
+    backend = FakeBackend(unlock_for=900)
     agent = await harness({"s": STS + 'ttl = "1h"\n'}, MFA_ROOT, backend=backend)
     assert agent.status()["root"]["locked"] is True
     assert agent.summary().startswith("locked")
@@ -89,7 +88,7 @@ async def test_locked_agent_refuses_issuance_serves_warm_leases_and_lock_refuses
     assert (await agent.credentials("s")).id == lease.id
     # ... until `lock`, which refuses even that.
     await agent.root.unlock("123456")
-    agent.root.lock()
+    agent.root.lock_now()
     try:
         await agent.credentials("s")
         raise AssertionError("a locked agent served credentials")
@@ -101,11 +100,11 @@ async def test_locked_agent_refuses_issuance_serves_warm_leases_and_lock_refuses
 async def test_revocation_due_while_locked_waits_without_counting_attempts(
     harness: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
-    backend = FakeBackend(lock=RootLock("arn:aws:iam::123456789012:mfa/admin"))
+    backend = FakeBackend()
     agent = await harness({"u": IAM + 'ttl = "1h"\n'}, MFA_ROOT, backend=backend)
     await agent.root.unlock("123456")
     lease = await agent.credentials("u")
-    agent.root.lock()
+    agent.root.lock_now()
     await agent.journal.revoke_now(lease.id, agent.now())
     agent.reaper.poke()
     await trio.sleep(6 * 3600)  # far beyond IRREVOCABLE_AFTER attempts' worth of backoff
@@ -123,7 +122,7 @@ async def test_revocation_due_while_locked_waits_without_counting_attempts(
 async def test_scheduled_rotation_waits_for_the_unlock(
     harness: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
-    backend = FakeBackend(lock=RootLock("arn:aws:iam::123456789012:mfa/admin"))
+    backend = FakeBackend()
     backend.key_created_at = -30 * DAY
     agent = await harness({}, FILE_ROOT + 'rotate_every = "7d"\n' + MFA_ROOT[8:], backend=backend)
     await trio.sleep(DAY)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from dyncreds.aws.sessions import deny_issued_before
+from dyncreds.aws.session_revocation import deny_issued_before
 from dyncreds.rootlock import MARGIN, RootLock
 
 SERIAL = "arn:aws:iam::123456789012:mfa/admin"

@@ -59,7 +59,16 @@ def test_the_check_catches_a_long_function(tmp_path: Path) -> None:
 # Building a boto3 session or client costs tens of milliseconds of CPU: in aws/ it
 # happens in a worker thread (trio.to_thread), never directly in a coroutine, where it
 # would stall every cached request behind it.
-CLIENT_BUILDERS = {"build", "_clients", "client_for_keys", "client", "Session"}
+CLIENT_BUILDERS = {
+    "build",
+    "client_for_keys",
+    "client",
+    "Session",
+    "root_session",
+    "mfa_session",
+    "iam_sts",
+    "dynamodb",
+}
 
 
 def _clients_built_on_the_loop(path: Path, root: Path = ROOT) -> list[str]:
@@ -94,3 +103,20 @@ def test_the_check_catches_a_client_built_in_a_coroutine(tmp_path: Path) -> None
         "async def off_loop(aws):\n    await trio.to_thread.run_sync(aws.build)\n"
     )
     assert [line.split()[1] for line in _clients_built_on_the_loop(probe, tmp_path)] == ["on_loop"]
+
+
+def test_every_package_is_installed() -> None:
+    """A regular install ships only the packages pyproject lists: a new package
+    (say aws/credtypes/) left out would work in the editable venv and nowhere else."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    agent = ROOT / "agent"
+    found = {
+        ".".join(init.parent.relative_to(agent).parts)
+        for init in agent.rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found - listed == set()

@@ -22,11 +22,12 @@ from dyncreds import __version__, logs, revocation, views
 from dyncreds.access import Asker
 from dyncreds.broker import RoleState
 from dyncreds.config import Config, ConfigError, Role
-from dyncreds.journal import Journal
-from dyncreds.keeper import RootBackend, RootKeeper
-from dyncreds.leases import Lease, LeaseKey, Timing
+from dyncreds.journal import Journal, Record
+from dyncreds.keeper import LateRootGate, RootBackend, RootKeeper
+from dyncreds.kinds import KINDS
+from dyncreds.leases import Lease, LeaseKey, Timing, Window
 from dyncreds.protocol import BadRequest, DyncredsError, Unavailable, UnknownRole, rfc3339
-from dyncreds.reaper import Reaper, SweepSettings
+from dyncreds.reaper import Reaper, SweepScope, SweepSettings
 from dyncreds.worker import Context, Worker, WorkerTable, keeps_key
 
 if TYPE_CHECKING:  # the agent itself never imports boto3
@@ -46,15 +47,12 @@ class Backend(RootBackend, Protocol):
         self,
         role: Any,
         lease_id: str,
-        now: float,
+        window: Window,
         on_step: Callable[[str], None] = ...,
         consumer: str | None = None,
     ) -> Lease: ...
     async def extend(self, lease: Lease, expires_at: float) -> None: ...
-    async def delete_user(self, user_name: str) -> bool: ...
-    async def delete_key(
-        self, user_name: str, access_key_id: str | None, keep: list[str]
-    ) -> bool: ...
+    async def revoke(self, record: Record) -> bool: ...
     async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]: ...
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool: ...
     async def revoke_sessions(self, role: Any, at: float) -> None: ...
@@ -75,10 +73,14 @@ class Agent:
         offload: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
         audit: Callable[..., None] = lambda op, outcome, **fields: None,
         on_status: Callable[[str], None] = lambda summary: None,
+        root_gate: LateRootGate | None = None,
+        fleet: Fleet | None = None,
     ):
         """``audit``: the audit log's record(op, outcome, **fields), for what the agent
         does unasked (scheduled root rotations). ``on_status``: called with the
-        one-line summary whenever the root locks, unlocks or fails (systemd's STATUS=)."""
+        one-line summary whenever the root locks, unlocks or fails (systemd's STATUS=).
+        ``root_gate``: the one the backend's AWS session asks whether the root may act;
+        the keeper answers it. ``fleet``: with [fleet] (its takeovers scope the sweep)."""
         self.config = config
         self.journal = journal
         self.backend = backend
@@ -87,17 +89,11 @@ class Agent:
         self.offload = offload  # blocking work (reading config); inline on a mock clock
         self.wall = wall
         self.counters: Counter[str] = Counter()
-        agent = config.main.agent
-        self.reaper = Reaper(
-            journal,
-            backend,
-            wall=wall,
-            rng=rng,
-            counters=self.counters,
-            sweep=SweepSettings(float(agent.orphan_sweep_every), float(agent.orphan_min_age)),
-        )
+        self.fleet = fleet
+        scope = fleet.sweep_scope() if fleet is not None else None
+        self.reaper = _reaper(config, journal, backend, wall, rng, self.counters, scope)
         self.ctx = _context(config, journal, backend, self.reaper, wall, rng, self.counters)
-        self.mode = agent.mode
+        self.mode = config.main.agent.mode
         # A static role's key sealed at rest is served again, not replaced (a restart
         # must not cost one of the user's two key slots).
         self.workers = WorkerTable(
@@ -116,11 +112,11 @@ class Agent:
             after_rotation=self.reaper.poke,
             on_change=lambda: on_status(self.summary()),
             audit=audit,
+            root_gate=root_gate,
         )
         self.reload_error: str | None = None
         self.stopping = False
         self.revocations: deque[dict[str, str]] = deque(maxlen=20)  # for status
-        self.fleet: Fleet | None = None  # set by the daemon with [fleet]
 
     @property
     def timing(self) -> Timing:
@@ -171,7 +167,7 @@ class Agent:
     def lost(self, lease_id: str) -> None:
         """Fleet: a peer took this lease's record over; stop serving it."""
         for worker in self.workers.values():
-            if worker.revoke(lease_id) is not None:
+            if worker.retire_now(lease_id) is not None:
                 log.warning("lease.taken_over", role=worker.name, lease=lease_id)
 
     def _unlocked(self) -> None:
@@ -232,8 +228,9 @@ class Agent:
     async def rotate(self, name: str) -> tuple[Lease, Lease | None]:
         """A static_user role's rotation, now: a new key; the old one is deleted at
         the expiry it announced."""
-        if self.worker_for(name).state.role.credential_type != "static_user":
-            raise BadRequest(f"rotate is for static_user roles; {name} is renewed with `renew`")
+        if not self.worker_for(name).state.role.kind.always_warm:
+            rotated = " and ".join(k.name for k in KINDS.values() if k.always_warm)
+            raise BadRequest(f"rotate is for {rotated} roles; {name} is renewed with `renew`")
         return await self.renew(name)
 
     async def renew(self, name: str, asker: Asker | None = None) -> tuple[Lease, Lease | None]:
@@ -255,17 +252,25 @@ class Agent:
     ) -> list[dict[str, str]]:
         """Revoke now; one result per lease saying what happened to it (revocation.py).
         ``owner``: a non-admin's uid in system mode, whose own leases only are revoked."""
-        return await revocation.revoke(
-            self, lease_id=lease_id, role=role, everything=everything, force=force, owner=owner
+        if role is not None:
+            self.role(role)  # an unknown one is an error naming the known ones
+        now = self.now()
+        done = await revocation.revoke(
+            self.workers,
+            self.journal,
+            self.reaper,
+            self.backend.revoke_sessions,
+            now,
+            lease_id=lease_id,
+            role=role,
+            everything=everything,
+            force=force,
+            owner=owner,
         )
-
-    def workers_of(self, name: str) -> list[Worker]:
-        """Every worker of a configured role (one per consumer in system mode)."""
-        self.role(name)
-        return self.workers.of_role(name)
-
-    async def sweep_orphans(self) -> list[str]:
-        return await self.reaper.sweep_orphans()
+        if not force:
+            self.counters["revoke_requests"] += 1
+            self.revocations.extend({**r, "at": rfc3339(now)} for r in done)
+        return done
 
     # ------------------------------------------------------------------ reload
 
@@ -344,13 +349,6 @@ class Agent:
 
     # ------------------------------------------------------------------ views
 
-    def current_lease(self, name: str, asker: Asker | None = None) -> Lease | None:
-        try:
-            worker = self.workers.get(self.key(name, asker))
-        except UnknownRole:
-            return None
-        return worker.state.lease if worker else None
-
     def roles(self, only: list[str] | None = None) -> list[dict[str, Any]]:
         """``only``: the roles a non-admin may see (system mode)."""
         return views.roles_view(
@@ -400,12 +398,22 @@ class Agent:
         """systemd's STATUS= line: `systemctl --user status` shows a lock first."""
         states = {f"{k.role}:{k.uid}": w.state for k, w in self.workers.items()}
         text = views.summary(states, self.journal.count())
-        lock = self.backend.lock
-        if lock.locked(self.now()):
-            return (
-                "locked by `dyncreds lock`" if lock.refusing else "locked (run `dyncreds unlock`)"
-            ) + f"; {text}"
-        return text
+        locked = self.root.locked_line()
+        return f"{locked}; {text}" if locked else text
+
+
+def _reaper(
+    config: Config,
+    journal: Journal,
+    backend: Backend,
+    wall: Callable[[], float],
+    rng: Callable[[], float],
+    counters: Counter[str],
+    scope: SweepScope | None,
+) -> Reaper:
+    agent = config.main.agent
+    sweep = SweepSettings(float(agent.orphan_sweep_every), float(agent.orphan_min_age))
+    return Reaper(journal, backend, wall=wall, rng=rng, counters=counters, sweep=sweep, scope=scope)
 
 
 def _context(

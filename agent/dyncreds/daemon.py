@@ -1,5 +1,6 @@
-"""Composition root: process hardening, configuration, journal, socket (bound or
-passed by systemd), signals, sd_notify, and the start/stop order.
+"""The agent's process: hardening, configuration, the socket (bound or passed
+by systemd), signals, sd_notify, and the start/stop order. The parts themselves
+are built by wiring.py, in dependency order.
 
 Start: harden the process -> load config (exit 2 on problems) -> open the
 journal -> build the AWS backend (exit 2 if the root is unusable, e.g. a
@@ -27,7 +28,7 @@ from typing import Any
 
 import trio
 
-from dyncreds import __version__, config, logs, statedir
+from dyncreds import __version__, config, logs, statedir, wiring
 from dyncreds.agent import Agent
 from dyncreds.audit import AuditLog
 from dyncreds.connections import raise_nofile
@@ -38,6 +39,7 @@ from dyncreds.protocol import DyncredsError
 from dyncreds.server import Server, SocketSetupError, bind_unix
 from dyncreds.service import make_handler
 from dyncreds.watchers import Watchers
+from dyncreds.wiring import StartupError
 
 log = logs.get("daemon")
 
@@ -139,10 +141,6 @@ def systemd_socket(env: dict[str, str] | os._Environ[str] | None = None) -> stds
 # --------------------------------------------------------------------------- main
 
 
-class StartupError(Exception):
-    """Printed as one line; exit status 2."""
-
-
 def prepare(
     paths: Paths, system_paths: Paths | None = None
 ) -> tuple[config.Config, SqliteJournal, str, Paths]:
@@ -190,13 +188,14 @@ def run(
         print(f"dyncreds agent: {exc}", file=sys.stderr)
         return 2
     logs.setup(log_level or cfg.main.agent.log_level, log_format or cfg.main.agent.log_format)
+    cycles = wiring.Cycles()  # the parts that need each other
     try:
-        journal, fleet_parts = _open_journal(cfg, journal, ident)
+        journal, table = wiring.open_journal(cfg, journal, ident, cycles)
     except StartupError as exc:
         print(f"dyncreds agent: {exc}", file=sys.stderr)
         return 2
     try:
-        backend = _backend(cfg, journal, ident, paths, backend_factory)
+        backend = wiring.backend(cfg, journal, ident, paths, cycles, backend_factory)
     except DyncredsError as exc:
         print(f"dyncreds agent: {exc.message}", file=sys.stderr)
         return 2
@@ -209,8 +208,10 @@ def run(
         except SocketSetupError as exc:
             print(f"dyncreds agent: {exc}", file=sys.stderr)
             return 2
-    audit_log = _audit_log(cfg, paths)
-    agent = _agent(cfg, journal, backend, ident, paths, fleet_parts, audit_log)
+    audit_log = wiring.audit_log(cfg, paths)
+    agent = wiring.agent(
+        cfg, journal, backend, ident, paths, table, audit_log, cycles, on_status=_show_status
+    )
     try:
         trio.run(_main, agent, audit_log, sock, paths, activated)
     finally:
@@ -220,108 +221,9 @@ def run(
     return 0
 
 
-def _backend(
-    cfg: config.Config,
-    journal: Any,
-    ident: str,
-    paths: Paths,
-    factory: Callable[..., Any] | None,
-) -> Any:
-    """The AWS backend, with the store that seals static roles' keys at rest (a
-    restart serves the same key); ``factory`` replaces it whole."""
-    if factory is not None:
-        return factory(cfg, journal, ident)
-    from dyncreds.aws.backend import AwsBackend
-    from dyncreds.aws.staticstore import StaticStore
-
-    sealed = StaticStore(paths.state_dir, cfg.main.root)
-    return AwsBackend(cfg, journal, ident, static_store=sealed)
-
-
-def _agent(
-    cfg: config.Config,
-    journal: Any,
-    backend: Any,
-    ident: str,
-    paths: Paths,
-    fleet_parts: Any,
-    audit_log: AuditLog,
-) -> Agent:
-    """The agent, wired at construction to the audit log and systemd's STATUS=; with
-    [fleet], joined to it (the fleet needs the agent's reaper and clock)."""
-    agent = Agent(
-        cfg,
-        journal,
-        backend,
-        ident,
-        load_config=lambda: config.load(paths.config_dir),
-        audit=audit_log.record,  # scheduled rotations
-        on_status=_show_status,
-    )
-    if fleet_parts is not None:
-        tokens = statedir.TokenFile(paths.state_dir)
-        agent.fleet = _join_fleet(
-            cfg, fleet_parts, journal, backend, agent, ident, tokens, audit_log.record
-        )
-    return agent
-
-
 def _show_status(summary: str) -> None:
     """`systemctl --user status` shows a lock or an unlock at once, not at the next tick."""
     sd_notify(f"STATUS={summary}")
-
-
-def _open_journal(cfg: config.Config, local: SqliteJournal, ident: str) -> tuple[Any, Any]:
-    """The journal the configuration asks for (journal/stores.py chooses). With
-    [fleet] it is the fleet's table; a local journal that still tracks users is
-    not silently left behind: its records must be revoked first."""
-    from dyncreds.journal import stores
-
-    if cfg.main.fleet is None:
-        return stores.open(cfg, stores.Places(local, ident)), None
-    from dyncreds.aws.fleet_table import FleetTable
-
-    if local.count():
-        raise StartupError(
-            f"the local journal still tracks {local.count()} IAM users or keys; run once "
-            "without [fleet] until `dyncreds status` shows none retiring, then join the fleet"
-        )
-    local.close_now()
-    holder: dict[str, Any] = {}
-    table = FleetTable(cfg.main.fleet, lambda: holder["backend"].aws)
-    return stores.open(cfg, stores.Places(local, ident, table)), (table, holder)
-
-
-def _join_fleet(
-    cfg: config.Config,
-    parts: Any,
-    journal: Any,
-    backend: Any,
-    agent: Agent,
-    ident: str,
-    tokens: statedir.TokenFile,
-    audit: Callable[..., None],
-) -> Any:
-    from dyncreds.fleet import Fleet
-
-    table, holder = parts
-    holder["backend"] = backend  # the table signs with the backend's current root
-    journal.on_lost = agent.lost
-    assert cfg.main.fleet is not None
-    fleet = Fleet(
-        cfg.main.fleet,
-        table,
-        journal,
-        ident,
-        wall=agent.wall,
-        poke_reaper=agent.reaper.poke,
-        create_grace=float(cfg.main.agent.create_grace),
-        tokens=tokens,
-        sweep_soon=agent.reaper.sweep_soon,
-        audit=audit,  # takeovers, both ways
-    )
-    agent.reaper.scope = fleet.sweep_scope()
-    return fleet
 
 
 def _unlink_own_socket(path: Path, sock: stdsocket.socket) -> None:
@@ -417,15 +319,6 @@ async def _until_stopped(
         except DyncredsError as exc:
             log.error("config.sighup_reload_failed", error=exc.message)
     raise AssertionError("the signal receiver never ends")
-
-
-def _audit_log(cfg: config.Config, paths: Paths) -> AuditLog:
-    settings = cfg.main.audit
-    return AuditLog(
-        paths.state_dir / settings.file if settings.file else None,
-        settings.max_size,
-        required=settings.required,
-    )
 
 
 async def _status_updates(agent: Agent) -> None:

@@ -18,8 +18,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from dyncreds.aws.standin import TRUST_VAULTUSER, StandIn, agent_env, running_agent, write_config
 from dyncreds.client import Client
-from dyncreds.standin import TRUST_VAULTUSER, StandIn, agent_env, running_agent, write_config
 
 PROGRAM = """
 import boto3, botocore.exceptions

@@ -20,7 +20,7 @@ import msgspec
 
 from dyncreds.journal import Record
 
-_INTEGER = re.compile(r"-?\d+")
+_INTEGER = re.compile(r"-?\d+", re.ASCII)
 
 
 class AgentItem(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,6 +1,11 @@
 """The root, seen from the agent: its identity, its MFA lock, its rotation on
 demand (`rotate-root`) and on a schedule (``rotate_every``).
 
+The keeper owns the lock (rootlock.RootLock) and answers "may the root act now"
+from the agent's injected clock (``may_act``): requests ask it, and so does the
+AWS session before every call it signs, through the ``LateRootGate`` it is given.
+``lock`` is a fence: an unlock in flight when one comes does not unlock.
+
 The schedule's origin is the current key's CreateDate in IAM, not anything
 local: a restart neither postpones a rotation nor repeats one, and a key
 rotated by hand restarts the clock. Rotations never run concurrently.
@@ -16,20 +21,22 @@ import trio
 
 from dyncreds import leases, logs
 from dyncreds.config import RootSettings
-from dyncreds.protocol import BadRequest, DyncredsError, Locked, rfc3339
+from dyncreds.protocol import BadRequest, DyncredsError, Locked, Unavailable, rfc3339
 from dyncreds.rootlock import RootLock
 
 log = logs.get("root")
 
 RECHECK = 3600.0  # look at the key's age at least this often (the clock may jump)
 RETRY_CAP = 3600.0  # a failing scheduled rotation is retried at most this far apart
+OVERTAKEN = (
+    "`dyncreds lock` came while this unlock was in flight, and wins: the agent stays "
+    "locked; run `dyncreds unlock` again"
+)
 
 
 class RootBackend(Protocol):
     """What the keeper needs from AWS (aws/backend.py; a fake in timing tests)."""
 
-    @property
-    def lock(self) -> RootLock: ...
     @property
     def root_problem(self) -> str | None: ...
     async def identity(self) -> str: ...
@@ -37,6 +44,29 @@ class RootBackend(Protocol):
     def forget_session(self) -> None: ...
     async def rotate_root(self) -> str: ...
     async def root_key_created(self) -> float: ...
+
+
+class LateRootGate:
+    """The keeper's answer to "may the root act now", for the AWS session.
+
+    The session asks before every call it signs, and the keeper drives that
+    session (unlock, lock, rotation): they need each other. So this is made
+    first, given to the session as it is built, and the keeper puts itself in
+    it when it is made."""
+
+    def __init__(self) -> None:
+        self.keeper: RootKeeper | None = None
+
+    def may_act(self) -> None:
+        keeper = self.keeper
+        if keeper is None:  # no AWS call is made before the agent exists
+            raise Unavailable("the agent is not running yet")
+        keeper.may_act()
+
+    def session_ended(self) -> Locked:
+        if self.keeper is None:
+            raise Unavailable("the agent is not running yet")
+        return self.keeper.session_ended()
 
 
 class RootKeeper:
@@ -48,6 +78,7 @@ class RootKeeper:
         wall: Callable[[], float],
         rng: Callable[[], float],
         counters: Counter[str],
+        root_gate: LateRootGate | None = None,
         on_unlock: Callable[[], None] = lambda: None,
         after_rotation: Callable[[], None] = lambda: None,
         on_change: Callable[[], None] = lambda: None,
@@ -55,7 +86,10 @@ class RootKeeper:
     ):
         self.backend = backend
         self.settings = settings
-        self.wall = wall
+        self.wall = wall  # the agent's: every lock decision reads it
+        self.lock = RootLock(settings.mfa_serial)
+        if root_gate is not None:
+            root_gate.keeper = self
         self.rng = rng
         self.counters = counters  # the agent's: root_rotations, on demand or scheduled
         self.on_unlock = on_unlock  # the reaper and the workers retry what waited
@@ -72,11 +106,14 @@ class RootKeeper:
         self._wake = trio.Event()  # a reload or an unlock: look at the schedule again
 
     def configure(self, settings: RootSettings) -> None:
+        if settings.mfa_serial != self.settings.mfa_serial:
+            # Another MFA device: its own lock (the backend's reload dropped the session).
+            self.lock = RootLock(settings.mfa_serial)
         self.settings = settings
         self._wake.set()
 
     async def identify(self) -> None:
-        if self.backend.lock.locked(self.wall()):
+        if self.lock.locked(self.wall()):
             return  # after the unlock
         try:
             self.arn = await self.backend.identity()
@@ -88,8 +125,28 @@ class RootKeeper:
 
     # ------------------------------------------------------------------ lock
 
+    def may_act(self) -> None:
+        """May the root make an AWS call (other than GetSessionToken) now, by the
+        agent's clock? Raises ``Locked`` saying what to do if not."""
+        now = self.wall()
+        if self.lock.locked(now):
+            raise Locked(self.lock.why(now))
+
+    def session_ended(self) -> Locked:
+        """AWS refused the MFA session (it ended, or was revoked): locked, but warm
+        leases are still served. The error the refused call raises."""
+        self.lock.ended()
+        return Locked(self.lock.why(self.wall()))
+
     async def unlock(self, code: str) -> float:
+        if not self.lock.enabled:
+            raise BadRequest("unlock needs root.mfa_serial in config.toml; this agent has no lock")
+        epoch = self.lock.epoch  # a `lock` from now on wins over this unlock
         until = await self.backend.unlock(code)
+        if self.lock.epoch != epoch:
+            self.backend.forget_session()
+            raise Locked(OVERTAKEN)
+        self.lock.unlocked(until)
         log.info("root.unlocked", until=rfc3339(until))
         self._wake.set()
         self.on_unlock()
@@ -97,21 +154,21 @@ class RootKeeper:
         await self.identify()
         return until
 
-    def lock(self) -> None:
-        if not self.backend.lock.enabled:
+    def lock_now(self) -> None:
+        if not self.lock.enabled:
             raise BadRequest(
                 "lock needs root.mfa_serial in config.toml (unlock asks for its code); "
                 "to stop serving credentials without MFA, stop the agent"
             )
+        self.lock.lock()
         self.backend.forget_session()
         log.warning("root.locked", by="dyncreds lock")
         self.on_change()
 
     def refuse_if_locked(self) -> None:
         """`dyncreds lock` refuses every credential request, warm or not."""
-        lock = self.backend.lock
-        if lock.refusing:
-            raise Locked(lock.why(self.wall()))
+        if self.lock.refusing:
+            raise Locked(self.lock.why(self.wall()))
 
     # ------------------------------------------------------------------ rotation
 
@@ -143,7 +200,7 @@ class RootKeeper:
         if not every:
             self.next_rotation = None
             return RECHECK
-        if self.backend.lock.locked(self.wall()):
+        if self.lock.locked(self.wall()):
             return RECHECK  # the unlock wakes us
         attempted = False
         try:
@@ -167,6 +224,14 @@ class RootKeeper:
 
     # ------------------------------------------------------------------ view
 
+    def locked_line(self) -> str | None:
+        """How systemd's STATUS= line starts while locked (None: unlocked)."""
+        if not self.lock.locked(self.wall()):
+            return None
+        return (
+            "locked by `dyncreds lock`" if self.lock.refusing else "locked (run `dyncreds unlock`)"
+        )
+
     def view(self, source: str, warning: str | None) -> dict[str, Any]:
         now = self.wall()
         return {
@@ -176,7 +241,7 @@ class RootKeeper:
             "source": source,
             "store": source,
             "warning": warning,
-            **self.backend.lock.view(now),
+            **self.lock.view(now),
             "rotate_every": int(self.settings.rotate_every) or None,
             "next_rotation": rfc3339(self.next_rotation) if self.next_rotation else None,
             "rotation_error": self.rotation_error,

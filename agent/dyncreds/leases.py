@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import msgspec
 
 from dyncreds.kinds import KINDS, CredentialType
 from dyncreds.protocol import rfc3339
+
+if TYPE_CHECKING:
+    from dyncreds.config.schema import Role
 
 # Never refresh later than this before the deadline: leaves room for an issuance
 # that waits for IAM key propagation.
@@ -125,6 +128,38 @@ class Timing:
 
     min_remaining: float = 20 * 60
     idle_after: float = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A new lease's times, decided before it is issued: the issuers under aws/ are
+    handed one and compute no time of their own.
+
+    ``expires_at`` is the lease's *expiry* (ARCHITECTURE.md, "Words"): what clients
+    are told, and for a kind that creates something in AWS also its journal
+    record's revoke time and its ``dyncreds:expires`` tag. ``hard_expires_at`` is as
+    far as extension may ever move it. An STS kind asks AWS for ``duration`` and
+    serves AWS's own Expiration instead, which can only be earlier.
+    """
+
+    issued_at: float
+    expires_at: float
+    hard_expires_at: float
+
+    @property
+    def duration(self) -> int:
+        """Seconds from issue to expiry: what an STS call asks for."""
+        return round(self.expires_at - self.issued_at)
+
+
+def window(role: Role, now: float, timing: Timing) -> Window:
+    """The times of a lease of ``role`` issued at ``now``: expiry one ttl away (plus
+    ``min_remaining`` for a kind whose leases overlap their successors, so SDKs move
+    to a rotated key before the old one is deleted); extendable up to max_ttl."""
+    kind = role.kind
+    expires_at = now + role.ttl + (timing.min_remaining if kind.overlap else 0.0)
+    hard_expires_at = now + role.max_ttl if kind.extendable else expires_at
+    return Window(issued_at=now, expires_at=expires_at, hard_expires_at=hard_expires_at)
 
 
 def lifetime(lease: Lease) -> float:

@@ -19,7 +19,6 @@ No exception ends the reaper: an unexpected one is an attempt that failed.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import trio
 from dyncreds import leases, logs
 from dyncreds.journal import Journal, Record
 from dyncreds.leases import IRREVOCABLE_AFTER
-from dyncreds.protocol import DyncredsError, Locked, Upstream, parse_rfc3339, rfc3339
+from dyncreds.protocol import DyncredsError, Locked, Upstream, rfc3339
 
 if TYPE_CHECKING:  # the shells never import boto3
     from dyncreds.aws.iam_user import TaggedUser
@@ -46,10 +45,7 @@ SWEEP_FIRST_AFTER = 5.0  # let start-up recovery go first
 class Deleter(Protocol):
     """What the reaper needs from AWS (aws/backend.py)."""
 
-    async def delete_user(self, user_name: str) -> bool: ...
-    async def delete_key(
-        self, user_name: str, access_key_id: str | None, keep: list[str]
-    ) -> bool: ...
+    async def revoke(self, record: Record) -> bool: ...
     async def tagged_users(self, agents: set[str] | None = None) -> list[TaggedUser]: ...
     async def finish_root_rotation(self, user_name: str, old_key: str, since: float) -> bool: ...
 
@@ -86,7 +82,9 @@ class Reaper:
         rng: Callable[[], float],
         counters: Counter[str],
         sweep: SweepSettings,
+        scope: SweepScope | None = None,
     ):
+        """``scope``: in a fleet, the takeovers that widen whose users are swept."""
         self.journal = journal
         self.backend = backend
         self.wall = wall
@@ -97,7 +95,7 @@ class Reaper:
         self._done: dict[str, Outcome] = {}
         self._unwritten: set[str] = set()  # retire requests the journal refused
         self._locked_out: set[str] = set()  # due, but waiting for `dyncreds unlock`
-        self.scope: SweepScope | None = None  # set by the daemon in a fleet
+        self.scope = scope
         self._sweep_now = trio.Event()
 
     def poke(self) -> None:
@@ -212,12 +210,8 @@ class Reaper:
             return await self.backend.finish_root_rotation(
                 record.user_name, record.detail or "", record.created_at
             )
-        if record.thing != "key":
-            return await self.backend.delete_user(record.user_name)
-        keep = _listed_keys(record.detail) + [
-            r.access_key_id for r in self.journal.all() if r.access_key_id and r is not record
-        ]
-        return await self.backend.delete_key(record.user_name, record.access_key_id, keep)
+        # What else a record stands for, its credential type deletes (kinds.by_thing).
+        return await self.backend.revoke(record)
 
     async def revoke_and_wait(self, lease_id: str) -> None:
         """Revoke now and wait for the outcome; Upstream if it did not succeed yet."""
@@ -277,35 +271,17 @@ class Reaper:
         return found
 
     async def _take_in(self, user: TaggedUser, now: float) -> bool:
-        lease_id = user.tags.get("dyncreds:lease") or f"orphan/{user.name}"
-        owner = user.tags.get("dyncreds:agent", "")
+        lease_id = user.lease_id or f"orphan/{user.name}"
+        owner = user.agent
         if self.scope is not None and await self.scope.tracked(owner, lease_id):
             return False  # a record still tracks it (a peer's, or one taken from us)
         if self.journal.get(lease_id) is not None:
             lease_id = f"orphan/{user.name}"
-        role = user.tags.get("dyncreds:role", "?")
         # Revoked at the expiry it announced (its tag), never earlier.
-        revoke_at = max(now, _announced(user.tags.get("dyncreds:expires")) or now)
+        revoke_at = max(now, user.expires_at or now)
         if self.scope is not None:  # announced on its agent's clock: the same instant on ours
             revoke_at = self.scope.revoke_at(owner, revoke_at)
-        await self.journal.creating(lease_id, role, user.name, user.created_at, revoke_at)
+        await self.journal.creating(lease_id, user.role, user.name, user.created_at, revoke_at)
         await self.journal.activate(lease_id, revoke_at)
         log.warning("orphan.found", user=user.name, lease=lease_id, agent=owner)
         return True
-
-
-def _announced(tag: str | None) -> float | None:
-    if not tag:
-        return None
-    try:
-        return parse_rfc3339(tag)
-    except ValueError:
-        return None
-
-
-def _listed_keys(detail: str | None) -> list[str]:
-    try:
-        keys = json.loads(detail or "[]")
-    except ValueError:
-        return []
-    return [str(k) for k in keys] if isinstance(keys, list) else []

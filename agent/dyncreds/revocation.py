@@ -5,42 +5,37 @@ for); STS credentials cannot be deleted, so the answer says until when they stay
 valid - or, for roles with ``revoke_sessions``, an inline deny on the role (or on
 the root user, for federation tokens) makes AWS refuse every session issued
 before now, and the leases that deny killed are dropped in every role that
-shares the target. The agent routes here; this module owns the rules.
+shares the target. The agent routes here with what a revocation needs (its
+workers, journal, reaper, the backend's session deny and the time) and keeps the
+status counters; this module owns the rules.
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from dyncreds import logs, views
+from dyncreds.config import Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease
 from dyncreds.protocol import BadRequest, DyncredsError, Upstream, rfc3339
 from dyncreds.reaper import Reaper
-from dyncreds.worker import Worker, WorkerTable
+from dyncreds.worker import WorkerTable
 
 log = logs.get("agent")
 
 
-class RevokeHost(Protocol):
-    """What a revocation needs of the agent (agent.py)."""
-
-    workers: WorkerTable
-    journal: Journal
-    reaper: Reaper
-    backend: Any  # agent.Backend: revoke_sessions
-    counters: Counter[str]
-    revocations: deque[dict[str, str]]
-
-    def now(self) -> float: ...
-    def workers_of(self, name: str) -> list[Worker]: ...
+DenySessions = Callable[[Role, float], Awaitable[None]]  # backend.revoke_sessions
 
 
 async def revoke(
-    agent: RevokeHost,
+    workers: WorkerTable,
+    journal: Journal,
+    reaper: Reaper,
+    deny_sessions: DenySessions,
+    now: float,
     *,
     lease_id: str | None = None,
     role: str | None = None,
@@ -51,35 +46,34 @@ async def revoke(
     """Revoke now; one result per lease saying exactly what happened to it:
     "deleted", "denied from T", or "valid until T: STS credentials cannot be
     deleted". ``owner`` (system mode, a non-admin): only that uid's own current
-    leases - never a shared one, a retiring one or another role's sessions."""
+    leases - never a shared one, a retiring one or another role's sessions.
+    ``role`` must be a configured one (the agent checks)."""
     # The protocol allows exactly one of lease_id, role and everything.
-    workers = agent.workers_of(role) if role is not None else list(agent.workers.values())
+    chosen = workers.of_role(role) if role is not None else list(workers.values())
     if owner is not None:
-        workers = [w for w in workers if w.key.uid == owner]
-    current = {lease.id: lease for w in workers if (lease := w.revoke(lease_id))}
-    targets = _targets(agent, current, lease_id, role, everything, owner)
+        chosen = [w for w in chosen if w.key.uid == owner]
+    current = {lease.id: lease for w in chosen if (lease := w.retire_now(lease_id))}
+    targets = _targets(journal, current, lease_id, role, everything, owner)
     if lease_id is not None and not targets:
         raise BadRequest(f"no lease {lease_id[:80]!r} (see `dyncreds status`)")
     if force:
         for target in targets:
-            await agent.journal.forget(target)
+            await journal.forget(target)
         log.warning("lease.forgotten", leases=",".join(targets))
         return [{"lease_id": t, "outcome": "forgotten (still in AWS)"} for t in targets]
     # Read before the deny: retiring leases may change the journal.
-    things = {r.lease_id: r.thing for r in agent.journal.all() if r.lease_id in targets}
-    now = agent.now()
+    things = {r.lease_id: r.thing for r in journal.all() if r.lease_id in targets}
     denied = (
-        set() if owner is not None else await _deny_sessions(agent, current, role, everything, now)
+        set()
+        if owner is not None
+        else await _deny_sessions(workers, deny_sessions, current, role, everything, now)
     )
-    results = await _revoke_targets(agent, targets, things, current, denied, now)
-    agent.counters["revoke_requests"] += 1
-    done = [{"lease_id": t, "outcome": results[t]} for t in sorted(results)]
-    agent.revocations.extend({**r, "at": rfc3339(now)} for r in done)
-    return done
+    results = await _revoke_targets(journal, reaper, targets, things, current, denied, now)
+    return [{"lease_id": t, "outcome": results[t]} for t in sorted(results)]
 
 
 def _targets(
-    agent: RevokeHost,
+    journal: Journal,
     current: dict[str, Lease],
     lease_id: str | None,
     role: str | None,
@@ -90,7 +84,7 @@ def _targets(
     the request also names (retiring ones, orphans) - never for a non-admin owner."""
     return list(current) + [
         r.lease_id
-        for r in agent.journal.all()
+        for r in journal.all()
         if owner is None
         and r.lease_id not in current
         and r.thing != "root_key"  # a root rotation cleans up after itself
@@ -99,7 +93,8 @@ def _targets(
 
 
 async def _revoke_targets(
-    agent: RevokeHost,
+    journal: Journal,
+    reaper: Reaper,
     targets: list[str],
     things: dict[str, str],
     current: dict[str, Lease],
@@ -112,7 +107,7 @@ async def _revoke_targets(
     results: dict[str, str] = {}
 
     async def one(target: str) -> None:
-        problem = await _revoke_one(agent, target, current.get(target))
+        problem = await _revoke_one(journal, reaper, target, current.get(target))
         if problem:
             failures.append(problem)
         else:
@@ -131,7 +126,12 @@ async def _revoke_targets(
 
 
 async def _deny_sessions(
-    agent: RevokeHost, current: dict[str, Lease], role: str | None, everything: bool, now: float
+    workers: WorkerTable,
+    deny_sessions: DenySessions,
+    current: dict[str, Lease],
+    role: str | None,
+    everything: bool,
+    now: float,
 ) -> set[str]:
     """For roles with ``revoke_sessions``: deny, in AWS, every session issued
     before now; then retire the leases that deny just killed, in every role
@@ -140,32 +140,32 @@ async def _deny_sessions(
     if role is not None:
         names.add(role)
     if everything:
-        names |= set(agent.workers.roles())
+        names |= set(workers.roles())
     roles = [
         ws[0].state.role
         for n in sorted(names)
-        if (ws := agent.workers.of_role(n)) and ws[0].state.role.revoke_sessions
+        if (ws := workers.of_role(n)) and ws[0].state.role.revoke_sessions
     ]
     for target in roles:
-        await agent.backend.revoke_sessions(target, now)
+        await deny_sessions(target, now)
         log.info("lease.sessions_denied", role=target.name, before=rfc3339(now))
-    arns = {arn for r in roles for arn in r.role_arns}
-    federation = any(r.credential_type == "federation_token" for r in roles)
-    for worker in agent.workers.values():
+    arns = {arn for r in roles if r.kind.sessions_scope == "role_arns" for arn in r.role_arns}
+    whole = {r.credential_type for r in roles if r.kind.sessions_scope == "kind"}
+    for worker in workers.values():
         lease, mine = worker.state.lease, worker.state.role
-        hit = (federation and mine.credential_type == "federation_token") or bool(
-            arns & set(mine.role_arns)
-        )
+        hit = mine.credential_type in whole or bool(arns & set(mine.role_arns))
         if lease is not None and hit and lease.issued_at <= now:
-            worker.revoke()
+            worker.retire_now()
     return {r.name for r in roles}
 
 
-async def _revoke_one(agent: RevokeHost, target: str, lease: Lease | None) -> str | None:
+async def _revoke_one(
+    journal: Journal, reaper: Reaper, target: str, lease: Lease | None
+) -> str | None:
     """Revoke one lease now; None, or what went wrong."""
-    if agent.journal.get(target) is not None:
+    if journal.get(target) is not None:
         try:
-            await agent.reaper.revoke_and_wait(target)
+            await reaper.revoke_and_wait(target)
         except DyncredsError as exc:
             return exc.message
         return None

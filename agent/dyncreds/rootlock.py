@@ -2,8 +2,9 @@
 
 With ``[root] mfa_serial`` the long-lived root key signs one thing only,
 GetSessionToken with an MFA code; everything else is signed by the session that
-returns, for ``unlock_for``. The AWS session (aws/session.py) keeps one
-``RootLock`` and asks it before every call; ``status`` shows it. Two ways to be
+returns, for ``unlock_for``. The keeper (keeper.py) keeps the one ``RootLock``
+and asks it, with the agent's clock, whenever a request or the AWS session asks
+whether the root may act; ``status`` shows it. Two ways to be
 locked, told apart because they differ for clients: no (or an ended) MFA
 session still serves warm leases; ``dyncreds lock`` refuses every request.
 """

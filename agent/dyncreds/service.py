@@ -1,7 +1,9 @@
 """The op table: a typed request -> the agent call -> a response line.
 
 Separate from the socket (server.py) and the process (daemon.py), so that every
-op can be tested without either.
+op can be tested without either. The table answers with the bytes it sends and
+the lease they carry (``Answer``): the audit records that lease, never one looked
+up afterwards (a renewal or a refresh may have installed a newer one meanwhile).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from dyncreds.protocol import DyncredsError, Unavailable
 from dyncreds.watchers import Watchers
 
 log = logs.get("server")
+
+# The response line, and the lease it hands out or made (credentials, renew, rotate).
+Answer = tuple[bytes, Lease | None]
+Table = Callable[[protocol.AnyRequest], Awaitable[Answer]]
 
 
 class ResponseCache:
@@ -108,7 +114,9 @@ def make_handler(
                     audit_log.record(str(op), exc.code, role=subject(request))
                 raise
             _name_peer(visitor)
-        return await (serve if audit_log is None else audited)(request)
+        if audit_log is None:
+            return (await serve(request))[0]
+        return await audited(request)
 
     async def audited(request: protocol.AnyRequest) -> bytes:
         assert audit_log is not None
@@ -117,14 +125,13 @@ def make_handler(
             return protocol.ok({"recorded": len(request.events)})
         op = AUDITED.get(type(request))
         if op is None:
-            return await serve(request)
+            return (await serve(request))[0]
         role = getattr(request, "role", None)
         try:
-            response = await serve(request)
+            response, lease = await serve(request)
         except DyncredsError as exc:
             audit_log.record(op, exc.code, role=role)
             raise
-        lease = agent.current_lease(role, _asker()) if role else None
         fields = {
             "role": role,
             "lease_id": lease.id if lease else getattr(request, "lease_id", None),
@@ -192,16 +199,15 @@ def _record_report(audit_log: AuditLog, report: protocol.Report) -> None:
         )
 
 
-def _fenced(
-    table: Callable[[protocol.AnyRequest], Awaitable[bytes]], watchers: Watchers
-) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
+def _fenced(table: Table, watchers: Watchers) -> Table:
     """The endpoints' ops (watch, report), and the fence after the FENCED ops."""
 
-    async def handle(request: protocol.AnyRequest) -> bytes:
+    async def handle(request: protocol.AnyRequest) -> Answer:
         if isinstance(request, protocol.Watch):
-            return protocol.ok({"generation": await watchers.watch(request.id, request.seen)})
+            generation = await watchers.watch(request.id, request.seen)
+            return protocol.ok({"generation": generation}), None
         if isinstance(request, protocol.Report):
-            return protocol.ok({"recorded": 0})  # the audit log is off
+            return protocol.ok({"recorded": 0}), None  # the audit log is off
         response = await table(request)
         if isinstance(request, FENCED):
             await watchers.bump()  # replies once every endpoint has dropped its cache
@@ -214,58 +220,69 @@ def _op_table(
     agent: Agent,
     on_reload: Callable[[], Awaitable[list[str]]],
     process_status: Callable[[], dict[str, Any]] = dict,
-) -> Callable[[protocol.AnyRequest], Awaitable[bytes]]:
+) -> Table:
     """The op table. ``on_reload`` is the daemon's (it tells systemd);
     ``process_status`` adds what only the process knows to ``status.agent``."""
     cache = ResponseCache()
 
-    async def handle(request: protocol.AnyRequest) -> bytes:
+    async def handle(request: protocol.AnyRequest) -> Answer:
         match request:
             case protocol.CredentialProcess(role=role):
-                return cache.credential_process(await agent.credentials(role, _asker()))
+                lease = await agent.credentials(role, _asker())
+                return cache.credential_process(lease), lease
             case protocol.GetCredentials(role=role):
-                return cache.credentials(await agent.credentials(role, _asker()))
-            case protocol.Ping():
-                return protocol.ok({"version": __version__, "pid": os.getpid()})
-            case protocol.Status():
-                only, owner = _viewer(agent)
-                status = agent.status(only, owner)
-                status["agent"].update(process_status())
-                return protocol.ok(status)
-            case protocol.Roles():
-                return protocol.ok({"roles": agent.roles(_viewer(agent)[0])})
-            case protocol.Revoke(lease_id=lease_id, role=role, all=everything, force=force):
-                owner = _owner("forget leases (--force)" if force else None)
-                results = await agent.revoke(
-                    lease_id=lease_id, role=role, everything=everything, force=force, owner=owner
-                )
-                revoked = sorted(r["lease_id"] for r in results)
-                return protocol.ok({"revoked": revoked, "results": results})
+                lease = await agent.credentials(role, _asker())
+                return cache.credentials(lease), lease
             case protocol.Renew(role=role):
                 return await _renew(agent, role)
-            case protocol.Reload():
-                return protocol.ok({"roles": await on_reload()})
             case protocol.Rotate(role=role):
                 _owner(f"rotate role {role}")  # one static user's key, everyone's
                 new, old = await agent.rotate(role)
                 replaced = old.summary() if old is not None else None
-                return protocol.ok({"lease": new.summary(), "replaced": replaced})
-            case (
-                protocol.RotateRoot() | protocol.Unlock() | protocol.Lock() | protocol.FleetStatus()
-            ):
-                return await _root_op(agent, request)
-        raise protocol.UnknownOp(f"unhandled op {type(request).__name__}")
+                return protocol.ok({"lease": new.summary(), "replaced": replaced}), new
+        return await _other_op(agent, request, on_reload, process_status), None
 
     return handle
 
 
-async def _renew(agent: Agent, role: str) -> bytes:
+async def _other_op(
+    agent: Agent,
+    request: protocol.AnyRequest,
+    on_reload: Callable[[], Awaitable[list[str]]],
+    process_status: Callable[[], dict[str, Any]],
+) -> bytes:
+    """The ops that hand out no lease."""
+    match request:
+        case protocol.Ping():
+            return protocol.ok({"version": __version__, "pid": os.getpid()})
+        case protocol.Status():
+            only, owner = _viewer(agent)
+            status = agent.status(only, owner)
+            status["agent"].update(process_status())
+            return protocol.ok(status)
+        case protocol.Roles():
+            return protocol.ok({"roles": agent.roles(_viewer(agent)[0])})
+        case protocol.Revoke(lease_id=lease_id, role=role, all=everything, force=force):
+            owner = _owner("forget leases (--force)" if force else None)
+            results = await agent.revoke(
+                lease_id=lease_id, role=role, everything=everything, force=force, owner=owner
+            )
+            revoked = sorted(r["lease_id"] for r in results)
+            return protocol.ok({"revoked": revoked, "results": results})
+        case protocol.Reload():
+            return protocol.ok({"roles": await on_reload()})
+        case protocol.RotateRoot() | protocol.Unlock() | protocol.Lock() | protocol.FleetStatus():
+            return await _root_op(agent, request)
+    raise protocol.UnknownOp(f"unhandled op {type(request).__name__}")
+
+
+async def _renew(agent: Agent, role: str) -> Answer:
     """New keys now: the asker's own lease (a shared one is an admin's to renew)."""
     if _owner(None) is not None and agent.key(role, _asker()).uid is None:
         _owner(f"renew the shared lease of role {role}")
     new, old = await agent.renew(role, _asker())
     replaced = old.summary() if old is not None else None
-    return protocol.ok({"lease": new.summary(), "replaced": replaced})
+    return protocol.ok({"lease": new.summary(), "replaced": replaced}), new
 
 
 def _owner(admins_only: str | None) -> int | None:
@@ -294,7 +311,7 @@ async def _root_op(
             until = await agent.root.unlock(code)
             return protocol.ok({"unlocked_until": protocol.rfc3339(until)})
         case protocol.Lock():
-            agent.root.lock()
+            agent.root.lock_now()
             return protocol.ok({})
         case protocol.FleetStatus():
             if agent.fleet is None:

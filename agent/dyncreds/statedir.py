@@ -23,7 +23,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from dyncreds.journal.sqlite import SqliteJournal
+from dyncreds.journal.sqlite import OldJournal, SqliteJournal
 
 LOCK_FILE = "agent.lock"
 ID_FILE = "agent-id"
@@ -123,6 +123,8 @@ def open_journal(path: Path) -> tuple[SqliteJournal, Path | None]:
     journal = path / "journal.sqlite3"
     try:
         return SqliteJournal(journal), None
+    except OldJournal as exc:
+        raise StateError(str(exc)) from None
     except sqlite3.DatabaseError as exc:
         if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
             raise StateError(f"cannot open the journal {journal}: {exc}") from None

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-# Compiled on first use (re caches it): `status` never parses a duration.
+# Compiled on first use (re caches it): `status` never parses a duration. ASCII
+# digits only (re.ASCII where it is used).
 _DURATION = r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?"
 # A common year's months (for parse_rfc3339): their days, and the days before each.
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
@@ -27,11 +28,11 @@ def parse_duration(value: object) -> int:
         return value
     if isinstance(value, str):
         text = value.strip()
-        match = re.fullmatch(_DURATION, text)
+        match = re.fullmatch(_DURATION, text, re.ASCII)
         if text and match and any(match.groups()):
             days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
             return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             return int(text)
     raise ValueError(f'expected a duration like "15m", "1h30m" or integer seconds, got {value!r}')
 

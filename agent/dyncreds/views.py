@@ -11,7 +11,7 @@ from dyncreds import broker
 from dyncreds.broker import RoleState
 from dyncreds.config import Role, RootSettings
 from dyncreds.journal import Record
-from dyncreds.kinds import KINDS
+from dyncreds.kinds import KINDS, by_thing
 from dyncreds.leases import IRREVOCABLE_AFTER, Lease, LeaseKey, Timing
 from dyncreds.protocol import rfc3339
 
@@ -135,10 +135,12 @@ def summary(states: Mapping[str, RoleState], journaled: int) -> str:
 
 def revoke_outcome(lease: Lease | None, denied: set[str], now: float, thing: str = "user") -> str:
     """What a revocation did to one lease, in the words ``revoke`` answers. A lease
-    no longer current (a retired one, known from its journal record) is a "user"
-    (deleted with all it has) or a static user's "key" (that key deleted)."""
+    no longer current (a retired one, known from its journal record) is answered
+    in the words of the kind whose record ``thing`` it is ("deleted": an IAM user
+    with all it has; "key deleted": a static user's key)."""
     if lease is None:
-        return "key deleted" if thing == "key" else "deleted"
+        owner = by_thing(thing)
+        return "deleted" if owner is None else owner.on_revoke
     if lease.user_name is not None:
         return KINDS[lease.credential_type].on_revoke
     if lease.role in denied:

@@ -36,14 +36,15 @@ log = logs.get("agent")
 MAX_SLEEP = 30.0  # re-read the wall clock at least this often
 
 
-class Issuer(Protocol):
-    """What a worker needs from AWS (aws/backend.py; a fake in timing tests)."""
+class LeaseMaker(Protocol):
+    """What a worker needs from AWS to make and extend its leases (aws/backend.py;
+    a fake in timing tests)."""
 
     async def issue(
         self,
         role: Role,
         lease_id: str,
-        now: float,
+        window: leases.Window,
         on_step: Callable[[str], None] = ...,
         consumer: str | None = None,
     ) -> Lease: ...
@@ -54,7 +55,7 @@ class Issuer(Protocol):
 class Context:
     """What every worker shares; the agent updates the settings on reload."""
 
-    issuer: Issuer
+    issuer: LeaseMaker
     journal: Journal
     retire: Callable[[str], Awaitable[None]]  # hand a journaled lease to the reaper
     wall: Callable[[], float]
@@ -166,8 +167,10 @@ class Worker:
             if lease is not None and (old is None or lease.id != old.id):
                 return lease
 
-    def revoke(self, lease_id: str | None = None) -> Lease | None:
-        """Retire the current lease now (if it is ``lease_id``, when given)."""
+    def retire_now(self, lease_id: str | None = None) -> Lease | None:
+        """Stop serving the current lease now (if it is ``lease_id``, when given) and
+        return it; a revocable one goes to the reaper, which revokes it at its
+        ``revoke_at`` - `revoke` (revocation.py) asks the reaper for more."""
         lease = self.state.lease
         if lease is None or (lease_id is not None and lease.id != lease_id):
             return None
@@ -270,7 +273,11 @@ class Worker:
         try:
             with trio.fail_after(self.ctx.issue_timeout):
                 lease = await self.ctx.issuer.issue(
-                    role, inflight.lease_id, started, inflight.on_step, consumer=self.consumer
+                    role,
+                    inflight.lease_id,
+                    leases.window(role, started, self.ctx.timing),
+                    inflight.on_step,
+                    consumer=self.consumer,
                 )
         except trio.TooSlowError:
             error = Upstream(
@@ -356,12 +363,15 @@ class Worker:
 
 
 def keeps_key(old: Role, new: Role | None) -> bool:
-    """A static user's key stays valid whatever else of its role changed, as long
-    as it is still the same user's: a reload carries the lease over."""
+    """A kind's lease stays valid whatever else of its role changed, as long as
+    the fields its row names are unchanged (a static user's key: still the same
+    user's): a reload carries the lease over."""
+    fields = old.kind.kept_while_same
     return (
         new is not None
-        and old.credential_type == new.credential_type == "static_user"
-        and old.username == new.username
+        and old.credential_type == new.credential_type
+        and bool(fields)
+        and all(getattr(old, f) == getattr(new, f) for f in fields)
     )
 
 

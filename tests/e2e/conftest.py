@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import AgentProcess
 from tests.e2e.fleetrig import FleetRig
 from tests.faultproxy import FaultProxy

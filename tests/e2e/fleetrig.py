@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role
 from tests.faultproxy import FaultProxy
 

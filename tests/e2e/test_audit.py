@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import SHIM, AgentProcess, iam_user_role, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import EC2_ONLY, SHIM, AgentProcess, iam_user_role, temp_users
 
 pytestmark = pytest.mark.e2e

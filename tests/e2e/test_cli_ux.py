@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, temp_users, wait_for
 from tests.e2e.test_seed_flow import dyncreds
 

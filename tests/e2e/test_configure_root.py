@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.e2e.test_cli_ux import snapshot
 from tests.e2e.test_keyring import item, secret_service  # noqa: F401 (a fixture)
 

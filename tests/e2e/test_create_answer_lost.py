@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import iam_user_role, temp_users, wait_for
 from tests.e2e.conftest import Rig
 from tests.e2e.test_static_user import ROLE, keys_of, make_user

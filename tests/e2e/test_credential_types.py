@@ -17,8 +17,8 @@ import boto3
 import botocore.exceptions
 import pytest
 
+from dyncreds.aws.standin import StandIn
 from dyncreds.protocol import parse_rfc3339
-from dyncreds.standin import StandIn
 from tests.conftest import (
     AgentProcess,
     iam_user_role,

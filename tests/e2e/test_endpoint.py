@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, make_assumable_role, temp_users, wait_for
 from tests.e2e.test_clients import GO_TEMPLATE, NODE_DIR, available, build_go, need
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from dyncreds import audit
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, raw_request, wait_for
 from tests.e2e import test_endpoint
 from tests.e2e.conftest import Rig

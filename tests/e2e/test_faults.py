@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from dyncreds.aws.rootkeys import StaticKeys, write_credentials_file
+from dyncreds.aws.standin import StandIn
 from dyncreds.leases import Secret
 from dyncreds.protocol import parse_rfc3339
-from dyncreds.standin import StandIn
 from tests.conftest import SHIM, AgentProcess, iam_user_role, temp_users, wait_for
 from tests.e2e.conftest import Rig
 from tests.faultproxy import Fault

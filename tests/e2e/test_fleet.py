@@ -16,14 +16,15 @@ test_fleet_churn.py)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dyncreds.aws.standin import StandIn
 from dyncreds.protocol import parse_rfc3339
-from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess, temp_users, wait_for
 from tests.e2e.fleetrig import (
     ROLE,
@@ -69,6 +70,7 @@ def test_a_dead_agents_users_are_deleted_once_at_their_announced_expiry(fleet: F
     assert any(p["user"] == user for p in status["pending"])
     table = b.cli("fleet", "status").stdout
     assert "dead" in table and table.count("alive") == 2
+    console_fleet_card(winners[0], user)
 
     # Not before the announced expiry ...
     wait_for(lambda: time.time() >= expires - 3, timeout=90, interval=0.2, message="expiry - 3s")
@@ -80,6 +82,22 @@ def test_a_dead_agents_users_are_deleted_once_at_their_announced_expiry(fleet: F
     # The survivors were never fenced: their own records stayed theirs.
     assert lease_of(b)["id"] and own["id"]
     assert "fleet.taken_over" not in b.log() + c.log()
+
+
+def console_fleet_card(winner: AgentProcess, user: str) -> None:
+    """The console's overview says what the winner's status says: the fleet, its
+    table, and one record taken over from one dead agent."""
+    from tests.e2e.uikit import console
+
+    with console(winner.env, winner.base / "ui.log") as ui:
+        status, _, body = ui.request("GET", "/", cookie=ui.sign_in())
+    assert status == 200
+    card = " ".join(
+        re.sub(r"<[^>]+>", " ", body.split('id="fleet"', 1)[1].split("</dl>", 1)[0]).split()
+    )
+    assert "Fleet ci" in card and "Table dyncreds-fleet" in card and "Reachable yes" in card
+    assert "Joined yes" in card
+    assert re.search(r"Taken over 1 record from 1 dead agent: \S+ at 20\d\d-", card), card
 
 
 def test_an_agent_cut_off_from_the_table_refuses_iam_users_and_is_fenced_when_back(

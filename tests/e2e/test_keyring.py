@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, temp_users
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import EC2_ONLY, AgentProcess, iam_user_role
 from tests.e2e.test_vault_parity import LOGIN_POLICY, FakeSignin
 from tests.e2e.test_vault_parity import signin as signin

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import iam_user_role, raw_request, temp_users, wait_for
 from tests.e2e.conftest import Rig
 from tests.faultproxy import Fault

@@ -1,6 +1,7 @@
 """ "Revocation that tells the truth", the promises no other test pinned: an IAM
 user's revocation says `deleted` and the user is gone; a root without
-iam:PutRolePolicy gets an error naming it; leases of other roles that a session
+iam:PutRolePolicy (or, for federation tokens, iam:PutUserPolicy) gets an error
+naming it; leases of other roles that a session
 deny just killed are dropped, so their clients get fresh ones."""
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import iam_user_role, make_assumable_role, temp_users
 from tests.e2e.conftest import Rig
-from tests.e2e.test_vault_parity import assumed
+from tests.e2e.test_vault_parity import FEDERATION, assumed
 from tests.faultproxy import Fault
 
 pytestmark = pytest.mark.e2e
@@ -29,17 +30,25 @@ def test_an_iam_user_revocation_says_deleted_and_the_user_is_gone(
     assert temp_users(aws) == []
 
 
-def test_a_root_without_put_role_policy_is_told_which_permission(
-    aws: StandIn, rig: Callable[..., Rig]
+@pytest.mark.parametrize("kind", ["assumed_role", "federation_token"])
+def test_a_root_without_the_put_policy_permission_is_told_which(
+    aws: StandIn, rig: Callable[..., Rig], kind: str
 ) -> None:
-    arn = make_assumable_role(aws)
-    made = rig({"deploy": assumed(arn, "revoke_sessions = true\n")})
+    """An assumed_role role's deny goes on its role (PutRolePolicy), a federation
+    token's on the root user that issued it (PutUserPolicy): each refusal names
+    the permission AWS wants, and no revocation is claimed."""
+    role, action = (
+        (assumed(make_assumable_role(aws), "revoke_sessions = true\n"), "PutRolePolicy")
+        if kind == "assumed_role"
+        else (FEDERATION, "PutUserPolicy")
+    )
+    made = rig({"deploy": role})
     agent = made.start()
     assert agent.request("credentials", role="deploy")["ok"]
-    made.proxy.add(Fault(frozenset({"PutRolePolicy"}), error="AccessDenied", status=403))
+    made.proxy.add(Fault(frozenset({action}), error="AccessDenied", status=403))
     result = agent.cli("revoke", "--role", "deploy", check=False)
     text = result.stdout + result.stderr
-    assert "iam:PutRolePolicy" in text, text
+    assert f"iam:{action}" in text, text
     assert "denied from" not in text  # never claimed
 
 

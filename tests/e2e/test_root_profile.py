@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dyncreds.standin import ADMIN, StandIn
+from dyncreds.aws.standin import ADMIN, StandIn
 from tests.conftest import AgentProcess, iam_user_role
 
 pytestmark = pytest.mark.e2e

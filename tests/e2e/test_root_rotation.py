@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from dyncreds.aws.rootkeys import read_credentials_file
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, wait_for
 from tests.e2e.conftest import Rig
 from tests.faultproxy import Fault

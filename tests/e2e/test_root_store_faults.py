@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dyncreds.aws.rootkeys import read_credentials_file
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import iam_user_role, wait_for
 from tests.e2e.conftest import Rig
 from tests.e2e.test_keyring import item, secret_service  # noqa: F401 - a fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import EC2_ONLY, AgentProcess, temp_users, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from dyncreds.aws.standin import StandIn
 from dyncreds.protocol import parse_rfc3339
-from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess
 from tests.e2e.test_keyring import item
 from tests.e2e.test_keyring import secret_service as secret_service  # a fixture

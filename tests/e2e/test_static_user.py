@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import AgentProcess, wait_for
 from tests.e2e.conftest import Rig
 from tests.faultproxy import Fault

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.conftest import AgentProcess, wait_for
 
 pytestmark = pytest.mark.e2e

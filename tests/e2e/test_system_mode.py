@@ -24,8 +24,8 @@ from typing import Any
 import boto3
 import pytest
 
+from dyncreds.aws.standin import StandIn
 from dyncreds.client import Client
-from dyncreds.standin import StandIn
 from dyncreds_shim import SYSTEM_SOCKET
 from tests.conftest import AgentProcess, iam_user_role, make_assumable_role, temp_users
 from tests.conftest import wait_for as wait_until

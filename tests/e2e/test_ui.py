@@ -5,6 +5,7 @@ without its CSRF token, another user's connection)."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -21,8 +23,8 @@ from urllib.parse import parse_qs, urlsplit
 import botocore.exceptions
 import pytest
 
+from dyncreds.aws.standin import StandIn
 from dyncreds.rootconfig import STARTER_CONFIG
-from dyncreds.standin import StandIn
 from tests.conftest import EC2_ONLY, make_assumable_role, temp_users, wait_for
 from tests.e2e.uikit import Console, chromium, console, path_of, screenshot
 
@@ -166,6 +168,28 @@ def generate(driver: Any) -> dict[str, str]:
     return {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
 
 
+def copy_buttons_copy(driver: Any, origin: str, keys: dict[str, str]) -> None:
+    """A Copy button puts exactly its value on the clipboard (compared by digest: a
+    failure must not print the secret)."""
+    from selenium.webdriver.common.by import By
+
+    grant = {"origin": origin, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}
+    driver.execute_cdp_cmd("Browser.grantPermissions", grant)
+    read = "navigator.clipboard.readText().then(arguments[0], e => arguments[0]('!' + e))"
+    for source, expected in (("k-secret", keys["aws_secret_access_key"]), ("k-export", None)):
+        button = driver.find_element(By.CSS_SELECTOR, f'button[data-copy="{source}"]')
+        button.click()
+        wait_for(partial(_shows, button, "Copied"), message=f"{source} copied")
+        copied = driver.execute_async_script(read)
+        want = expected if expected is not None else by_id(driver, source).text
+        same = hashlib.sha256(copied.encode()).digest() == hashlib.sha256(want.encode()).digest()
+        assert same, f"the clipboard does not hold {source}'s text"
+
+
+def _shows(element: Any, text: str) -> bool:
+    return bool(element.text == text)
+
+
 def keyboard_first_stop(driver: Any) -> None:
     """The first Tab lands on "Skip to content", visible when focused."""
     from selenium.webdriver.common.by import By
@@ -213,6 +237,7 @@ def test_seed_flow_in_a_browser(setup: Setup, aws: StandIn, tmp_path: Path) -> N
         create_role(driver, setup, tmp_path)
         keys = generate(driver)
         screenshot(driver, "role-generated", tmp_path)
+        copy_buttons_copy(driver, f"http://{ui.host}", keys)
         # The keys work: they are the new user's, EC2 is allowed, S3 denied.
         (user,) = temp_users(aws)
         assert aws.client("sts", **keys).get_caller_identity()["Arn"].endswith(user)

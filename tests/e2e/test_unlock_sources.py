@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dyncreds.standin import StandIn
+from dyncreds.aws.standin import StandIn
 from tests.e2e.conftest import Rig
 
 pytestmark = pytest.mark.e2e

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from dyncreds.aws.standin import StandIn
 from dyncreds.protocol import parse_rfc3339
-from dyncreds.standin import StandIn
 from tests.conftest import AgentProcess, iam_user_role, make_assumable_role
 from tests.e2e.conftest import Rig
 

@@ -110,7 +110,8 @@ def console(env: dict[str, str], log: Path) -> Iterator[Console]:
         yield running
     finally:
         running.stop()
-        print(f"--- the console's log\n{running.log()}")  # shown when a test fails
+        # Shown when a test fails; the sign-in token is a secret, even in test output.
+        print(f"--- the console's log\n{running.log().replace(running.token, '<token>')}")
 
 
 def browser_missing() -> str | None:

@@ -37,17 +37,48 @@ from dyncreds import logs
 from dyncreds.aws.session import GONE_CODES, AwsSession, aws_code
 from dyncreds.config import Role
 from dyncreds.journal import Journal
-from dyncreds.leases import Lease, Secret
-from dyncreds.protocol import Upstream, rfc3339
+from dyncreds.leases import Lease, Secret, Window
+from dyncreds.protocol import Upstream, parse_rfc3339, rfc3339
 
 log = logs.get("aws")
 
 
+# The tags on every user dyncreds creates (all in CreateUser's one call): what the
+# orphan sweep reads when the journal is lost. An on-AWS format that older agents
+# and fleets read - the keys do not change. ``TAG_EXPIRY`` is the lease's expiry.
+TAG_AGENT = "dyncreds:agent"
+TAG_LEASE = "dyncreds:lease"
+TAG_ROLE = "dyncreds:role"
+TAG_EXPIRY = "dyncreds:expires"
+
+
 @dataclass(frozen=True)
 class TaggedUser:
+    """A user found by its tags, read back in the journal's words."""
+
     name: str
     tags: dict[str, str]
     created_at: float
+
+    @property
+    def agent(self) -> str:
+        return self.tags.get(TAG_AGENT, "")
+
+    @property
+    def lease_id(self) -> str | None:
+        return self.tags.get(TAG_LEASE) or None
+
+    @property
+    def role(self) -> str:
+        return self.tags.get(TAG_ROLE, "?")
+
+    @property
+    def expires_at(self) -> float | None:
+        """The expiry its tag announced; None if the tag is missing or unreadable."""
+        try:
+            return parse_rfc3339(self.tags[TAG_EXPIRY])
+        except (KeyError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -59,10 +90,10 @@ class Propagation:
 
 def tags(agent_id: str, lease_id: str, role: Role, expires_at: float) -> list[dict[str, str]]:
     own = [
-        {"Key": "dyncreds:agent", "Value": agent_id},
-        {"Key": "dyncreds:lease", "Value": lease_id},
-        {"Key": "dyncreds:role", "Value": role.name},
-        {"Key": "dyncreds:expires", "Value": rfc3339(expires_at)},
+        {"Key": TAG_AGENT, "Value": agent_id},
+        {"Key": TAG_LEASE, "Value": lease_id},
+        {"Key": TAG_ROLE, "Value": role.name},
+        {"Key": TAG_EXPIRY, "Value": rfc3339(expires_at)},
     ]
     return own + [{"Key": key, "Value": value} for key, value in role.iam_tags]
 
@@ -75,15 +106,15 @@ async def create(
     lease_id: str,
     user_name: str,
     agent_id: str,
-    now: float,
+    window: Window,
     propagation: Propagation,
     create_grace: float = 300.0,
     on_step: Callable[[str], None] = lambda step: None,
 ) -> Lease:
     """Create the user and its key; return a lease that works. On failure the
     journal record is left for the reaper (or dropped, if nothing was created)."""
-    expires_at = now + role.ttl
-    await journal.creating(lease_id, role.name, user_name, now, expires_at)
+    expires_at = window.expires_at
+    await journal.creating(lease_id, role.name, user_name, window.issued_at, expires_at)
     create_failed: Upstream | None = None
     try:
         on_step("create_user")
@@ -115,13 +146,13 @@ async def create(
     return Lease(
         id=lease_id,
         role=role.name,
-        credential_type="iam_user",
+        credential_type=role.credential_type,
         access_key_id=key["AccessKeyId"],
         secret_access_key=secret,
         session_token=None,
-        issued_at=now,
+        issued_at=window.issued_at,
         expires_at=expires_at,
-        hard_expires_at=now + role.max_ttl,
+        hard_expires_at=window.hard_expires_at,
         user_name=user_name,
         arn=arn,
     )
@@ -246,7 +277,7 @@ async def extend(aws: AwsSession, user_name: str, expires_at: float) -> None:
         "iam",
         "tag_user",
         UserName=user_name,
-        Tags=[{"Key": "dyncreds:expires", "Value": rfc3339(expires_at)}],
+        Tags=[{"Key": TAG_EXPIRY, "Value": rfc3339(expires_at)}],
     )
 
 
@@ -362,7 +393,7 @@ async def list_tagged_users(aws: AwsSession, agent_ids: set[str]) -> list[Tagged
                     continue
                 raise
             user_tags = {t["Key"]: t["Value"] for t in tag_page.get("Tags", [])}
-            if user_tags.get("dyncreds:agent") in agent_ids:
+            if user_tags.get(TAG_AGENT) in agent_ids:
                 found.append(TaggedUser(name, user_tags, user["CreateDate"].timestamp()))
         if not page.get("IsTruncated"):
             return found

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 
-_INVALID = re.compile(r"[^\w+=,.@-]")
+_INVALID = re.compile(r"[^\w+=,.@-]", re.ASCII)
 
 USER_NAME_MAX = 64
 FEDERATION_NAME_MAX = 32

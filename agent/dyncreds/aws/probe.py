@@ -6,7 +6,7 @@ from __future__ import annotations
 import boto3
 import botocore.config
 
-from dyncreds.aws.session import map_errors
+from dyncreds.aws.errors import map_errors
 from dyncreds.leases import Secret
 
 UNREACHABLE = frozenset({"ConnectionError", "RequestTimeout", "EndpointConnectionError"})

@@ -21,9 +21,10 @@ import time
 import trio
 
 from dyncreds import logs
+from dyncreds.aws.errors import GONE_CODES
 from dyncreds.aws.iam_user import Propagation, wait_until_usable
 from dyncreds.aws.rootkeys import StaticKeys
-from dyncreds.aws.session import GONE_CODES, AwsSession
+from dyncreds.aws.session import AwsSession
 from dyncreds.journal import Journal
 from dyncreds.leases import Secret
 from dyncreds.protocol import BadRequest, DyncredsError, Unavailable, Upstream

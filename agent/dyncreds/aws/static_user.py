@@ -22,7 +22,7 @@ from dyncreds.aws.iam_user import Propagation, wait_until_usable
 from dyncreds.aws.session import GONE_CODES, AwsSession
 from dyncreds.config import Role
 from dyncreds.journal import Journal
-from dyncreds.leases import Lease, Secret
+from dyncreds.leases import Lease, Secret, Window
 from dyncreds.protocol import Upstream, rfc3339
 
 log = logs.get("aws")
@@ -42,14 +42,13 @@ async def create(
     *,
     role: Role,
     lease_id: str,
-    now: float,
-    expires_at: float,
+    window: Window,
     propagation: Propagation,
     create_grace: float,
     on_step: Callable[[str], None] = lambda step: None,
 ) -> Lease:
     """A new key of the role's user, proven to work, journaled; a lease of it."""
-    user = str(role.username)
+    user, now, expires_at = str(role.username), window.issued_at, window.expires_at
     on_step("list_keys")
     existing = await reconcile(aws, journal, user)
     if len(existing) >= KEYS_MAX:
@@ -82,7 +81,7 @@ async def create(
     return Lease(
         id=lease_id,
         role=role.name,
-        credential_type="static_user",
+        credential_type=role.credential_type,
         access_key_id=created_key,
         secret_access_key=secret,
         session_token=None,

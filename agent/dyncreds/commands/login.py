@@ -126,12 +126,8 @@ def console_url(p: paths.Paths, name: str, fetch: Callable[[], dict[str, Any]]) 
     role = cfg.roles.get(name)
     if role is None:
         raise CliError(f"unknown role {name!r} (see `dyncreds roles`)", EXIT_USAGE)
-    if role.credential_type == "session_token":
-        raise CliError(
-            "GetSessionToken credentials cannot sign in to the console (AWS refuses them); "
-            "use an assumed_role or federation_token role",
-            EXIT_USAGE,
-        )
+    if role.kind.login_refused:
+        raise CliError(role.kind.login_refused, EXIT_USAGE)
     creds: dict[str, Any] = fetch()
     if not creds.get("SessionToken"):  # an IAM user's key: federate it first
         creds = _federate(role.name, cfg, creds)

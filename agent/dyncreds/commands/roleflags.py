@@ -22,7 +22,7 @@ import msgspec
 
 from dyncreds.client import EXIT_USAGE, CliError
 from dyncreds.config.schema import RoleFile, Seconds
-from dyncreds.kinds import CREDENTIAL_TYPES, KIND_FIELDS, kinds_taking
+from dyncreds.kinds import KINDS, kind_fields, kinds_taking, names
 
 # Fields whose flag is not the field's own name.
 FLAG_NAMES = {
@@ -98,7 +98,7 @@ def role_flags() -> list[FieldFlag]:
 
 def _help(field: str) -> str:
     text = HELP.get(field, f"the role file's {field}")
-    if field in KIND_FIELDS:
+    if field in kind_fields():
         text += f" ({', '.join(sorted(kinds_taking(field)))})"
     return text
 
@@ -107,7 +107,7 @@ def add_role_flags(p: argparse.ArgumentParser, *, edit: bool) -> None:
     for ff in role_flags():
         kwargs: dict[str, Any] = {"dest": ff.dest, "help": _help(ff.field)}
         if ff.kind == "choice":
-            kwargs.update(choices=list(CREDENTIAL_TYPES), required=not edit)
+            kwargs.update(choices=list(names()), required=not edit)
         elif ff.kind == "bool":
             kwargs.update(action=argparse.BooleanOptionalAction, default=None)
         elif ff.kind == "dict":
@@ -153,7 +153,9 @@ def changes_from(args: argparse.Namespace, *, credential_type: str | None) -> di
         out["policy_document"] = _indented(_read_policy(args.policy_copy))
     if args.tag:
         kind = out.get("credential_type") or credential_type
-        out["iam_tags" if kind == "iam_user" else "session_tags"] = _pairs("--tag", args.tag)
+        row = KINDS.get(kind) if isinstance(kind, str) else None
+        iam = row is not None and "iam_tags" in row.fields  # tags on the user it makes
+        out["iam_tags" if iam else "session_tags"] = _pairs("--tag", args.tag)
     return out
 
 

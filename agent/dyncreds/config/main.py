@@ -18,11 +18,12 @@ from dyncreds.config.schema import (
     format_duration,
 )
 
-REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d", re.ASCII)
 URL = re.compile(r"https?://[^\s/]+(/\S*)?")
 # An MFA device: a virtual device ARN, or a hardware token serial (GetSessionToken).
 MFA_SERIAL = re.compile(
-    r"arn:aws[a-z-]*:iam::\d{12}:(mfa|u2f)/[\w+=,.@/-]{1,512}|[\w+=/:,.@-]{9,256}"
+    r"arn:aws[a-z-]*:iam::\d{12}:(mfa|u2f)/[\w+=,.@/-]{1,512}|[\w+=/:,.@-]{9,256}",
+    re.ASCII,
 )
 TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 FLEET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")

@@ -17,9 +17,9 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import msgspec
 
-from dyncreds.config.schema import Table, dec_hook
+from dyncreds.config.schema import dec_hook
 
-_T = TypeVar("_T", bound=Table)
+_T = TypeVar("_T", bound=msgspec.Struct)
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from dyncreds.config.main import REGION, check_template
 from dyncreds.config.problems import Problem, decode_table, line_of, printable_path, read_toml
 from dyncreds.config.schema import ROLE_NAME, LeaseDefaults, Role, RoleFile, format_duration
-from dyncreds.kinds import CREDENTIAL_TYPES, KIND_FIELDS, KINDS, Kind, kinds_taking
+from dyncreds.kinds import KINDS, Kind, kind_fields, kinds_taking, names
 
 # AWS limits that can be checked offline.
 INLINE_POLICY_MAX = 2048  # user inline policies and session policies, whitespace excluded
@@ -23,11 +26,11 @@ TAGS_MAX = 50
 RESERVED_TAGS = 4  # dyncreds:agent, :lease, :role, :expires
 TAG_KEY_MAX, TAG_VALUE_MAX = 128, 256
 USER_PATH_MAX = 512
-EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}")
-POLICY_ARN = re.compile(r"arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]{1,1024}")
-ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
-GROUP_NAME = re.compile(r"[\w+=,.@-]{1,128}")
-USER_NAME = re.compile(r"[\w+=,.@-]{1,64}")
+EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
+POLICY_ARN = re.compile(r"arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]{1,1024}", re.ASCII)
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", re.ASCII)
+GROUP_NAME = re.compile(r"[\w+=,.@-]{1,128}", re.ASCII)
+USER_NAME = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
 USER_PATH = re.compile(r"/([\x21-\x7e]*/)?")
 
 Bad = Callable[[str, str], None]
@@ -46,12 +49,19 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
     if read is None:
         return None
     raw, text = read
-    spec = decode_table(raw, RoleFile, path, text, None, problems)
-    if spec is None:
+    decoded = _decode(raw, path, text, problems)
+    if decoded is None:
         return None
+    spec, options = decoded
+    types = ", ".join(names())
     if spec.credential_type is None:
-        types = ", ".join(CREDENTIAL_TYPES)
         problems.append(Problem(path, None, f"credential_type is required (one of {types})"))
+        return None
+    if spec.credential_type not in KINDS:
+        where = line_of(text, None, "credential_type")
+        problems.append(
+            Problem(path, where, f"credential_type: {spec.credential_type!r} is not one of {types}")
+        )
         return None
     kind = KINDS[spec.credential_type]
 
@@ -66,19 +76,34 @@ def load_role(path: Path, defaults: LeaseDefaults, problems: list[Problem]) -> R
     ttl, max_ttl = _role_ttls(kind, spec, defaults, bad)
     if len(problems) > before:
         return None
-    return _role(name, kind, spec, policy, ttl, max_ttl, path)
+    return replace(_role(name, kind, spec, policy, ttl, max_ttl, path), options=options)
+
+
+def _decode(
+    raw: dict[str, Any], path: Path, text: str, problems: list[Problem]
+) -> tuple[RoleFile, msgspec.Struct | None] | None:
+    """The keys every kind shares, as a ``RoleFile``; a kind's own keys (its
+    ``Kind.options``, declared in its module), as that Struct - each bad key reported."""
+    named = raw.get("credential_type")
+    own = KINDS[named].options if isinstance(named, str) and named in KINDS else None
+    own_keys = {f.encode_name for f in msgspec.structs.fields(own)} if own else set()
+    shared = {key: value for key, value in raw.items() if key not in own_keys}
+    spec = decode_table(shared, RoleFile, path, text, None, problems)
+    if own is None:
+        return None if spec is None else (spec, None)
+    mine = {key: value for key, value in raw.items() if key in own_keys}
+    options = decode_table(mine, own, path, text, None, problems)
+    return None if spec is None or options is None else (spec, options)
 
 
 def _grants_something(kind: Kind, spec: RoleFile, policy: str | None) -> bool:
-    """True unless the kind needs one of several grant fields and the file has none."""
-    present = {
-        "policy": policy is not None,
-        "policy_arns": bool(spec.policy_arns),
-        "iam_groups": bool(spec.iam_groups),
-        "role_arns": bool(spec.role_arns),
-        "username": bool(spec.username),
-    }
-    return not kind.needs_one_of or any(present[field] for field in kind.needs_one_of)
+    """True unless the kind needs one of several grant fields and the file has none
+    ("policy": policy_document or policy_file, read already)."""
+
+    def present(field: str) -> bool:
+        return policy is not None if field == "policy" else bool(getattr(spec, field))
+
+    return not kind.needs_one_of or any(present(field) for field in kind.needs_one_of)
 
 
 def _role(
@@ -117,7 +142,7 @@ def _role(
 
 def _check_fields_for_kind(kind: Kind, raw: dict[str, Any], bad: Bad) -> None:
     """Which fields each type takes (Vault's checks), from the kinds table."""
-    for key in sorted(KIND_FIELDS):
+    for key in sorted(kind_fields()):
         if key not in kind.fields and raw.get(key) not in (None, [], {}):
             allowed = " and ".join(sorted(kinds_taking(key)))
             bad(key, f"not allowed for credential_type {kind.name} (only {allowed})")
@@ -151,6 +176,10 @@ def _check_names(kind: Kind, spec: RoleFile, bad: Bad) -> None:
 
 
 def _check_arns(kind: Kind, spec: RoleFile, bad: Bad) -> None:
+    """ARNs and the IAM user name: AWS's syntax and counts."""
+    user = spec.username
+    if "username" in kind.fields and user is not None and not USER_NAME.fullmatch(user):
+        bad("username", f"{user!r} is not an IAM user name")
     for arn in spec.policy_arns:
         if not POLICY_ARN.fullmatch(arn):
             bad("policy_arns", f"{arn!r} is not an IAM policy ARN")
@@ -214,14 +243,14 @@ def _check_tags(key: str, tags: dict[str, str], limit: int, bad: Bad) -> None:
 
 
 def _role_ttls(kind: Kind, spec: RoleFile, defaults: LeaseDefaults, bad: Bad) -> tuple[int, int]:
-    if kind.name == "static_user":  # the rotation period is the lease's life
-        period = int(spec.rotation_period if spec.rotation_period is not None else 24 * 3600)
+    if kind.period_field is not None:  # a rotation period is the lease's life
+        key = kind.period_field
+        given = getattr(spec, key)
+        period = int(given if given is not None else kind.period_default)
         if period < kind.min_ttl:
-            bad("rotation_period", f"must be at least {format_duration(kind.min_ttl)}")
+            bad(key, f"must be at least {format_duration(kind.min_ttl)}")
         if spec.ttl is not None or spec.max_ttl is not None:
-            bad("ttl", "a static_user role takes rotation_period, not ttl or max_ttl")
-        if spec.username is not None and not USER_NAME.fullmatch(spec.username):
-            bad("username", f"{spec.username!r} is not an IAM user name")
+            bad("ttl", f"a {kind.name} role takes {key}, not ttl or max_ttl")
         return period, period
     if kind.max_ttl is None:  # the agent's own lease rules (iam_user)
         ttl = int(spec.ttl if spec.ttl is not None else defaults.ttl)

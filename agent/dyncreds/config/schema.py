@@ -197,6 +197,8 @@ class Role:
     revoke_sessions: bool = False
     username: str | None = None  # static_user: the existing IAM user
     source: Path | None = field(default=None, compare=False)
+    # The kind's own role-file keys (``Kind.options``, a msgspec Struct), if it has any.
+    options: Any = field(default=None, hash=False)
 
     @property
     def kind(self) -> Kind:

@@ -6,7 +6,8 @@ rules.py's. Every write is one durable transaction, run in a worker thread so th
 never stalls the event loop (and with it every client). Writes are serialized:
 one connection, one writer at a time, in arrival order (trio's Lock is fair), so
 the in-memory copy of the rows - which every read uses - is updated in the same
-order as the file.
+order as the file. A journal in 0.1's format is refused, untouched, with what to
+do (``OldJournal``): its records name users that still need revoking.
 """
 
 from __future__ import annotations
@@ -42,20 +43,18 @@ CREATE TABLE IF NOT EXISTS leases (
     detail        TEXT
 );
 CREATE INDEX IF NOT EXISTS leases_due ON leases (revoke_at);
-DROP TABLE IF EXISTS meta;
 """
-
-UPGRADES = (
-    ("settle_until", "REAL NOT NULL DEFAULT 0"),
-    ("thing", "TEXT NOT NULL DEFAULT 'user'"),
-    ("detail", "TEXT"),
-)
 
 _COLUMNS = (
     "lease_id, role, user_name, access_key_id, state, created_at, revoke_at, attempts, "
     "next_attempt, last_error, settle_until, thing, detail"
 )
 _FIELDS = frozenset(field.name for field in dataclasses.fields(Record)) - {"lease_id"}
+
+
+class OldJournal(Exception):
+    """A journal in 0.1's format (no settle_until, thing, detail): refused, never
+    guessed at - its records name IAM users that still need revoking."""
 
 
 async def in_thread(fn: Callable[[], T]) -> T:
@@ -76,16 +75,23 @@ class SqliteJournal(Rules):
         # is one durable transaction per write. check_same_thread=False: the one
         # connection is used by one thread at a time (the lock), not always the same.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._refuse_0_1(path)  # before anything is written to the file
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(leases)")}
-        for column, declaration in UPGRADES:  # a journal written by 0.1
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE leases ADD COLUMN {column} {declaration}")
         self._rows: dict[str, Record] = {
             row[0]: Record(*row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM leases")
         }
+
+    def _refuse_0_1(self, path: Path | str) -> None:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(leases)")}
+        if columns and not {"settle_until", "thing", "detail"} <= columns:
+            self._db.close()
+            raise OldJournal(
+                f"the journal {path} was written by dyncreds 0.1, which this version cannot "
+                "read: start dyncreds 0.2 on it once (it upgrades the file), or run "
+                "`dyncreds revoke --all` with 0.1 and remove the file"
+            )
 
     async def close(self) -> None:
         async with self._lock:

@@ -23,6 +23,8 @@ class Places:
     local: Journal  # the state dir's SQLite journal, already open
     agent_id: str
     table: Any = None  # the fleet's table (aws/fleet_table.FleetTable), with [fleet]
+    # The fleet's: a peer took this lease's record over (the agent stops serving it).
+    on_lost: Callable[[str], None] = lambda lease_id: None
 
 
 def _sqlite(places: Places) -> Journal:
@@ -33,7 +35,7 @@ def _dynamodb(places: Places) -> Journal:
     from dyncreds.journal.dynamodb import DynamoDbJournal
 
     assert places.table is not None, "[fleet] opens the fleet's table first"
-    return DynamoDbJournal(places.table, places.agent_id)
+    return DynamoDbJournal(places.table, places.agent_id, on_lost=places.on_lost)
 
 
 STORES: dict[str, Callable[[Places], Journal]] = {

@@ -18,7 +18,7 @@ from dyncreds import config
 from dyncreds.client import CliError
 from dyncreds.commands.lease import format_credentials
 from dyncreds.commands.roles import aws_config_sections, shim_command, shim_path
-from dyncreds.kinds import CREDENTIAL_TYPES, KINDS
+from dyncreds.kinds import KINDS, names
 from dyncreds.ui import forms, writers
 from dyncreds.ui.web import agent_status, ask, console, form, render, see_other
 
@@ -64,7 +64,7 @@ def _form_page(
         values=values,
         editing=editing,
         kind=kind,
-        types=CREDENTIAL_TYPES,
+        types=names(),
         fields=forms.fields_for(kind),
         errors=errors or [],
         policy_error=policy_error,

@@ -27,7 +27,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     """``127.0.0.1:PORT`` (or ``[::1]:PORT``); loopback only, PORT 0 = any free port."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise CliError(f"--listen {text!r}: want 127.0.0.1:PORT", EXIT_USAGE)
     if not is_loopback(host):
         raise CliError(

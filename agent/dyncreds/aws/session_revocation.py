@@ -78,7 +78,7 @@ async def deny_federation_sessions(aws: AwsSession, at: float) -> str:
             "put_user_policy",
             UserName=user,
             PolicyName=POLICY_NAME,
-            PolicyDocument=deny_issued_before(at, spare_mfa=aws.lock.enabled),
+            PolicyDocument=deny_issued_before(at, spare_mfa=aws.mfa.enabled),
         )
     except Upstream as exc:
         raise _needs("iam:PutUserPolicy", arn, exc) from None

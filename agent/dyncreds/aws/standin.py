@@ -1,8 +1,8 @@
 """The embedded AWS stand-in: moto's server on loopback with IAM enforcement,
 an administrator service account, and the helpers that start a real agent
-against it. Used by ``dyncreds demo``, the tests and the benchmarks; it is the
-only module outside ``aws/`` that imports boto3 (and moto), because it plays
-AWS rather than talking to it.
+against it. Used by ``dyncreds demo``, the tests and the benchmarks. It lives
+under ``aws/`` because it imports boto3 (and moto); it plays AWS rather than
+talking to it, and nothing in the agent's code path imports it.
 """
 
 from __future__ import annotations
