@@ -201,5 +201,35 @@ def test_the_shim_of_a_venv_or_user_install(
         )  # fmt: skip
         assert installed.returncode == 0, installed.stdout + installed.stderr
         shim_runs(python, bin_dir / "dyncreds-shim", env)
+        if how == "venv":
+            sdks_read_the_profile(python, bin_dir / "dyncreds-shim", env, short_dir)
     finally:
         agent.stop()
+
+
+SDK_READERS = {
+    # (the command, what must be there for it, the key id's place in its output)
+    "boto3": [str(VENV_BIN / "python"), "-c", "import boto3; print(boto3.Session("
+              "profile_name='r').get_credentials().get_frozen_credentials().access_key)"],
+    "awscli-v2": ["/usr/bin/aws", "configure", "export-credentials", "--profile", "r"],
+    "js-sdk-v3": ["node", "-e", "require('@aws-sdk/credential-providers').fromProcess("
+                  "{profile: 'r'})().then(c => console.log(c.accessKeyId))"],
+}  # fmt: skip
+
+
+def sdks_read_the_profile(python: str, shim: Path, env: dict[str, str], base: Path) -> None:
+    """The shim's fast path (a regular install: its module's .pyc by path, no
+    teardown) as SDKs run it from the profile aws-config writes: each gets the key.
+    (tests/e2e/test_clients.py runs every SDK through the test venv's editable
+    install, the script's slower path.)"""
+    from tests.e2e.test_clients import NODE_DIR, available, need
+
+    config = base / "aws-config"
+    config.write_text(f"[profile r]\ncredential_process = {python} -I -S -X utf8 {shim} r\n")
+    env = dict(env, AWS_CONFIG_FILE=str(config), NODE_PATH=str(NODE_DIR / "node_modules"))
+    for name, argv in SDK_READERS.items():
+        ok, reason = available(name, None)
+        need(ok, reason)
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (name, result.stderr)
+        assert "AKIA" in result.stdout or "ASIA" in result.stdout, (name, result.stdout)
