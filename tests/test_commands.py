@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from dyncreds.client import CliError
 from dyncreds.commands import build_parser, report
-from dyncreds.commands.common import CliError
 from dyncreds.commands.render import render_status, use_colour
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z

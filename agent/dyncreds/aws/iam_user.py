@@ -34,7 +34,8 @@ from typing import Any
 import trio
 
 from dyncreds import logs
-from dyncreds.aws.session import GONE_CODES, AwsSession, aws_code
+from dyncreds.aws.errors import GONE_CODES, aws_code
+from dyncreds.aws.session import AwsSession
 from dyncreds.config import Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease, Secret, Window

@@ -20,10 +20,7 @@ import trio
 from dyncreds.aws.attempts import BotoHook
 from dyncreds.aws.calls import Caller
 from dyncreds.aws.clients import ClientFactory
-from dyncreds.aws.errors import GONE_CODES as GONE_CODES
 from dyncreds.aws.errors import ROOT_REJECTED_CODES, RootRefreshFailed
-from dyncreds.aws.errors import aws_code as aws_code
-from dyncreds.aws.errors import map_errors as map_errors
 from dyncreds.aws.mfa import MfaSession, NeverUnlocked, RootGate
 from dyncreds.aws.rootkeys import (
     StaticKeys,

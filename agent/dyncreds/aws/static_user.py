@@ -18,8 +18,9 @@ from collections.abc import Callable
 import trio
 
 from dyncreds import logs
+from dyncreds.aws.errors import GONE_CODES
 from dyncreds.aws.iam_user import Propagation, wait_until_usable
-from dyncreds.aws.session import GONE_CODES, AwsSession
+from dyncreds.aws.session import AwsSession
 from dyncreds.config import Role
 from dyncreds.journal import Journal
 from dyncreds.leases import Lease, Secret, Window

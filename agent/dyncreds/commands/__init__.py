@@ -21,7 +21,7 @@ import json
 import sys
 
 from dyncreds import __version__
-from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE
+from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE, CliError
 from dyncreds.commands import (
     audit,
     completion,
@@ -33,7 +33,7 @@ from dyncreds.commands import (
     root,
     setup,
 )
-from dyncreds.commands.common import CliError, Commands, get_paths
+from dyncreds.commands.common import Commands, get_paths
 from dyncreds.commands.completion import offer_directories, offer_files
 
 TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from dyncreds.client import EXIT_OK, EXIT_USAGE
-from dyncreds.commands.common import CliError, Commands, get_paths, load, print_json
+from dyncreds.client import EXIT_OK, EXIT_USAGE, CliError
+from dyncreds.commands.common import Commands, get_paths, load, print_json
 from dyncreds.commands.completion import offer_roles
 
 TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dyncreds.client import EXIT_USAGE
-from dyncreds.client import CliError as CliError
+from dyncreds.client import EXIT_USAGE, CliError
 
 # Not `from typing import TYPE_CHECKING`: importing typing is a tenth of the CLI's
 # start-up, and annotations are strings here (PEP 563), so every module the CLI

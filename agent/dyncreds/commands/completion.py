@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dyncreds.client import EXIT_OK, EXIT_USAGE
-from dyncreds.commands.common import CliError, Commands, get_paths
+from dyncreds.client import EXIT_OK, EXIT_USAGE, CliError
+from dyncreds.commands.common import Commands, get_paths
 
 TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
 if TYPE_CHECKING:

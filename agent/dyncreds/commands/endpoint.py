@@ -23,8 +23,9 @@ from dyncreds.client import (
     EXIT_OK,
     EXIT_USAGE,
     Client,
+    CliError,
 )
-from dyncreds.commands.common import CliError, Commands, get_paths
+from dyncreds.commands.common import Commands, get_paths
 from dyncreds.commands.completion import offer_files, offer_roles
 from dyncreds.commands.lease import exec_env, fetch_credentials, role_region
 

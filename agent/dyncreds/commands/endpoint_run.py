@@ -24,8 +24,8 @@ from dyncreds.client import (
     EXIT_OK,
     EXIT_SIGNAL_BASE,
     EXIT_USAGE,
+    CliError,
 )
-from dyncreds.commands.common import CliError
 from dyncreds.commands.sdkenv import IDENTITY_VARIABLES, child_env, private_files
 from dyncreds.connections import raise_nofile
 from dyncreds.endpoint import ECS_PATH, Endpoint

@@ -8,8 +8,15 @@ import argparse
 import sys
 import time
 
-from dyncreds.client import EXIT_AGENT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import CliError, Commands, get_paths, load, print_json
+from dyncreds.client import (
+    EXIT_AGENT_ERROR,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_USAGE,
+    Client,
+    CliError,
+)
+from dyncreds.commands.common import Commands, get_paths, load, print_json
 
 TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
 if TYPE_CHECKING:
@@ -26,8 +33,9 @@ def cmd_fleet_init(args: argparse.Namespace) -> int:
             "config.toml has no [fleet] table: add one (table, name, region) first", EXIT_USAGE
         )
     # boto3 only for this command, and only now: the CLI starts without it.
+    from dyncreds.aws.errors import map_errors
     from dyncreds.aws.fleet_table import create_table
-    from dyncreds.aws.session import AwsSession, map_errors
+    from dyncreds.aws.session import AwsSession
     from dyncreds.protocol import DyncredsError
 
     try:

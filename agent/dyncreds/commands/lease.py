@@ -8,8 +8,8 @@ import os
 import sys
 import time
 
-from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import CliError, Commands, get_paths, get_socket, print_json
+from dyncreds.client import EXIT_OK, EXIT_USAGE, Client, CliError
+from dyncreds.commands.common import Commands, get_paths, get_socket, print_json
 from dyncreds.commands.completion import offer_leases, offer_roles
 
 TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)

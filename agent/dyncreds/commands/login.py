@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
-from dyncreds.client import EXIT_OK, EXIT_USAGE
-from dyncreds.commands.common import CliError, Commands, get_paths
+from dyncreds.client import EXIT_OK, EXIT_USAGE, CliError
+from dyncreds.commands.common import Commands, get_paths
 from dyncreds.commands.completion import offer_roles
 from dyncreds.commands.lease import fetch_credentials
 

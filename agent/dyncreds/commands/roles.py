@@ -13,8 +13,8 @@ import argparse
 import os
 import sys
 
-from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import CliError, Commands, built, get_paths, load, print_json
+from dyncreds.client import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, Client, CliError
+from dyncreds.commands.common import Commands, built, get_paths, load, print_json
 from dyncreds.commands.completion import offer_files, offer_roles
 
 TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)

@@ -8,8 +8,8 @@ import argparse
 import os
 import sys
 
-from dyncreds.client import EXIT_OK, EXIT_USAGE, Client
-from dyncreds.commands.common import CliError, Commands, get_paths, print_json
+from dyncreds.client import EXIT_OK, EXIT_USAGE, Client, CliError
+from dyncreds.commands.common import Commands, get_paths, print_json
 from dyncreds.commands.roles import reload_agent
 
 TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)

@@ -8,8 +8,8 @@ import argparse
 import os
 import sys
 
-from dyncreds.client import EXIT_OK, EXIT_USAGE
-from dyncreds.commands.common import CliError, Commands
+from dyncreds.client import EXIT_OK, EXIT_USAGE, CliError
+from dyncreds.commands.common import Commands
 from dyncreds.commands.completion import offer_directories
 
 TYPE_CHECKING = False  # `typing` stays unimported at run time (see commands/common.py)
