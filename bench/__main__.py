@@ -610,9 +610,12 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="dcb-run-", dir="/tmp"))
-    for name in names:
-        BENCHMARKS[name]()
+    with tempfile.TemporaryDirectory(
+        prefix="dcb-run-", dir="/tmp", ignore_cleanup_errors=True
+    ) as runtime:
+        os.environ.setdefault("XDG_RUNTIME_DIR", runtime)
+        for name in names:
+            BENCHMARKS[name]()
     return 0
 
 
