@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,15 @@ def lease_of(agent: AgentProcess, role: str = "r") -> dict[str, str]:
     result = agent.request("credentials", role=role)
     assert result["ok"], result
     return dict(result["lease"])
+
+
+TOOK_OVER = re.compile(r"event=fleet\.takeover(?= |$)", re.M)
+
+
+def took_over(*agents: AgentProcess) -> bool:
+    """Has one of these agents finished taking a dead peer over? (Its log's
+    ``fleet.takeover``; not ``fleet.takeover_lost``, the loser's line.)"""
+    return any(TOOK_OVER.search(a.log()) for a in agents)
 
 
 def joined(agent: AgentProcess) -> bool:

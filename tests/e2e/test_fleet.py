@@ -32,6 +32,7 @@ from tests.e2e.fleetrig import (
     fleet_status,
     joined,
     lease_of,
+    took_over,
     user_exists,
 )
 from tests.faultproxy import Fault, FaultProxy
@@ -55,12 +56,10 @@ def test_a_dead_agents_users_are_deleted_once_at_their_announced_expiry(fleet: F
 
     a.kill()
     killed_at = time.time()
-    wait_for(
-        lambda: "fleet.takeover" in b.log() + c.log(), timeout=30, message="a peer takes a over"
-    )
+    wait_for(lambda: took_over(b, c), timeout=30, message="a peer takes a over")
     # dead_after (4 s) after its last heartbeat, which was at most 1 s before the kill
     assert time.time() - killed_at >= 3
-    winners = [m for m in (b, c) if "fleet.takeover" in m.log()]
+    winners = [m for m in (b, c) if took_over(m)]
     assert len(winners) == 1, "two peers took the same dead agent over"
     status = json.loads(b.cli("fleet", "status", "--json").stdout)
     by_id = {x["id"]: x for x in status["agents"]}
@@ -124,7 +123,7 @@ def test_an_agent_cut_off_from_the_table_refuses_iam_users_and_is_fenced_when_ba
             lambda: d.request("status")["fleet"]["reachable"] is False, message="d sees the cut"
         )
         # e declares d dead and takes its record over.
-        wait_for(lambda: "fleet.takeover" in e.log(), timeout=30, message="e takes d over")
+        wait_for(lambda: took_over(e), timeout=30, message="e takes d over")
 
         cut.clear()  # the table is back for d
         wait_for(
@@ -189,7 +188,7 @@ def test_a_takeover_whose_replies_were_lost_is_still_won_and_finished(fleet: Fle
             Fault(frozenset({"UpdateItem"}), contains="#owner = :new", lose_reply=True, times=1)
         )
         a.kill()
-        wait_for(lambda: "fleet.takeover " in b.log() or "fleet.takeover\n" in b.log(), timeout=30)
+        wait_for(lambda: took_over(b), timeout=30)
         assert claim.hits == 1 and adopt.hits == 1
         assert b.log().count("fleet.write_already_applied") == 2
         assert "fleet.takeover_lost" not in b.log()
@@ -251,7 +250,7 @@ def test_bad_items_are_skipped_shown_and_end_no_agent(fleet: FleetRig) -> None:
     ]:
         client.put_item(TableName="dyncreds-fleet", Item=item)
     c.kill()
-    wait_for(lambda: "fleet.takeover" in a.log() + b.log(), timeout=30, message="c taken over")
+    wait_for(lambda: took_over(a, b), timeout=30, message="c taken over")
     time.sleep(3)  # a few more heartbeats and roster reads
     assert a.process is not None and a.process.poll() is None
     assert b.process is not None and b.process.poll() is None

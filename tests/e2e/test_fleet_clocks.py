@@ -23,6 +23,7 @@ from tests.e2e.fleetrig import (
     fleet_status,
     joined,
     lease_of,
+    took_over,
     user_exists,
 )
 from tests.faultproxy import Fault, FaultProxy
@@ -59,7 +60,7 @@ def test_a_paused_agent_deletes_the_user_it_created_after_its_record_was_taken(
         asking = threading.Thread(target=lambda: answer.update(a.request("credentials", role="r")))
         asking.start()
         try:
-            wait_for(lambda: "fleet.takeover" in b.log(), timeout=30, message="b takes a over")
+            wait_for(lambda: took_over(b), timeout=30, message="b takes a over")
             wait_for(lambda: "revoked_pending_recheck" in b.log(), message="b deletes, to recheck")
             assert fleet.created_users() == []  # a is stopped before its CreateUser
         finally:
@@ -106,7 +107,7 @@ def test_clocks_off_by_seconds_or_minutes(fleet: FleetRig) -> None:
     assert "fleet.takeover" not in s.log() + b.log() + f.log()
 
     s.kill()
-    wait_for(lambda: "fleet.takeover" in b.log(), timeout=30, message="b takes s over")
+    wait_for(lambda: took_over(b), timeout=30, message="b takes s over")
     wait_for(lambda: fleet.deleted(user), timeout=120, interval=0.5, message="revoked")
     (deleted_at,) = fleet.deleted(user)
     assert deleted_at >= announced + 30, "revoked before the instant s announced"
@@ -155,7 +156,7 @@ def test_a_resumed_zombie_checks_before_it_serves_a_lease_taken_from_it(
     assert a.process is not None
     os.kill(a.process.pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: "fleet.takeover" in b.log(), timeout=30, message="b takes a over")
+        wait_for(lambda: took_over(b), timeout=30, message="b takes a over")
     finally:
         os.kill(a.process.pid, signal.SIGCONT)
     assert lease_of(a)["id"] != held["id"]
