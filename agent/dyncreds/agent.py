@@ -1,9 +1,10 @@
-"""The agent: routes requests to the per-role workers, and owns the lifecycle.
+"""The agent: routes requests to the workers, and owns the lifecycle.
 
-Under the agent's nursery run one **worker** refresher per role (worker.py),
-the issuances and extensions they start, the **reaper** and the orphan sweep
-(reaper.py), start-up recovery and the root identity check. The agent itself
-holds nothing per role but the ``workers`` map; ``reload`` swaps workers for
+Under the agent's nursery run one **worker** refresher per lease key (worker.py:
+a role, or in system mode a role and a consumer), the issuances and extensions
+they start, the **reaper** and the orphan sweep (reaper.py), start-up recovery and
+the root identity check. The agent itself holds nothing per role but the
+``workers`` map; ``reload`` swaps workers for
 changed roles, and the views (views.py) are computed from the workers' states.
 """
 

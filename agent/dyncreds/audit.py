@@ -1,7 +1,8 @@
 """The audit log: one JSON object per line for every credential request, revoke,
-renew, rotate and root rotation, with the asking process as the kernel reports
-it (SO_PEERCRED's pid and uid, /proc's exe and cmdline). Never a secret: key ids,
-lease ids, role names and outcomes only.
+renew, rotate, root rotation, lock and unlock, every refusal, the endpoints'
+hand-outs (their ``report``s) and fleet takeovers, with the asking process as the
+kernel reports it (SO_PEERCRED's pid and uid, /proc's exe and cmdline). Never a
+secret: key ids, lease ids, role names and outcomes only.
 
 Written off the event loop: a request only puts its record on a bounded memory
 channel (a full channel drops and counts, it never makes a client wait); one

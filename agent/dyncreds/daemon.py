@@ -31,6 +31,7 @@ import trio
 from dyncreds import __version__, config, logs, statedir, wiring
 from dyncreds.agent import Agent
 from dyncreds.audit import AuditLog
+from dyncreds.client import EXIT_OK, EXIT_USAGE
 from dyncreds.connections import raise_nofile
 from dyncreds.gate import Door
 from dyncreds.journal.sqlite import SqliteJournal
@@ -186,19 +187,19 @@ def run(
         cfg, journal, ident, paths = prepare(paths, system_paths)
     except StartupError as exc:
         print(f"dyncreds agent: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     logs.setup(log_level or cfg.main.agent.log_level, log_format or cfg.main.agent.log_format)
     cycles = wiring.Cycles()  # the parts that need each other
     try:
         journal, table = wiring.open_journal(cfg, journal, ident, cycles)
     except StartupError as exc:
         print(f"dyncreds agent: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         backend = wiring.backend(cfg, journal, ident, paths, cycles, backend_factory)
     except DyncredsError as exc:
         print(f"dyncreds agent: {exc.message}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     system = cfg.main.agent.mode == "system"
     sock = systemd_socket()
     activated = sock is not None
@@ -207,7 +208,7 @@ def run(
             sock = bind_unix(paths.socket, public=system)
         except SocketSetupError as exc:
             print(f"dyncreds agent: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     audit_log = wiring.audit_log(cfg, paths)
     agent = wiring.agent(
         cfg, journal, backend, ident, paths, table, audit_log, cycles, on_status=_show_status
@@ -218,7 +219,7 @@ def run(
         journal.close_now()
         if not activated:
             _unlink_own_socket(paths.socket, sock)
-    return 0
+    return EXIT_OK
 
 
 def _show_status(summary: str) -> None:

@@ -314,10 +314,10 @@ class Endpoint:
         return watch is not None and watch.live and watch.epoch == epoch and age < ANSWER_STALE
 
     async def _from_agent(self) -> dict[str, Any] | Answer:
-        """The agent's answer, at most ANSWER_CACHE old: a burst of SDK requests
-        costs one round trip, and the answer is never staler than a second (the
-        agent replaces leases long before they run out). Only while the watch link
-        is up and nothing changed since (the lock fence, see agentlink.py)."""
+        """The agent's answer, at most ANSWER_CACHE old - or ANSWER_STALE while
+        another request is refreshing it: a burst of SDK requests costs one round
+        trip (the agent replaces leases long before they run out). Only while the
+        watch link is up and nothing changed since (the lock fence, see agentlink.py)."""
         cached = self._cached
         if cached is not None and self._cache_usable(trio.current_time() - cached[0], cached[1]):
             age = trio.current_time() - cached[0]

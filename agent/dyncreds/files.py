@@ -1,4 +1,7 @@
-"""Atomic file writes: the one way dyncreds replaces a file it owns."""
+"""Atomic file writes: how the configuration writers, the root's key file and the
+static store replace a file, so that a crash or a full disk leaves the old file or
+the new one - never a torn one, nor a temp file holding a key. (statedir.py still
+writes its small files with its own helper.)"""
 
 from __future__ import annotations
 

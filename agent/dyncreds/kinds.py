@@ -15,11 +15,11 @@ when a lease expires, ``views`` whether a lease is revoked or lapses, the agent
 whether a role rotates or keeps its lease over a reload, revocation which other
 leases a session deny reaches, ``login`` whether the console takes it.
 
-A type module's top level imports only this module, ``leases`` and the like -
-config loads it for its row, and the CLI and the pure core load config (the
-import contract "A credential type's module is light at its top" and
-tests/test_credtypes.py hold that); its AWS machinery is imported inside the
-functions that use it, when the agent issues.
+A type module's top level imports, of dyncreds, only this module and ``aws/credtypes`` (the
+rest it names for annotations only, under TYPE_CHECKING) - config loads it for its
+row, and the CLI and the pure core load config (the import contract "A credential
+type's module is light at its top" and tests/test_credtypes.py hold that); its AWS
+machinery is imported inside the functions that use it, when the agent issues.
 """
 
 from __future__ import annotations

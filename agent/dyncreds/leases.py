@@ -36,7 +36,9 @@ IRREVOCABLE_AFTER = 6
 class Secret:
     """A string that does not show itself: ``repr``, ``str`` and f-strings print
     stars, so a secret that ends up in a log line, an exception or a traceback's
-    locals stays secret. ``reveal()`` is called only to build a credentials body."""
+    locals stays secret. ``reveal()`` is called only where the secret must leave as
+    itself: a credentials body, a boto3 client, the root's key file, the static store's
+    seal."""
 
     __slots__ = ("_value",)
 

@@ -14,7 +14,7 @@ revoked ...), ``root.*``, ``config.*``, ``orphan.*``, ``request.*``, ``aws.*``.
 
 Secrets never reach a log record: they travel as ``leases.Secret``, whose every
 string form is stars, and AWS errors are mapped to one-line messages that echo
-no request parameters (aws/session.py). botocore's own debug logging, which
+no request parameters (aws/errors.py). botocore's own debug logging, which
 prints request bodies and headers, is kept at WARNING even when the agent runs
 at debug level.
 """

@@ -1,8 +1,10 @@
 """Revocation at the announced expiry, and the orphan sweep.
 
-The **reaper** revokes every journal record whose ``revoke_at`` has come: an
-iam_user lease that was replaced or revoked, a half-created user found at
-start-up, an orphan. A failed revocation is retried with backoff; after
+The **reaper** revokes every journal record whose ``revoke_at`` has come: a
+lease of a kind that creates something in AWS (an IAM user, a static user's key;
+the kind whose ``journal_thing`` the record is deletes it) once replaced or
+revoked, a half-created one found at start-up, an orphan, and the extra key of an
+interrupted root rotation. A failed revocation is retried with backoff; after
 ``IRREVOCABLE_AFTER`` failures the record shows as irrevocable in ``status`` and
 is retried every ``SLOW_RETRY``. Nothing is ever revoked before the expiry it
 announced: that time is the record's ``revoke_at``.

@@ -4,7 +4,9 @@ limits.
 The door to keys that can create IAM users, so it is built like ssh-agent's:
 the socket lives in a directory of mode 0700 owned by the user, the socket is
 0600, and every connection's peer uid (SO_PEERCRED) must be ours even if those
-modes were loosened. Each connection is bounded: 64 KiB per line, an idle
+modes were loosened. In system mode the socket is 0666 in a 0755 directory and
+each connection's uid goes to gate.py instead: the ``[[access]]`` rules decide
+every request (access.py). Each connection is bounded: 64 KiB per line, an idle
 timeout between requests, a total lifetime, and a cap on connections at once
 (connections.py: at the cap the connection that has waited longest for its next
 request is closed, never one being answered; when all are busy, clients queue in

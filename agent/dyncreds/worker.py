@@ -1,4 +1,5 @@
-"""One worker per role: its state, its single flight, its refresher.
+"""One worker per lease key (a role; in system mode a role and a consumer): its
+state, its single flight, its refresher.
 
 The worker is the shell around ``broker``: it turns what happens (a request, a
 timer, an issuance that ended) into an ``Event``, lets ``broker.step`` decide,

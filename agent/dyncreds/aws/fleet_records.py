@@ -49,7 +49,8 @@ class _ConditionFailed(Exception):
 
 class FleetRecords:
     """The table's plumbing and the record operations: each one AWS call through
-    the root's session (in a worker thread, bounded, mapped errors: aws/session.py)."""
+    the root's session (in a worker thread, bounded, mapped errors:
+    ``AwsSession.call_client``, i.e. calls.py and errors.py)."""
 
     def __init__(
         self,

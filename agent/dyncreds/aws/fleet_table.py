@@ -36,7 +36,8 @@ __all__ = ["TTL_ATTRIBUTE", "FleetTable", "create_table"]
 
 class FleetTable(FleetRecords):
     """The table's operations, each one AWS call through the root's session (in a
-    worker thread, bounded, mapped errors: aws/session.py)."""
+    worker thread, bounded, mapped errors:
+    ``AwsSession.call_client``, i.e. calls.py and errors.py)."""
 
     # ------------------------------------------------------------------ agents
 

@@ -1,4 +1,4 @@
-"""The root's MFA session: which key signs which call, and opening the session.
+"""The root's MFA session: opening it, and the calls only the long-term key may sign.
 
 With ``[root] mfa_serial`` the long-lived root key signs GetSessionToken (with
 the code) and the calls AWS accepts only from long-term keys; everything else
@@ -7,7 +7,8 @@ claims a session AWS does not accept: GetCallerIdentity signed by it first.
 
 Whether the root may act now is not decided here: the agent's keeper
 (keeper.py) answers it from the agent's clock, and the session asks it before
-every call (``RootGate``). A session outside the agent (the CLI) never unlocks.
+every call (``RootGate``); which client signs a call is session.py's choice. A
+session outside the agent (the CLI) never unlocks (``NeverUnlocked``).
 """
 
 from __future__ import annotations

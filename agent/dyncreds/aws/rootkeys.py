@@ -1,6 +1,7 @@
 """Where the root's static key lives, read and written without boto3 (the CLI
-uses this module too): the rotatable credentials file, TOML with
-``access_key_id`` and ``secret_access_key``, readable by its owner only.
+and the console use this module too): the rotatable credentials file (TOML with
+``access_key_id`` and ``secret_access_key``, readable by its owner only), an OS
+keyring item, or a systemd credential (read only) in the same TOML.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 creds, revoke, renew, rotate), ``endpoint`` (exec, serve), ``login``, ``audit``,
 ``roles`` (check, reload, aws-config, role ...), ``root`` (init, configure root,
 rotate-root, unlock, lock), ``fleet``, ``setup`` (install-units), ``completion`` -
-each adding its commands with ``add_commands(cli)``; this one builds the parser
-and runs the chosen command.
+each adding its commands with ``add_commands(cli)``; this one builds the parser,
+adds ``agent``, ``ui``, ``demo`` and ``version`` (each a lazy import of what it
+runs), and runs the chosen command. ``imds`` has no command: ``check`` and
+``status`` ask it.
 
 Talks to the agent through client.py, which names every exit status: 0 success,
 1 the agent answered with an error, 2 usage or configuration error, 3 the agent is

@@ -1,4 +1,7 @@
-"""The trio side of ``exec`` and ``serve`` (see commands/endpoint.py)."""
+"""The trio side of ``exec`` and ``serve`` (see commands/endpoint.py): running the
+endpoint, the child and its signals, the token file. Its own module so that only
+those two commands load trio (import-linter's CLI start-up contract leaves it out
+for that reason, and tests/test_cli_startup.py names it)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Lease commands: status, creds, exec, revoke, renew."""
+"""Lease commands: status, creds, revoke, renew, rotate - each one request to the
+agent (``exec`` and ``serve`` are endpoint.py's)."""
 
 from __future__ import annotations
 

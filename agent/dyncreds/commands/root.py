@@ -1,6 +1,7 @@
-"""Root commands: ``init``, ``configure root`` (Vault's config/root) and
-``rotate-root``. The root key file is written with aws/rootkeys.py, which does
-not import boto3."""
+"""Root commands: ``init``, ``configure root`` (Vault's config/root),
+``rotate-root``, ``unlock`` (the code from commands/mfa.py) and ``lock``.
+``configure root`` is rootconfig.py's function (the console calls it too); the key
+is written with aws/rootkeys.py, which does not import boto3."""
 
 from __future__ import annotations
 

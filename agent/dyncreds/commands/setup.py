@@ -1,5 +1,6 @@
-"""Setting dyncreds up on a machine: the systemd user units, which ship inside
-the package (``dyncreds/share/``) so that an installed dyncreds needs no checkout.
+"""Setting dyncreds up on a machine: the systemd user units (``--system``: the system
+units, their sysusers.d entry and the IMDS nftables rule), which ship inside the
+package (``dyncreds/share/``) so that an installed dyncreds needs no checkout.
 (The shell completions are generated: commands/completion.py.)"""
 
 from __future__ import annotations

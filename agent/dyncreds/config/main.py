@@ -1,4 +1,5 @@
-"""config.toml: decoding and the checks on [agent], [root] and [lease]."""
+"""config.toml: decoding and the checks on [agent], [root], [lease], [audit], [fleet]
+and [[access]]."""
 
 from __future__ import annotations
 

@@ -48,8 +48,10 @@ class Record:
     # A CreateUser abandoned before this may still land: after deleting the user,
     # delete once more at this time before forgetting the record (0: no).
     settle_until: float = 0.0
-    # What the record stands for: "user" (an IAM user and all it has) or "key" (a
-    # static_user's access key; ``detail`` lists the user's keys before it).
+    # What the record stands for, named by the kind that wrote it (``Kind.journal_thing``):
+    # "user" (an IAM user and all it has) or "key" (a static_user's access key;
+    # ``detail`` lists the user's keys before it); or "root_key" (a root rotation's
+    # new key, aws/root.py).
     thing: str = "user"
     detail: str | None = None
 

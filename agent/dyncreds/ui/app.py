@@ -2,7 +2,7 @@
 
 The app is a client of the agent like the CLI: it holds no credentials of its
 own, asks the agent's socket for leases and writes configuration with the CLI's
-own functions (through `writers`, the one seam to commands/).
+own functions (through `writers`, the one seam to the configuration writers).
 """
 
 from __future__ import annotations

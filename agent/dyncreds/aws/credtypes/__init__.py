@@ -6,8 +6,8 @@ backend (``aws/backend.py``, the host: the AWS session, the journal, names,
 propagation checks) and, to issue, the window the core decided
 (``leases.window``). Its top level imports nothing heavy - config loads it for
 the row, without trio or boto3 - so each function imports the machinery it
-calls (``aws/iam_user.py``, ``sts.py``, ``static_user.py``, ``sessions.py``) where
-it runs. The backend dispatches to ``ops(kind)``; nothing else knows a type.
+calls (``aws/iam_user.py``, ``sts.py``, ``static_user.py``, ``session_revocation.py``)
+where it runs. The backend dispatches to ``ops(kind)``; nothing else knows a type.
 """
 
 from __future__ import annotations
