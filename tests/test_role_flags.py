@@ -147,3 +147,20 @@ def test_role_edit_changes_removes_and_keeps_the_rest(
     assert "username" in capsys.readouterr().err
     assert (roles / "d.toml").read_text() == before
     assert main([*base, "role", "show", "../config"]) == 2
+
+
+def test_role_delete_removes_the_file_and_names_a_missing_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--config-dir", str(tmp_path), "--socket", str(tmp_path / "none.sock")]
+    roles = tmp_path / "roles"
+    roles.mkdir()
+    (roles / "d.toml").write_text('credential_type = "session_token"\n')
+    (roles / "keep.toml").write_text('credential_type = "session_token"\n')
+    assert main([*base, "role", "delete", "d"]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert sorted(p.name for p in roles.iterdir()) == ["keep.toml"]
+    assert main([*base, "role", "delete", "d"]) == 2
+    assert f"no role 'd' in {roles}" in capsys.readouterr().err
+    assert main([*base, "role", "delete", "../keep"]) == 2  # never outside roles/
+    assert (roles / "keep.toml").exists()

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from dyncreds.aws.standin import TRUST_VAULTUSER, StandIn, agent_env, running_agent, write_config
-from dyncreds.client import Client
+from dyncreds.client import EXIT_AGENT_ERROR, EXIT_OK, Client
 
 PROGRAM = """
 import boto3, botocore.exceptions
@@ -97,13 +97,13 @@ def _walk(aws: StandIn, base: Path, started: float, console: bool = False) -> in
         say("8. `dyncreds status` shows the leases (never a secret):")
         print(textwrap.indent(run_cli(env, "status").rstrip(), "   "))
         if not _revoke_and_verify(aws, env, socket_path):
-            return 1
+            return EXIT_AGENT_ERROR
         if console:
             _console(env)
         say("10. Stopping the agent (SIGTERM: it finishes requests in flight and exits 0).")
     print(f"   agent exited with status {agent.returncode}")
     _closing(started, console)
-    return 0 if agent.returncode == 0 else 1
+    return EXIT_OK if agent.returncode == 0 else EXIT_AGENT_ERROR
 
 
 def _set_up(aws: StandIn, base: Path) -> dict[str, str]:

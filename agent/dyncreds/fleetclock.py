@@ -86,8 +86,15 @@ class Observer:
         return 0.0 if last is None else max(0.0, mono - last[1])
 
     def dead(self, agent_id: str, mono: float, dead_after: float) -> bool:
-        return agent_id in self.seen and self.silent_for(agent_id, mono) >= dead_after
+        return agent_id in self.seen and silent_too_long(
+            self.silent_for(agent_id, mono), dead_after
+        )
 
     def forget_others(self, present: set[str]) -> None:
         for gone in set(self.seen) - present:
             del self.seen[gone]
+
+
+def silent_too_long(silent: float, dead_after: float) -> bool:
+    """The liveness rule, for takeovers and for `fleet status` alike."""
+    return silent >= dead_after

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dyncreds.config import FleetSettings
+from dyncreds.fleetclock import silent_too_long
 from dyncreds.fleetitems import AgentItem, RecordMeta
 from dyncreds.journal import Record
 from dyncreds.protocol import rfc3339
@@ -24,7 +25,7 @@ def _agent_row(
         "id": peer.agent_id,
         "host": peer.host,
         "pid": peer.pid,
-        "alive": peer.taken_by is None and (me or silent < dead_after),
+        "alive": peer.taken_by is None and (me or not silent_too_long(silent, dead_after)),
         "last_heartbeat": rfc3339(peer.heartbeat),  # on its own clock
         "silent_for": round(silent),  # on this agent's monotonic clock
         "skew": peer.skew,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from dyncreds import leases, logs
-from dyncreds.journal import Journal, Record
+from dyncreds.journal import ROOT_KEY, Journal, Record
 from dyncreds.leases import IRREVOCABLE_AFTER
 from dyncreds.protocol import DyncredsError, Locked, Upstream, rfc3339
 
@@ -208,7 +208,7 @@ class Reaper:
         """An IAM user and all it has; one access key of a static user - never a key
         the agent did not create (those listed before it, and the journal's); or the
         extra key of an interrupted root rotation (aws/root.py)."""
-        if record.thing == "root_key":  # a root rotation that did not finish
+        if record.thing == ROOT_KEY:  # a root rotation that did not finish
             return await self.backend.finish_root_rotation(
                 record.user_name, record.detail or "", record.created_at
             )

@@ -18,7 +18,7 @@ import trio
 
 from dyncreds import logs, views
 from dyncreds.config import Role
-from dyncreds.journal import Journal
+from dyncreds.journal import ROOT_KEY, Journal
 from dyncreds.leases import Lease
 from dyncreds.protocol import BadRequest, DyncredsError, Upstream, rfc3339
 from dyncreds.reaper import Reaper
@@ -87,7 +87,7 @@ def _targets(
         for r in journal.all()
         if owner is None
         and r.lease_id not in current
-        and r.thing != "root_key"  # a root rotation cleans up after itself
+        and r.thing != ROOT_KEY  # a root rotation cleans up after itself
         and (everything or r.lease_id == lease_id or (role and r.role == role))
     ]
 

@@ -1,5 +1,5 @@
-"""Writing roles/NAME.toml as functions (``role create``/``role edit`` and the web
-console call them). Every file is validated with the agent's own loader before
+"""Writing roles/NAME.toml as functions (``role create``/``role edit``/``role
+delete`` and the web console call them). Every file is validated with the agent's own loader before
 the agent can see it: written to a staging directory the agent does not read,
 loaded, and only then renamed into place. A refused role changes nothing."""
 
@@ -72,6 +72,19 @@ def edit_role(p: paths.Paths, name: str, changes: dict[str, Any]) -> Path:
             spec.pop(EXCLUSIVE[key], None)
     _install(p, name, config.render_role_toml(spec, text))
     return p.role_file(name)
+
+
+def delete_role(p: paths.Paths, name: str, *, missing_ok: bool = False) -> Path:
+    """Remove roles/NAME.toml (the agent forgets the role at its next reload); a
+    role that is not there is a one-line error unless ``missing_ok``."""
+    check_name(name)
+    path = p.role_file(name)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        if not missing_ok:
+            raise ConfigureError(f"no role {name!r} in {p.roles_dir}") from None
+    return path
 
 
 def _install(p: paths.Paths, name: str, text: str) -> None:

@@ -23,6 +23,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from dyncreds.files import atomic_write
 from dyncreds.journal.sqlite import OldJournal, SqliteJournal
 
 LOCK_FILE = "agent.lock"
@@ -83,7 +84,7 @@ def agent_id(path: Path) -> str:
         raise StateError(f"cannot read {id_path}: {exc.strerror or exc}") from None
     value = secrets.token_hex(8)
     try:
-        _write_atomically(id_path, value + "\n")
+        atomic_write(id_path, value + "\n")
     except OSError as exc:
         raise StateError(f"cannot write {id_path}: {exc.strerror or exc}") from None
     return value
@@ -103,18 +104,7 @@ class TokenFile:
             return []
 
     def save(self, tokens: list[str]) -> None:
-        _write_atomically(self.path, "".join(f"{t}\n" for t in tokens))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
+        atomic_write(self.path, "".join(f"{t}\n" for t in tokens))
 
 
 def open_journal(path: Path) -> tuple[SqliteJournal, Path | None]:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from dyncreds import logs
 from dyncreds.fleetclock import Observer, adopted_revoke_at
 from dyncreds.fleetitems import AgentConflict, AgentItem, RecordMeta
-from dyncreds.journal import Record
+from dyncreds.journal import ROOT_KEY, Record
 from dyncreds.journal.dynamodb import DynamoDbJournal
 from dyncreds.protocol import rfc3339
 
@@ -156,7 +156,7 @@ class Takeover:
         adopted, failed = 0, 0
         for origin in sorted(origins):
             for held in await self.table.records(origin, peer.agent_id):
-                if held[0].thing == "root_key":
+                if held[0].thing == ROOT_KEY:
                     continue  # a root rotation belongs to that agent's own root
                 try:
                     result = await self.table.adopt(

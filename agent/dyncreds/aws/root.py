@@ -25,14 +25,14 @@ from dyncreds.aws.errors import GONE_CODES
 from dyncreds.aws.iam_user import Propagation, wait_until_usable
 from dyncreds.aws.rootkeys import StaticKeys
 from dyncreds.aws.session import AwsSession
-from dyncreds.journal import Journal
+from dyncreds.journal import ROOT_KEY, Journal
 from dyncreds.leases import Secret
 from dyncreds.protocol import BadRequest, DyncredsError, Unavailable, Upstream
 
 log = logs.get("aws")
 
 ROOT_ROLE = "(root)"  # the journal's role name for a root key rotation
-THING = "root_key"
+THING = ROOT_KEY
 # A rotation record is never due while its rotation runs; recovery makes it due.
 IN_PROGRESS_FOR = 7 * 86400.0
 # Keys created this long before the record are not the rotation's (clock skew).

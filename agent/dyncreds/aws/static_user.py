@@ -50,12 +50,14 @@ async def create(
 ) -> Lease:
     """A new key of the role's user, proven to work, journaled; a lease of it."""
     user, now, expires_at = str(role.username), window.issued_at, window.expires_at
+    thing = role.kind.journal_thing  # the journal's word for a key, from the type's row
+    assert thing is not None, "a static key is journaled"
     on_step("list_keys")
-    existing = await reconcile(aws, journal, user)
+    existing = await reconcile(aws, journal, user, thing)
     if len(existing) >= KEYS_MAX:
-        raise _no_slot(journal, user, existing)
+        raise _no_slot(journal, user, existing, thing)
     await journal.creating(
-        lease_id, role.name, user, now, expires_at, thing="key", detail=json.dumps(existing)
+        lease_id, role.name, user, now, expires_at, thing=thing, detail=json.dumps(existing)
     )
     created_key: str | None = None
     try:
@@ -93,11 +95,11 @@ async def create(
     )
 
 
-def _no_slot(journal: Journal, user: str, existing: list[str]) -> Upstream:
+def _no_slot(journal: Journal, user: str, existing: list[str], thing: str) -> Upstream:
     """Both of IAM's slots are taken: by dyncreds' own keys (one frees at the expiry
     it announced, never earlier - or now, by `revoke`), or by the user's."""
     ours = sorted(
-        (r for r in journal.all() if r.thing == "key" and r.access_key_id in existing),
+        (r for r in journal.all() if r.thing == thing and r.access_key_id in existing),
         key=lambda r: r.revoke_at,
     )
     if not ours:
@@ -115,7 +117,7 @@ def _no_slot(journal: Journal, user: str, existing: list[str]) -> Upstream:
     )
 
 
-async def reconcile(aws: AwsSession, journal: Journal, user: str) -> list[str]:
+async def reconcile(aws: AwsSession, journal: Journal, user: str, thing: str) -> list[str]:
     """The user's keys, after deleting those an abandoned CreateAccessKey (its
     answer lost or timed out) left: keys neither journaled nor the user's own
     (listed before our record), created after that record. Runs before anything
@@ -125,7 +127,7 @@ async def reconcile(aws: AwsSession, journal: Journal, user: str) -> list[str]:
     blind = [
         r
         for r in journal.all()
-        if r.thing == "key" and r.user_name == user and r.access_key_id is None
+        if r.thing == thing and r.user_name == user and r.access_key_id is None
     ]
     if not blind:
         return list(listed)  # every create's answer arrived: nothing unknown exists

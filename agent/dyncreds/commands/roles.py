@@ -273,12 +273,7 @@ def cmd_role_delete(args: argparse.Namespace) -> int:
     from dyncreds import roleconfig
 
     p = get_paths(args)
-    roleconfig.check_name(args.name)
-    path = p.role_file(args.name)
-    if not path.exists():
-        print(f"dyncreds: no role {args.name!r} in {p.roles_dir}", file=sys.stderr)
-        return EXIT_USAGE
-    path.unlink()
+    path = roleconfig.delete_role(p, args.name)
     print(f"removed {path}; {reload_agent(p)}")
     return EXIT_OK
 

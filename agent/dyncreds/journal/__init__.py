@@ -56,6 +56,11 @@ class Record:
     detail: str | None = None
 
 
+# A root rotation's record (aws/root.py writes it; the reaper finishes one that was
+# interrupted; revoke, status and takeovers leave it alone): not a credential type's.
+ROOT_KEY = "root_key"
+
+
 class LostRecord(Unavailable):
     """A write that must touch a record found none: someone else removed it.
     Never a silent success - the caller must not serve what it cannot track."""

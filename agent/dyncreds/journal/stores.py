@@ -1,7 +1,9 @@
 """Which store holds the journal: the one place that chooses.
 
 A third store (say PostgreSQL) is one module beside sqlite.py - a ``rules.Rules``
-with the four primitives - and one line in ``STORES``. The local SQLite journal
+with the four primitives - and one line in ``STORES``, plus the setting that asks
+for it in ``store_for`` (today the choice follows from ``[fleet]``: there is no
+third store to name yet). The local SQLite journal
 is opened in every case (statedir.py, which moves a corrupt file aside): it is
 the store without [fleet], and joining a fleet requires it to track nothing.
 """

@@ -126,9 +126,10 @@ async def _save(request: Request, editing: str | None) -> Response:
 async def delete(request: Request) -> Response:
     await form(request)
     name = request.path_params["name"]
-    path = _role_file(request, name)
-    path.unlink(missing_ok=True)
-    await trio.to_thread.run_sync(writers.reload_agent, console(request).paths)
+    _role_file(request, name)
+    p = console(request).paths
+    await trio.to_thread.run_sync(writers.delete_role, p, name)
+    await trio.to_thread.run_sync(writers.reload_agent, p)
     return see_other("/roles")
 
 

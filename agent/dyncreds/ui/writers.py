@@ -14,7 +14,7 @@ from dyncreds.aws.rootkeys import StaticKeys
 from dyncreds.commands.login import console_url
 from dyncreds.commands.roles import reload_agent, role_rows
 
-__all__ = ["console_url", "reload_agent", "role_rows", "save_role", "save_root"]
+__all__ = ["console_url", "delete_role", "reload_agent", "role_rows", "save_role", "save_root"]
 
 # configure root's settings that the console's form shows.
 SETTINGS = ("region", "iam_endpoint", "sts_endpoint", "mfa_serial", "unlock_for", "rotate_every")
@@ -27,6 +27,11 @@ def save_role(p: paths.Paths, name: str, spec: dict[str, Any], *, replace: bool)
     except roleconfig.ConfigureError as exc:
         return str(exc).splitlines()
     return []
+
+
+def delete_role(p: paths.Paths, name: str) -> None:
+    """roles/NAME.toml removed (already gone is fine: two tabs may both delete)."""
+    roleconfig.delete_role(p, name, missing_ok=True)
 
 
 def save_root(
