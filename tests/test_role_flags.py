@@ -164,3 +164,29 @@ def test_role_delete_removes_the_file_and_names_a_missing_one(
     assert f"no role 'd' in {roles}" in capsys.readouterr().err
     assert main([*base, "role", "delete", "../keep"]) == 2  # never outside roles/
     assert (roles / "keep.toml").exists()
+
+
+def test_aws_config_says_what_to_do_without_roles_or_with_a_bad_shim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--config-dir", str(tmp_path), "--socket", str(tmp_path / "none.sock")]
+    (tmp_path / "roles").mkdir()
+    assert main([*base, "aws-config"]) == 2
+    err = capsys.readouterr().err
+    assert "no roles in" in err and "dyncreds role create NAME" in err
+    (tmp_path / "roles" / "r.toml").write_text('credential_type = "session_token"\n')
+    assert main([*base, "aws-config", "r", "--shim", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert f"--shim {tmp_path / 'nowhere'}: not an executable file" in err
+    assert "name it with --shim" not in err  # the flag was used: not advised again
+
+
+def test_install_units_elsewhere_says_where_systemd_reads_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    assert main(["install-units", "--dir", str(tmp_path / "units")]) == 0
+    out = capsys.readouterr().out
+    assert f"next: copy them to {tmp_path / 'cfg' / 'systemd' / 'user'}, then systemctl" in out
+    assert main(["install-units"]) == 0  # where systemd reads them: nothing to copy
+    assert "next: systemctl --user daemon-reload" in capsys.readouterr().out

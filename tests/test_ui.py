@@ -201,13 +201,19 @@ def test_the_console_listens_on_loopback_only() -> None:
 
 
 @pytest.mark.process
-def test_without_the_ui_extra_the_command_says_what_to_install() -> None:
+@pytest.mark.parametrize("argv", [["ui", "--no-open"], ["demo", "--console"]])
+def test_without_the_ui_extra_the_command_says_what_to_install(argv: list[str]) -> None:
+    """Before anything runs (the demo's whole walk, too), and with an install from
+    the checkout: dyncreds is not on PyPI."""
     code = (
         "import sys; sys.modules['starlette'] = None\n"  # as if not installed
-        "from dyncreds.commands import main; sys.exit(main(['ui', '--no-open']))"
+        f"from dyncreds.commands import main; sys.exit(main({argv!r}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 2
-    assert (
-        result.stderr == "dyncreds: the web console needs starlette: pip install 'dyncreds[ui]'\n"
+    assert result.stdout == ""  # the demo did not start
+    assert result.stderr == (
+        "dyncreds: the web console needs starlette (the [ui] extra): `pipx install --force "
+        "'./dyncreds[demo,ui]'` beside the checkout, or `pip install './dyncreds[ui]'` "
+        "into its venv\n"
     )

@@ -166,3 +166,20 @@ def test_a_failing_mfa_process_is_named_and_nothing_is_sent(
     assert "[root] mfa_process exited 1: ykman oath accounts code --single aws" in failed.stderr
     assert made.proxy.calls_of("GetSessionToken") == []
     assert agent.request("status")["root"]["locked"] is True
+
+
+def test_unlock_of_an_agent_without_a_lock_says_so_before_asking_for_a_code(
+    aws: StandIn, rig: Callable[..., Rig], short_dir: Path
+) -> None:
+    """No mfa_serial: the agent has nothing to unlock. Said at once - not "no
+    terminal to ask for the code on", and no mfa_process (a YubiKey) is run."""
+    bin_dir = short_dir / "fakebin"
+    bin_dir.mkdir()
+    touched = short_dir / "ykman-ran"
+    fake(bin_dir, "ykman", f"touch {touched}\necho 123456\n")
+    agent = rig({"s": STS_ROLE}).start()
+    env = dict(agent.env, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    result = unlock(env)  # no terminal, nothing on stdin
+    assert result.returncode == 2
+    assert "this agent has no lock" in result.stderr and "terminal" not in result.stderr
+    assert not touched.exists()

@@ -62,18 +62,29 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dyncreds import demo
 
+    if args.console:
+        _console_libraries()  # before the walk, not after it
     return demo.main(keep=args.keep, console=args.console)
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    try:  # Starlette, Hypercorn, Jinja2: only for this command, from the "ui" extra
-        from dyncreds.ui import serve
+def _console_libraries() -> None:
+    """Starlette, Hypercorn, Jinja2: only for the console, from the "ui" extra (not
+    on PyPI under our name: the advice installs from the checkout)."""
+    try:
+        import dyncreds.ui.serve  # noqa: F401
     except ImportError as exc:
         raise CliError(
-            f"the web console needs {(exc.name or 'its libraries').split('.')[0]}: "
-            "pip install 'dyncreds[ui]'",
+            f"the web console needs {(exc.name or 'its libraries').split('.')[0]} "
+            "(the [ui] extra): `pipx install --force './dyncreds[demo,ui]'` beside the "
+            "checkout, or `pip install './dyncreds[ui]'` into its venv",
             EXIT_USAGE,
         ) from None
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    _console_libraries()
+    from dyncreds.ui import serve
+
     return serve.run(get_paths(args), args.listen, open_browser=not args.no_open)
 
 

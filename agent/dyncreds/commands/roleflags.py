@@ -46,7 +46,7 @@ HELP = {
     "session_tags": "KEY=VALUE, a session tag (repeatable)",
     "region": "region handed to programs (exec, aws-config)",
     "prefetch": "keep a lease warm from start-up, used or not",
-    "session_name": "session name template ({user}, {role}, {host}, {random})",
+    "session_name": "session name template ({user}, {role}, {host}, {random}, {unix_time})",
     "source_identity": "sts SourceIdentity template",
     "revoke_sessions": "`revoke` also denies sessions issued before it",
     "username": "the existing IAM user whose key the agent rotates",

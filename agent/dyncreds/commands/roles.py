@@ -156,8 +156,12 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
         served, unasked = served_roles(args)
         regions = {**served, **regions}
     if not regions:
-        where = f"; the agent could not say ({unasked})" if unasked else ""
-        raise CliError(f"no roles in {get_paths(args).roles_dir}{where}", EXIT_USAGE)
+        where = " (and no agent answered to say which it serves)" if unasked else ""
+        raise CliError(
+            f"no roles in {get_paths(args).roles_dir}{where}: "
+            "create one with `dyncreds role create NAME --type TYPE …`",
+            EXIT_USAGE,
+        )
     wanted = []
     for name in args.roles or sorted(regions):
         if name not in regions:
@@ -167,6 +171,13 @@ def cmd_aws_config(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     shim = Path(args.shim) if args.shim else shim_path()
+    if args.shim and shim is not None and not (shim.is_file() and os.access(shim, os.X_OK)):
+        found = shim_path()
+        hint = f" (this install's is {found})" if found else ""
+        raise CliError(
+            f"--shim {args.shim}: not an executable file; name an installed dyncreds-shim{hint}",
+            EXIT_USAGE,
+        )
     if shim is None or not (shim.is_file() and os.access(shim, os.X_OK)):
         raise CliError(
             f"no dyncreds-shim found ({shim or 'not beside ' + sys.executable + ' nor on PATH'}); "

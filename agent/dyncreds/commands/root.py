@@ -111,8 +111,12 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     problems: list[config.Problem] = []
     main = config.load_main(p.config_file, problems)  # a broken file: no mfa_process
     root = main.root if main else None
-    with Client(p.socket) as client:  # not running: said before a YubiKey is touched
-        client.request("ping")
+    with Client(p.socket) as client:  # not running, or no lock: said before a YubiKey
+        lock = client.request("status").get("root") or {}  # is touched or a code asked
+    if lock.get("mfa") is False:
+        raise CliError(
+            "unlock needs root.mfa_serial in config.toml; this agent has no lock", EXIT_USAGE
+        )
     code = mfa_code(
         given=args.code,
         process=root.mfa_process if root else None,

@@ -114,8 +114,10 @@ def cmd_install_units(args: argparse.Namespace) -> int:
         ) from None
     for name in UNITS:
         print(f"wrote {target / name}")
+    default = Path(config_home) / "systemd" / "user"
+    where = "" if target.resolve() == default.resolve() else f"copy them to {default}, then "
     print(
-        "next: systemctl --user daemon-reload && "
+        f"next: {where}systemctl --user daemon-reload && "
         "systemctl --user enable --now dyncreds-agent.socket"
     )
     return EXIT_OK
