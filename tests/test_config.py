@@ -90,6 +90,15 @@ def test_every_problem_is_listed_with_file_and_line(tmp_path: Path) -> None:
     assert any(p.startswith(f"{role}:3: ttl: session_token durations") for p in found)
 
 
+def test_an_unknown_key_does_not_hide_the_roles_other_problems(tmp_path: Path) -> None:
+    write(tmp_path, r='credential_type = "assumed_role"\nttl = "13h"\nbogus = 1\n')
+    found = problems(tmp_path)
+    role = tmp_path / "roles" / "r.toml"
+    assert any(p.startswith(f"{role}:3: unknown key bogus") for p in found), found
+    assert any(p.startswith(f"{role}:2: ttl: ") for p in found), found
+    assert any("needs role_arns" in p for p in found), found
+
+
 def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
     write(tmp_path, main="[agent\n")
     (found,) = problems(tmp_path)

@@ -127,8 +127,13 @@ def decode_table(
     text: str,
     table: str | None,
     problems: list[Problem],
+    *,
+    past_unknown_keys: bool = False,
 ) -> _T | None:
-    """Decode one table field by field so that every bad field is reported."""
+    """Decode one table field by field so that every bad field is reported.
+    ``past_unknown_keys``: when unknown keys are the only problems, still return
+    the known fields decoded, so the caller's checks across fields report theirs
+    too (the caller refuses the table: its problems grew)."""
     prefix = f"{table}." if table else ""
     if not isinstance(raw, dict):
         problems.append(Problem(path, line_of(text, None, table or ""), f"{table} must be a table"))
@@ -145,7 +150,7 @@ def decode_table(
                     path, line_of(text, table, key), f"unknown key {prefix}{key} (known: {known})"
                 )
             )
-            ok = False
+            ok = ok and past_unknown_keys
             continue
         try:
             good[key] = msgspec.convert(value, spec.type, dec_hook=dec_hook)
@@ -158,4 +163,9 @@ def decode_table(
             ok = False
     if not ok:
         return None
-    return msgspec.convert(good, cls, dec_hook=dec_hook)
+    try:
+        return msgspec.convert(good, cls, dec_hook=dec_hook)
+    except (msgspec.ValidationError, ValueError):
+        if not past_unknown_keys:
+            raise
+        return None  # a required field is among the unknown: said already

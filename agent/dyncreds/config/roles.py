@@ -88,7 +88,7 @@ def _decode(
     own = KINDS[named].options if isinstance(named, str) and named in KINDS else None
     own_keys = {f.encode_name for f in msgspec.structs.fields(own)} if own else set()
     shared = {key: value for key, value in raw.items() if key not in own_keys}
-    spec = decode_table(shared, RoleFile, path, text, None, problems)
+    spec = decode_table(shared, RoleFile, path, text, None, problems, past_unknown_keys=True)
     if own is None:
         return None if spec is None else (spec, None)
     mine = {key: value for key, value in raw.items() if key in own_keys}
