@@ -1,9 +1,10 @@
-"""RFC 3339 stamps read without datetime (``status`` reads one per column): the
-same answer as datetime for every instant, and the same refusals."""
+"""RFC 3339 stamps read and written without datetime (``status`` reads one per
+column, and writes three per role): the same answer as datetime for every
+instant, and the same refusals."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -28,6 +29,13 @@ def test_every_instant_reads_as_datetime_reads_it(moment: datetime) -> None:
 @given(st.integers(min_value=0, max_value=2**34))
 def test_round_trip(epoch: int) -> None:
     assert parse_rfc3339(rfc3339(epoch)) == epoch
+
+
+@given(st.floats(min_value=0, max_value=253402300799, allow_nan=False))
+def test_every_instant_is_written_as_datetime_writes_it(epoch: float) -> None:
+    """rfc3339 uses the builtin time module (status makes three per role)."""
+    expected = datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert rfc3339(epoch) == expected
 
 
 DIGITS = st.text(alphabet="0123456789", min_size=14, max_size=14)

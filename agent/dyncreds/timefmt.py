@@ -9,6 +9,7 @@ or integer seconds) and as people read them; instants as RFC 3339 UTC stamps
 from __future__ import annotations
 
 import re
+import time
 
 # Compiled on first use (re caches it): `status` never parses a duration. ASCII
 # digits only (re.ASCII where it is used).
@@ -51,10 +52,10 @@ def format_duration(seconds: float) -> str:
 
 
 def rfc3339(epoch: float) -> str:
-    """Seconds since the epoch -> ``2026-11-29T12:00:00Z``."""
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Seconds since the epoch -> ``2026-11-29T12:00:00Z``. With the builtin
+    ``time`` (already loaded): a third of datetime's cost, and ``status`` makes
+    three per role (the same text for every instant: tests/test_timefmt.py)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
 
 
 def parse_rfc3339(text: str) -> float:
