@@ -131,7 +131,10 @@ def test_a_refused_peer_is_recorded_with_its_uid(
 def test_an_mfa_code_is_masked_in_recorded_command_lines(
     aws: StandIn, start_agent: Callable[..., AgentProcess]
 ) -> None:
-    agent = start_agent({"ec2": iam_user_role()})
+    # With a lock to unlock (else the CLI refuses before asking the agent).
+    agent = start_agent(
+        {"ec2": iam_user_role()}, tables='mfa_serial = "arn:aws:iam::123456789012:mfa/vaultuser"\n'
+    )
     agent.cli("unlock", "--code", "987654", check=False)
     agent.cli("unlock", "--code=987655", check=False)
     lines = wait_for(
