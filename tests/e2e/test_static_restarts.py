@@ -140,3 +140,21 @@ def test_the_seal_key_is_held_where_the_root_is(
             assert item(env, "root.seal")
     finally:
         agent.stop()
+
+
+def test_a_deleted_keys_sealed_copy_goes_with_it(
+    aws: StandIn, start_agent: Callable[..., AgentProcess]
+) -> None:
+    """A role removed from the configuration: once its key is deleted (here by
+    `revoke`, else by the reaper at its announced expiry) nothing of it stays at rest."""
+    make_user(aws)
+    agent = start_agent({"legacy": ROLE})
+    lease = agent.request("credentials", role="legacy")["lease"]["id"]
+    sealed = agent.state_dir / "static" / "legacy.sealed"
+    assert json.loads(sealed.read_text())["lease_id"] == lease
+    (agent.config_dir / "roles" / "legacy.toml").unlink()
+    assert agent.request("reload")["ok"]
+    out = agent.cli("revoke", lease).stdout
+    assert "key deleted" in out, out
+    assert keys_of(aws) == []
+    assert not sealed.exists()

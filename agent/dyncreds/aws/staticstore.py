@@ -18,7 +18,6 @@ role or lease does not open. The journal says whether the lease is still current
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -121,9 +120,15 @@ class StaticStore:
             return None
         return Secret(secret.decode())
 
-    def forget(self, role: str) -> None:
-        with contextlib.suppress(OSError):
-            self._path(role).unlink()
+    def forget(self, role: str, lease_id: str) -> None:
+        """The lease's key was deleted: its sealed copy goes too (blocking). A newer
+        lease's file (the role rotated since) stays; so does one that cannot be read."""
+        path = self._path(role)
+        try:
+            if json.loads(path.read_text()).get("lease_id") == lease_id:
+                path.unlink()
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def _aad(lease_id: str, access_key_id: str) -> bytes:

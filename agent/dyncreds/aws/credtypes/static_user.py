@@ -113,7 +113,12 @@ async def revoke(host: Host, record: Record) -> bool:
     keep = _listed_keys(record.detail) + [
         r.access_key_id for r in host.journal.all() if r.access_key_id and r is not record
     ]
-    return await static_user.delete_key(host.aws, record.user_name, record.access_key_id, keep)
+    gone = await static_user.delete_key(host.aws, record.user_name, record.access_key_id, keep)
+    if host.static_store is not None:  # the sealed copy of a deleted key is of no use
+        import trio
+
+        await trio.to_thread.run_sync(host.static_store.forget, record.role, record.lease_id)
+    return gone
 
 
 def _listed_keys(detail: str | None) -> list[str]:
