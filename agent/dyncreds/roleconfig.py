@@ -34,6 +34,10 @@ def check_name(name: str) -> None:
         raise ConfigureError(f"role name {name!r} must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}")
 
 
+def _no_role(p: paths.Paths, name: str) -> ConfigureError:
+    return ConfigureError(f"no role {name!r} in {p.roles_dir}")
+
+
 def read_role(p: paths.Paths, name: str) -> tuple[dict[str, Any], str]:
     """A role file's fields as written (durations stay "1h") and its text."""
     check_name(name)
@@ -41,7 +45,7 @@ def read_role(p: paths.Paths, name: str) -> tuple[dict[str, Any], str]:
     try:
         text = read_text(path)
     except FileNotFoundError:
-        raise ConfigureError(f"no role {name!r} in {p.roles_dir}") from None
+        raise _no_role(p, name) from None
     except (OSError, ValueError) as exc:
         raise ConfigureError(f"{path}: cannot read: {exc}") from None
     try:
@@ -83,7 +87,7 @@ def delete_role(p: paths.Paths, name: str, *, missing_ok: bool = False) -> Path:
         path.unlink()
     except FileNotFoundError:
         if not missing_ok:
-            raise ConfigureError(f"no role {name!r} in {p.roles_dir}") from None
+            raise _no_role(p, name) from None
     return path
 
 
